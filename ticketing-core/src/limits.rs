@@ -1,0 +1,61 @@
+//! Every bound of the system as a named constant, units last.
+//!
+//! Defaults can be overridden per deployment through [`crate::Config`] and per concert through
+//! [`crate::catalog::QueueSettings`]; the hard limits here cannot.
+
+/// How long a hold keeps its seat before it expires, unless configured otherwise.
+pub const HOLD_TTL_SECS_DEFAULT: u64 = 300;
+/// How many open holds (held or confirmed reservations) one queue token may have.
+pub const HOLDS_PER_TOKEN_DEFAULT: u32 = 1;
+/// How long a waiting token keeps its place without being polled.
+pub const WAITING_IDLE_SECS_DEFAULT: u64 = 60;
+/// How long an admitted token stays active.
+pub const ACTIVE_TTL_SECS_DEFAULT: u64 = 300;
+/// At most this many tokens are active at once per concert, unless configured otherwise.
+pub const MAX_ACTIVE_DEFAULT: u32 = 100;
+/// At most this many tokens are admitted per admission interval, unless configured otherwise.
+pub const ADMIT_BATCH_DEFAULT: u32 = 10;
+/// The admission interval ("tick"), unless configured otherwise.
+pub const ADMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+
+/// The largest `max_active` a concert may ask for.
+pub const MAX_ACTIVE_LIMIT: u32 = 1_000_000;
+/// The largest `admit_batch` a concert may ask for.
+pub const ADMIT_BATCH_LIMIT: u32 = 100_000;
+/// The shortest admission interval a concert may ask for.
+pub const ADMIT_INTERVAL_MS_MIN: u64 = 10;
+/// The longest of any configurable duration (one day).
+pub const DURATION_SECS_MAX: u64 = 86_400;
+
+/// The largest single charge.
+pub const CHARGE_MAX_POINTS: i64 = 10_000_000;
+/// The largest balance a wallet may reach through charges.
+pub const BALANCE_MAX_POINTS: i64 = 100_000_000;
+/// The largest price of one seat.
+pub const PRICE_MAX_POINTS: i64 = 10_000_000;
+
+/// Idempotency keys are kept at least this long after their first use.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// Expired queue tokens are kept this long so that a payment retried after the answer was lost
+/// can still authenticate and be answered from its idempotency key.
+pub const TOKEN_RETENTION_SECS: u64 = 86_400;
+
+/// How often the service re-reads and retries an atomic step that lost a compare-and-set race
+/// before it reports contention.
+pub const CAS_RETRIES: u32 = 8;
+/// At most this many records one sweep call tidies per store, so a sweep never stalls a store.
+pub const SWEEP_BATCH: usize = 10_000;
+
+/// The longest user id.
+pub const USER_ID_MAX_LEN: usize = 64;
+/// The longest idempotency key.
+pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 128;
+/// The longest concert title.
+pub const TITLE_MAX_LEN: usize = 200;
+/// At most this many schedules per concert.
+pub const SCHEDULES_PER_CONCERT_MAX: usize = 100;
+/// At most this many seats per schedule.
+pub const SEATS_PER_SCHEDULE_MAX: u32 = 100_000;
+
+/// The weight, in eighths, that the newest sample gets in the admission-rate moving average.
+pub const ADMIT_RATE_EWMA_EIGHTHS: u32 = 2;

@@ -1,0 +1,362 @@
+//! The balance ledger and the payment rule. Pure: no I/O, `now` passed in.
+//!
+//! A wallet's balance changes only with a ledger entry: CHARGE adds, PAYMENT subtracts, so the
+//! ledger always sums to the balance. Every write names the wallet version it was computed from.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{SeatRecord, SeatState};
+use crate::error::DomainError;
+use crate::hold::{Reservation, require_live_hold};
+use crate::ids::{Fence, LedgerEntryId, PaymentId, Points, ReservationId, SeatId, UserId};
+use crate::limits::{BALANCE_MAX_POINTS, CHARGE_MAX_POINTS};
+
+/// A user's prepaid balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wallet {
+    /// Whose.
+    pub user_id: UserId,
+    /// The balance; never negative.
+    pub balance: Points,
+    /// Raised by every change; 0 for a wallet never written.
+    pub version: u64,
+}
+
+impl Wallet {
+    /// The wallet of a user who has never charged.
+    #[must_use]
+    pub fn empty(user_id: UserId) -> Self {
+        Self { user_id, balance: Points::ZERO, version: 0 }
+    }
+}
+
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LedgerKind {
+    /// Points added.
+    Charge,
+    /// Points spent on a seat.
+    Payment,
+}
+
+/// One change of a balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// Its id.
+    pub id: LedgerEntryId,
+    /// Whose balance.
+    pub user_id: UserId,
+    /// Charge or payment.
+    pub kind: LedgerKind,
+    /// How much (always positive; `kind` gives the sign).
+    pub amount: Points,
+    /// The balance after it.
+    pub balance_after: Points,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The payment, for a PAYMENT entry.
+    pub payment_id: Option<PaymentId>,
+}
+
+impl LedgerEntry {
+    /// The entry's effect on the balance: `+amount` for a charge, `-amount` for a payment.
+    #[must_use]
+    pub fn signed_amount(&self) -> i64 {
+        match self.kind {
+            LedgerKind::Charge => self.amount.get(),
+            LedgerKind::Payment => -self.amount.get(),
+        }
+    }
+}
+
+/// A completed payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    /// Its id.
+    pub id: PaymentId,
+    /// The reservation it confirmed.
+    pub reservation_id: ReservationId,
+    /// The seat it booked.
+    pub seat_id: SeatId,
+    /// Who paid.
+    pub user_id: UserId,
+    /// How much.
+    pub amount: Points,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A charge to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargePlan {
+    /// The wallet version it was computed from; the store writes only if it is unchanged.
+    pub expected_version: u64,
+    /// The wallet after the charge.
+    pub wallet: Wallet,
+    /// The ledger entry.
+    pub entry: LedgerEntry,
+}
+
+/// Checks a charge amount: `1..=CHARGE_MAX_POINTS`.
+///
+/// # Errors
+/// [`DomainError::InvalidAmount`].
+pub fn validate_charge_amount(amount: i64) -> Result<Points, DomainError> {
+    if amount <= 0 {
+        return Err(DomainError::InvalidAmount { reason: "the amount must be positive".into() });
+    }
+    if amount > CHARGE_MAX_POINTS {
+        return Err(DomainError::InvalidAmount {
+            reason: format!("at most {CHARGE_MAX_POINTS} points per charge"),
+        });
+    }
+    Points::new(amount).map_err(DomainError::from)
+}
+
+/// Decides a charge of `amount` to `wallet`.
+///
+/// # Errors
+/// [`DomainError::InvalidAmount`] outside `1..=CHARGE_MAX_POINTS`;
+/// [`DomainError::BalanceLimitExceeded`] when the balance would pass `BALANCE_MAX_POINTS`.
+pub fn plan_charge(
+    wallet: &Wallet,
+    amount: i64,
+    entry_id: LedgerEntryId,
+    now: DateTime<Utc>,
+) -> Result<ChargePlan, DomainError> {
+    let amount = validate_charge_amount(amount)?;
+    let max = Points::new(BALANCE_MAX_POINTS)?;
+    let balance = wallet
+        .balance
+        .checked_add(amount)
+        .filter(|b| *b <= max)
+        .ok_or(DomainError::BalanceLimitExceeded { max })?;
+    Ok(ChargePlan {
+        expected_version: wallet.version,
+        wallet: Wallet { user_id: wallet.user_id.clone(), balance, version: wallet.version + 1 },
+        entry: LedgerEntry {
+            id: entry_id,
+            user_id: wallet.user_id.clone(),
+            kind: LedgerKind::Charge,
+            amount,
+            balance_after: balance,
+            at: now,
+            payment_id: None,
+        },
+    })
+}
+
+/// A payment to write, in one atomic step: debit, reservation CONFIRMED, seat BOOKED, payment
+/// recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentPlan {
+    /// The reservation being confirmed.
+    pub reservation: Reservation,
+    /// The fence of the hold; the seat must still have it.
+    pub expected_fence: Fence,
+    /// The seat's fence after booking.
+    pub new_fence: Fence,
+    /// The seat's new state.
+    pub seat_state: SeatState,
+    /// The wallet version it was computed from.
+    pub expected_wallet_version: u64,
+    /// The wallet after the debit.
+    pub wallet: Wallet,
+    /// The PAYMENT ledger entry.
+    pub entry: LedgerEntry,
+    /// The payment.
+    pub payment: Payment,
+}
+
+/// The ids a payment creates, chosen by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentIds {
+    /// The payment's id.
+    pub payment: PaymentId,
+    /// The ledger entry's id.
+    pub entry: LedgerEntryId,
+}
+
+/// Decides a payment of `reservation` by `payer` from `wallet`.
+///
+/// # Errors
+/// Those of [`require_live_hold`], and [`DomainError::InsufficientBalance`].
+pub fn plan_payment(
+    reservation: &Reservation,
+    seat: &SeatRecord,
+    wallet: &Wallet,
+    payer: &UserId,
+    ids: PaymentIds,
+    now: DateTime<Utc>,
+) -> Result<PaymentPlan, DomainError> {
+    require_live_hold(reservation, seat, payer, now)?;
+    let price = reservation.price;
+    let balance = wallet
+        .balance
+        .checked_sub(price)
+        .ok_or(DomainError::InsufficientBalance { balance: wallet.balance, required: price })?;
+    let payment = Payment {
+        id: ids.payment,
+        reservation_id: reservation.id,
+        seat_id: reservation.seat_id,
+        user_id: payer.clone(),
+        amount: price,
+        at: now,
+    };
+    Ok(PaymentPlan {
+        reservation: reservation.clone(),
+        expected_fence: reservation.fence,
+        new_fence: reservation.fence.next(),
+        seat_state: SeatState::Booked { reservation: reservation.id },
+        expected_wallet_version: wallet.version,
+        wallet: Wallet { user_id: payer.clone(), balance, version: wallet.version + 1 },
+        entry: LedgerEntry {
+            id: ids.entry,
+            user_id: payer.clone(),
+            kind: LedgerKind::Payment,
+            amount: price,
+            balance_after: balance,
+            at: now,
+            payment_id: Some(ids.payment),
+        },
+        payment,
+    })
+}
+
+/// What a completed payment returns to its caller (and to every idempotent replay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentReceipt {
+    /// The payment.
+    pub payment: Payment,
+    /// The balance right after it.
+    pub balance: Points,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Seat;
+    use crate::hold::ReservationStatus;
+    use crate::ids::{ConcertId, QueueToken, ScheduleId};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(3_000_000 + secs, 0).expect("valid")
+    }
+
+    fn alice() -> UserId {
+        UserId::parse("alice").expect("valid")
+    }
+
+    fn wallet(balance: i64, version: u64) -> Wallet {
+        Wallet { user_id: alice(), balance: Points::new(balance).expect("valid"), version }
+    }
+
+    fn ids() -> PaymentIds {
+        PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() }
+    }
+
+    fn held_seat() -> (Reservation, SeatRecord) {
+        let reservation = Reservation {
+            id: ReservationId::random(),
+            user_id: alice(),
+            token: QueueToken::generate(),
+            seat_id: SeatId::random(),
+            schedule_id: ScheduleId::random(),
+            concert_id: ConcertId::random(),
+            price: Points::new(300).expect("valid"),
+            fence: Fence::new(1),
+            status: ReservationStatus::Held,
+            held_at: t(0),
+            expires_at: t(300),
+        };
+        let seat = SeatRecord {
+            seat: Seat {
+                id: reservation.seat_id,
+                schedule_id: reservation.schedule_id,
+                concert_id: reservation.concert_id,
+                number: 1,
+                price: reservation.price,
+            },
+            state: SeatState::Held {
+                reservation: reservation.id,
+                user: alice(),
+                expires_at: reservation.expires_at,
+            },
+            fence: Fence::new(1),
+        };
+        (reservation, seat)
+    }
+
+    #[test]
+    fn a_charge_adds_to_the_balance_with_a_ledger_entry() {
+        let plan = plan_charge(&wallet(100, 3), 50, LedgerEntryId::random(), t(0)).expect("valid");
+        assert_eq!(plan.expected_version, 3);
+        assert_eq!((plan.wallet.balance.get(), plan.wallet.version), (150, 4));
+        assert_eq!(
+            (plan.entry.kind, plan.entry.amount.get(), plan.entry.balance_after.get()),
+            (LedgerKind::Charge, 50, 150)
+        );
+        assert_eq!(plan.entry.signed_amount(), 50);
+    }
+
+    #[test]
+    fn charges_outside_the_bounds_are_refused() {
+        for amount in [0, -1, CHARGE_MAX_POINTS + 1] {
+            assert!(matches!(
+                plan_charge(&wallet(0, 0), amount, LedgerEntryId::random(), t(0)),
+                Err(DomainError::InvalidAmount { .. })
+            ));
+        }
+        assert!(plan_charge(&wallet(0, 0), CHARGE_MAX_POINTS, LedgerEntryId::random(), t(0)).is_ok());
+        assert!(matches!(
+            plan_charge(&wallet(BALANCE_MAX_POINTS, 1), 1, LedgerEntryId::random(), t(0)),
+            Err(DomainError::BalanceLimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn a_payment_debits_books_the_seat_and_confirms() {
+        let (reservation, seat) = held_seat();
+        let ids = ids();
+        let plan = plan_payment(&reservation, &seat, &wallet(1_000, 2), &alice(), ids, t(10)).expect("valid");
+        assert_eq!((plan.wallet.balance.get(), plan.expected_wallet_version), (700, 2));
+        assert_eq!((plan.expected_fence, plan.new_fence), (Fence::new(1), Fence::new(2)));
+        assert_eq!(plan.seat_state, SeatState::Booked { reservation: reservation.id });
+        assert_eq!(plan.entry.signed_amount(), -300);
+        assert_eq!(plan.entry.payment_id, Some(ids.payment));
+        assert_eq!(plan.payment.amount.get(), 300);
+    }
+
+    #[test]
+    fn a_payment_without_enough_points_changes_nothing() {
+        let (reservation, seat) = held_seat();
+        let refused = plan_payment(&reservation, &seat, &wallet(299, 1), &alice(), ids(), t(10));
+        assert_eq!(
+            refused,
+            Err(DomainError::InsufficientBalance {
+                balance: Points::new(299).expect("valid"),
+                required: Points::new(300).expect("valid"),
+            })
+        );
+    }
+
+    #[test]
+    fn an_expired_or_foreign_hold_is_never_paid() {
+        let (reservation, seat) = held_seat();
+        assert_eq!(
+            plan_payment(&reservation, &seat, &wallet(1_000, 1), &alice(), ids(), t(300)),
+            Err(DomainError::HoldExpired)
+        );
+        let bob = UserId::parse("bob").expect("valid");
+        assert_eq!(
+            plan_payment(&reservation, &seat, &wallet(1_000, 1), &bob, ids(), t(1)),
+            Err(DomainError::NotOwner)
+        );
+    }
+}

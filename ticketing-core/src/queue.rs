@@ -1,0 +1,583 @@
+//! The queue-token state machine and the admission rule. Pure: no I/O, `now` passed in.
+//!
+//! A token is WAITING -> ACTIVE -> EXPIRED. A waiting token holds a sequence number that fixes
+//! its place in line; it expires when it is not polled for `waiting_idle_secs`. Admission moves
+//! tokens from the head of the line to ACTIVE, capped both by `max_active` and by `admit_batch`
+//! per `admit_interval_ms`. An active token expires `active_ttl_secs` after admission, or at once
+//! when its user pays.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::QueueSettings;
+use crate::error::DomainError;
+use crate::ids::{ConcertId, QueueToken, UserId};
+use crate::limits::ADMIT_RATE_EWMA_EIGHTHS;
+
+/// The stored state of a queue token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TokenState {
+    /// In line.
+    Waiting {
+        /// Arrival order within the concert; smaller is earlier.
+        seq: u64,
+        /// When it loses its place unless polled again.
+        expires_at: DateTime<Utc>,
+    },
+    /// Admitted.
+    Active {
+        /// When it was admitted.
+        admitted_at: DateTime<Utc>,
+        /// When it expires.
+        expires_at: DateTime<Utc>,
+    },
+    /// Over.
+    Expired {
+        /// When it expired.
+        at: DateTime<Utc>,
+        /// Why.
+        reason: ExpiryReason,
+    },
+}
+
+/// Why a token expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExpiryReason {
+    /// It waited without being polled for too long.
+    Idle,
+    /// Its active time ran out.
+    TimedOut,
+    /// Its user paid.
+    Paid,
+}
+
+/// What a client sees of a token's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TokenStatus {
+    /// In line.
+    Waiting,
+    /// Admitted.
+    Active,
+    /// Over.
+    Expired,
+}
+
+/// A queue token as a store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    /// The credential.
+    pub token: QueueToken,
+    /// The user it was issued to.
+    pub user_id: UserId,
+    /// The concert it queues for.
+    pub concert_id: ConcertId,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// Raised by every change; stores compare it before writing.
+    pub version: u64,
+    /// Its state.
+    pub state: TokenState,
+}
+
+impl TokenRecord {
+    /// The token's status at `now`: a waiting or active token past its deadline is expired
+    /// whether or not a sweeper has tidied it yet.
+    #[must_use]
+    pub fn status_at(&self, now: DateTime<Utc>) -> TokenStatus {
+        match self.state {
+            TokenState::Waiting { expires_at, .. } if expires_at > now => TokenStatus::Waiting,
+            TokenState::Active { expires_at, .. } if expires_at > now => TokenStatus::Active,
+            TokenState::Waiting { .. } | TokenState::Active { .. } | TokenState::Expired { .. } => {
+                TokenStatus::Expired
+            }
+        }
+    }
+
+    /// When the token stops being valid (for an expired token, when it expired).
+    #[must_use]
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        match self.state {
+            TokenState::Waiting { expires_at, .. } | TokenState::Active { expires_at, .. } => expires_at,
+            TokenState::Expired { at, .. } => at,
+        }
+    }
+
+    /// The waiting sequence number, for a token in line.
+    #[must_use]
+    pub fn seq(&self) -> Option<u64> {
+        match self.state {
+            TokenState::Waiting { seq, .. } => Some(seq),
+            TokenState::Active { .. } | TokenState::Expired { .. } => None,
+        }
+    }
+
+    fn with_state(&self, state: TokenState) -> Self {
+        Self { version: self.version + 1, state, ..self.clone() }
+    }
+}
+
+/// A token about to be put at the back of the line; the store assigns its sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewToken {
+    /// The credential.
+    pub token: QueueToken,
+    /// The user it is issued to.
+    pub user_id: UserId,
+    /// The concert it queues for.
+    pub concert_id: ConcertId,
+    /// When it is issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it loses its place unless polled.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What asking for a token should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IssueDecision {
+    /// A new token at the back of the line, replacing the user's expired one if there is one.
+    Issue {
+        /// The token to insert.
+        new: NewToken,
+        /// The user's previous, expired token, which the new one replaces.
+        replacing: Option<TokenRecord>,
+    },
+    /// The user's waiting token, its idle deadline extended. Written with a compare-and-set on
+    /// the version of `previous`.
+    Refresh {
+        /// The record as read.
+        previous: TokenRecord,
+        /// The record to write.
+        updated: TokenRecord,
+    },
+    /// The user's active token, unchanged: re-asking never extends an active token's time,
+    /// because that would let one buyer keep a place of `max_active` for ever.
+    Keep(TokenRecord),
+}
+
+/// Decides what asking for a token does, given the user's current token for the concert.
+///
+/// Asking again while the token is valid returns the same token (never a second place in line);
+/// a waiting token's idle deadline is extended.
+#[must_use]
+pub fn issue(
+    existing: Option<TokenRecord>,
+    user_id: &UserId,
+    concert_id: ConcertId,
+    fresh: QueueToken,
+    settings: &QueueSettings,
+    now: DateTime<Utc>,
+) -> IssueDecision {
+    match existing {
+        Some(record) => match record.status_at(now) {
+            TokenStatus::Waiting => match refresh(&record, settings, now) {
+                Some(updated) => IssueDecision::Refresh { previous: record, updated },
+                None => IssueDecision::Keep(record),
+            },
+            TokenStatus::Active => IssueDecision::Keep(record),
+            TokenStatus::Expired => IssueDecision::Issue {
+                new: new_token(fresh, user_id, concert_id, settings, now),
+                replacing: Some(record),
+            },
+        },
+        None => IssueDecision::Issue {
+            new: new_token(fresh, user_id, concert_id, settings, now),
+            replacing: None,
+        },
+    }
+}
+
+fn new_token(
+    token: QueueToken,
+    user_id: &UserId,
+    concert_id: ConcertId,
+    settings: &QueueSettings,
+    now: DateTime<Utc>,
+) -> NewToken {
+    NewToken {
+        token,
+        user_id: user_id.clone(),
+        concert_id,
+        issued_at: now,
+        expires_at: now + settings.waiting_idle(),
+    }
+}
+
+/// A poll of a waiting token: its idle deadline moves to `now + waiting_idle_secs`.
+///
+/// Returns `None` when nothing is to be written: the token is active (polling never extends an
+/// active token) or already expired.
+#[must_use]
+pub fn refresh(record: &TokenRecord, settings: &QueueSettings, now: DateTime<Utc>) -> Option<TokenRecord> {
+    match (record.status_at(now), &record.state) {
+        (TokenStatus::Waiting, TokenState::Waiting { seq, .. }) => Some(
+            record.with_state(TokenState::Waiting { seq: *seq, expires_at: now + settings.waiting_idle() }),
+        ),
+        _ => None,
+    }
+}
+
+/// The token's user paid: the token expires at once.
+///
+/// # Errors
+/// [`DomainError::TokenExpired`] when the token is not active at `now`.
+pub fn expire_on_payment(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, DomainError> {
+    match record.status_at(now) {
+        TokenStatus::Active => {
+            Ok(record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Paid }))
+        }
+        TokenStatus::Waiting | TokenStatus::Expired => Err(DomainError::TokenExpired),
+    }
+}
+
+/// Checks that `record` is a token of `concert_id` that may act: valid and admitted.
+///
+/// `position` is asked for only when the token is still waiting, to say where it stands.
+///
+/// # Errors
+/// [`DomainError::WrongConcert`], [`DomainError::TokenExpired`] or
+/// [`DomainError::NotAdmitted`] with the position.
+pub fn require_active(
+    record: &TokenRecord,
+    concert_id: Option<ConcertId>,
+    now: DateTime<Utc>,
+    position: impl FnOnce() -> u64,
+) -> Result<(), DomainError> {
+    if concert_id.is_some_and(|id| id != record.concert_id) {
+        return Err(DomainError::WrongConcert);
+    }
+    match record.status_at(now) {
+        TokenStatus::Active => Ok(()),
+        TokenStatus::Waiting => Err(DomainError::NotAdmitted { position: position() }),
+        TokenStatus::Expired => Err(DomainError::TokenExpired),
+    }
+}
+
+/// Checks that `record` is a token that has not expired (waiting or active).
+///
+/// # Errors
+/// [`DomainError::TokenExpired`].
+pub fn require_valid(record: &TokenRecord, now: DateTime<Utc>) -> Result<(), DomainError> {
+    match record.status_at(now) {
+        TokenStatus::Waiting | TokenStatus::Active => Ok(()),
+        TokenStatus::Expired => Err(DomainError::TokenExpired),
+    }
+}
+
+/// The admission state of one concert's line, as read before a tick.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionSnapshot {
+    /// Raised by every tick; the tick's write compares it.
+    pub version: u64,
+    /// Tokens active at the time of reading (expired ones not counted).
+    pub active: u32,
+    /// Tokens in line at the time of reading (possibly counting some that have gone idle and not
+    /// been swept yet).
+    pub waiting: u64,
+    /// When the current admission window began.
+    pub window_started_at: Option<DateTime<Utc>>,
+    /// How many were admitted in the current window.
+    pub admitted_in_window: u32,
+    /// When the last tick ran.
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// How many the last tick admitted.
+    pub last_tick_admitted: u32,
+    /// Measured admissions per second (moving average over ticks while people were waiting).
+    pub rate_per_sec: f64,
+}
+
+/// One admission tick's write: admit up to `quota` from the head of the line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionPlan {
+    /// The concert.
+    pub concert_id: ConcertId,
+    /// The snapshot version this plan was computed from; the store refuses the plan if the
+    /// concert's admission state has moved on (another node ticked first).
+    pub expected_version: u64,
+    /// At most this many tokens are admitted.
+    pub quota: u32,
+    /// The tick's instant. Waiting tokens whose idle deadline is at or before it are skipped
+    /// (and expire) rather than admitted.
+    pub now: DateTime<Utc>,
+    /// When admitted tokens expire.
+    pub active_expires_at: DateTime<Utc>,
+    /// The admission window after this tick.
+    pub window_started_at: DateTime<Utc>,
+    /// Admitted in that window before this tick; the store adds what it admits.
+    pub admitted_before: u32,
+    /// The measured admission rate after this tick.
+    pub rate_per_sec: f64,
+}
+
+/// Plans one admission tick: how many may be admitted now under both caps.
+#[must_use]
+pub fn plan_admission(
+    concert_id: ConcertId,
+    settings: &QueueSettings,
+    snapshot: &AdmissionSnapshot,
+    now: DateTime<Utc>,
+) -> AdmissionPlan {
+    let (window_started_at, admitted_before) = match snapshot.window_started_at {
+        Some(start) if now < start + settings.admit_interval() && now >= start => {
+            (start, snapshot.admitted_in_window)
+        }
+        _ => (now, 0),
+    };
+    let by_rate = settings.admit_batch.saturating_sub(admitted_before);
+    let by_capacity = settings.max_active.saturating_sub(snapshot.active);
+    AdmissionPlan {
+        concert_id,
+        expected_version: snapshot.version,
+        quota: by_rate.min(by_capacity),
+        now,
+        active_expires_at: now + settings.active_ttl(),
+        window_started_at,
+        admitted_before,
+        rate_per_sec: measured_rate(snapshot, now),
+    }
+}
+
+/// The admission rate as a moving average over ticks. Ticks while nobody waits say nothing
+/// about how fast the line moves, so they leave the average alone.
+fn measured_rate(snapshot: &AdmissionSnapshot, now: DateTime<Utc>) -> f64 {
+    let Some(last) = snapshot.last_tick_at else { return snapshot.rate_per_sec };
+    let elapsed = (now - last).num_milliseconds();
+    if snapshot.waiting == 0 || elapsed <= 0 {
+        return snapshot.rate_per_sec;
+    }
+    #[allow(clippy::cast_precision_loss)] // A rate estimate; precision beyond 2^52 is irrelevant.
+    let sample = f64::from(snapshot.last_tick_admitted) * 1_000.0 / elapsed as f64;
+    if snapshot.rate_per_sec <= 0.0 {
+        return sample;
+    }
+    let weight = f64::from(ADMIT_RATE_EWMA_EIGHTHS) / 8.0;
+    snapshot.rate_per_sec * (1.0 - weight) + sample * weight
+}
+
+/// The estimated wait in seconds for the token at `position`, from the measured admission rate;
+/// before anything has been measured, from the configured rate.
+#[must_use]
+pub fn eta_secs(position: u64, rate_per_sec: f64, settings: &QueueSettings) -> u64 {
+    let configured = f64::from(settings.admit_batch) * 1_000.0 / settings.admit_interval_ms.max(1) as f64;
+    let rate = if rate_per_sec > 0.0 { rate_per_sec } else { configured };
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let secs = (position as f64 / rate).ceil() as u64; // Both are positive and far below 2^52.
+    secs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_000_000 + secs, 0).expect("valid")
+    }
+
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            max_active: 3,
+            admit_batch: 2,
+            admit_interval_ms: 1_000,
+            waiting_idle_secs: 60,
+            active_ttl_secs: 300,
+        }
+    }
+
+    fn user() -> UserId {
+        UserId::parse("alice").expect("valid")
+    }
+
+    fn record(state: TokenState) -> TokenRecord {
+        TokenRecord {
+            token: QueueToken::generate(),
+            user_id: user(),
+            concert_id: ConcertId::from_uuid(uuid::Uuid::nil()),
+            issued_at: t(0),
+            version: 1,
+            state,
+        }
+    }
+
+    fn waiting(expires: i64) -> TokenRecord {
+        record(TokenState::Waiting { seq: 7, expires_at: t(expires) })
+    }
+
+    fn active(expires: i64) -> TokenRecord {
+        record(TokenState::Active { admitted_at: t(0), expires_at: t(expires) })
+    }
+
+    fn expired() -> TokenRecord {
+        record(TokenState::Expired { at: t(0), reason: ExpiryReason::Paid })
+    }
+
+    #[test]
+    fn asking_without_a_token_issues_one_at_the_back_of_the_line() {
+        let decision = issue(None, &user(), ConcertId::random(), QueueToken::generate(), &settings(), t(5));
+        let IssueDecision::Issue { new, replacing: None } = decision else { panic!("{decision:?}") };
+        assert_eq!(new.expires_at, t(65));
+    }
+
+    #[test]
+    fn asking_again_while_waiting_returns_the_same_token_with_a_later_deadline() {
+        let existing = waiting(60);
+        let decision = issue(
+            Some(existing.clone()),
+            &user(),
+            existing.concert_id,
+            QueueToken::generate(),
+            &settings(),
+            t(30),
+        );
+        let IssueDecision::Refresh { previous, updated } = decision else { panic!("{decision:?}") };
+        assert_eq!(previous, existing);
+        assert_eq!(updated.token, existing.token);
+        assert_eq!(updated.seq(), Some(7), "the place in line is kept");
+        assert_eq!(updated.expires_at(), t(90));
+        assert_eq!(updated.version, existing.version + 1);
+    }
+
+    #[test]
+    fn asking_again_while_active_keeps_the_token_and_its_deadline() {
+        let existing = active(300);
+        let decision = issue(
+            Some(existing.clone()),
+            &user(),
+            existing.concert_id,
+            QueueToken::generate(),
+            &settings(),
+            t(30),
+        );
+        assert_eq!(decision, IssueDecision::Keep(existing));
+    }
+
+    #[test]
+    fn asking_after_expiry_issues_a_new_token_replacing_the_old() {
+        for old in [waiting(60), active(300), expired()] {
+            let now = t(301);
+            let fresh = QueueToken::generate();
+            let decision = issue(Some(old.clone()), &user(), old.concert_id, fresh.clone(), &settings(), now);
+            let IssueDecision::Issue { new, replacing: Some(replaced) } = decision else {
+                panic!("{decision:?}")
+            };
+            assert_eq!(new.token, fresh);
+            assert_eq!(replaced, old);
+        }
+    }
+
+    #[test]
+    fn status_follows_deadlines_without_any_sweeper() {
+        assert_eq!(waiting(60).status_at(t(59)), TokenStatus::Waiting);
+        assert_eq!(waiting(60).status_at(t(60)), TokenStatus::Expired);
+        assert_eq!(active(300).status_at(t(299)), TokenStatus::Active);
+        assert_eq!(active(300).status_at(t(300)), TokenStatus::Expired);
+        assert_eq!(expired().status_at(t(0)), TokenStatus::Expired);
+    }
+
+    #[test]
+    fn polling_extends_only_waiting_tokens() {
+        assert_eq!(refresh(&waiting(60), &settings(), t(10)).map(|r| r.expires_at()), Some(t(70)));
+        assert_eq!(refresh(&waiting(60), &settings(), t(60)), None);
+        assert_eq!(refresh(&active(300), &settings(), t(10)), None);
+        assert_eq!(refresh(&expired(), &settings(), t(10)), None);
+    }
+
+    #[test]
+    fn paying_expires_an_active_token_and_nothing_else() {
+        let paid = expire_on_payment(&active(300), t(10)).expect("active");
+        assert_eq!(paid.status_at(t(10)), TokenStatus::Expired);
+        assert_eq!(paid.state, TokenState::Expired { at: t(10), reason: ExpiryReason::Paid });
+        assert_eq!(expire_on_payment(&waiting(60), t(10)), Err(DomainError::TokenExpired));
+        assert_eq!(expire_on_payment(&active(300), t(300)), Err(DomainError::TokenExpired));
+        assert_eq!(expire_on_payment(&expired(), t(10)), Err(DomainError::TokenExpired));
+    }
+
+    #[test]
+    fn only_active_tokens_of_the_right_concert_may_act() {
+        let token = active(300);
+        assert_eq!(require_active(&token, Some(token.concert_id), t(1), || 0), Ok(()));
+        assert_eq!(require_active(&token, None, t(1), || 0), Ok(()));
+        assert_eq!(
+            require_active(&token, Some(ConcertId::random()), t(1), || 0),
+            Err(DomainError::WrongConcert)
+        );
+        assert_eq!(
+            require_active(&waiting(60), None, t(1), || 4),
+            Err(DomainError::NotAdmitted { position: 4 })
+        );
+        assert_eq!(require_active(&token, None, t(300), || 0), Err(DomainError::TokenExpired));
+        assert_eq!(require_valid(&waiting(60), t(1)), Ok(()));
+        assert_eq!(require_valid(&expired(), t(1)), Err(DomainError::TokenExpired));
+    }
+
+    #[test]
+    fn admission_is_capped_by_rate_and_by_capacity() {
+        let s = settings();
+        let empty = AdmissionSnapshot::default();
+        assert_eq!(plan_admission(ConcertId::random(), &s, &empty, t(0)).quota, 2, "rate cap");
+        let nearly_full = AdmissionSnapshot { active: 2, ..AdmissionSnapshot::default() };
+        assert_eq!(plan_admission(ConcertId::random(), &s, &nearly_full, t(0)).quota, 1, "capacity cap");
+        let full = AdmissionSnapshot { active: 3, ..AdmissionSnapshot::default() };
+        assert_eq!(plan_admission(ConcertId::random(), &s, &full, t(0)).quota, 0);
+    }
+
+    #[test]
+    fn the_rate_cap_counts_the_whole_window() {
+        let s = settings();
+        let mid_window = AdmissionSnapshot {
+            version: 4,
+            window_started_at: Some(t(10)),
+            admitted_in_window: 2,
+            ..AdmissionSnapshot::default()
+        };
+        let plan = plan_admission(ConcertId::random(), &s, &mid_window, t(10) + Duration::milliseconds(999));
+        assert_eq!((plan.quota, plan.admitted_before, plan.expected_version), (0, 2, 4));
+        let next = plan_admission(ConcertId::random(), &s, &mid_window, t(11));
+        assert_eq!((next.quota, next.admitted_before, next.window_started_at), (2, 0, t(11)));
+        assert_eq!(next.active_expires_at, t(311));
+    }
+
+    #[test]
+    fn a_clock_that_went_backwards_opens_a_new_window() {
+        let s = settings();
+        let future = AdmissionSnapshot {
+            window_started_at: Some(t(100)),
+            admitted_in_window: 2,
+            ..AdmissionSnapshot::default()
+        };
+        let plan = plan_admission(ConcertId::random(), &s, &future, t(50));
+        assert_eq!((plan.quota, plan.window_started_at), (2, t(50)));
+    }
+
+    #[test]
+    fn the_admission_rate_is_measured_while_people_wait() {
+        let s = settings();
+        let snapshot = AdmissionSnapshot {
+            waiting: 10,
+            last_tick_at: Some(t(0)),
+            last_tick_admitted: 4,
+            ..AdmissionSnapshot::default()
+        };
+        let first = plan_admission(ConcertId::random(), &s, &snapshot, t(2));
+        assert!((first.rate_per_sec - 2.0).abs() < 1e-9, "{}", first.rate_per_sec);
+        let nobody_waiting = AdmissionSnapshot { waiting: 0, rate_per_sec: 5.0, ..snapshot.clone() };
+        assert!(
+            (plan_admission(ConcertId::random(), &s, &nobody_waiting, t(2)).rate_per_sec - 5.0).abs() < 1e-9
+        );
+        let stalled = AdmissionSnapshot { last_tick_admitted: 0, rate_per_sec: 2.0, ..snapshot };
+        assert!(plan_admission(ConcertId::random(), &s, &stalled, t(2)).rate_per_sec < 2.0);
+    }
+
+    #[test]
+    fn eta_uses_the_measured_rate_or_else_the_configured_one() {
+        let s = settings();
+        assert_eq!(eta_secs(10, 0.0, &s), 5, "2 per second configured");
+        assert_eq!(eta_secs(10, 1.0, &s), 10);
+        assert_eq!(eta_secs(1, 3.0, &s), 1);
+    }
+}

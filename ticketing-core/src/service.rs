@@ -1,0 +1,623 @@
+//! The facade users call: [`Ticketing`]. Each method reads what it needs, asks a pure state
+//! machine what may happen, and writes the answer in one atomic store step that a concurrent
+//! change makes fail; then it reads again and re-decides, at most `CAS_RETRIES` times.
+
+use std::future::Future;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::catalog::{self, Concert, NewConcert, ScheduleAvailability, SeatRecord, SeatStatus, secs};
+use crate::clock::{Clock, truncate_to_millis};
+use crate::error::{DomainError, Error, StoreError};
+use crate::hold::{self, Holder, Release, Reservation};
+use crate::idempotency::{self, CheckError, IdempotencyRecord, KeyCheck};
+use crate::ids::{
+    ConcertId, IdempotencyKey, LedgerEntryId, PaymentId, QueueToken, ReservationId, ScheduleId, SeatId,
+    UserId,
+};
+use crate::limits::{
+    CAS_RETRIES, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SWEEP_BATCH, TOKEN_RETENTION_SECS,
+};
+use crate::payment::{self, PaymentIds, PaymentReceipt, Wallet};
+use crate::queue::{self, ExpiryReason, IssueDecision, TokenRecord, TokenState, TokenStatus};
+use crate::store::{BookingStore, QueueStore};
+
+/// Deployment-wide settings of the service (per-concert queue settings live with the concert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// How long a hold keeps its seat.
+    pub hold_ttl_secs: u64,
+    /// How many open holds (held or confirmed) one queue token may have.
+    pub holds_per_token: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { hold_ttl_secs: HOLD_TTL_SECS_DEFAULT, holds_per_token: HOLDS_PER_TOKEN_DEFAULT }
+    }
+}
+
+/// A token as its holder sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenView {
+    /// The stored record.
+    pub record: TokenRecord,
+    /// Its status now.
+    pub status: TokenStatus,
+    /// 1-based place in line, while waiting.
+    pub position: Option<u64>,
+    /// Estimated seconds until admission, while waiting.
+    pub eta_secs: Option<u64>,
+    /// Whether this call issued a new token (rather than returning the existing one).
+    pub created: bool,
+}
+
+impl TokenView {
+    /// When the token stops being valid.
+    #[must_use]
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.record.expires_at()
+    }
+}
+
+/// A seat as a buyer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatView {
+    /// The seat and its stored state.
+    pub record: SeatRecord,
+    /// Its status now.
+    pub status: SeatStatus,
+}
+
+/// What one sweep tidied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Queue records touched (idle or timed-out tokens expired, old tokens forgotten).
+    pub tokens: usize,
+    /// Lapsed holds whose seats were freed.
+    pub holds: usize,
+}
+
+/// The ticketing service over a queue store `Q`, a booking store `B` and a clock `C`.
+///
+/// See the crate documentation for a complete example.
+#[derive(Debug, Clone)]
+pub struct Ticketing<Q, B, C> {
+    queue: Q,
+    booking: B,
+    clock: C,
+    config: Config,
+}
+
+/// One attempt at a keyed step.
+enum Attempt<T> {
+    /// The effect (and the key, if any) was written.
+    Done(T),
+    /// A rule refused; the refusal is the outcome to remember under the key.
+    Refused(DomainError),
+    /// A compare-and-set lost; read again.
+    Retry,
+}
+
+/// The idempotency context of one request.
+#[derive(Debug, Clone)]
+struct KeyCtx {
+    user: UserId,
+    key: Option<IdempotencyKey>,
+    fingerprint: String,
+    now: DateTime<Utc>,
+}
+
+impl KeyCtx {
+    fn record<T: Serialize>(
+        &self,
+        outcome: &Result<T, DomainError>,
+    ) -> Result<Option<IdempotencyRecord>, Error> {
+        self.key
+            .as_ref()
+            .map(|key| {
+                idempotency::record(&self.user, key, self.fingerprint.clone(), outcome, self.now)
+                    .map_err(|e| Error::Store(StoreError::Corrupt(e)))
+            })
+            .transpose()
+    }
+}
+
+/// Maps the store's answer to a compare-and-set write onto the next step of a retry loop.
+fn cas<T>(result: Result<(), StoreError>, done: T) -> Result<Attempt<T>, Error> {
+    match result {
+        Ok(()) => Ok(Attempt::Done(done)),
+        Err(StoreError::Conflict(_)) => Ok(Attempt::Retry),
+        Err(error) => Err(error.into()),
+    }
+}
+
+impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
+    /// A service over the given stores and clock.
+    pub fn new(queue: Q, booking: B, clock: C, config: Config) -> Self {
+        Self { queue, booking, clock, config }
+    }
+
+    /// The queue store.
+    pub fn queue_store(&self) -> &Q {
+        &self.queue
+    }
+
+    /// The booking store.
+    pub fn booking_store(&self) -> &B {
+        &self.booking
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        truncate_to_millis(self.clock.now())
+    }
+
+    fn hold_ttl(&self) -> Duration {
+        secs(self.config.hold_ttl_secs)
+    }
+
+    /// Creates a concert with its schedules and seats.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidInput`] for an invalid request; store errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(title = %request.title))]
+    pub async fn create_concert(&self, request: &NewConcert) -> Result<catalog::ConcertPlan, Error> {
+        let plan = catalog::plan_concert(request)?;
+        self.booking.create_concert(&plan).await?;
+        Ok(plan)
+    }
+
+    /// Every concert.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn concerts(&self) -> Result<Vec<Concert>, Error> {
+        Ok(self.booking.concerts().await?)
+    }
+
+    async fn concert(&self, id: ConcertId) -> Result<Concert, Error> {
+        self.booking.concert(id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))
+    }
+
+    /// Issues a queue token for `user` and `concert`, or returns the user's valid one (a waiting
+    /// token's idle deadline is extended; there is never a second place in line).
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn issue_token(&self, user: &UserId, concert_id: ConcertId) -> Result<TokenView, Error> {
+        let concert = self.concert(concert_id).await?;
+        for _ in 0..CAS_RETRIES {
+            let now = self.now();
+            let existing = self.queue.token_of_user(concert_id, user).await?;
+            let decision =
+                queue::issue(existing, user, concert_id, QueueToken::generate(), &concert.queue, now);
+            let written = match decision {
+                IssueDecision::Keep(record) => Ok((record, false)),
+                IssueDecision::Refresh { previous, updated } => {
+                    self.queue.update_token(previous.version, &updated).await.map(|()| (updated, false))
+                }
+                IssueDecision::Issue { new, replacing } => {
+                    self.queue.insert_token(new, replacing.as_ref()).await.map(|r| (r, true))
+                }
+            };
+            match written {
+                Ok((record, created)) => return self.view(record, &concert, created, now).await,
+                Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    /// The status of a token. Polling a waiting token keeps its place (extends its idle deadline).
+    ///
+    /// # Errors
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn token_status(&self, token: &QueueToken) -> Result<TokenView, Error> {
+        for _ in 0..CAS_RETRIES {
+            let now = self.now();
+            let record = self.authenticate(token).await?;
+            queue::require_valid(&record, now)?;
+            let concert = self.concert(record.concert_id).await?;
+            let Some(updated) = queue::refresh(&record, &concert.queue, now) else {
+                return self.view(record, &concert, false, now).await;
+            };
+            match self.queue.update_token(record.version, &updated).await {
+                Ok(()) => return self.view(updated, &concert, false, now).await,
+                Err(StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    async fn view(
+        &self,
+        record: TokenRecord,
+        concert: &Concert,
+        created: bool,
+        now: DateTime<Utc>,
+    ) -> Result<TokenView, Error> {
+        let status = record.status_at(now);
+        let (position, eta_secs) = if status == TokenStatus::Waiting {
+            let position = self.queue.position(&record).await?;
+            let rate = self.queue.admission_snapshot(concert.id, now).await?.rate_per_sec;
+            (Some(position), Some(queue::eta_secs(position, rate, &concert.queue)))
+        } else {
+            (None, None)
+        };
+        Ok(TokenView { record, status, position, eta_secs, created })
+    }
+
+    /// The stored record of a token, whatever its status.
+    ///
+    /// # Errors
+    /// [`DomainError::TokenNotFound`]; store errors.
+    pub async fn authenticate(&self, token: &QueueToken) -> Result<TokenRecord, Error> {
+        self.queue.token(token).await?.ok_or(Error::Domain(DomainError::TokenNotFound))
+    }
+
+    async fn active_token(
+        &self,
+        token: &QueueToken,
+        concert: Option<ConcertId>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenRecord, Error> {
+        let record = self.authenticate(token).await?;
+        let position = if record.status_at(now) == TokenStatus::Waiting {
+            self.queue.position(&record).await?
+        } else {
+            0
+        };
+        queue::require_active(&record, concert, now, || position)?;
+        Ok(record)
+    }
+
+    /// A token that may read its owner's own records: valid, or expired because its owner paid
+    /// (so a buyer can read back the reservation it just paid for).
+    async fn owner_token(&self, token: &QueueToken, now: DateTime<Utc>) -> Result<TokenRecord, Error> {
+        let record = self.authenticate(token).await?;
+        let paid = matches!(record.state, TokenState::Expired { reason: ExpiryReason::Paid, .. });
+        if !paid {
+            queue::require_valid(&record, now)?;
+        }
+        Ok(record)
+    }
+
+    /// Runs one admission tick for one concert: admits from the head of the line as far as
+    /// both caps allow. Safe to run from many nodes at once: a tick that loses the race to
+    /// another admits nobody.
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
+        let concert = self.concert(concert_id).await?;
+        let now = self.now();
+        let snapshot = self.queue.admission_snapshot(concert_id, now).await?;
+        let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
+        match self.queue.admit(&plan).await {
+            Ok(admitted) => Ok(admitted),
+            Err(StoreError::Conflict(_)) => Ok(Vec::new()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Runs one admission tick for every concert; returns how many were admitted.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn admission_tick_all(&self) -> Result<usize, Error> {
+        let mut admitted = 0;
+        for concert in self.booking.concerts().await? {
+            admitted += self.admission_tick(concert.id).await?.len();
+        }
+        Ok(admitted)
+    }
+
+    /// A concert's schedules with their available seats, for an active token of that concert.
+    ///
+    /// # Errors
+    /// Token errors ([`DomainError::NotAdmitted`], [`DomainError::WrongConcert`], …),
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    pub async fn schedules(
+        &self,
+        token: &QueueToken,
+        concert_id: ConcertId,
+    ) -> Result<Vec<ScheduleAvailability>, Error> {
+        let now = self.now();
+        self.concert(concert_id).await?;
+        self.active_token(token, Some(concert_id), now).await?;
+        Ok(self.booking.schedules(concert_id, now).await?)
+    }
+
+    /// A schedule's seats with their live status, for an active token of its concert.
+    ///
+    /// # Errors
+    /// [`DomainError::ScheduleNotFound`], token errors; store errors.
+    pub async fn seats(&self, token: &QueueToken, schedule_id: ScheduleId) -> Result<Vec<SeatView>, Error> {
+        let now = self.now();
+        let schedule = self.booking.schedule(schedule_id).await?.ok_or(DomainError::ScheduleNotFound)?;
+        self.active_token(token, Some(schedule.concert_id), now).await?;
+        let seats = self.booking.seats(schedule_id).await?;
+        Ok(seats.into_iter().map(|record| SeatView { status: record.status_at(now), record }).collect())
+    }
+
+    /// Runs a keyed step: answers a replay from the stored outcome, otherwise runs `attempt`
+    /// until it writes, is refused (the refusal is stored under the key) or runs out of retries.
+    async fn keyed<T, F, Fut>(&self, ctx: KeyCtx, mut attempt: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(KeyCtx) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>, Error>>,
+    {
+        for _ in 0..CAS_RETRIES {
+            if let Some(key) = &ctx.key {
+                let stored = self.booking.idempotency(&ctx.user, key).await?;
+                match idempotency::check::<T>(stored.as_ref(), &ctx.fingerprint, ctx.now) {
+                    Ok(KeyCheck::Fresh) => {}
+                    Ok(KeyCheck::Replay(outcome)) => return outcome.map_err(Error::Domain),
+                    Err(CheckError::Reused) => return Err(DomainError::IdempotencyKeyReused.into()),
+                    Err(CheckError::Corrupt(message)) => return Err(StoreError::Corrupt(message).into()),
+                }
+            }
+            match attempt(ctx.clone()).await? {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Retry => {}
+                Attempt::Refused(refusal) => {
+                    if let Some(record) = ctx.record::<T>(&Err(refusal.clone()))? {
+                        match self.booking.save_outcome(&record).await {
+                            Ok(()) => {}
+                            // Someone stored an outcome under this key first: answer with theirs.
+                            Err(StoreError::Conflict(_)) => continue,
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                    return Err(refusal.into());
+                }
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    /// Holds a seat for the token's user for `hold_ttl_secs`.
+    ///
+    /// # Errors
+    /// Token errors; [`DomainError::SeatNotFound`], [`DomainError::WrongConcert`];
+    /// [`DomainError::SeatUnavailable`], [`DomainError::HoldLimitReached`] (remembered under the
+    /// key); [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn hold(
+        &self,
+        token: &QueueToken,
+        seat_id: SeatId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Reservation, Error> {
+        let now = self.now();
+        let record = self.authenticate(token).await?;
+        let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("hold:{seat_id}"), now };
+        let reservation_id = ReservationId::random();
+        let reservation = self
+            .keyed(ctx, |ctx| {
+                let record = record.clone();
+                async move {
+                    let record = self.active_token(&record.token, None, now).await?;
+                    let seat = self.booking.seat(seat_id).await?.ok_or(DomainError::SeatNotFound)?;
+                    if seat.seat.concert_id != record.concert_id {
+                        return Err(DomainError::WrongConcert.into());
+                    }
+                    let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
+                    let limit = self.config.holds_per_token;
+                    let plan =
+                        match hold::plan_hold(&seat, holder, reservation_id, self.hold_ttl(), limit, now) {
+                            Ok(plan) => plan,
+                            Err(refusal) => return Ok(Attempt::Refused(refusal)),
+                        };
+                    let key = ctx.record(&Ok(plan.reservation.clone()))?;
+                    match self.booking.claim_seat(&plan, key.as_ref()).await {
+                        Err(StoreError::HoldLimitReached) => {
+                            Ok(Attempt::Refused(DomainError::HoldLimitReached { limit }))
+                        }
+                        result => cas(result, plan.reservation),
+                    }
+                }
+            })
+            .await?;
+        Ok(with_status_at(reservation, self.now()))
+    }
+
+    /// One of the token's user's reservations, with its status now.
+    ///
+    /// # Errors
+    /// [`DomainError::ReservationNotFound`] (also for another user's); token errors.
+    pub async fn reservation(&self, token: &QueueToken, id: ReservationId) -> Result<Reservation, Error> {
+        let now = self.now();
+        let record = self.owner_token(token, now).await?;
+        let reservation = self.own_reservation(&record, id).await?;
+        Ok(with_status_at(reservation, now))
+    }
+
+    async fn own_reservation(&self, record: &TokenRecord, id: ReservationId) -> Result<Reservation, Error> {
+        match self.booking.reservation(id).await? {
+            Some(reservation) if reservation.user_id == record.user_id => Ok(reservation),
+            Some(_) => Err(DomainError::NotOwner.into()),
+            None => Err(DomainError::ReservationNotFound.into()),
+        }
+    }
+
+    /// Releases one of the token's user's holds; the seat is available again at once.
+    /// Releasing a hold that is already over succeeds and changes nothing.
+    ///
+    /// # Errors
+    /// [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
+    /// [`DomainError::AlreadyPaid`]; token errors; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn release(&self, token: &QueueToken, id: ReservationId) -> Result<(), Error> {
+        for _ in 0..CAS_RETRIES {
+            let now = self.now();
+            let record = self.owner_token(token, now).await?;
+            let reservation = self.own_reservation(&record, id).await?;
+            let seat = self.booking.seat(reservation.seat_id).await?.ok_or(StoreError::Missing("seat"))?;
+            match hold::plan_release(&reservation, &seat, &record.user_id, now)? {
+                Release::AlreadyOver => return Ok(()),
+                Release::Write(plan) => match self.booking.release_seat(&plan).await {
+                    Ok(()) => return Ok(()),
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(error) => return Err(error.into()),
+                },
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    /// Pays for a held reservation from the balance: debit, reservation CONFIRMED, seat BOOKED,
+    /// payment recorded in one step; then the token expires.
+    ///
+    /// A replay with the same key returns the first outcome even after the token expired by
+    /// this payment.
+    ///
+    /// # Errors
+    /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`];
+    /// [`DomainError::InsufficientBalance`], [`DomainError::HoldExpired`],
+    /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`] (remembered under the key);
+    /// [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn pay(
+        &self,
+        token: &QueueToken,
+        id: ReservationId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<PaymentReceipt, Error> {
+        let now = self.now();
+        let record = self.owner_token(token, now).await?;
+        let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
+        let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
+        let receipt = self
+            .keyed(ctx, |ctx| {
+                let record = record.clone();
+                async move {
+                    let reservation = self.own_reservation(&record, id).await?;
+                    let seat =
+                        self.booking.seat(reservation.seat_id).await?.ok_or(StoreError::Missing("seat"))?;
+                    // The reservation's own state answers first: paying twice is "already paid",
+                    // not "token expired" (the first payment expired the token).
+                    if let Err(refusal) = hold::require_live_hold(&reservation, &seat, &record.user_id, now) {
+                        return Ok(Attempt::Refused(refusal));
+                    }
+                    let record = self.active_token(&record.token, None, now).await?;
+                    let wallet = self.booking.wallet(&record.user_id).await?;
+                    let plan = match payment::plan_payment(
+                        &reservation,
+                        &seat,
+                        &wallet,
+                        &record.user_id,
+                        ids,
+                        now,
+                    ) {
+                        Ok(plan) => plan,
+                        Err(refusal) => return Ok(Attempt::Refused(refusal)),
+                    };
+                    let receipt =
+                        PaymentReceipt { payment: plan.payment.clone(), balance: plan.wallet.balance };
+                    let key = ctx.record(&Ok(receipt.clone()))?;
+                    cas(self.booking.commit_payment(&plan, key.as_ref()).await, receipt)
+                }
+            })
+            .await?;
+        self.expire_paid_token(&record.token).await;
+        Ok(receipt)
+    }
+
+    /// Expires the token of a buyer who paid. The payment has committed whatever happens here:
+    /// if the queue store cannot be written the token simply runs out its active time, and it
+    /// cannot buy again meanwhile because confirmed reservations count against its hold limit.
+    async fn expire_paid_token(&self, token: &QueueToken) {
+        for _ in 0..CAS_RETRIES {
+            let now = self.now();
+            let Ok(Some(record)) = self.queue.token(token).await else { return };
+            let Ok(expired) = queue::expire_on_payment(&record, now) else { return };
+            match self.queue.update_token(record.version, &expired).await {
+                Err(StoreError::Conflict(_)) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not expire a paid token; it will time out");
+                    return;
+                }
+                Ok(()) => return,
+            }
+        }
+    }
+
+    /// Adds points to the token's user's balance.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidAmount`], [`DomainError::BalanceLimitExceeded`] (remembered under
+    /// the key); [`DomainError::TokenExpired`]; [`DomainError::IdempotencyKeyReused`];
+    /// [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn charge(
+        &self,
+        token: &QueueToken,
+        amount: i64,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Wallet, Error> {
+        let now = self.now();
+        payment::validate_charge_amount(amount)?;
+        let record = self.authenticate(token).await?;
+        queue::require_valid(&record, now)?;
+        let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("charge:{amount}"), now };
+        let entry = LedgerEntryId::random();
+        self.keyed(ctx, |ctx| async move {
+            let wallet = self.booking.wallet(&ctx.user).await?;
+            let plan = match payment::plan_charge(&wallet, amount, entry, now) {
+                Ok(plan) => plan,
+                Err(refusal) => return Ok(Attempt::Refused(refusal)),
+            };
+            let key = ctx.record(&Ok(plan.wallet.clone()))?;
+            cas(self.booking.apply_charge(&plan, key.as_ref()).await, plan.wallet)
+        })
+        .await
+    }
+
+    /// The token's user's balance, for any unexpired token.
+    ///
+    /// # Errors
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
+    pub async fn balance(&self, token: &QueueToken) -> Result<Wallet, Error> {
+        let now = self.now();
+        let record = self.authenticate(token).await?;
+        queue::require_valid(&record, now)?;
+        Ok(self.booking.wallet(&record.user_id).await?)
+    }
+
+    /// Tidies: frees lapsed holds' seats early, expires idle and timed-out tokens, forgets old
+    /// tokens and idempotency keys. Nothing depends on it for correctness.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn sweep(&self) -> Result<SweepReport, Error> {
+        let now = self.now();
+        let forget_before = now - secs(TOKEN_RETENTION_SECS);
+        let tokens = self.queue.sweep_queue(now, forget_before, SWEEP_BATCH).await?;
+        let holds = self.booking.sweep_holds(now, SWEEP_BATCH).await?;
+        Ok(SweepReport { tokens, holds })
+    }
+}
+
+/// The reservation with its stored status replaced by its status at `now`.
+fn with_status_at(mut reservation: Reservation, now: DateTime<Utc>) -> Reservation {
+    reservation.status = reservation.status_at(now);
+    reservation
+}

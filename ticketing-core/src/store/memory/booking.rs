@@ -1,0 +1,366 @@
+//! The memory backend's catalog, wallets and holds.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::{MemoryStore, read, write};
+use crate::catalog::{
+    Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus,
+};
+use crate::error::StoreError;
+use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+
+/// The users of one shard, with deadlines to sweep.
+#[derive(Debug, Default)]
+pub(super) struct UserShard {
+    books: HashMap<UserId, UserBook>,
+    /// Holds by deadline: (expires_at, reservation, owner).
+    hold_deadlines: BTreeSet<(DateTime<Utc>, ReservationId, UserId)>,
+    /// Idempotency keys by expiry.
+    key_deadlines: BTreeSet<(DateTime<Utc>, UserId, IdempotencyKey)>,
+}
+
+/// Everything one user has.
+#[derive(Debug)]
+struct UserBook {
+    wallet: Wallet,
+    ledger: Vec<LedgerEntry>,
+    keys: HashMap<IdempotencyKey, IdempotencyRecord>,
+    reservations: HashMap<ReservationId, Reservation>,
+    payments: HashMap<ReservationId, Payment>,
+}
+
+impl UserBook {
+    fn new(user: &UserId) -> Self {
+        Self {
+            wallet: Wallet::empty(user.clone()),
+            ledger: Vec::new(),
+            keys: HashMap::new(),
+            reservations: HashMap::new(),
+            payments: HashMap::new(),
+        }
+    }
+
+    /// Refuses a key that already has a live record; a record past its lifetime may be replaced.
+    fn check_key_free(&self, record: Option<&IdempotencyRecord>) -> StoreResult<()> {
+        match record.and_then(|r| self.keys.get(&r.key).map(|existing| (r, existing))) {
+            Some((new, existing)) if existing.expires_at > new.created_at => {
+                Err(StoreError::Conflict("idempotency key"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl UserShard {
+    fn book(&mut self, user: &UserId) -> &mut UserBook {
+        self.books.entry(user.clone()).or_insert_with(|| UserBook::new(user))
+    }
+
+    fn store_key(&mut self, record: Option<&IdempotencyRecord>) {
+        if let Some(record) = record {
+            self.key_deadlines.insert((record.expires_at, record.user_id.clone(), record.key.clone()));
+            self.book(&record.user_id).keys.insert(record.key.clone(), record.clone());
+        }
+    }
+}
+
+impl MemoryStore {
+    /// The owner of a reservation, from the owner index (a leaf lock, taken alone).
+    fn owner_of(&self, id: ReservationId) -> Option<UserId> {
+        self.inner.owners.lock(&id).get(&id).cloned()
+    }
+}
+
+impl CatalogStore for MemoryStore {
+    async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
+        let mut catalog = write(&self.inner.catalog);
+        if catalog.concert_index.contains_key(&plan.concert.id) {
+            return Err(StoreError::Conflict("concert id"));
+        }
+        for seat in &plan.seats {
+            let record =
+                SeatRecord { seat: seat.clone(), state: SeatState::Available, fence: Default::default() };
+            self.inner.seats.lock(&seat.id).insert(seat.id, record);
+            catalog.seats_of.entry(seat.schedule_id).or_default().push(seat.id);
+        }
+        for schedule in &plan.schedules {
+            catalog.schedules.insert(schedule.id, schedule.clone());
+            catalog.schedules_of.entry(schedule.concert_id).or_default().push(schedule.id);
+        }
+        let index = catalog.concerts.len();
+        catalog.concerts.push(plan.concert.clone());
+        catalog.concert_index.insert(plan.concert.id, index);
+        Ok(())
+    }
+
+    async fn concerts(&self) -> StoreResult<Vec<Concert>> {
+        Ok(read(&self.inner.catalog).concerts.clone())
+    }
+
+    async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
+        let catalog = read(&self.inner.catalog);
+        Ok(catalog.concert_index.get(&id).map(|&i| catalog.concerts[i].clone()))
+    }
+
+    async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
+        Ok(read(&self.inner.catalog).schedules.get(&id).cloned())
+    }
+
+    async fn schedules(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ScheduleAvailability>> {
+        let (mut schedules, seats_of): (Vec<Schedule>, Vec<Vec<SeatId>>) = {
+            let catalog = read(&self.inner.catalog);
+            let ids = catalog.schedules_of.get(&concert).cloned().unwrap_or_default();
+            ids.iter()
+                .filter_map(|id| catalog.schedules.get(id).cloned())
+                .map(|s| {
+                    let seats = catalog.seats_of.get(&s.id).cloned().unwrap_or_default();
+                    (s, seats)
+                })
+                .unzip()
+        };
+        let mut result: Vec<ScheduleAvailability> = schedules
+            .drain(..)
+            .zip(seats_of)
+            .map(|(schedule, seats)| {
+                let available = seats
+                    .iter()
+                    .filter(|id| {
+                        self.inner
+                            .seats
+                            .lock(*id)
+                            .get(*id)
+                            .is_some_and(|s| s.status_at(now) == SeatStatus::Available)
+                    })
+                    .count();
+                ScheduleAvailability {
+                    schedule,
+                    available_seats: u32::try_from(available).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        result.sort_by_key(|s| s.schedule.starts_at);
+        Ok(result)
+    }
+
+    async fn seats(&self, schedule: ScheduleId) -> StoreResult<Vec<SeatRecord>> {
+        let ids = read(&self.inner.catalog).seats_of.get(&schedule).cloned().unwrap_or_default();
+        let mut seats: Vec<SeatRecord> =
+            ids.iter().filter_map(|id| self.inner.seats.lock(id).get(id).cloned()).collect();
+        seats.sort_by_key(|s| s.seat.number);
+        Ok(seats)
+    }
+
+    async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {
+        Ok(self.inner.seats.lock(&id).get(&id).cloned())
+    }
+
+    async fn ping_catalog(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+impl WalletStore for MemoryStore {
+    async fn wallet(&self, user: &UserId) -> StoreResult<Wallet> {
+        let shard = self.inner.users.lock(user);
+        Ok(shard.books.get(user).map_or_else(|| Wallet::empty(user.clone()), |b| b.wallet.clone()))
+    }
+
+    async fn apply_charge(
+        &self,
+        plan: &ChargePlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let user = &plan.wallet.user_id;
+        let mut shard = self.inner.users.lock(user);
+        let book = shard.book(user);
+        if book.wallet.version != plan.expected_version {
+            return Err(StoreError::Conflict("wallet"));
+        }
+        book.check_key_free(idempotency)?;
+        book.wallet = plan.wallet.clone();
+        book.ledger.push(plan.entry.clone());
+        shard.store_key(idempotency);
+        Ok(())
+    }
+
+    async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
+        let shard = self.inner.users.lock(user);
+        Ok(shard.books.get(user).map(|b| b.ledger.clone()).unwrap_or_default())
+    }
+
+    async fn idempotency(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let shard = self.inner.users.lock(user);
+        Ok(shard.books.get(user).and_then(|b| b.keys.get(key)).cloned())
+    }
+
+    async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
+        let mut shard = self.inner.users.lock(&record.user_id);
+        shard.book(&record.user_id).check_key_free(Some(record))?;
+        shard.store_key(Some(record));
+        Ok(())
+    }
+}
+
+impl BookingStore for MemoryStore {
+    async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
+        let Some(owner) = self.owner_of(id) else { return Ok(None) };
+        let shard = self.inner.users.lock(&owner);
+        Ok(shard.books.get(&owner).and_then(|b| b.reservations.get(&id)).cloned())
+    }
+
+    async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
+        let reservation = &plan.reservation;
+        let user = &reservation.user_id;
+        let mut shard = self.inner.users.lock(user);
+        let book = shard.book(user);
+        book.check_key_free(idempotency)?;
+        let open = book
+            .reservations
+            .values()
+            .filter(|r| r.token == reservation.token && r.is_open_at(plan.now))
+            .count();
+        if open >= plan.holds_per_token as usize {
+            return Err(StoreError::HoldLimitReached);
+        }
+        {
+            let mut seats = self.inner.seats.lock(&reservation.seat_id);
+            let seat = seats.get_mut(&reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
+            if seat.fence != plan.expected_fence {
+                return Err(StoreError::Conflict("seat"));
+            }
+            seat.state = plan.seat_state.clone();
+            seat.fence = reservation.fence;
+        }
+        book.reservations.insert(reservation.id, reservation.clone());
+        shard.hold_deadlines.insert((reservation.expires_at, reservation.id, user.clone()));
+        self.inner.owners.lock(&reservation.id).insert(reservation.id, user.clone());
+        shard.store_key(idempotency);
+        Ok(())
+    }
+
+    async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
+        let owner = self.owner_of(plan.reservation_id).ok_or(StoreError::Missing("reservation"))?;
+        let mut shard = self.inner.users.lock(&owner);
+        let reservation = shard
+            .book(&owner)
+            .reservations
+            .get_mut(&plan.reservation_id)
+            .ok_or(StoreError::Missing("reservation"))?;
+        if reservation.status != ReservationStatus::Held {
+            return Err(StoreError::Conflict("reservation"));
+        }
+        let mut seats = self.inner.seats.lock(&plan.seat_id);
+        let seat = seats.get_mut(&plan.seat_id).ok_or(StoreError::Missing("seat"))?;
+        let held_by_it =
+            matches!(&seat.state, SeatState::Held { reservation: r, .. } if *r == plan.reservation_id);
+        if seat.fence != plan.expected_fence || !held_by_it {
+            return Err(StoreError::Conflict("seat"));
+        }
+        seat.state = SeatState::Available;
+        seat.fence = seat.fence.next();
+        reservation.status = ReservationStatus::Released;
+        Ok(())
+    }
+
+    async fn commit_payment(
+        &self,
+        plan: &PaymentPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let user = &plan.wallet.user_id;
+        let mut shard = self.inner.users.lock(user);
+        let book = shard.book(user);
+        if book.wallet.version != plan.expected_wallet_version {
+            return Err(StoreError::Conflict("wallet"));
+        }
+        book.check_key_free(idempotency)?;
+        let reservation =
+            book.reservations.get(&plan.reservation.id).ok_or(StoreError::Missing("reservation"))?;
+        if reservation.status != ReservationStatus::Held {
+            return Err(StoreError::Conflict("reservation"));
+        }
+        {
+            let mut seats = self.inner.seats.lock(&plan.reservation.seat_id);
+            let seat = seats.get_mut(&plan.reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
+            if seat.fence != plan.expected_fence {
+                return Err(StoreError::Conflict("seat"));
+            }
+            seat.state = plan.seat_state.clone();
+            seat.fence = plan.new_fence;
+        }
+        if let Some(reservation) = book.reservations.get_mut(&plan.reservation.id) {
+            reservation.status = ReservationStatus::Confirmed;
+        }
+        book.wallet = plan.wallet.clone();
+        book.ledger.push(plan.entry.clone());
+        book.payments.insert(plan.reservation.id, plan.payment.clone());
+        shard.store_key(idempotency);
+        Ok(())
+    }
+
+    async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
+        let Some(owner) = self.owner_of(reservation) else { return Ok(None) };
+        let shard = self.inner.users.lock(&owner);
+        Ok(shard.books.get(&owner).and_then(|b| b.payments.get(&reservation)).cloned())
+    }
+
+    async fn sweep_holds(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<usize> {
+        let mut freed = 0;
+        for mut shard in self.inner.users.each() {
+            let shard = &mut *shard;
+            while freed < limit {
+                let Some(first) = shard.hold_deadlines.first().cloned() else { break };
+                if first.0 > now {
+                    break;
+                }
+                shard.hold_deadlines.remove(&first);
+                let (_, id, owner) = first;
+                let Some(reservation) = shard.books.get_mut(&owner).and_then(|b| b.reservations.get_mut(&id))
+                else {
+                    continue;
+                };
+                if reservation.status != ReservationStatus::Held || reservation.expires_at > now {
+                    continue;
+                }
+                reservation.status = ReservationStatus::Expired;
+                let mut seats = self.inner.seats.lock(&reservation.seat_id);
+                if let Some(seat) = seats.get_mut(&reservation.seat_id) {
+                    let held_by_it =
+                        matches!(&seat.state, SeatState::Held { reservation: r, .. } if *r == id);
+                    if held_by_it && seat.fence == reservation.fence {
+                        seat.state = SeatState::Available;
+                        seat.fence = seat.fence.next();
+                        freed += 1;
+                    }
+                }
+            }
+            while let Some(first) = shard.key_deadlines.first().cloned() {
+                if first.0 > now {
+                    break;
+                }
+                shard.key_deadlines.remove(&first);
+                let (_, user, key) = first;
+                if let Some(book) = shard.books.get_mut(&user) {
+                    if book.keys.get(&key).is_some_and(|r| r.expires_at <= now) {
+                        book.keys.remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(freed)
+    }
+}

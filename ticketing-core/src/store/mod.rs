@@ -1,0 +1,243 @@
+//! The storage contract.
+//!
+//! Three small traits, one per concern, so that the queue can live in one backend and booking in
+//! another (Redis for the queue and PostgreSQL for booking is the deployment the design draws):
+//!
+//! - [`QueueStore`]: queue tokens, the line, admission.
+//! - [`CatalogStore`]: concerts, schedules, seats.
+//! - [`WalletStore`]: balances, the ledger and idempotency keys.
+//! - [`BookingStore`]: holds and payments. It extends the other two because a payment debits a
+//!   balance, confirms a reservation, books a seat and stores its idempotency key in one atomic
+//!   step, which one backend must do.
+//!
+//! # The rules every backend follows
+//!
+//! - **One method, one atomic step.** A method either does all it says or nothing. No
+//!   transaction, connection or guard outlives a call. SQL backends open a transaction and commit
+//!   before returning; the memory backend takes its locks with no `.await` inside; Redis runs one
+//!   script.
+//! - **Stores do not decide legality.** The pure state machines ([`crate::queue`],
+//!   [`crate::hold`], [`crate::payment`]) decide what may happen; a store writes a plan only if
+//!   what the plan was computed from is unchanged (a version or a fence), and reports
+//!   [`StoreError::Conflict`] otherwise. The service then reads again and re-decides. So safety
+//!   never rests on a lock or a timer: whatever a backend does to reduce contention, the final
+//!   write is a compare-and-set that a loser cannot pass.
+//! - **Time comes from the caller.** Every method that needs "now" takes it in its arguments or
+//!   plan; no backend reads its own clock for a decision.
+//! - **Expiry is lazy.** Records past their deadline are still returned as stored; readers judge
+//!   them with `status_at(now)`. The sweep methods only tidy.
+//!
+//! The conformance suite in `tests/conformance` checks every clause of this contract, and every
+//! backend runs it.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::error::StoreError;
+use crate::hold::{HoldPlan, ReleasePlan, Reservation};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// The result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Queue tokens, the line of waiting tokens per concert, and admission.
+pub trait QueueStore: Send + Sync + 'static {
+    /// The record of `token`, if the store still has it (expired tokens are kept at least
+    /// `TOKEN_RETENTION_SECS`).
+    fn token(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    /// The newest token of `user` for `concert`, in whatever state.
+    fn token_of_user(
+        &self,
+        concert: ConcertId,
+        user: &UserId,
+    ) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    /// Puts a new token at the back of its concert's line, assigning the next sequence number of
+    /// that line, and returns the stored record (version 1, WAITING).
+    ///
+    /// A user has at most one token per concert: when `replacing` is `None` the user must have
+    /// none, and when it is `Some` the user's token must be that record at that version (it is
+    /// removed). Otherwise [`StoreError::Conflict`] and nothing is written.
+    fn insert_token(
+        &self,
+        new: NewToken,
+        replacing: Option<&TokenRecord>,
+    ) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+
+    /// Replaces the record of `updated.token` if its stored version is `expected_version`,
+    /// keeping the line and the active set in step with the new state. Otherwise
+    /// [`StoreError::Conflict`] (or [`StoreError::Missing`] if the token is gone).
+    fn update_token(
+        &self,
+        expected_version: u64,
+        updated: &TokenRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The 1-based place of a waiting token among its concert's waiting tokens, by sequence
+    /// number. Tokens that went idle count until swept, so this may overstate the place by what
+    /// one sweep interval lets go idle; it never understates it. Must not scan the line.
+    fn position(&self, record: &TokenRecord) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// The concert's admission state at `now`: active tokens not yet expired at `now`, waiting
+    /// tokens, the admission window and the measured rate.
+    fn admission_snapshot(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<AdmissionSnapshot>> + Send;
+
+    /// Runs one admission tick, if the concert's admission version is still
+    /// `plan.expected_version` (otherwise [`StoreError::Conflict`], nothing written): takes up
+    /// to `plan.quota` tokens from the head of the line in order, skipping (and expiring as
+    /// IDLE) those whose idle deadline is at or before `plan.now`, makes them ACTIVE until
+    /// `plan.active_expires_at`, and stores the new window (`admitted_before` plus the number
+    /// admitted), `last_tick_at = plan.now`, the number admitted, the rate, and version + 1.
+    /// Returns the admitted records. Cost: proportional to the tokens taken, never to the line.
+    fn admit(&self, plan: &AdmissionPlan) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    /// Tidies up to `limit` records: takes waiting tokens whose idle deadline is at or before
+    /// `now` out of the line (EXPIRED, IDLE), drops active tokens expired at `now` from the
+    /// active set (EXPIRED, TIMED_OUT), and forgets expired tokens older than `forget_before`.
+    /// Returns how many records it touched. Correctness never depends on it running.
+    fn sweep_queue(
+        &self,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
+
+    /// Whether the backend answers.
+    fn ping_queue(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Concerts, schedules and seats.
+pub trait CatalogStore: Send + Sync + 'static {
+    /// Writes a concert with its schedules and all its seats (AVAILABLE, fence 0) at once.
+    /// [`StoreError::Conflict`] if the concert id exists.
+    fn create_concert(&self, plan: &ConcertPlan) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Every concert, in creation order.
+    fn concerts(&self) -> impl Future<Output = StoreResult<Vec<Concert>>> + Send;
+
+    /// One concert.
+    fn concert(&self, id: ConcertId) -> impl Future<Output = StoreResult<Option<Concert>>> + Send;
+
+    /// One schedule.
+    fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send;
+
+    /// A concert's schedules by start time, each with its seats available at `now` (a seat whose
+    /// hold lapsed at or before `now` counts as available). No shared counter row is kept for
+    /// this: it is counted from the seats.
+    fn schedules(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Vec<ScheduleAvailability>>> + Send;
+
+    /// A schedule's seats by number, as stored now (no cache).
+    fn seats(&self, schedule: ScheduleId) -> impl Future<Output = StoreResult<Vec<SeatRecord>>> + Send;
+
+    /// One seat as stored now.
+    fn seat(&self, id: SeatId) -> impl Future<Output = StoreResult<Option<SeatRecord>>> + Send;
+
+    /// Whether the backend answers.
+    fn ping_catalog(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Balances, the ledger and idempotency keys.
+pub trait WalletStore: Send + Sync + 'static {
+    /// A user's wallet ([`Wallet::empty`] if never written).
+    fn wallet(&self, user: &UserId) -> impl Future<Output = StoreResult<Wallet>> + Send;
+
+    /// Charges, if the wallet version is still `plan.expected_version` (otherwise
+    /// [`StoreError::Conflict`]): the wallet takes `plan.wallet`, the entry is inserted, and
+    /// `idempotency` is stored as in [`BookingStore::claim_seat`].
+    fn apply_charge(
+        &self,
+        plan: &ChargePlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// A user's ledger, oldest first.
+    fn ledger(&self, user: &UserId) -> impl Future<Output = StoreResult<Vec<LedgerEntry>>> + Send;
+
+    /// The stored outcome for a user's key, if any (possibly past its lifetime).
+    fn idempotency(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = StoreResult<Option<IdempotencyRecord>>> + Send;
+
+    /// Stores the outcome of a request that was refused (and so wrote nothing else). A live
+    /// record for the same user and key is a [`StoreError::Conflict`]; one past its lifetime is
+    /// replaced.
+    fn save_outcome(&self, record: &IdempotencyRecord) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
+/// in the same atomic step.
+pub trait BookingStore: CatalogStore + WalletStore {
+    /// One reservation.
+    fn reservation(&self, id: ReservationId)
+    -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
+
+    /// Writes a hold, if the seat's fence is still `plan.expected_fence` (otherwise
+    /// [`StoreError::Conflict`]) and the token has fewer than `plan.holds_per_token` open
+    /// reservations at `plan.now` (held and unexpired, or confirmed; otherwise
+    /// [`StoreError::HoldLimitReached`]): the seat takes `plan.seat_state` and fence
+    /// `plan.reservation.fence`, the reservation is inserted, `plan.supersedes` (a lapsed hold)
+    /// becomes EXPIRED (or is left for [`BookingStore::sweep_holds`]: its `status_at` already
+    /// reads EXPIRED), and `idempotency`, if given, is stored (a live record for the same user
+    /// and key is a [`StoreError::Conflict`]). All or nothing.
+    fn claim_seat(
+        &self,
+        plan: &HoldPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Frees a held seat, if the seat's fence is still `plan.expected_fence` and the
+    /// reservation is still HELD (otherwise [`StoreError::Conflict`]): the seat becomes
+    /// AVAILABLE with the next fence, the reservation RELEASED.
+    fn release_seat(&self, plan: &ReleasePlan) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Pays, if the seat's fence is still `plan.expected_fence`, the reservation is still HELD
+    /// and the wallet version is still `plan.expected_wallet_version` (otherwise
+    /// [`StoreError::Conflict`]): the wallet takes `plan.wallet`, the ledger entry and the
+    /// payment are inserted, the reservation becomes CONFIRMED, the seat takes `plan.seat_state`
+    /// and `plan.new_fence`, and `idempotency` is stored as in [`BookingStore::claim_seat`].
+    fn commit_payment(
+        &self,
+        plan: &PaymentPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The payment of a reservation, if it was paid.
+    fn payment_of(
+        &self,
+        reservation: ReservationId,
+    ) -> impl Future<Output = StoreResult<Option<Payment>>> + Send;
+
+    /// Tidies up to `limit` holds that lapsed at or before `now`: each seat becomes AVAILABLE
+    /// with the next fence (only if it still has the hold's fence) and its reservation EXPIRED;
+    /// and forgets idempotency records that expired before `now`. Returns how many holds it
+    /// freed. Correctness never depends on it running.
+    fn sweep_holds(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
+}
+
+/// Every storage concern in one backend: what the memory, PostgreSQL and MySQL backends are.
+pub trait Store: QueueStore + BookingStore {}
+
+impl<T: QueueStore + BookingStore> Store for T {}

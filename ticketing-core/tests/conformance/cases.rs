@@ -1,0 +1,1031 @@
+//! The generic cases. Each takes fresh stores and asserts one clause of the contract, through
+//! the service where the clause is about behaviour and directly on the store where it is about
+//! the store's compare-and-set.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration};
+use ticketing_core::catalog::{ConcertPlan, NewConcert, NewSchedule, QueueSettings, SeatStatus};
+use ticketing_core::hold::{self, Holder, ReservationStatus};
+use ticketing_core::ids::{Fence, IdempotencyKey, Points, QueueToken, ReservationId, SeatId, UserId};
+use ticketing_core::payment::LedgerKind;
+use ticketing_core::queue::{self, TokenStatus};
+use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_core::{Clock, Config, DomainError, Error, ManualClock, StoreError, Ticketing};
+
+/// Fresh stores for one test.
+pub struct Stores<Q, B> {
+    pub queue: Q,
+    pub booking: B,
+}
+
+type Service<Q, B> = Ticketing<Q, B, ManualClock>;
+
+struct Fx<Q, B> {
+    svc: Arc<Service<Q, B>>,
+    clock: ManualClock,
+    concert: ConcertPlan,
+}
+
+const PRICE: i64 = 1_000;
+
+fn generous() -> QueueSettings {
+    QueueSettings {
+        max_active: 10_000,
+        admit_batch: 10_000,
+        admit_interval_ms: 1_000,
+        waiting_idle_secs: 60,
+        active_ttl_secs: 600,
+    }
+}
+
+async fn fixture<Q: QueueStore, B: BookingStore>(
+    stores: impl Future<Output = Stores<Q, B>>,
+    settings: QueueSettings,
+    seats: u32,
+) -> Fx<Q, B> {
+    let stores = stores.await;
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let svc = Ticketing::new(stores.queue, stores.booking, clock.clone(), Config::default());
+    let concert = svc
+        .create_concert(&NewConcert {
+            title: "Conformance".into(),
+            schedules: vec![
+                NewSchedule {
+                    starts_at: DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
+                    seat_count: seats,
+                    price: Points::new(PRICE).unwrap(),
+                },
+                NewSchedule {
+                    starts_at: DateTime::from_timestamp(1_940_000_000, 0).unwrap(),
+                    seat_count: 2,
+                    price: Points::new(PRICE * 2).unwrap(),
+                },
+            ],
+            queue: settings,
+        })
+        .await
+        .expect("create concert");
+    Fx { svc: Arc::new(svc), clock, concert }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn key(text: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(text).unwrap())
+}
+
+fn domain<T: std::fmt::Debug>(result: Result<T, Error>) -> DomainError {
+    match result {
+        Err(Error::Domain(error)) => error,
+        other => panic!("expected a domain error, got {other:?}"),
+    }
+}
+
+impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
+    fn seat(&self, i: usize) -> SeatId {
+        self.concert.seats[i].id
+    }
+
+    fn concert_id(&self) -> ticketing_core::ids::ConcertId {
+        self.concert.concert.id
+    }
+
+    async fn token(&self, name: &str) -> QueueToken {
+        self.svc.issue_token(&user(name), self.concert_id()).await.unwrap().record.token
+    }
+
+    /// A token for `name`, admitted.
+    async fn admitted(&self, name: &str) -> QueueToken {
+        let token = self.token(name).await;
+        self.svc.admission_tick(self.concert_id()).await.unwrap();
+        assert_eq!(
+            self.svc.token_status(&token).await.unwrap().status,
+            TokenStatus::Active,
+            "{name} admitted"
+        );
+        token
+    }
+
+    async fn status(&self, token: &QueueToken) -> TokenStatus {
+        self.svc.authenticate(token).await.unwrap().status_at(self.clock.now())
+    }
+
+    async fn balance(&self, name: &str) -> i64 {
+        self.svc.booking_store().wallet(&user(name)).await.unwrap().balance.get()
+    }
+
+    /// The ledger sums to the balance.
+    async fn assert_ledger_balances(&self, name: &str) {
+        let ledger = self.svc.booking_store().ledger(&user(name)).await.unwrap();
+        let sum: i64 = ledger.iter().map(|e| e.signed_amount()).sum();
+        assert_eq!(sum, self.balance(name).await, "ledger of {name} sums to its balance");
+    }
+
+    async fn seat_status(&self, i: usize) -> SeatStatus {
+        let record = self.svc.booking_store().seat(self.seat(i)).await.unwrap().unwrap();
+        record.status_at(self.clock.now())
+    }
+}
+
+pub async fn issuing_twice_returns_the_same_token_and_place<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let first = fx.svc.issue_token(&user("alice"), fx.concert_id()).await.unwrap();
+    assert!(first.created);
+    assert_eq!((first.status, first.position), (TokenStatus::Waiting, Some(1)));
+    fx.token("bob").await;
+    fx.clock.advance_secs(30);
+    let again = fx.svc.issue_token(&user("alice"), fx.concert_id()).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.record.token, first.record.token);
+    assert_eq!(again.position, Some(1), "never a second place in line");
+    assert_eq!(again.expires_at(), first.expires_at() + Duration::seconds(30), "validity extended");
+    assert!(again.eta_secs.is_some());
+}
+
+pub async fn positions_follow_arrival_order<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let names = ["u1", "u2", "u3", "u4"];
+    let mut tokens = Vec::new();
+    for name in names {
+        tokens.push(fx.token(name).await);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        assert_eq!(fx.svc.token_status(token).await.unwrap().position, Some(i as u64 + 1));
+    }
+    fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    assert_eq!(fx.svc.token_status(&tokens[0]).await.unwrap().status, TokenStatus::Active);
+    assert_eq!(fx.svc.token_status(&tokens[0]).await.unwrap().position, None);
+    assert_eq!(fx.svc.token_status(&tokens[1]).await.unwrap().position, Some(1));
+    assert_eq!(fx.svc.token_status(&tokens[3]).await.unwrap().position, Some(3));
+}
+
+pub async fn an_idle_waiting_token_loses_its_place<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let idle = fx.token("idle").await;
+    let polite = fx.token("polite").await;
+    fx.clock.advance_secs(40);
+    fx.svc.token_status(&polite).await.unwrap();
+    fx.clock.advance_secs(20);
+    // 60 s without a poll: expired on every path, whether or not a sweeper ran.
+    assert_eq!(domain(fx.svc.token_status(&idle).await), DomainError::TokenExpired);
+    assert_eq!(fx.status(&polite).await, TokenStatus::Waiting);
+    fx.svc.sweep().await.unwrap();
+    assert_eq!(fx.svc.token_status(&polite).await.unwrap().position, Some(1));
+    let back = fx.svc.issue_token(&user("idle"), fx.concert_id()).await.unwrap();
+    assert!(back.created, "asking again after expiry is a new place");
+    assert_ne!(back.record.token, idle);
+    assert_eq!(back.position, Some(2));
+}
+
+pub async fn admission_respects_capacity_and_rate_together<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let settings = QueueSettings { max_active: 3, admit_batch: 2, ..generous() };
+    let fx = fixture(s, settings, 4).await;
+    for i in 0..6 {
+        fx.token(&format!("u{i}")).await;
+    }
+    let tick = || async { fx.svc.admission_tick(fx.concert_id()).await.unwrap().len() };
+    assert_eq!(tick().await, 2, "rate cap");
+    fx.clock.advance_millis(500);
+    assert_eq!(tick().await, 0, "same window");
+    fx.clock.advance_millis(500);
+    assert_eq!(tick().await, 1, "capacity cap");
+    fx.clock.advance_secs(1);
+    assert_eq!(tick().await, 0, "full");
+    let snapshot = fx.svc.queue_store().admission_snapshot(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert_eq!((snapshot.active, snapshot.waiting), (3, 3));
+}
+
+pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 3, ..generous() }, 4).await;
+    let mut tokens = Vec::new();
+    for i in 0..7 {
+        tokens.push(fx.token(&format!("u{i}")).await);
+    }
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        admitted.extend(fx.svc.admission_tick(fx.concert_id()).await.unwrap().into_iter().map(|r| r.token));
+        fx.clock.advance_secs(1);
+    }
+    assert_eq!(admitted, tokens);
+}
+
+pub async fn admission_skips_idle_tokens_at_the_head<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let idle = fx.token("idle").await;
+    fx.clock.advance_secs(30);
+    let live = fx.token("live").await;
+    fx.clock.advance_secs(30);
+    let admitted = fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    assert_eq!(admitted.iter().map(|r| r.token.clone()).collect::<Vec<_>>(), vec![live]);
+    assert_eq!(fx.status(&idle).await, TokenStatus::Expired);
+}
+
+pub async fn active_tokens_expire_after_their_time_and_free_capacity<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(
+        s,
+        QueueSettings { max_active: 1, active_ttl_secs: 300, waiting_idle_secs: 1_000, ..generous() },
+        4,
+    )
+    .await;
+    let first = fx.admitted("first").await;
+    let second = fx.token("second").await;
+    fx.clock.advance_secs(299);
+    assert!(fx.svc.admission_tick(fx.concert_id()).await.unwrap().is_empty());
+    fx.svc.token_status(&second).await.unwrap();
+    fx.clock.advance_secs(1);
+    assert_eq!(domain(fx.svc.schedules(&first, fx.concert_id()).await), DomainError::TokenExpired);
+    let admitted = fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    assert_eq!(admitted.len(), 1);
+    assert_eq!(admitted[0].token, second);
+}
+
+pub async fn concurrent_admission_ticks_never_exceed_the_caps<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let settings = QueueSettings { max_active: 25, admit_batch: 7, ..generous() };
+    let fx = fixture(s, settings, 4).await;
+    let mut tokens = Vec::new();
+    for i in 0..60 {
+        tokens.push(fx.token(&format!("u{i}")).await);
+    }
+    let mut seen = HashSet::new();
+    for round in 0..6 {
+        let ticks: Vec<_> = (0..8)
+            .map(|_| {
+                let svc = Arc::clone(&fx.svc);
+                let concert = fx.concert_id();
+                tokio::spawn(async move { svc.admission_tick(concert).await.unwrap() })
+            })
+            .collect();
+        let mut this_round = 0;
+        for tick in ticks {
+            for record in tick.await.unwrap() {
+                assert!(seen.insert(record.token.clone()), "no token admitted twice");
+                this_round += 1;
+            }
+        }
+        assert!(this_round <= 7, "round {round}: {this_round} admitted in one interval");
+        let snapshot =
+            fx.svc.queue_store().admission_snapshot(fx.concert_id(), fx.clock.now()).await.unwrap();
+        assert!(snapshot.active <= 25, "{} active", snapshot.active);
+        fx.clock.advance_secs(1);
+    }
+    assert_eq!(seen.len(), 25, "capacity filled exactly");
+    let expected: HashSet<_> = tokens[..25].iter().cloned().collect();
+    assert_eq!(seen, expected, "the first 25 in line, no one else");
+}
+
+pub async fn concurrent_token_requests_of_one_user_yield_one_token<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let svc = Arc::clone(&fx.svc);
+            let concert = fx.concert_id();
+            tokio::spawn(async move { svc.issue_token(&user("eager"), concert).await.unwrap() })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    let mut created = 0;
+    for request in requests {
+        let view = request.await.unwrap();
+        created += usize::from(view.created);
+        tokens.insert(view.record.token);
+    }
+    assert_eq!((tokens.len(), created), (1, 1));
+    let snapshot = fx.svc.queue_store().admission_snapshot(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert_eq!(snapshot.waiting, 1);
+}
+
+pub async fn token_writes_compare_versions<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let token = fx.token("alice").await;
+    let record = fx.svc.authenticate(&token).await.unwrap();
+    let settings = fx.concert.concert.queue;
+    let polled = queue::refresh(&record, &settings, fx.clock.now()).unwrap();
+    fx.svc.queue_store().update_token(record.version, &polled).await.unwrap();
+    let stale = queue::refresh(&record, &settings, fx.clock.now()).unwrap();
+    assert!(matches!(
+        fx.svc.queue_store().update_token(record.version, &stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(fx.svc.authenticate(&token).await.unwrap(), polled);
+}
+
+pub async fn a_user_has_one_token_per_concert_in_the_store<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let record = fx.svc.authenticate(&fx.token("alice").await).await.unwrap();
+    let now = fx.clock.now();
+    let new = queue::NewToken {
+        token: QueueToken::generate(),
+        user_id: user("alice"),
+        concert_id: fx.concert_id(),
+        issued_at: now,
+        expires_at: now + Duration::seconds(60),
+    };
+    let store = fx.svc.queue_store();
+    assert!(matches!(store.insert_token(new.clone(), None).await, Err(StoreError::Conflict(_))));
+    let mut stale = record.clone();
+    stale.version += 1;
+    assert!(matches!(store.insert_token(new.clone(), Some(&stale)).await, Err(StoreError::Conflict(_))));
+    let replaced = store.insert_token(new.clone(), Some(&record)).await.unwrap();
+    assert_eq!(replaced.token, new.token);
+    assert!(store.token(&record.token).await.unwrap().is_none(), "the replaced token is gone");
+    assert_eq!(store.token_of_user(fx.concert_id(), &user("alice")).await.unwrap().unwrap().token, new.token);
+}
+
+pub async fn only_active_tokens_of_the_concert_may_browse_and_hold<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let active = fx.admitted("first").await;
+    let waiting = fx.token("second").await;
+    let concert = fx.concert_id();
+    let schedule = fx.concert.schedules[0].id;
+    assert_eq!(domain(fx.svc.schedules(&waiting, concert).await), DomainError::NotAdmitted { position: 1 });
+    assert_eq!(domain(fx.svc.seats(&waiting, schedule).await), DomainError::NotAdmitted { position: 1 });
+    assert_eq!(
+        domain(fx.svc.hold(&waiting, fx.seat(0), None).await),
+        DomainError::NotAdmitted { position: 1 }
+    );
+    let unknown = QueueToken::generate();
+    assert_eq!(domain(fx.svc.schedules(&unknown, concert).await), DomainError::TokenNotFound);
+    assert_eq!(domain(fx.svc.token_status(&unknown).await), DomainError::TokenNotFound);
+    assert_eq!(
+        domain(fx.svc.schedules(&active, ticketing_core::ids::ConcertId::random()).await),
+        DomainError::ConcertNotFound
+    );
+    assert_eq!(
+        domain(fx.svc.seats(&active, ticketing_core::ids::ScheduleId::random()).await),
+        DomainError::ScheduleNotFound
+    );
+    assert_eq!(domain(fx.svc.hold(&active, SeatId::random(), None).await), DomainError::SeatNotFound);
+
+    // A token of another concert is forbidden here.
+    let second_concert = fx
+        .svc
+        .create_concert(&NewConcert {
+            title: "Other".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: 1,
+                price: Points::new(5).unwrap(),
+            }],
+            queue: generous(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(domain(fx.svc.schedules(&active, second_concert.concert.id).await), DomainError::WrongConcert);
+    assert_eq!(
+        domain(fx.svc.seats(&active, second_concert.schedules[0].id).await),
+        DomainError::WrongConcert
+    );
+    assert_eq!(
+        domain(fx.svc.hold(&active, second_concert.seats[0].id, None).await),
+        DomainError::WrongConcert
+    );
+}
+
+pub async fn seats_and_schedules_show_live_status<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let token = fx.admitted("alice").await;
+    let schedules = fx.svc.schedules(&token, fx.concert_id()).await.unwrap();
+    assert_eq!(schedules.len(), 2);
+    assert!(schedules[0].schedule.starts_at < schedules[1].schedule.starts_at, "by start time");
+    let main = schedules.iter().find(|s| s.schedule.id == fx.concert.schedules[0].id).unwrap();
+    assert_eq!(main.available_seats, 4);
+    fx.svc.hold(&token, fx.seat(1), None).await.unwrap();
+    let seats = fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap();
+    let numbers: Vec<u32> = seats.iter().map(|s| s.record.seat.number).collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4]);
+    assert_eq!(seats[1].status, SeatStatus::Held);
+    assert_eq!(seats[1].record.seat.price.get(), PRICE);
+    let count = |v: &[ticketing_core::catalog::ScheduleAvailability]| {
+        v.iter().find(|s| s.schedule.id == fx.concert.schedules[0].id).unwrap().available_seats
+    };
+    assert_eq!(count(&fx.svc.schedules(&token, fx.concert_id()).await.unwrap()), 3);
+    fx.clock.advance_secs(300);
+    // The hold lapsed: available again on every read, without any sweep.
+    assert_eq!(
+        fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap()[1].status,
+        SeatStatus::Available
+    );
+    assert_eq!(count(&fx.svc.schedules(&token, fx.concert_id()).await.unwrap()), 4);
+}
+
+pub async fn a_seat_cannot_be_held_twice<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(held.status, ReservationStatus::Held);
+    assert_eq!(held.expires_at, fx.clock.now() + Duration::seconds(300));
+    assert_eq!(held.price.get(), PRICE);
+    assert_eq!(domain(fx.svc.hold(&bob, fx.seat(0), None).await), DomainError::SeatUnavailable);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+}
+
+pub async fn a_thousand_concurrent_holds_of_one_seat_have_one_winner<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let mut tokens = Vec::new();
+    for i in 0..1_000 {
+        tokens.push(fx.token(&format!("buyer{i}")).await);
+    }
+    fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    let seat = fx.seat(2);
+    let attempts: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let svc = Arc::clone(&fx.svc);
+            tokio::spawn(async move { svc.hold(&token, seat, None).await })
+        })
+        .collect();
+    let (mut won, mut lost) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Error::Domain(DomainError::SeatUnavailable)) => lost += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((won, lost), (1, 999));
+    let record = fx.svc.booking_store().seat(seat).await.unwrap().unwrap();
+    assert_eq!(record.fence, Fence::new(1), "exactly one write reached the seat");
+
+    // The same race with every writer planning from one read, released at once by a barrier,
+    // so the store's compare-and-set alone decides (on every backend, however fast its reads).
+    let store = fx.svc.booking_store();
+    let seat = fx.seat(3);
+    let read = store.seat(seat).await.unwrap().unwrap();
+    let now = fx.clock.now();
+    let plans: Vec<_> = (0..200)
+        .map(|i| {
+            let holder = Holder { user_id: user(&format!("racer{i}")), token: QueueToken::generate() };
+            hold::plan_hold(&read, holder, ReservationId::random(), Duration::seconds(300), 1, now).unwrap()
+        })
+        .collect();
+    let wins = race(plans, |plan| {
+        let svc = Arc::clone(&fx.svc);
+        async move { svc.booking_store().claim_seat(&plan, None).await }
+    })
+    .await;
+    assert_eq!(wins, 1);
+}
+
+/// Runs one write per plan, all released at once by a barrier; returns how many succeeded and
+/// checks that every loser lost its compare-and-set.
+async fn race<P, F, Fut>(plans: Vec<P>, write: F) -> usize
+where
+    P: Send + 'static,
+    F: Fn(P) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(plans.len()));
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let barrier = Arc::clone(&barrier);
+            let write = write(plan);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                write.await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("a loser must lose its compare-and-set, got {other:?}"),
+        }
+    }
+    wins
+}
+
+pub async fn an_expired_hold_is_reholdable_and_the_first_holders_payment_is_refused<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&alice, 5 * PRICE, None).await.unwrap();
+    let first = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    fx.clock.advance_secs(300);
+    assert_eq!(fx.svc.reservation(&alice, first.id).await.unwrap().status, ReservationStatus::Expired);
+    let second = fx.svc.hold(&bob, fx.seat(0), None).await.unwrap();
+    assert!(second.fence > first.fence);
+    assert_eq!(domain(fx.svc.pay(&alice, first.id, None).await), DomainError::HoldExpired);
+    assert_eq!(fx.balance("alice").await, 5 * PRICE, "nothing debited");
+    assert_eq!(fx.svc.reservation(&alice, first.id).await.unwrap().status, ReservationStatus::Expired);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held, "bob's hold untouched");
+    // Alice's stale release changes nothing either.
+    fx.svc.release(&alice, first.id).await.unwrap();
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+}
+
+pub async fn a_stale_fence_never_writes<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&alice, 5 * PRICE, None).await.unwrap();
+    let store = fx.svc.booking_store();
+    let seat_before = store.seat(fx.seat(0)).await.unwrap().unwrap();
+    let now = fx.clock.now();
+    let holder = |token: &QueueToken, name: &str| Holder { user_id: user(name), token: token.clone() };
+    let ttl = Duration::seconds(300);
+    // Two plans computed from the same read: the second write must lose.
+    let plan_a =
+        hold::plan_hold(&seat_before, holder(&alice, "alice"), ReservationId::random(), ttl, 1, now).unwrap();
+    let plan_b =
+        hold::plan_hold(&seat_before, holder(&bob, "bob"), ReservationId::random(), ttl, 1, now).unwrap();
+    store.claim_seat(&plan_a, None).await.unwrap();
+    assert!(matches!(store.claim_seat(&plan_b, None).await, Err(StoreError::Conflict(_))));
+    assert!(store.reservation(plan_b.reservation.id).await.unwrap().is_none(), "the loser wrote nothing");
+
+    // Alice's hold lapses and bob takes the seat; alice's plans from before are stale.
+    let held_seat = store.seat(fx.seat(0)).await.unwrap().unwrap();
+    let wallet = store.wallet(&user("alice")).await.unwrap();
+    let ids = ticketing_core::payment::PaymentIds {
+        payment: ticketing_core::ids::PaymentId::random(),
+        entry: ticketing_core::ids::LedgerEntryId::random(),
+    };
+    let stale_payment = ticketing_core::payment::plan_payment(
+        &plan_a.reservation,
+        &held_seat,
+        &wallet,
+        &user("alice"),
+        ids,
+        now,
+    )
+    .unwrap();
+    let hold::Release::Write(stale_release) =
+        hold::plan_release(&plan_a.reservation, &held_seat, &user("alice"), now).unwrap()
+    else {
+        panic!("live hold")
+    };
+    fx.clock.advance_secs(300);
+    let later = fx.clock.now();
+    let lapsed = store.seat(fx.seat(0)).await.unwrap().unwrap();
+    let plan_c =
+        hold::plan_hold(&lapsed, holder(&bob, "bob"), ReservationId::random(), ttl, 1, later).unwrap();
+    assert_eq!(plan_c.supersedes, Some(plan_a.reservation.id));
+    store.claim_seat(&plan_c, None).await.unwrap();
+    assert!(matches!(store.commit_payment(&stale_payment, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.release_seat(&stale_release).await, Err(StoreError::Conflict(_))));
+    let seat_after = store.seat(fx.seat(0)).await.unwrap().unwrap();
+    assert_eq!(seat_after.fence, plan_c.reservation.fence);
+    assert_eq!(seat_after.status_at(later), SeatStatus::Held);
+    assert_eq!(fx.balance("alice").await, 5 * PRICE);
+    assert!(store.payment_of(plan_a.reservation.id).await.unwrap().is_none());
+}
+
+pub async fn a_token_holds_at_most_its_limit<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let first = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(
+        domain(fx.svc.hold(&alice, fx.seat(1), None).await),
+        DomainError::HoldLimitReached { limit: 1 }
+    );
+    assert_eq!(fx.seat_status(1).await, SeatStatus::Available);
+    fx.svc.release(&alice, first.id).await.unwrap();
+    fx.svc.hold(&alice, fx.seat(1), None).await.unwrap();
+    // Concurrent holds of different seats by one token: still one.
+    let bob = fx.admitted("bob").await;
+    let attempts: Vec<_> = (2..4)
+        .chain(0..1)
+        .map(|i| {
+            let svc = Arc::clone(&fx.svc);
+            let (token, seat) = (bob.clone(), fx.seat(i));
+            tokio::spawn(async move { svc.hold(&token, seat, None).await })
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Error::Domain(DomainError::HoldLimitReached { .. } | DomainError::SeatUnavailable)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+pub async fn releasing_frees_the_seat_and_only_the_owner_may<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(domain(fx.svc.release(&bob, held.id).await), DomainError::NotOwner);
+    assert_eq!(domain(fx.svc.release(&bob, ReservationId::random()).await), DomainError::ReservationNotFound);
+    fx.svc.release(&alice, held.id).await.unwrap();
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Available);
+    assert_eq!(fx.svc.reservation(&alice, held.id).await.unwrap().status, ReservationStatus::Released);
+    fx.svc.release(&alice, held.id).await.expect("releasing twice is harmless");
+    fx.svc.hold(&bob, fx.seat(0), None).await.expect("bob may take it");
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let again = fx.svc.hold(&alice, fx.seat(1), None).await.unwrap();
+    fx.svc.pay(&alice, again.id, None).await.unwrap();
+    assert_eq!(domain(fx.svc.release(&alice, again.id).await), DomainError::AlreadyPaid);
+    assert_eq!(domain(fx.svc.pay(&alice, held.id, None).await), DomainError::HoldReleased);
+}
+
+pub async fn the_sweeper_frees_lapsed_holds_but_nothing_waits_for_it<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    fx.clock.advance_secs(299);
+    assert_eq!(fx.svc.sweep().await.unwrap().holds, 0, "not yet");
+    fx.clock.advance_secs(1);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Available, "lapsed before any sweep");
+    assert_eq!(fx.svc.sweep().await.unwrap().holds, 1);
+    let stored = fx.svc.booking_store().reservation(held.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ReservationStatus::Expired);
+    let seat = fx.svc.booking_store().seat(fx.seat(0)).await.unwrap().unwrap();
+    assert_eq!(seat.state, ticketing_core::catalog::SeatState::Available);
+    assert!(seat.fence > held.fence, "the sweep's write raised the fence");
+    assert_eq!(fx.svc.sweep().await.unwrap().holds, 0, "idempotent");
+}
+
+pub async fn a_payment_books_debits_records_and_expires_the_token<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, 3 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let receipt = fx.svc.pay(&alice, held.id, None).await.unwrap();
+    assert_eq!((receipt.balance.get(), receipt.payment.amount.get()), (2 * PRICE, PRICE));
+    assert_eq!(receipt.payment.reservation_id, held.id);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Booked);
+    assert_eq!(fx.svc.reservation(&alice, held.id).await.unwrap().status, ReservationStatus::Confirmed);
+    assert_eq!(fx.status(&alice).await, TokenStatus::Expired);
+    assert_eq!(fx.svc.booking_store().payment_of(held.id).await.unwrap(), Some(receipt.payment.clone()));
+    let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![LedgerKind::Charge, LedgerKind::Payment]
+    );
+    assert_eq!(ledger[1].payment_id, Some(receipt.payment.id));
+    fx.assert_ledger_balances("alice").await;
+    assert_eq!(domain(fx.svc.pay(&alice, held.id, None).await), DomainError::AlreadyPaid);
+    assert_eq!(domain(fx.svc.hold(&alice, fx.seat(1), None).await), DomainError::TokenExpired);
+    // A booked seat stays booked: no hold deadline applies any more.
+    fx.clock.advance_secs(10_000);
+    fx.svc.sweep().await.unwrap();
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Booked);
+}
+
+pub async fn a_payment_without_enough_points_changes_nothing<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, PRICE - 1, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(
+        domain(fx.svc.pay(&alice, held.id, None).await),
+        DomainError::InsufficientBalance {
+            balance: Points::new(PRICE - 1).unwrap(),
+            required: Points::new(PRICE).unwrap()
+        }
+    );
+    assert_eq!(fx.balance("alice").await, PRICE - 1);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+    assert_eq!(fx.status(&alice).await, TokenStatus::Active);
+    assert!(fx.svc.booking_store().payment_of(held.id).await.unwrap().is_none());
+    fx.svc.charge(&alice, 1, None).await.unwrap();
+    fx.svc.pay(&alice, held.id, None).await.expect("enough now");
+    assert_eq!(fx.balance("alice").await, 0);
+}
+
+pub async fn a_hundred_concurrent_payments_of_one_reservation_make_one_payment<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let attempts: Vec<_> = (0..100)
+        .map(|_| {
+            let svc = Arc::clone(&fx.svc);
+            let token = alice.clone();
+            tokio::spawn(async move { svc.pay(&token, held.id, None).await })
+        })
+        .collect();
+    let mut paid = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => paid += 1,
+            Err(Error::Domain(DomainError::AlreadyPaid | DomainError::TokenExpired))
+            | Err(Error::Contention) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(paid, 1);
+    assert_eq!(fx.balance("alice").await, 9 * PRICE, "one debit");
+    let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
+    assert_eq!(ledger.iter().filter(|e| e.kind == LedgerKind::Payment).count(), 1);
+    fx.assert_ledger_balances("alice").await;
+
+    // Store level: 100 payment plans from one read of a second hold, written at once.
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&bob, 10 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&bob, fx.seat(1), None).await.unwrap();
+    let store = fx.svc.booking_store();
+    let seat = store.seat(fx.seat(1)).await.unwrap().unwrap();
+    let wallet = store.wallet(&user("bob")).await.unwrap();
+    let now = fx.clock.now();
+    let plans: Vec<_> = (0..100)
+        .map(|_| {
+            let ids = ticketing_core::payment::PaymentIds {
+                payment: ticketing_core::ids::PaymentId::random(),
+                entry: ticketing_core::ids::LedgerEntryId::random(),
+            };
+            ticketing_core::payment::plan_payment(&held, &seat, &wallet, &user("bob"), ids, now).unwrap()
+        })
+        .collect();
+    let wins = race(plans, |plan| {
+        let svc = Arc::clone(&fx.svc);
+        async move { svc.booking_store().commit_payment(&plan, None).await }
+    })
+    .await;
+    assert_eq!(wins, 1);
+    assert_eq!(fx.balance("bob").await, 9 * PRICE, "one debit");
+    fx.assert_ledger_balances("bob").await;
+}
+
+pub async fn nobody_pays_for_or_reads_someone_elses_reservation<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&bob, 5 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(domain(fx.svc.pay(&bob, held.id, None).await), DomainError::NotOwner);
+    assert_eq!(domain(fx.svc.reservation(&bob, held.id).await), DomainError::NotOwner);
+    assert_eq!(
+        domain(fx.svc.pay(&bob, ReservationId::random(), None).await),
+        DomainError::ReservationNotFound
+    );
+    assert_eq!(fx.balance("bob").await, 5 * PRICE);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+}
+
+pub async fn a_charge_replayed_with_its_key_takes_effect_once<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    let first = fx.svc.charge(&alice, 700, key("c1")).await.unwrap();
+    fx.clock.advance_secs(5);
+    let replay = fx.svc.charge(&alice, 700, key("c1")).await.unwrap();
+    assert_eq!(replay, first, "the original outcome");
+    assert_eq!(fx.balance("alice").await, 700);
+    assert_eq!(fx.svc.booking_store().ledger(&user("alice")).await.unwrap().len(), 1);
+    fx.svc.charge(&alice, 700, key("c2")).await.unwrap();
+    assert_eq!(fx.balance("alice").await, 1_400);
+    fx.assert_ledger_balances("alice").await;
+}
+
+pub async fn concurrent_charges_with_one_key_make_one_ledger_entry<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    let attempts: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = Arc::clone(&fx.svc);
+            let token = alice.clone();
+            tokio::spawn(async move { svc.charge(&token, 250, key("same")).await })
+        })
+        .collect();
+    let mut outcomes = HashSet::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(wallet) => {
+                outcomes.insert(wallet.balance.get());
+            }
+            Err(Error::Contention) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(outcomes, HashSet::from([250]), "every answer is the one outcome");
+    assert_eq!(fx.svc.booking_store().ledger(&user("alice")).await.unwrap().len(), 1);
+    assert_eq!(fx.balance("alice").await, 250);
+
+    // Store level: one key, many charge plans from one wallet read, written at once.
+    let store = fx.svc.booking_store();
+    let wallet = store.wallet(&user("bob")).await.unwrap();
+    let now = fx.clock.now();
+    let plans: Vec<_> = (0..64)
+        .map(|_| {
+            let plan = ticketing_core::payment::plan_charge(
+                &wallet,
+                40,
+                ticketing_core::ids::LedgerEntryId::random(),
+                now,
+            )
+            .unwrap();
+            let record = ticketing_core::idempotency::record(
+                &user("bob"),
+                &key("k").unwrap(),
+                "charge:40".into(),
+                &Ok(plan.wallet.clone()),
+                now,
+            )
+            .unwrap();
+            (plan, record)
+        })
+        .collect();
+    let wins = race(plans, |(plan, record)| {
+        let svc = Arc::clone(&fx.svc);
+        async move { svc.booking_store().apply_charge(&plan, Some(&record)).await }
+    })
+    .await;
+    assert_eq!(wins, 1);
+    assert_eq!(fx.svc.booking_store().ledger(&user("bob")).await.unwrap().len(), 1);
+    assert!(fx.svc.booking_store().idempotency(&user("bob"), &key("k").unwrap()).await.unwrap().is_some());
+}
+
+pub async fn a_key_reused_for_another_request_is_refused<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, 100, key("k")).await.unwrap();
+    assert_eq!(domain(fx.svc.charge(&alice, 101, key("k")).await), DomainError::IdempotencyKeyReused);
+    assert_eq!(domain(fx.svc.hold(&alice, fx.seat(0), key("k")).await), DomainError::IdempotencyKeyReused);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Available);
+    assert_eq!(fx.balance("alice").await, 100);
+}
+
+pub async fn a_refusal_is_replayed_under_its_key<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let refusal = domain(fx.svc.pay(&alice, held.id, key("p1")).await);
+    assert!(matches!(refusal, DomainError::InsufficientBalance { .. }));
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    assert_eq!(domain(fx.svc.pay(&alice, held.id, key("p1")).await), refusal, "the first outcome");
+    assert_eq!(fx.balance("alice").await, PRICE);
+    fx.svc.pay(&alice, held.id, key("p2")).await.expect("a new key is a new attempt");
+    assert_eq!(fx.balance("alice").await, 0);
+}
+
+pub async fn a_payment_replayed_after_its_token_expired_returns_the_receipt<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let receipt = fx.svc.pay(&alice, held.id, key("pay-1")).await.unwrap();
+    assert_eq!(fx.status(&alice).await, TokenStatus::Expired);
+    fx.clock.advance_secs(60);
+    assert_eq!(fx.svc.pay(&alice, held.id, key("pay-1")).await.unwrap(), receipt);
+    assert_eq!(
+        fx.svc.reservation(&alice, held.id).await.unwrap().status,
+        ReservationStatus::Confirmed,
+        "a paid token reads its reservation"
+    );
+    assert_eq!(fx.balance("alice").await, 0);
+    assert_eq!(fx.svc.booking_store().ledger(&user("alice")).await.unwrap().len(), 2);
+}
+
+pub async fn a_hold_replayed_with_its_key_holds_once<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    let first = fx.svc.hold(&alice, fx.seat(0), key("h1")).await.unwrap();
+    let replay = fx.svc.hold(&alice, fx.seat(0), key("h1")).await.unwrap();
+    assert_eq!(replay.id, first.id);
+    let bob = fx.admitted("bob").await;
+    assert_eq!(domain(fx.svc.hold(&bob, fx.seat(0), key("h1")).await), DomainError::SeatUnavailable);
+    assert_eq!(
+        domain(fx.svc.hold(&bob, fx.seat(0), key("h1")).await),
+        DomainError::SeatUnavailable,
+        "refusal replayed"
+    );
+    fx.svc.release(&alice, first.id).await.unwrap();
+    assert_eq!(
+        domain(fx.svc.hold(&bob, fx.seat(0), key("h1")).await),
+        DomainError::SeatUnavailable,
+        "still the first outcome"
+    );
+    fx.svc.hold(&bob, fx.seat(0), key("h2")).await.expect("a new key sees the released seat");
+}
+
+pub async fn keys_are_scoped_to_the_user<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    let bob = fx.token("bob").await;
+    fx.svc.charge(&alice, 100, key("shared")).await.unwrap();
+    fx.svc.charge(&bob, 200, key("shared")).await.unwrap();
+    assert_eq!((fx.balance("alice").await, fx.balance("bob").await), (100, 200));
+}
+
+pub async fn charges_are_bounded<Q: QueueStore, B: BookingStore>(s: impl Future<Output = Stores<Q, B>>) {
+    use ticketing_core::limits::{BALANCE_MAX_POINTS, CHARGE_MAX_POINTS};
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    for amount in [0, -5, CHARGE_MAX_POINTS + 1] {
+        assert!(matches!(
+            domain(fx.svc.charge(&alice, amount, None).await),
+            DomainError::InvalidAmount { .. }
+        ));
+    }
+    let mut balance = 0;
+    while balance + CHARGE_MAX_POINTS <= BALANCE_MAX_POINTS {
+        fx.svc.charge(&alice, CHARGE_MAX_POINTS, None).await.unwrap();
+        balance += CHARGE_MAX_POINTS;
+    }
+    assert!(matches!(
+        domain(fx.svc.charge(&alice, BALANCE_MAX_POINTS - balance + 1, None).await),
+        DomainError::BalanceLimitExceeded { .. }
+    ));
+    assert_eq!(fx.balance("alice").await, balance);
+    fx.assert_ledger_balances("alice").await;
+}
+
+pub async fn the_balance_needs_an_unexpired_token<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    fx.svc.charge(&alice, 10, None).await.unwrap();
+    assert_eq!(fx.svc.balance(&alice).await.unwrap().balance.get(), 10);
+    fx.clock.advance_secs(60);
+    assert_eq!(domain(fx.svc.balance(&alice).await), DomainError::TokenExpired);
+    assert_eq!(domain(fx.svc.charge(&alice, 10, None).await), DomainError::TokenExpired);
+    assert_eq!(domain(fx.svc.balance(&QueueToken::generate()).await), DomainError::TokenNotFound);
+}
+
+pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let bad = NewConcert { title: String::new(), schedules: vec![], queue: generous() };
+    assert!(matches!(domain(fx.svc.create_concert(&bad).await), DomainError::InvalidInput { .. }));
+    let concerts = fx.svc.concerts().await.unwrap();
+    assert_eq!(concerts, vec![fx.concert.concert.clone()]);
+    assert_eq!(
+        domain(fx.svc.issue_token(&user("a"), ticketing_core::ids::ConcertId::random()).await),
+        DomainError::ConcertNotFound
+    );
+    assert!(matches!(fx.svc.booking_store().create_concert(&fx.concert).await, Err(StoreError::Conflict(_))));
+}

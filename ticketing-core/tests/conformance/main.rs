@@ -1,0 +1,73 @@
+//! The conformance suite: every clause of the storage contract (`ticketing_core::store`), as
+//! generic cases written once in `cases.rs` and stamped out here for every backend.
+//!
+//! A backend plugs in with one line: `conformance!(name, async { Stores { queue, booking } })`,
+//! where the expression builds fresh, empty stores for one test (a fresh database or key
+//! prefix), so tests run in parallel. A backend whose server is unreachable must panic with what
+//! to start, never pass.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cases;
+
+pub use cases::Stores;
+
+/// Stamps out one `#[tokio::test]` per case for a backend.
+macro_rules! conformance {
+    ($backend:ident, $fresh:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            conformance!(@cases $fresh;
+                issuing_twice_returns_the_same_token_and_place,
+                positions_follow_arrival_order,
+                an_idle_waiting_token_loses_its_place,
+                admission_respects_capacity_and_rate_together,
+                admission_is_first_in_first_out,
+                admission_skips_idle_tokens_at_the_head,
+                active_tokens_expire_after_their_time_and_free_capacity,
+                concurrent_admission_ticks_never_exceed_the_caps,
+                concurrent_token_requests_of_one_user_yield_one_token,
+                token_writes_compare_versions,
+                a_user_has_one_token_per_concert_in_the_store,
+                only_active_tokens_of_the_concert_may_browse_and_hold,
+                seats_and_schedules_show_live_status,
+                a_seat_cannot_be_held_twice,
+                a_thousand_concurrent_holds_of_one_seat_have_one_winner,
+                an_expired_hold_is_reholdable_and_the_first_holders_payment_is_refused,
+                a_stale_fence_never_writes,
+                a_token_holds_at_most_its_limit,
+                releasing_frees_the_seat_and_only_the_owner_may,
+                the_sweeper_frees_lapsed_holds_but_nothing_waits_for_it,
+                a_payment_books_debits_records_and_expires_the_token,
+                a_payment_without_enough_points_changes_nothing,
+                a_hundred_concurrent_payments_of_one_reservation_make_one_payment,
+                nobody_pays_for_or_reads_someone_elses_reservation,
+                a_charge_replayed_with_its_key_takes_effect_once,
+                concurrent_charges_with_one_key_make_one_ledger_entry,
+                a_key_reused_for_another_request_is_refused,
+                a_refusal_is_replayed_under_its_key,
+                a_payment_replayed_after_its_token_expired_returns_the_receipt,
+                a_hold_replayed_with_its_key_holds_once,
+                keys_are_scoped_to_the_user,
+                charges_are_bounded,
+                the_balance_needs_an_unexpired_token,
+                concerts_are_validated_and_listed,
+            );
+        }
+    };
+    (@cases $fresh:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                crate::cases::$case($fresh).await;
+            }
+        )*
+    };
+}
+
+conformance!(memory, async {
+    let store = ticketing_core::store::memory::MemoryStore::new();
+    Stores { queue: store.clone(), booking: store }
+});
