@@ -282,11 +282,8 @@ pub struct AdmissionSnapshot {
     pub window_started_at: Option<DateTime<Utc>>,
     /// How many were admitted in the current window.
     pub admitted_in_window: u32,
-    /// When the last tick ran.
-    pub last_tick_at: Option<DateTime<Utc>>,
-    /// How many the last tick admitted.
-    pub last_tick_admitted: u32,
-    /// Measured admissions per second (moving average over ticks while people were waiting).
+    /// Measured admissions per second: a moving average over finished windows during which
+    /// people were waiting.
     pub rate_per_sec: f64,
 }
 
@@ -310,7 +307,7 @@ pub struct AdmissionPlan {
     pub window_started_at: DateTime<Utc>,
     /// Admitted in that window before this tick; the store adds what it admits.
     pub admitted_before: u32,
-    /// The measured admission rate after this tick.
+    /// The measured admission rate to store.
     pub rate_per_sec: f64,
 }
 
@@ -322,11 +319,11 @@ pub fn plan_admission(
     snapshot: &AdmissionSnapshot,
     now: DateTime<Utc>,
 ) -> AdmissionPlan {
-    let (window_started_at, admitted_before) = match snapshot.window_started_at {
+    let (window_started_at, admitted_before, rate_per_sec) = match snapshot.window_started_at {
         Some(start) if now < start + settings.admit_interval() && now >= start => {
-            (start, snapshot.admitted_in_window)
+            (start, snapshot.admitted_in_window, snapshot.rate_per_sec)
         }
-        _ => (now, 0),
+        _ => (now, 0, measured_rate(snapshot, now)),
     };
     let by_rate = settings.admit_batch.saturating_sub(admitted_before);
     let by_capacity = settings.max_active.saturating_sub(snapshot.active);
@@ -338,20 +335,22 @@ pub fn plan_admission(
         active_expires_at: now + settings.active_ttl(),
         window_started_at,
         admitted_before,
-        rate_per_sec: measured_rate(snapshot, now),
+        rate_per_sec,
     }
 }
 
-/// The admission rate as a moving average over ticks. Ticks while nobody waits say nothing
-/// about how fast the line moves, so they leave the average alone.
+/// The admission rate when a window closes: what the closed window admitted over how long it
+/// lasted, folded into a moving average. Measuring per window rather than per tick makes the
+/// rate independent of how often ticks run. Windows while nobody waits say nothing about how
+/// fast the line moves, so they leave the average alone.
 fn measured_rate(snapshot: &AdmissionSnapshot, now: DateTime<Utc>) -> f64 {
-    let Some(last) = snapshot.last_tick_at else { return snapshot.rate_per_sec };
-    let elapsed = (now - last).num_milliseconds();
+    let Some(start) = snapshot.window_started_at else { return snapshot.rate_per_sec };
+    let elapsed = (now - start).num_milliseconds();
     if snapshot.waiting == 0 || elapsed <= 0 {
         return snapshot.rate_per_sec;
     }
     #[allow(clippy::cast_precision_loss)] // A rate estimate; precision beyond 2^52 is irrelevant.
-    let sample = f64::from(snapshot.last_tick_admitted) * 1_000.0 / elapsed as f64;
+    let sample = f64::from(snapshot.admitted_in_window) * 1_000.0 / elapsed as f64;
     if snapshot.rate_per_sec <= 0.0 {
         return sample;
     }
@@ -368,6 +367,15 @@ pub fn eta_secs(position: u64, rate_per_sec: f64, settings: &QueueSettings) -> u
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let secs = (position as f64 / rate).ceil() as u64; // Both are positive and far below 2^52.
     secs
+}
+
+/// How many seconds a client should wait before polling a waiting token again: about half its
+/// ETA, at least 1 s, and never more than a third of the idle timeout (nor 10 s), so a client
+/// that obeys keeps its place.
+#[must_use]
+pub fn poll_after_secs(eta_secs: u64, settings: &QueueSettings) -> u64 {
+    let ceiling = (settings.waiting_idle_secs / 3).clamp(1, 10);
+    (eta_secs / 2).clamp(1, ceiling)
 }
 
 #[cfg(test)]
@@ -555,22 +563,37 @@ mod tests {
     }
 
     #[test]
-    fn the_admission_rate_is_measured_while_people_wait() {
+    fn the_admission_rate_is_measured_per_window_while_people_wait() {
         let s = settings();
-        let snapshot = AdmissionSnapshot {
+        let closed = AdmissionSnapshot {
             waiting: 10,
-            last_tick_at: Some(t(0)),
-            last_tick_admitted: 4,
+            window_started_at: Some(t(0)),
+            admitted_in_window: 4,
             ..AdmissionSnapshot::default()
         };
-        let first = plan_admission(ConcertId::random(), &s, &snapshot, t(2));
+        let first = plan_admission(ConcertId::random(), &s, &closed, t(2));
         assert!((first.rate_per_sec - 2.0).abs() < 1e-9, "{}", first.rate_per_sec);
-        let nobody_waiting = AdmissionSnapshot { waiting: 0, rate_per_sec: 5.0, ..snapshot.clone() };
+        let open = AdmissionSnapshot { rate_per_sec: 5.0, ..closed.clone() };
+        let within = plan_admission(ConcertId::random(), &s, &open, t(0) + Duration::milliseconds(500));
+        assert!((within.rate_per_sec - 5.0).abs() < 1e-9, "unchanged inside a window");
+        let nobody_waiting = AdmissionSnapshot { waiting: 0, rate_per_sec: 5.0, ..closed.clone() };
         assert!(
             (plan_admission(ConcertId::random(), &s, &nobody_waiting, t(2)).rate_per_sec - 5.0).abs() < 1e-9
         );
-        let stalled = AdmissionSnapshot { last_tick_admitted: 0, rate_per_sec: 2.0, ..snapshot };
+        let stalled = AdmissionSnapshot { admitted_in_window: 0, rate_per_sec: 2.0, ..closed };
         assert!(plan_admission(ConcertId::random(), &s, &stalled, t(2)).rate_per_sec < 2.0);
+    }
+
+    #[test]
+    fn polls_are_spaced_well_within_the_idle_timeout() {
+        let s = settings();
+        assert_eq!(poll_after_secs(0, &s), 1);
+        assert_eq!(poll_after_secs(8, &s), 4);
+        assert_eq!(poll_after_secs(10_000, &s), 10);
+        let short = QueueSettings { waiting_idle_secs: 6, ..s };
+        assert_eq!(poll_after_secs(10_000, &short), 2);
+        let tiny = QueueSettings { waiting_idle_secs: 1, ..s };
+        assert_eq!(poll_after_secs(10_000, &tiny), 1);
     }
 
     #[test]

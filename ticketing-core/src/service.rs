@@ -436,7 +436,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 }
             })
             .await?;
-        Ok(with_status_at(reservation, self.now()))
+        // As written (HELD), not re-judged at a later `now`: a replay returns the first answer.
+        Ok(reservation)
     }
 
     /// One of the token's user's reservations, with its status now.

@@ -100,7 +100,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// to `plan.quota` tokens from the head of the line in order, skipping (and expiring as
     /// IDLE) those whose idle deadline is at or before `plan.now`, makes them ACTIVE until
     /// `plan.active_expires_at`, and stores the new window (`admitted_before` plus the number
-    /// admitted), `last_tick_at = plan.now`, the number admitted, the rate, and version + 1.
+    /// admitted), the rate, and version + 1.
     /// Returns the admitted records. Cost: proportional to the tokens taken, never to the line.
     fn admit(&self, plan: &AdmissionPlan) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
 

@@ -264,8 +264,6 @@ impl QueueStore for MemoryStore {
             waiting: 0,
             window_started_at: Some(plan.window_started_at),
             admitted_in_window: plan.admitted_before.saturating_add(count),
-            last_tick_at: Some(plan.now),
-            last_tick_admitted: count,
             rate_per_sec: plan.rate_per_sec,
         };
         Ok(admitted)
