@@ -102,7 +102,9 @@ pub struct HoldPlan {
     pub now: DateTime<Utc>,
 }
 
-/// Decides a hold of `seat` for `holder`.
+/// Decides a hold of `seat` for `holder`, lasting `hold_ttl` but never past `not_after` (the
+/// holder's token expiry: a hold must not promise time its holder cannot use, or the seat would
+/// sit blocked for a buyer who can no longer pay).
 ///
 /// # Errors
 /// [`DomainError::SeatUnavailable`] when the seat is held by a live hold or booked.
@@ -111,6 +113,7 @@ pub fn plan_hold(
     holder: Holder,
     reservation_id: ReservationId,
     hold_ttl: Duration,
+    not_after: DateTime<Utc>,
     holds_per_token: u32,
     now: DateTime<Utc>,
 ) -> Result<HoldPlan, DomainError> {
@@ -121,7 +124,7 @@ pub fn plan_hold(
         SeatState::Held { reservation, .. } => Some(*reservation),
         SeatState::Available | SeatState::Booked { .. } => None,
     };
-    let expires_at = now + hold_ttl;
+    let expires_at = (now + hold_ttl).min(not_after);
     let reservation = Reservation {
         id: reservation_id,
         user_id: holder.user_id.clone(),
@@ -255,7 +258,26 @@ mod tests {
     }
 
     fn hold(seat: &SeatRecord, now: DateTime<Utc>) -> Result<HoldPlan, DomainError> {
-        plan_hold(seat, alice(), ReservationId::random(), Duration::seconds(300), 1, now)
+        plan_hold(seat, alice(), ReservationId::random(), Duration::seconds(300), t(10_000), 1, now)
+    }
+
+    #[test]
+    fn a_hold_never_outlives_its_holders_token() {
+        let plan = plan_hold(
+            &seat(SeatState::Available, 0),
+            alice(),
+            ReservationId::random(),
+            Duration::seconds(300),
+            t(120),
+            1,
+            t(0),
+        )
+        .expect("available");
+        assert_eq!(plan.reservation.expires_at, t(120));
+        assert_eq!(
+            plan.seat_state,
+            SeatState::Held { reservation: plan.reservation.id, user: alice().user_id, expires_at: t(120) }
+        );
     }
 
     #[test]

@@ -393,7 +393,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Err(Error::Contention)
     }
 
-    /// Holds a seat for the token's user for `hold_ttl_secs`.
+    /// Holds a seat for the token's user for `hold_ttl_secs`, but never past the token's own
+    /// expiry (see [`hold::plan_hold`]).
     ///
     /// # Errors
     /// Token errors; [`DomainError::SeatNotFound`], [`DomainError::WrongConcert`];
@@ -421,8 +422,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     }
                     let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
                     let limit = self.config.holds_per_token;
+                    let (ttl, not_after) = (self.hold_ttl(), record.expires_at());
                     let plan =
-                        match hold::plan_hold(&seat, holder, reservation_id, self.hold_ttl(), limit, now) {
+                        match hold::plan_hold(&seat, holder, reservation_id, ttl, not_after, limit, now) {
                             Ok(plan) => plan,
                             Err(refusal) => return Ok(Attempt::Refused(refusal)),
                         };
@@ -488,7 +490,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// payment recorded in one step; then the token expires.
     ///
     /// A replay with the same key returns the first outcome even after the token expired by
-    /// this payment.
+    /// this payment. The reservation's state is judged before the token's, so paying twice is
+    /// [`DomainError::AlreadyPaid`] and paying a lapsed hold [`DomainError::HoldExpired`].
     ///
     /// # Errors
     /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`];
@@ -503,7 +506,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         key: Option<IdempotencyKey>,
     ) -> Result<PaymentReceipt, Error> {
         let now = self.now();
-        let record = self.owner_token(token, now).await?;
+        // Any token of the user identifies it here: a replay must answer after the payment
+        // expired the token, and an expired hold is reported as such (410) rather than hidden
+        // behind the token's expiry. A fresh payment still needs an active token, below.
+        let record = self.authenticate(token).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
         let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
         let receipt = self

@@ -453,6 +453,19 @@ pub async fn a_seat_cannot_be_held_twice<Q: QueueStore, B: BookingStore>(
     assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
 }
 
+pub async fn a_hold_never_outlives_its_token<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { active_ttl_secs: 100, ..generous() }, 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.clock.advance_secs(40);
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(held.expires_at, fx.svc.authenticate(&alice).await.unwrap().expires_at());
+    assert_eq!(held.expires_at - held.held_at, Duration::seconds(60), "capped at the token's expiry");
+    fx.clock.advance_secs(60);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Available, "free the moment the buyer can no longer pay");
+}
+
 pub async fn a_thousand_concurrent_holds_of_one_seat_have_one_winner<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {
@@ -491,7 +504,16 @@ pub async fn a_thousand_concurrent_holds_of_one_seat_have_one_winner<Q: QueueSto
     let plans: Vec<_> = (0..200)
         .map(|i| {
             let holder = Holder { user_id: user(&format!("racer{i}")), token: QueueToken::generate() };
-            hold::plan_hold(&read, holder, ReservationId::random(), Duration::seconds(300), 1, now).unwrap()
+            hold::plan_hold(
+                &read,
+                holder,
+                ReservationId::random(),
+                Duration::seconds(300),
+                now + Duration::hours(1),
+                1,
+                now,
+            )
+            .unwrap()
         })
         .collect();
     let wins = race(plans, |plan| {
@@ -570,10 +592,19 @@ pub async fn a_stale_fence_never_writes<Q: QueueStore, B: BookingStore>(
     let holder = |token: &QueueToken, name: &str| Holder { user_id: user(name), token: token.clone() };
     let ttl = Duration::seconds(300);
     // Two plans computed from the same read: the second write must lose.
-    let plan_a =
-        hold::plan_hold(&seat_before, holder(&alice, "alice"), ReservationId::random(), ttl, 1, now).unwrap();
+    let plan_a = hold::plan_hold(
+        &seat_before,
+        holder(&alice, "alice"),
+        ReservationId::random(),
+        ttl,
+        now + ttl,
+        1,
+        now,
+    )
+    .unwrap();
     let plan_b =
-        hold::plan_hold(&seat_before, holder(&bob, "bob"), ReservationId::random(), ttl, 1, now).unwrap();
+        hold::plan_hold(&seat_before, holder(&bob, "bob"), ReservationId::random(), ttl, now + ttl, 1, now)
+            .unwrap();
     store.claim_seat(&plan_a, None).await.unwrap();
     assert!(matches!(store.claim_seat(&plan_b, None).await, Err(StoreError::Conflict(_))));
     assert!(store.reservation(plan_b.reservation.id).await.unwrap().is_none(), "the loser wrote nothing");
@@ -603,7 +634,8 @@ pub async fn a_stale_fence_never_writes<Q: QueueStore, B: BookingStore>(
     let later = fx.clock.now();
     let lapsed = store.seat(fx.seat(0)).await.unwrap().unwrap();
     let plan_c =
-        hold::plan_hold(&lapsed, holder(&bob, "bob"), ReservationId::random(), ttl, 1, later).unwrap();
+        hold::plan_hold(&lapsed, holder(&bob, "bob"), ReservationId::random(), ttl, later + ttl, 1, later)
+            .unwrap();
     assert_eq!(plan_c.supersedes, Some(plan_a.reservation.id));
     store.claim_seat(&plan_c, None).await.unwrap();
     assert!(matches!(store.commit_payment(&stale_payment, None).await, Err(StoreError::Conflict(_))));

@@ -34,6 +34,7 @@ macro_rules! conformance {
                 only_active_tokens_of_the_concert_may_browse_and_hold,
                 seats_and_schedules_show_live_status,
                 a_seat_cannot_be_held_twice,
+                a_hold_never_outlives_its_token,
                 a_thousand_concurrent_holds_of_one_seat_have_one_winner,
                 an_expired_hold_is_reholdable_and_the_first_holders_payment_is_refused,
                 a_stale_fence_never_writes,

@@ -1,0 +1,354 @@
+//! The JSON bodies of the API: camelCase, RFC 3339 UTC times, points as integers.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability};
+use ticketing_core::hold::Reservation;
+use ticketing_core::payment::{PaymentReceipt, Wallet};
+use ticketing_core::{SeatView, TokenView};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Times are written as RFC 3339 in UTC with millisecond precision (`2026-11-21T06:00:00.000Z`).
+fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// `POST /api/v1/queue/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssueTokenRequest {
+    /// Who asks. Taken at its word only with `TICKETING_AUTH=none`; with the other modes it may
+    /// be left out, and must match the proven identity when given.
+    pub user_id: Option<String>,
+    /// The concert to queue for.
+    pub concert_id: String,
+}
+
+/// A queue token as its holder sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBody {
+    /// The credential: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The user it is bound to.
+    pub user_id: String,
+    /// The concert it is bound to.
+    pub concert_id: Uuid,
+    /// `WAITING`, `ACTIVE` or `EXPIRED`.
+    pub status: String,
+    /// 1-based place in line, while waiting.
+    pub position: Option<u64>,
+    /// Estimated seconds until admission, while waiting.
+    pub eta_seconds: Option<u64>,
+    /// When the token stops being valid unless polled (waiting) or at all (active).
+    #[serde(serialize_with = "rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&TokenView> for TokenBody {
+    fn from(view: &TokenView) -> Self {
+        Self {
+            token: view.record.token.to_string(),
+            user_id: view.record.user_id.to_string(),
+            concert_id: view.record.concert_id.as_uuid(),
+            status: screaming(&view.status),
+            position: view.position,
+            eta_seconds: view.eta_secs,
+            expires_at: view.expires_at(),
+        }
+    }
+}
+
+/// Serializes a unit-like enum to its SCREAMING_SNAKE_CASE name.
+fn screaming<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// One concert in the list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertBody {
+    /// Its id.
+    pub concert_id: Uuid,
+    /// Its title.
+    pub title: String,
+}
+
+/// One schedule with its available seats.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleBody {
+    /// Its id.
+    pub schedule_id: Uuid,
+    /// When the performance starts.
+    #[serde(serialize_with = "rfc3339")]
+    pub starts_at: DateTime<Utc>,
+    /// Seats that can be held right now.
+    pub available_seats: u32,
+}
+
+impl From<&ScheduleAvailability> for ScheduleBody {
+    fn from(s: &ScheduleAvailability) -> Self {
+        Self {
+            schedule_id: s.schedule.id.as_uuid(),
+            starts_at: s.schedule.starts_at,
+            available_seats: s.available_seats,
+        }
+    }
+}
+
+/// One seat with its live status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatBody {
+    /// Its id.
+    pub seat_id: Uuid,
+    /// Its number within the schedule.
+    pub number: u32,
+    /// Its price in points.
+    pub price: i64,
+    /// `AVAILABLE`, `HELD` or `BOOKED`.
+    pub status: String,
+}
+
+impl From<&SeatView> for SeatBody {
+    fn from(s: &SeatView) -> Self {
+        Self {
+            seat_id: s.record.seat.id.as_uuid(),
+            number: s.record.seat.number,
+            price: s.record.seat.price.get(),
+            status: screaming(&s.status),
+        }
+    }
+}
+
+/// `POST /api/v1/reservations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HoldRequest {
+    /// The seat to hold.
+    pub seat_id: String,
+}
+
+/// A reservation (a hold of one seat).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationBody {
+    /// Its id.
+    pub reservation_id: Uuid,
+    /// The seat.
+    pub seat_id: Uuid,
+    /// The seat's schedule.
+    pub schedule_id: Uuid,
+    /// `HELD`, `CONFIRMED`, `EXPIRED` or `RELEASED`.
+    pub status: String,
+    /// The price in points.
+    pub price: i64,
+    /// When the hold lapses unless paid.
+    #[serde(serialize_with = "rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&Reservation> for ReservationBody {
+    fn from(r: &Reservation) -> Self {
+        Self {
+            reservation_id: r.id.as_uuid(),
+            seat_id: r.seat_id.as_uuid(),
+            schedule_id: r.schedule_id.as_uuid(),
+            status: screaming(&r.status),
+            price: r.price.get(),
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// `POST /api/v1/payments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// The held reservation to pay for.
+    pub reservation_id: String,
+}
+
+/// A completed payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentBody {
+    /// Its id.
+    pub payment_id: Uuid,
+    /// The reservation it confirmed.
+    pub reservation_id: Uuid,
+    /// Points paid.
+    pub amount: i64,
+    /// The balance right after.
+    pub balance: i64,
+    /// Always `COMPLETED`.
+    pub status: String,
+}
+
+impl From<&PaymentReceipt> for PaymentBody {
+    fn from(r: &PaymentReceipt) -> Self {
+        Self {
+            payment_id: r.payment.id.as_uuid(),
+            reservation_id: r.payment.reservation_id.as_uuid(),
+            amount: r.payment.amount.get(),
+            balance: r.balance.get(),
+            status: "COMPLETED".to_owned(),
+        }
+    }
+}
+
+/// `POST /api/v1/balance/charges`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChargeRequest {
+    /// Points to add: 1 to `CHARGE_MAX_POINTS`.
+    pub amount: i64,
+}
+
+/// A balance.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceBody {
+    /// Whose.
+    pub user_id: String,
+    /// Points.
+    pub balance: i64,
+}
+
+impl From<&Wallet> for BalanceBody {
+    fn from(w: &Wallet) -> Self {
+        Self { user_id: w.user_id.to_string(), balance: w.balance.get() }
+    }
+}
+
+/// `POST /api/v1/admin/concerts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewConcertRequest {
+    /// The title.
+    pub title: String,
+    /// The performance dates.
+    pub schedules: Vec<NewScheduleRequest>,
+    /// Waiting-room caps; defaults apply to what is left out.
+    #[serde(default)]
+    pub queue: QueueRequest,
+}
+
+/// One performance date of a new concert.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewScheduleRequest {
+    /// When it starts (RFC 3339).
+    pub starts_at: DateTime<Utc>,
+    /// How many seats, numbered from 1.
+    pub seat_count: u32,
+    /// The price of each seat in points.
+    pub price: i64,
+}
+
+/// Waiting-room settings of a new concert.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueRequest {
+    /// At most this many active at once.
+    pub max_active: Option<u32>,
+    /// At most this many admitted per interval.
+    pub admit_batch: Option<u32>,
+    /// The admission interval in milliseconds.
+    pub admit_interval_ms: Option<u64>,
+    /// A waiting token not polled for this long loses its place.
+    pub waiting_idle_secs: Option<u64>,
+    /// An admitted token expires this long after admission.
+    pub active_ttl_secs: Option<u64>,
+}
+
+impl QueueRequest {
+    /// The settings, with `defaults` for what is left out.
+    #[must_use]
+    pub fn with_defaults(&self, defaults: QueueSettings) -> QueueSettings {
+        QueueSettings {
+            max_active: self.max_active.unwrap_or(defaults.max_active),
+            admit_batch: self.admit_batch.unwrap_or(defaults.admit_batch),
+            admit_interval_ms: self.admit_interval_ms.unwrap_or(defaults.admit_interval_ms),
+            waiting_idle_secs: self.waiting_idle_secs.unwrap_or(defaults.waiting_idle_secs),
+            active_ttl_secs: self.active_ttl_secs.unwrap_or(defaults.active_ttl_secs),
+        }
+    }
+}
+
+/// A created concert.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedConcertBody {
+    /// Its id.
+    pub concert_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Its schedules.
+    pub schedules: Vec<CreatedScheduleBody>,
+    /// Its waiting-room settings.
+    pub queue: QueueBody,
+}
+
+/// A created schedule.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedScheduleBody {
+    /// Its id.
+    pub schedule_id: Uuid,
+    /// When it starts.
+    #[serde(serialize_with = "rfc3339")]
+    pub starts_at: DateTime<Utc>,
+    /// How many seats.
+    pub seat_count: u32,
+    /// The price of each seat.
+    pub price: i64,
+}
+
+/// Waiting-room settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueBody {
+    /// At most this many active at once.
+    pub max_active: u32,
+    /// At most this many admitted per interval.
+    pub admit_batch: u32,
+    /// The admission interval in milliseconds.
+    pub admit_interval_ms: u64,
+    /// A waiting token not polled for this long loses its place.
+    pub waiting_idle_secs: u64,
+    /// An admitted token expires this long after admission.
+    pub active_ttl_secs: u64,
+}
+
+impl From<&ConcertPlan> for CreatedConcertBody {
+    fn from(plan: &ConcertPlan) -> Self {
+        let q = plan.concert.queue;
+        Self {
+            concert_id: plan.concert.id.as_uuid(),
+            title: plan.concert.title.clone(),
+            schedules: plan
+                .schedules
+                .iter()
+                .map(|s| {
+                    let seats: Vec<_> = plan.seats.iter().filter(|seat| seat.schedule_id == s.id).collect();
+                    CreatedScheduleBody {
+                        schedule_id: s.id.as_uuid(),
+                        starts_at: s.starts_at,
+                        seat_count: u32::try_from(seats.len()).unwrap_or(u32::MAX),
+                        price: seats.first().map_or(0, |seat| seat.price.get()),
+                    }
+                })
+                .collect(),
+            queue: QueueBody {
+                max_active: q.max_active,
+                admit_batch: q.admit_batch,
+                admit_interval_ms: q.admit_interval_ms,
+                waiting_idle_secs: q.waiting_idle_secs,
+                active_ttl_secs: q.active_ttl_secs,
+            },
+        }
+    }
+}

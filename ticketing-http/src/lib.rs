@@ -1,0 +1,409 @@
+//! # ticketing-http
+//!
+//! A thin axum server embedding [`ticketing_core`]: routes, extractors, one error mapping,
+//! configuration and `main`. No business rule lives here; every handler calls one method of
+//! [`ticketing_core::Ticketing`].
+//!
+//! ## Layout
+//!
+//! - [`config`]: flags and their `TICKETING_*` environment variables.
+//! - [`auth`]: how a user proves who it is when asking for a queue token.
+//! - [`routes`]: the handlers and extractors; [`dto`]: the JSON bodies.
+//! - [`error`]: [`error::ApiError`] and its one mapping to statuses and problem documents.
+//! - this module: [`AppState`], [`router`], the background tasks, [`serve`] and [`run`].
+
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod error;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
+use ticketing_core::ids::{ConcertId, Points};
+use ticketing_core::store::memory::MemoryStore;
+use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_core::{Clock, DomainError, SystemClock, Ticketing};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+use crate::auth::AuthMode;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+
+/// What every handler shares.
+pub struct AppState<Q, B, C> {
+    /// The service.
+    pub service: Ticketing<Q, B, C>,
+    /// How identity is proven.
+    pub auth: AuthMode,
+    /// The admin key; admin routes are off without one.
+    pub admin_key: Option<String>,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+    /// Every request is answered within this.
+    pub request_timeout: Duration,
+}
+
+impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
+    /// State over a service, with the process-wide metrics recorder.
+    pub fn new(
+        service: Ticketing<Q, B, C>,
+        auth: AuthMode,
+        admin_key: Option<String>,
+        request_timeout: Duration,
+    ) -> Self {
+        Self { service, auth, admin_key, metrics: metrics_handle(), request_timeout }
+    }
+
+    /// A concert's queue settings.
+    ///
+    /// # Errors
+    /// `concert_not_found`; store errors.
+    pub async fn queue_settings(&self, concert: ConcertId) -> Result<QueueSettings, ApiError> {
+        let store = self.service.booking_store();
+        let concert = store.concert(concert).await.map_err(|e| ApiError::Core(e.into()))?;
+        Ok(concert.ok_or(DomainError::ConcertNotFound)?.queue)
+    }
+
+    /// Checks `X-Admin-Key` in constant time.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] when no admin key is configured (the routes are off),
+    /// [`ApiError::AdminKey`] when the header is missing or wrong.
+    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let expected = self.admin_key.as_deref().ok_or(ApiError::NotFound)?;
+        let given = headers.get(routes::ADMIN_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if constant_time_eq::constant_time_eq(given, expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::AdminKey)
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use (tests start many servers in
+/// one process; they share it).
+///
+/// # Panics
+/// When another metrics recorder was installed first, which this binary never does.
+#[must_use]
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const BUCKETS: [f64; 12] =
+                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+            PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// The OpenAPI 3.1 description, generated from the handlers and bodies.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ticketing", description = "Virtual waiting room, seat holds and point payments for concert sale days."),
+    paths(
+        routes::issue_token, routes::current_token, routes::concerts, routes::schedules, routes::seats,
+        routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
+        routes::create_concert, routes::healthz, routes::readyz, routes::metrics,
+    ),
+    components(schemas(error::Problem)),
+    modifiers(&BearerScheme),
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "queueToken",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route, with the request timeout, body limit and metrics.
+pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B, C>>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/queue/tokens", post(routes::issue_token::<Q, B, C>))
+        .route("/api/v1/queue/tokens/current", get(routes::current_token::<Q, B, C>))
+        .route("/api/v1/concerts", get(routes::concerts::<Q, B, C>))
+        .route("/api/v1/concerts/{concert_id}/schedules", get(routes::schedules::<Q, B, C>))
+        .route("/api/v1/schedules/{schedule_id}/seats", get(routes::seats::<Q, B, C>))
+        .route("/api/v1/reservations", post(routes::hold::<Q, B, C>))
+        .route(
+            "/api/v1/reservations/{reservation_id}",
+            get(routes::reservation::<Q, B, C>).merge(delete(routes::release::<Q, B, C>)),
+        )
+        .route("/api/v1/payments", post(routes::pay::<Q, B, C>))
+        .route("/api/v1/balance", get(routes::balance::<Q, B, C>))
+        .route("/api/v1/balance/charges", post(routes::charge::<Q, B, C>))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz::<Q, B, C>))
+        .route("/metrics", get(routes::metrics::<Q, B, C>))
+        .route("/openapi.json", get(openapi));
+    // Admin routes exist only with a configured key, and the key is checked before the body is
+    // read, so a caller without it learns nothing about what the route accepts.
+    let api = if state.admin_key.is_some() {
+        api.merge(
+            Router::new()
+                .route("/api/v1/admin/concerts", post(routes::create_concert::<Q, B, C>))
+                .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin::<Q, B, C>)),
+        )
+    } else {
+        api
+    };
+    let api = api
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
+        .layer(middleware::from_fn(track));
+    api.with_state(state)
+}
+
+async fn require_admin<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): State<Arc<AppState<Q, B, C>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.check_admin(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Answers 503 `timeout` when a handler runs longer than the configured timeout.
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Counts requests by route, method and status, and times them.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    tracing::debug!(%method, %route, %status, elapsed_ms = elapsed * 1_000.0, "request");
+    metrics::counter!("ticketing_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ticketing_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(elapsed);
+    response
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then finishes the requests
+/// in flight.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
+    listener: TcpListener,
+    state: Arc<AppState<Q, B, C>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Starts the admission ticker and the sweeper; both stop when `stop` changes.
+pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
+    state: Arc<AppState<Q, B, C>>,
+    tick: Duration,
+    sweep: Duration,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let ticker = {
+        let state = Arc::clone(&state);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = interval.tick() => {}
+                }
+                match state.service.admission_tick_all().await {
+                    Ok(admitted) => {
+                        metrics::counter!("ticketing_admissions_total").increment(admitted as u64)
+                    }
+                    Err(error) => tracing::warn!(%error, "admission tick failed"),
+                }
+            }
+        })
+    };
+    let sweeper = {
+        let mut stop = stop;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(sweep);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = interval.tick() => {}
+                }
+                match state.service.sweep().await {
+                    Ok(report) => tracing::debug!(?report, "swept"),
+                    Err(error) => tracing::warn!(%error, "sweep failed"),
+                }
+                record_queue_gauges(&state).await;
+            }
+        })
+    };
+    vec![ticker, sweeper]
+}
+
+async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(state: &AppState<Q, B, C>) {
+    let Ok(concerts) = state.service.concerts().await else { return };
+    let now = state.service.clock().now();
+    for concert in concerts {
+        if let Ok(snapshot) = state.service.queue_store().admission_snapshot(concert.id, now).await {
+            let id = concert.id.to_string();
+            #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
+            {
+                metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone())
+                    .set(snapshot.waiting as f64);
+                metrics::gauge!("ticketing_queue_active", "concert" => id).set(f64::from(snapshot.active));
+            }
+        }
+    }
+}
+
+/// Creates the demo concert: 3 schedules x 50 seats at 50,000 points.
+///
+/// # Errors
+/// Service errors (invalid queue settings among them).
+pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
+    service: &Ticketing<Q, B, C>,
+    queue: QueueSettings,
+) -> Result<ConcertId, ticketing_core::Error> {
+    let base = service.clock().now() + chrono::Duration::days(30);
+    let schedules = (0..3)
+        .map(|day| NewSchedule {
+            starts_at: base + chrono::Duration::days(day),
+            seat_count: 50,
+            price: Points::new(50_000).expect("a positive literal"),
+        })
+        .collect();
+    let plan = service.create_concert(&NewConcert { title: "Demo Concert".into(), schedules, queue }).await?;
+    Ok(plan.concert.id)
+}
+
+/// Runs the server as configured until SIGINT or SIGTERM, then drains: stops accepting,
+/// finishes the requests in flight, stops the background tasks.
+///
+/// # Errors
+/// Configuration errors, I/O errors of the listener, store errors at start-up.
+pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.store != "memory" || config.queue != "memory" {
+        return Err(format!(
+            "unsupported store {:?} / queue {:?}: this build supports `memory`",
+            config.store, config.queue
+        )
+        .into());
+    }
+    let store = MemoryStore::new();
+    let service = Ticketing::new(store.clone(), store, SystemClock, config.service());
+    if matches!(config.auth, AuthMode::None) {
+        tracing::warn!(
+            "TICKETING_AUTH=none: userId is taken at its word; anyone can act as anyone. Demo use only."
+        );
+        eprintln!(
+            "WARNING: TICKETING_AUTH=none — any client can claim any userId. Never use this in production."
+        );
+    }
+    if config.demo_seed {
+        let concert = seed_demo(&service, config.demo_queue()).await?;
+        println!("demo concert: {concert}");
+    }
+    let state = Arc::new(AppState::new(
+        service,
+        config.auth.clone(),
+        config.admin_key.clone(),
+        Duration::from_millis(config.request_timeout_ms),
+    ));
+    let listener = TcpListener::bind(config.listen).await?;
+    println!("ticketing listening on http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks = spawn_background(
+        Arc::clone(&state),
+        Duration::from_millis(config.tick_ms.max(1)),
+        Duration::from_millis(config.sweep_ms.max(1)),
+        stop_rx,
+    );
+    serve(listener, state, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,335 @@
+//! The handlers. Each one reads the request, calls one service method and renders the answer;
+//! no business rule lives here.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use ticketing_core::catalog::{NewConcert, NewSchedule};
+use ticketing_core::ids::{ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId};
+use ticketing_core::queue::{self, TokenStatus};
+use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_core::{Clock, DomainError, TokenView};
+
+use crate::AppState;
+use crate::dto::{
+    BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
+    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, ScheduleBody, SeatBody, TokenBody,
+};
+use crate::error::{ApiError, Problem};
+
+/// The header carrying an idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The header carrying the admin key.
+pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
+
+type St<Q, B, C> = State<Arc<AppState<Q, B, C>>>;
+
+/// The queue token from `Authorization: Bearer <token>`.
+#[derive(Debug)]
+pub struct Bearer(pub QueueToken);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
+        let text = value.to_str().map_err(|_| ApiError::MalformedToken)?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or(ApiError::MalformedToken)?;
+        QueueToken::parse(token.trim()).map(Self).map_err(|_| ApiError::MalformedToken)
+    }
+}
+
+/// The optional `Idempotency-Key` header.
+#[derive(Debug)]
+pub struct IdemKey(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(Self(None)) };
+        let text =
+            value.to_str().map_err(|_| ApiError::InvalidInput("Idempotency-Key must be ASCII".into()))?;
+        IdempotencyKey::parse(text).map(|k| Self(Some(k))).map_err(|e| ApiError::InvalidInput(e.to_string()))
+    }
+}
+
+/// A JSON body whose rejections are problem documents.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(request, state).await.map(|Json(value)| Self(value)).map_err(ApiError::from)
+    }
+}
+
+/// An id in the path: a malformed one names nothing, so it is a 404.
+fn path_id<T>(
+    text: &str,
+    parse: fn(&str) -> Result<T, ticketing_core::ids::ParseError>,
+    missing: DomainError,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|_| ApiError::from(missing))
+}
+
+/// An id in the body: a malformed one is a 422.
+fn body_id<T>(
+    text: &str,
+    parse: fn(&str) -> Result<T, ticketing_core::ids::ParseError>,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|e| ApiError::InvalidInput(e.to_string()))
+}
+
+fn token_response(
+    view: &TokenView,
+    status: StatusCode,
+    settings: &ticketing_core::catalog::QueueSettings,
+) -> Response {
+    let mut response = (status, Json(TokenBody::from(view))).into_response();
+    if view.status == TokenStatus::Waiting {
+        let after = queue::poll_after_secs(view.eta_secs.unwrap_or(0), settings);
+        if let Ok(value) = HeaderValue::from_str(&after.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+/// Ask for a queue token, or get your existing one back with its validity extended.
+#[utoipa::path(post, path = "/api/v1/queue/tokens", tag = "queue", request_body = IssueTokenRequest,
+    responses(
+        (status = 201, description = "a new token", body = TokenBody),
+        (status = 200, description = "your existing token", body = TokenBody),
+        (status = 401, description = "identity not proven", body = Problem),
+        (status = 403, description = "userId is not the proven user", body = Problem),
+        (status = 404, description = "unknown concert", body = Problem),
+        (status = 422, description = "bad userId or concertId", body = Problem),
+    ))]
+pub async fn issue_token<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<IssueTokenRequest>,
+) -> Result<Response, ApiError> {
+    let user = state.auth.identify(&headers, request.user_id.as_deref())?;
+    let concert_id = body_id(&request.concert_id, ConcertId::parse)?;
+    let view = state.service.issue_token(&user, concert_id).await?;
+    let settings = state.queue_settings(concert_id).await?;
+    let status = if view.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(token_response(&view, status, &settings))
+}
+
+/// Poll your token: status, place in line and ETA. Polling keeps a waiting token's place.
+#[utoipa::path(get, path = "/api/v1/queue/tokens/current", tag = "queue", security(("queueToken" = [])),
+    responses(
+        (status = 200, description = "the token; Retry-After suggests the next poll", body = TokenBody),
+        (status = 401, description = "missing, unknown or expired token", body = Problem),
+    ))]
+pub async fn current_token<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+) -> Result<Response, ApiError> {
+    let view = state.service.token_status(&token).await?;
+    let settings = state.queue_settings(view.record.concert_id).await?;
+    Ok(token_response(&view, StatusCode::OK, &settings))
+}
+
+/// The concerts on sale.
+#[utoipa::path(get, path = "/api/v1/concerts", tag = "catalog",
+    responses((status = 200, body = [ConcertBody])))]
+pub async fn concerts<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+) -> Result<Json<Vec<ConcertBody>>, ApiError> {
+    let concerts = state.service.concerts().await?;
+    Ok(Json(
+        concerts.into_iter().map(|c| ConcertBody { concert_id: c.id.as_uuid(), title: c.title }).collect(),
+    ))
+}
+
+/// A concert's schedules with their available seats. Needs an ACTIVE token of that concert.
+#[utoipa::path(get, path = "/api/v1/concerts/{concertId}/schedules", tag = "catalog", security(("queueToken" = [])),
+    params(("concertId" = String, Path, description = "the concert")),
+    responses(
+        (status = 200, body = [ScheduleBody]),
+        (status = 401, body = Problem), (status = 403, description = "not admitted yet (with position) or another concert", body = Problem),
+        (status = 404, body = Problem),
+    ))]
+pub async fn schedules<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    Path(concert_id): Path<String>,
+) -> Result<Json<Vec<ScheduleBody>>, ApiError> {
+    let concert_id = path_id(&concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let schedules = state.service.schedules(&token, concert_id).await?;
+    Ok(Json(schedules.iter().map(ScheduleBody::from).collect()))
+}
+
+/// A schedule's seats with their live status. Needs an ACTIVE token of its concert.
+#[utoipa::path(get, path = "/api/v1/schedules/{scheduleId}/seats", tag = "catalog", security(("queueToken" = [])),
+    params(("scheduleId" = String, Path, description = "the schedule")),
+    responses((status = 200, body = [SeatBody]), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    Path(schedule_id): Path<String>,
+) -> Result<Json<Vec<SeatBody>>, ApiError> {
+    let schedule_id = path_id(&schedule_id, ScheduleId::parse, DomainError::ScheduleNotFound)?;
+    let seats = state.service.seats(&token, schedule_id).await?;
+    Ok(Json(seats.iter().map(SeatBody::from).collect()))
+}
+
+/// Hold a seat for `TICKETING_HOLD_TTL_SECS`. Safe to retry with an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/reservations", tag = "booking", security(("queueToken" = [])), request_body = HoldRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    responses(
+        (status = 201, body = ReservationBody),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "seat_unavailable or hold_limit", body = Problem),
+        (status = 422, body = Problem),
+    ))]
+pub async fn hold<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    IdemKey(key): IdemKey,
+    ApiJson(request): ApiJson<HoldRequest>,
+) -> Result<(StatusCode, Json<ReservationBody>), ApiError> {
+    let seat_id = body_id(&request.seat_id, SeatId::parse)?;
+    let reservation = state.service.hold(&token, seat_id, key).await?;
+    metrics::counter!("ticketing_holds_total").increment(1);
+    Ok((StatusCode::CREATED, Json(ReservationBody::from(&reservation))))
+}
+
+/// One of your reservations.
+#[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
+    params(("reservationId" = String, Path, description = "the reservation")),
+    responses((status = 200, body = ReservationBody), (status = 401, body = Problem), (status = 404, description = "no such reservation of yours", body = Problem)))]
+pub async fn reservation<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationBody>, ApiError> {
+    let id = path_id(&id, ReservationId::parse, DomainError::ReservationNotFound)?;
+    let reservation = state.service.reservation(&token, id).await?;
+    Ok(Json(ReservationBody::from(&reservation)))
+}
+
+/// Let a held seat go.
+#[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
+    params(("reservationId" = String, Path, description = "the reservation")),
+    responses((status = 204, description = "released; the seat is available"), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, description = "already paid", body = Problem)))]
+pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(&id, ReservationId::parse, DomainError::ReservationNotFound)?;
+    state.service.release(&token, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pay for a held seat from your balance. The token expires afterwards. Safe to retry with an
+/// `Idempotency-Key`, even after the token expired.
+#[utoipa::path(post, path = "/api/v1/payments", tag = "booking", security(("queueToken" = [])), request_body = PaymentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    responses(
+        (status = 201, body = PaymentBody),
+        (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "already_paid", body = Problem),
+        (status = 410, description = "hold_expired or hold_released", body = Problem), (status = 422, body = Problem),
+    ))]
+pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    IdemKey(key): IdemKey,
+    ApiJson(request): ApiJson<PaymentRequest>,
+) -> Result<(StatusCode, Json<PaymentBody>), ApiError> {
+    let id = body_id(&request.reservation_id, ReservationId::parse)?;
+    let receipt = state.service.pay(&token, id, key).await?;
+    metrics::counter!("ticketing_purchases_total").increment(1);
+    Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))))
+}
+
+/// Your balance. Any unexpired token.
+#[utoipa::path(get, path = "/api/v1/balance", tag = "balance", security(("queueToken" = [])),
+    responses((status = 200, body = BalanceBody), (status = 401, body = Problem)))]
+pub async fn balance<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+) -> Result<Json<BalanceBody>, ApiError> {
+    let wallet = state.service.balance(&token).await?;
+    Ok(Json(BalanceBody::from(&wallet)))
+}
+
+/// Add points to your balance. Safe to retry with an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/balance/charges", tag = "balance", security(("queueToken" = [])), request_body = ChargeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    responses((status = 200, body = BalanceBody), (status = 401, body = Problem), (status = 422, description = "amount out of range", body = Problem)))]
+pub async fn charge<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    IdemKey(key): IdemKey,
+    ApiJson(request): ApiJson<ChargeRequest>,
+) -> Result<Json<BalanceBody>, ApiError> {
+    let wallet = state.service.charge(&token, request.amount, key).await?;
+    Ok(Json(BalanceBody::from(&wallet)))
+}
+
+/// Create a concert with its schedules and seats. Needs `X-Admin-Key` (checked by the route
+/// layer before this runs); the route exists only when an admin key is configured.
+#[utoipa::path(post, path = "/api/v1/admin/concerts", tag = "admin", request_body = NewConcertRequest,
+    params(("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 201, body = CreatedConcertBody), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    ApiJson(request): ApiJson<NewConcertRequest>,
+) -> Result<(StatusCode, Json<CreatedConcertBody>), ApiError> {
+    let schedules = request
+        .schedules
+        .iter()
+        .map(|s| {
+            let price = Points::new(s.price).map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+            Ok(NewSchedule { starts_at: s.starts_at, seat_count: s.seat_count, price })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let new = NewConcert {
+        title: request.title,
+        schedules,
+        queue: request.queue.with_defaults(ticketing_core::catalog::QueueSettings::default()),
+    };
+    let plan = state.service.create_concert(&new).await?;
+    Ok((StatusCode::CREATED, Json(CreatedConcertBody::from(&plan))))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: every store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "a store does not answer", body = Problem)))]
+pub async fn readyz<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+) -> Result<&'static str, ApiError> {
+    state.service.queue_store().ping_queue().await.map_err(|e| ApiError::Core(e.into()))?;
+    state.service.booking_store().ping_catalog().await.map_err(|e| ApiError::Core(e.into()))?;
+    Ok("ready")
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics<Q: QueueStore, B: BookingStore, C: Clock>(State(state): St<Q, B, C>) -> Response {
+    let body = state.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

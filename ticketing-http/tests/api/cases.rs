@@ -1,0 +1,652 @@
+//! The HTTP cases: every route, every status of the contract table (status and `code`), the
+//! whole flow, replays, each auth mode, and a race over HTTP.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::json;
+use ticketing_core::queue::TokenStatus;
+use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_http::auth::AuthMode;
+
+use crate::harness::{ADMIN_KEY, open_queue, spawn};
+
+fn none() -> AuthMode {
+    AuthMode::None
+}
+
+pub async fn the_whole_flow_from_token_to_payment<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let first = server.ask("alice").await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body["status"], "WAITING");
+    assert_eq!(first.body["position"], 1);
+    assert_eq!(first.body["userId"], "alice");
+    assert!(first.body["etaSeconds"].is_u64());
+    assert!(first.body["expiresAt"].as_str().unwrap().ends_with('Z'), "RFC 3339 UTC");
+    let token = first.body["token"].as_str().unwrap().to_owned();
+    let again = server.ask("alice").await;
+    assert_eq!((again.status.as_u16(), again.body["token"].as_str()), (200, Some(token.as_str())));
+
+    let polled = server.get("/api/v1/queue/tokens/current", Some(&token)).await;
+    assert_eq!((polled.status.as_u16(), polled.body["status"].as_str()), (200, Some("WAITING")));
+    let retry: u64 = polled.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry));
+
+    server.tick().await;
+    let active = server.get("/api/v1/queue/tokens/current", Some(&token)).await;
+    assert_eq!(active.body["status"], "ACTIVE");
+    assert!(active.headers.get("retry-after").is_none());
+
+    let concerts = server.get("/api/v1/concerts", None).await;
+    assert_eq!(concerts.body[0]["concertId"], server.demo.to_string());
+    assert_eq!(concerts.body[0]["title"], "Demo Concert");
+    let schedules = server.get(&format!("/api/v1/concerts/{}/schedules", server.demo), Some(&token)).await;
+    assert_eq!(schedules.body.as_array().unwrap().len(), 3);
+    assert_eq!(schedules.body[0]["availableSeats"], 50);
+    let seats = server.seats(&token).await;
+    assert_eq!(seats.len(), 50);
+    assert_eq!(
+        (seats[0]["number"].as_u64(), seats[0]["price"].as_i64(), seats[0]["status"].as_str()),
+        (Some(1), Some(50_000), Some("AVAILABLE"))
+    );
+
+    let seat = seats[4]["seatId"].as_str().unwrap();
+    let held = server.hold(&token, seat).await;
+    assert_eq!(held.status, 201, "{held:?}");
+    assert_eq!((held.body["status"].as_str(), held.body["price"].as_i64()), (Some("HELD"), Some(50_000)));
+    assert_eq!(held.body["seatId"], seat);
+    let reservation = held.body["reservationId"].as_str().unwrap().to_owned();
+    assert_eq!(server.seats(&token).await[4]["status"], "HELD", "live, no stale cache");
+    let read = server.get(&format!("/api/v1/reservations/{reservation}"), Some(&token)).await;
+    assert_eq!(read.body["status"], "HELD");
+
+    let charged = server.charge(&token, 60_000).await;
+    assert_eq!(
+        (charged.status.as_u16(), charged.body["balance"].as_i64(), charged.body["userId"].as_str()),
+        (200, Some(60_000), Some("alice"))
+    );
+    let paid = server.pay(&token, &reservation).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+    assert_eq!(
+        (paid.body["amount"].as_i64(), paid.body["balance"].as_i64(), paid.body["status"].as_str()),
+        (Some(50_000), Some(10_000), Some("COMPLETED"))
+    );
+    assert_eq!(paid.body["reservationId"], reservation.as_str());
+
+    server.get("/api/v1/queue/tokens/current", Some(&token)).await.assert_problem(401, "token_expired");
+    let confirmed = server.get(&format!("/api/v1/reservations/{reservation}"), Some(&token)).await;
+    assert_eq!((confirmed.status.as_u16(), confirmed.body["status"].as_str()), (200, Some("CONFIRMED")));
+    let stored = server
+        .state
+        .service
+        .authenticate(&ticketing_core::ids::QueueToken::parse(&token).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.status_at(ticketing_core::Clock::now(&server.clock)), TokenStatus::Expired);
+}
+
+pub async fn token_requests_are_validated<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let path = "/api/v1/queue/tokens";
+    server
+        .post(path, None, json!({"userId": "alice", "concertId": uuid::Uuid::new_v4().to_string()}))
+        .await
+        .assert_problem(404, "concert_not_found");
+    server
+        .post(path, None, json!({"userId": "has space", "concertId": server.demo.to_string()}))
+        .await
+        .assert_problem(422, "invalid_input");
+    server
+        .post(path, None, json!({"userId": "", "concertId": server.demo.to_string()}))
+        .await
+        .assert_problem(422, "invalid_input");
+    server
+        .post(path, None, json!({"concertId": server.demo.to_string()}))
+        .await
+        .assert_problem(422, "invalid_input");
+    server
+        .post(path, None, json!({"userId": "alice", "concertId": "nope"}))
+        .await
+        .assert_problem(422, "invalid_input");
+}
+
+pub async fn the_token_is_the_credential<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let path = "/api/v1/queue/tokens/current";
+    server.get(path, None).await.assert_problem(401, "missing_token");
+    server.get(path, Some("garbage")).await.assert_problem(401, "invalid_token");
+    server
+        .get(path, Some(ticketing_core::ids::QueueToken::generate().as_str()))
+        .await
+        .assert_problem(401, "invalid_token");
+    let basic = server.call(Method::GET, path, None, &[("Authorization", "Basic YWxpY2U6eA==")], None).await;
+    basic.assert_problem(401, "invalid_token");
+    let token = server.ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    server.clock.advance_secs(60);
+    server.get(path, Some(&token)).await.assert_problem(401, "token_expired");
+}
+
+pub async fn browsing_needs_an_active_token_of_the_concert<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let queue = ticketing_core::catalog::QueueSettings { admit_batch: 1, ..open_queue() };
+    let server = spawn(fresh().await, none(), queue).await;
+    let active = server.admitted("first").await;
+    let waiting = server.ask("second").await.body["token"].as_str().unwrap().to_owned();
+    let schedules = format!("/api/v1/concerts/{}/schedules", server.demo);
+    let not_admitted = server.get(&schedules, Some(&waiting)).await;
+    not_admitted.assert_problem(403, "not_admitted");
+    assert_eq!(not_admitted.body["position"], 1);
+    server.get(&schedules, None).await.assert_problem(401, "missing_token");
+    server
+        .get(&format!("/api/v1/concerts/{}/schedules", uuid::Uuid::new_v4()), Some(&active))
+        .await
+        .assert_problem(404, "concert_not_found");
+    server
+        .get("/api/v1/concerts/not-a-uuid/schedules", Some(&active))
+        .await
+        .assert_problem(404, "concert_not_found");
+    server
+        .get(&format!("/api/v1/schedules/{}/seats", uuid::Uuid::new_v4()), Some(&active))
+        .await
+        .assert_problem(404, "schedule_not_found");
+    let schedule =
+        server.get(&schedules, Some(&active)).await.body[0]["scheduleId"].as_str().unwrap().to_owned();
+    server
+        .get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&waiting))
+        .await
+        .assert_problem(403, "not_admitted");
+
+    // A token of another concert is forbidden here.
+    let other = server
+        .call(Method::POST, "/api/v1/admin/concerts", None, &[("X-Admin-Key", ADMIN_KEY)], Some(json!({
+            "title": "Other", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 2, "price": 10}],
+        })))
+        .await;
+    let other_id = other.body["concertId"].as_str().unwrap();
+    server
+        .get(&format!("/api/v1/concerts/{other_id}/schedules"), Some(&active))
+        .await
+        .assert_problem(403, "wrong_concert");
+    let other_schedule = other.body["schedules"][0]["scheduleId"].as_str().unwrap();
+    server
+        .get(&format!("/api/v1/schedules/{other_schedule}/seats"), Some(&active))
+        .await
+        .assert_problem(403, "wrong_concert");
+}
+
+pub async fn holds_answer_with_the_documented_statuses<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let queue = ticketing_core::catalog::QueueSettings { admit_batch: 2, ..open_queue() };
+    let server = spawn(fresh().await, none(), queue).await;
+    let alice = server.admitted("alice").await;
+    let bob = server.admitted("bob").await;
+    let seat = server.seat_id(&alice, 0).await;
+    assert_eq!(server.hold(&alice, &seat).await.status, 201);
+    server.hold(&bob, &seat).await.assert_problem(409, "seat_unavailable");
+    let other_seat = server.seat_id(&alice, 1).await;
+    server.hold(&alice, &other_seat).await.assert_problem(409, "hold_limit");
+    server.hold(&bob, &uuid::Uuid::new_v4().to_string()).await.assert_problem(404, "seat_not_found");
+    server.hold(&bob, "seat-1").await.assert_problem(422, "invalid_input");
+    let waiting = server.ask("carol").await.body["token"].as_str().unwrap().to_owned();
+    server.hold(&waiting, &other_seat).await.assert_problem(403, "not_admitted");
+    server
+        .post("/api/v1/reservations", None, json!({"seatId": other_seat}))
+        .await
+        .assert_problem(401, "missing_token");
+}
+
+pub async fn reservations_are_private_to_their_owner<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let alice = server.admitted("alice").await;
+    let bob = server.admitted("bob").await;
+    let seat = server.seat_id(&alice, 0).await;
+    let id = server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/reservations/{id}");
+    server.get(&path, Some(&bob)).await.assert_problem(404, "reservation_not_found");
+    server.delete(&path, &bob).await.assert_problem(404, "reservation_not_found");
+    server.charge(&bob, 100_000).await;
+    server.pay(&bob, &id).await.assert_problem(404, "reservation_not_found");
+    server
+        .get(&format!("/api/v1/reservations/{}", uuid::Uuid::new_v4()), Some(&alice))
+        .await
+        .assert_problem(404, "reservation_not_found");
+    server.get("/api/v1/reservations/xyz", Some(&alice)).await.assert_problem(404, "reservation_not_found");
+    assert_eq!(server.get(&path, Some(&alice)).await.body["status"], "HELD");
+}
+
+pub async fn releasing_frees_the_seat<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let alice = server.admitted("alice").await;
+    let seat = server.seat_id(&alice, 0).await;
+    let id = server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/reservations/{id}");
+    let released = server.delete(&path, &alice).await;
+    assert_eq!((released.status.as_u16(), &released.body), (204, &serde_json::Value::Null));
+    assert_eq!(server.seats(&alice).await[0]["status"], "AVAILABLE");
+    assert_eq!(server.get(&path, Some(&alice)).await.body["status"], "RELEASED");
+    assert_eq!(server.delete(&path, &alice).await.status, 204, "harmless twice");
+    server.pay(&alice, &id).await.assert_problem(410, "hold_released");
+    let again = server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    server.charge(&alice, 50_000).await;
+    assert_eq!(server.pay(&alice, &again).await.status, 201);
+    server.delete(&format!("/api/v1/reservations/{again}"), &alice).await.assert_problem(409, "already_paid");
+}
+
+pub async fn payments_answer_with_the_documented_statuses<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    // Tokens outlive holds here, so the balance can be read after the hold lapsed.
+    let queue = ticketing_core::catalog::QueueSettings { active_ttl_secs: 600, ..open_queue() };
+    let server = spawn(fresh().await, none(), queue).await;
+    let alice = server.admitted("alice").await;
+    let seat = server.seat_id(&alice, 0).await;
+    let id = server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    let broke = server.pay(&alice, &id).await;
+    broke.assert_problem(402, "insufficient_balance");
+    assert_eq!((broke.body["balance"].as_i64(), broke.body["required"].as_i64()), (Some(0), Some(50_000)));
+    server.pay(&alice, &uuid::Uuid::new_v4().to_string()).await.assert_problem(404, "reservation_not_found");
+    server.pay(&alice, "r-1").await.assert_problem(422, "invalid_input");
+    server.charge(&alice, 50_000).await;
+    server.clock.advance_secs(300);
+    server.pay(&alice, &id).await.assert_problem(410, "hold_expired");
+    assert_eq!(server.get("/api/v1/balance", Some(&alice)).await.body["balance"], 50_000, "nothing debited");
+
+    let bob = server.admitted("bob").await;
+    let id = server.hold(&bob, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    server.charge(&bob, 50_000).await;
+    assert_eq!(server.pay(&bob, &id).await.status, 201);
+    server.pay(&bob, &id).await.assert_problem(409, "already_paid");
+}
+
+pub async fn balances_and_charges<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let waiting = server.ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    let balance = server.get("/api/v1/balance", Some(&waiting)).await;
+    assert_eq!(
+        (balance.status.as_u16(), balance.body["balance"].as_i64(), balance.body["userId"].as_str()),
+        (200, Some(0), Some("alice"))
+    );
+    server.charge(&waiting, 0).await.assert_problem(422, "invalid_amount");
+    server.charge(&waiting, -10).await.assert_problem(422, "invalid_amount");
+    server
+        .charge(&waiting, ticketing_core::limits::CHARGE_MAX_POINTS + 1)
+        .await
+        .assert_problem(422, "invalid_amount");
+    assert_eq!(server.charge(&waiting, 1_000).await.body["balance"], 1_000);
+    server
+        .post("/api/v1/balance/charges", Some(&waiting), json!({"amount": "ten"}))
+        .await
+        .assert_problem(422, "invalid_input");
+    server.get("/api/v1/balance", None).await.assert_problem(401, "missing_token");
+    server.clock.advance_secs(60);
+    server.get("/api/v1/balance", Some(&waiting)).await.assert_problem(401, "token_expired");
+}
+
+pub async fn idempotent_replays_return_the_original_status_and_body<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let alice = server.admitted("alice").await;
+    let seat = server.seat_id(&alice, 0).await;
+    let held = server.post_keyed("/api/v1/reservations", &alice, "hold-1", json!({"seatId": seat})).await;
+    let replay = server.post_keyed("/api/v1/reservations", &alice, "hold-1", json!({"seatId": seat})).await;
+    assert_eq!((held.status, &held.body), (replay.status, &replay.body));
+    assert_eq!(held.status, 201);
+    let other = server.seat_id(&alice, 1).await;
+    server
+        .post_keyed("/api/v1/reservations", &alice, "hold-1", json!({"seatId": other}))
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+
+    let charged =
+        server.post_keyed("/api/v1/balance/charges", &alice, "charge-1", json!({"amount": 50_000})).await;
+    let replay =
+        server.post_keyed("/api/v1/balance/charges", &alice, "charge-1", json!({"amount": 50_000})).await;
+    assert_eq!((charged.status, &charged.body), (replay.status, &replay.body));
+    server
+        .post_keyed("/api/v1/balance/charges", &alice, "charge-1", json!({"amount": 7}))
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert_eq!(server.get("/api/v1/balance", Some(&alice)).await.body["balance"], 50_000, "charged once");
+
+    let id = held.body["reservationId"].as_str().unwrap();
+    let paid = server.post_keyed("/api/v1/payments", &alice, "pay-1", json!({"reservationId": id})).await;
+    assert_eq!(paid.status, 201);
+    let replay = server.post_keyed("/api/v1/payments", &alice, "pay-1", json!({"reservationId": id})).await;
+    assert_eq!(
+        (paid.status, &paid.body),
+        (replay.status, &replay.body),
+        "the answer survives the token's expiry"
+    );
+    let bad_key = server
+        .call(
+            Method::POST,
+            "/api/v1/payments",
+            Some(&alice),
+            &[("Idempotency-Key", "has space")],
+            Some(json!({"reservationId": id})),
+        )
+        .await;
+    bad_key.assert_problem(422, "invalid_input");
+}
+
+pub async fn header_auth_trusts_the_gateway_header_only<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, AuthMode::Header, open_queue()).await;
+    let path = "/api/v1/queue/tokens";
+    let body = json!({"concertId": server.demo.to_string()});
+    server
+        .post(path, None, json!({"userId": "alice", "concertId": server.demo.to_string()}))
+        .await
+        .assert_problem(401, "unauthenticated");
+    let ok = server.call(Method::POST, path, None, &[("X-User-Id", "alice")], Some(body.clone())).await;
+    assert_eq!((ok.status.as_u16(), ok.body["userId"].as_str()), (201, Some("alice")));
+    let claimed = json!({"userId": "mallory", "concertId": server.demo.to_string()});
+    server
+        .call(Method::POST, path, None, &[("X-User-Id", "alice")], Some(claimed))
+        .await
+        .assert_problem(403, "identity_mismatch");
+    server
+        .call(Method::POST, path, None, &[("X-User-Id", "bad id")], Some(body))
+        .await
+        .assert_problem(401, "unauthenticated");
+}
+
+pub async fn jwt_auth_verifies_signature_and_expiry<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let secret = "a-secret-of-at-least-thirty-two-bytes!";
+    let mode: AuthMode = format!("jwt-hs256:{secret}").parse().unwrap();
+    assert!("jwt-hs256:short".parse::<AuthMode>().is_err(), "weak secrets are refused");
+    let server = spawn(fresh().await, mode, open_queue()).await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |sub: &str, exp: i64, key: &str| {
+        encode(
+            &Header::default(),
+            &json!({"sub": sub, "exp": exp}),
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let path = "/api/v1/queue/tokens";
+    let body = json!({"concertId": server.demo.to_string()});
+    let valid = sign("alice", now + 600, secret);
+    let ok =
+        server.call(Method::POST, path, None, &[("X-User-Token", valid.as_str())], Some(body.clone())).await;
+    assert_eq!((ok.status.as_u16(), ok.body["userId"].as_str()), (201, Some("alice")));
+    let forged = sign("alice", now + 600, "another-secret-of-at-least-32-bytes!!");
+    server
+        .call(Method::POST, path, None, &[("X-User-Token", forged.as_str())], Some(body.clone()))
+        .await
+        .assert_problem(401, "unauthenticated");
+    let expired = sign("alice", now - 600, secret);
+    server
+        .call(Method::POST, path, None, &[("X-User-Token", expired.as_str())], Some(body.clone()))
+        .await
+        .assert_problem(401, "unauthenticated");
+    let mut tampered = valid.clone();
+    tampered.insert(tampered.find('.').unwrap() + 1, 'x');
+    server
+        .call(Method::POST, path, None, &[("X-User-Token", tampered.as_str())], Some(body.clone()))
+        .await
+        .assert_problem(401, "unauthenticated");
+    server
+        .post(path, None, json!({"userId": "alice", "concertId": server.demo.to_string()}))
+        .await
+        .assert_problem(401, "unauthenticated");
+    let claimed = json!({"userId": "mallory", "concertId": server.demo.to_string()});
+    server
+        .call(Method::POST, path, None, &[("X-User-Token", valid.as_str())], Some(claimed))
+        .await
+        .assert_problem(403, "identity_mismatch");
+}
+
+pub async fn admin_routes_need_the_key_and_are_off_without_one<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let path = "/api/v1/admin/concerts";
+    let body = json!({
+        "title": "Night Show",
+        "schedules": [{"startsAt": "2031-05-01T19:00:00Z", "seatCount": 10, "price": 1_000}],
+        "queue": {"maxActive": 5, "admitBatch": 2, "admitIntervalMs": 500},
+    });
+    server.post(path, None, body.clone()).await.assert_problem(401, "admin_key_required");
+    server
+        .call(Method::POST, path, None, &[("X-Admin-Key", "wrong")], Some(body.clone()))
+        .await
+        .assert_problem(401, "admin_key_required");
+    let created = server.call(Method::POST, path, None, &[("X-Admin-Key", ADMIN_KEY)], Some(body)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["title"], "Night Show");
+    assert_eq!(created.body["schedules"][0]["seatCount"], 10);
+    assert_eq!(created.body["schedules"][0]["price"], 1_000);
+    assert_eq!(created.body["schedules"][0]["startsAt"], "2031-05-01T19:00:00.000Z");
+    assert_eq!(
+        (created.body["queue"]["maxActive"].as_u64(), created.body["queue"]["activeTtlSecs"].as_u64()),
+        (Some(5), Some(300))
+    );
+    let listed = server.get("/api/v1/concerts", None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 2);
+    let invalid = json!({"title": "", "schedules": []});
+    server
+        .call(Method::POST, path, None, &[("X-Admin-Key", ADMIN_KEY)], Some(invalid))
+        .await
+        .assert_problem(422, "invalid_input");
+    let negative = json!({"title": "x", "schedules": [{"startsAt": "2031-05-01T19:00:00Z", "seatCount": 1, "price": -1}]});
+    server
+        .call(Method::POST, path, None, &[("X-Admin-Key", ADMIN_KEY)], Some(negative))
+        .await
+        .assert_problem(422, "invalid_input");
+
+    // Without a configured key the admin routes do not exist.
+    let stores = fresh().await;
+    let service = ticketing_core::Ticketing::new(
+        stores.0,
+        stores.1,
+        ticketing_core::SystemClock,
+        ticketing_core::Config::default(),
+    );
+    let state = ticketing_http::AppState::new(service, none(), None, std::time::Duration::from_secs(5));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(ticketing_http::serve(listener, Arc::new(state), std::future::pending()));
+    let answer = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    task.abort();
+}
+
+pub async fn operations_routes_answer<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    assert_eq!(server.get("/readyz", None).await.status, 200);
+    let alice = server.admitted("alice").await;
+    let seat = server.seat_id(&alice, 0).await;
+    server.hold(&alice, &seat).await;
+    let metrics = server.get("/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().unwrap_or_default().to_owned();
+    for name in [
+        "ticketing_http_requests_total",
+        "ticketing_http_request_duration_seconds_bucket",
+        "ticketing_holds_total",
+    ] {
+        assert!(text.contains(name), "{name} in /metrics");
+    }
+    assert!(text.contains("route=\"/api/v1/reservations\""), "requests are labelled by route");
+    let openapi = server.get("/openapi.json", None).await;
+    assert_eq!(openapi.status, 200);
+    assert!(openapi.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/api/v1/queue/tokens",
+        "/api/v1/payments",
+        "/api/v1/reservations/{reservationId}",
+        "/api/v1/admin/concerts",
+    ] {
+        assert!(openapi.body["paths"][path].is_object(), "{path} documented");
+    }
+}
+
+pub async fn client_mistakes_are_never_server_errors<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let url = format!("{}/api/v1/queue/tokens", server.base);
+    let client = &server.client;
+    let malformed =
+        client.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.json::<serde_json::Value>().await.unwrap()["code"], "malformed_json");
+    let untyped = client.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(untyped.status(), 415);
+    let huge =
+        format!("{{\"userId\": \"{}\", \"concertId\": \"x\"}}", "a".repeat(ticketing_http::BODY_LIMIT_BYTES));
+    let too_large =
+        client.post(&url).header("content-type", "application/json").body(huge).send().await.unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(too_large.json::<serde_json::Value>().await.unwrap()["code"], "payload_too_large");
+    let unknown_field = json!({"userId": "a", "concertId": server.demo.to_string(), "vip": true});
+    server.post("/api/v1/queue/tokens", None, unknown_field).await.assert_problem(422, "invalid_input");
+    server.get("/api/v1/nowhere", None).await.assert_problem(404, "not_found");
+    server
+        .call(Method::PUT, "/api/v1/concerts", None, &[], None)
+        .await
+        .assert_problem(405, "method_not_allowed");
+}
+
+pub async fn two_hundred_concurrent_holds_of_one_seat_have_one_winner<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = Arc::new(spawn(fresh().await, none(), open_queue()).await);
+    let mut tokens = Vec::new();
+    for i in 0..200 {
+        tokens.push(server.ask(&format!("buyer{i}")).await.body["token"].as_str().unwrap().to_owned());
+    }
+    server.tick().await;
+    let seat = server.seat_id(&tokens[0], 7).await;
+    let attempts: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let server = Arc::clone(&server);
+            let seat = seat.clone();
+            tokio::spawn(async move { server.hold(&token, &seat).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        let answer = attempt.await.unwrap();
+        if answer.status != 201 {
+            answer.assert_problem(409, "seat_unavailable");
+        }
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1);
+    let distinct: HashSet<u16> = statuses.into_iter().collect();
+    assert_eq!(distinct, HashSet::from([201, 409]));
+}
+
+pub async fn background_tasks_admit_and_stop_on_shutdown<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = ticketing_http::spawn_background(
+        Arc::clone(&server.state),
+        std::time::Duration::from_millis(5),
+        std::time::Duration::from_millis(5),
+        stopped,
+    );
+    let token = server.ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    let mut status = String::new();
+    // Bounded: the ticker runs every 5 ms; a few hundred polls is far more than it needs.
+    for _ in 0..400 {
+        status = server.get("/api/v1/queue/tokens/current", Some(&token)).await.body["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if status == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(status, "ACTIVE", "the ticker admitted the token");
+    stop.send(true).unwrap();
+    for task in tasks {
+        task.await.expect("background task stops cleanly");
+    }
+}

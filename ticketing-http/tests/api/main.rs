@@ -1,0 +1,48 @@
+//! HTTP tests: the real server on 127.0.0.1:0, driven by a real HTTP client.
+//!
+//! Cases are written once in `cases.rs` and stamped out per backend here, like the core
+//! conformance suite.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cases;
+mod harness;
+
+macro_rules! api_suite {
+    ($backend:ident, $fresh:expr) => {
+        mod $backend {
+            api_suite!(@cases $fresh;
+                the_whole_flow_from_token_to_payment,
+                token_requests_are_validated,
+                the_token_is_the_credential,
+                browsing_needs_an_active_token_of_the_concert,
+                holds_answer_with_the_documented_statuses,
+                reservations_are_private_to_their_owner,
+                releasing_frees_the_seat,
+                payments_answer_with_the_documented_statuses,
+                balances_and_charges,
+                idempotent_replays_return_the_original_status_and_body,
+                header_auth_trusts_the_gateway_header_only,
+                jwt_auth_verifies_signature_and_expiry,
+                admin_routes_need_the_key_and_are_off_without_one,
+                operations_routes_answer,
+                client_mistakes_are_never_server_errors,
+                two_hundred_concurrent_holds_of_one_seat_have_one_winner,
+                background_tasks_admit_and_stop_on_shutdown,
+            );
+        }
+    };
+    (@cases $fresh:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                crate::cases::$case(|| $fresh).await;
+            }
+        )*
+    };
+}
+
+api_suite!(memory, async {
+    let store = ticketing_core::store::memory::MemoryStore::new();
+    (store.clone(), store)
+});
