@@ -102,6 +102,8 @@ pub mod payment;
 pub mod queue;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, Error, StoreError};

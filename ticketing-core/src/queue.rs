@@ -220,6 +220,16 @@ pub fn refresh(record: &TokenRecord, settings: &QueueSettings, now: DateTime<Utc
     }
 }
 
+/// Whether a poll whose write lost its compare-and-set has nothing left to do: the token it
+/// read is still waiting and was written again since (`current` is newer than `previous`), so a
+/// concurrent poll already extended its idle deadline. Re-trying would only race that poll.
+#[must_use]
+pub fn refreshed_concurrently(previous: &TokenRecord, current: &TokenRecord, now: DateTime<Utc>) -> bool {
+    current.token == previous.token
+        && current.version > previous.version
+        && current.status_at(now) == TokenStatus::Waiting
+}
+
 /// The token's user paid: the token expires at once.
 ///
 /// # Errors
@@ -493,6 +503,21 @@ mod tests {
         assert_eq!(refresh(&waiting(60), &settings(), t(60)), None);
         assert_eq!(refresh(&active(300), &settings(), t(10)), None);
         assert_eq!(refresh(&expired(), &settings(), t(10)), None);
+    }
+
+    #[test]
+    fn a_poll_that_lost_to_another_poll_is_done() {
+        let read = waiting(60);
+        let polled = refresh(&read, &settings(), t(10)).expect("waiting");
+        assert!(refreshed_concurrently(&read, &polled, t(10)));
+        assert!(!refreshed_concurrently(&read, &read, t(10)), "nothing newer was written");
+        assert!(!refreshed_concurrently(&read, &polled, t(70)), "the newer record has gone idle");
+        let admitted = TokenRecord {
+            version: read.version + 1,
+            state: TokenState::Active { admitted_at: t(10), expires_at: t(310) },
+            ..read.clone()
+        };
+        assert!(!refreshed_concurrently(&read, &admitted, t(10)), "admission is decided again, not accepted");
     }
 
     #[test]

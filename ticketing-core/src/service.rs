@@ -206,7 +206,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             let written = match decision {
                 IssueDecision::Keep(record) => Ok((record, false)),
                 IssueDecision::Refresh { previous, updated } => {
-                    self.queue.update_token(previous.version, &updated).await.map(|()| (updated, false))
+                    match self.queue.update_token(previous.version, &updated).await {
+                        Err(StoreError::Conflict(_)) => self.refreshed_by_another(&previous, now).await?,
+                        other => other,
+                    }
+                    .map(|()| (updated, false))
                 }
                 IssueDecision::Issue { new, replacing } => {
                     self.queue.insert_token(new, replacing.as_ref()).await.map(|r| (r, true))
@@ -237,11 +241,30 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             };
             match self.queue.update_token(record.version, &updated).await {
                 Ok(()) => return self.view(updated, &concert, false, now).await,
-                Err(StoreError::Conflict(_)) => {}
+                Err(StoreError::Conflict(_)) => {
+                    if self.refreshed_by_another(&record, now).await?.is_ok() {
+                        let current = self.authenticate(token).await?;
+                        return self.view(current, &concert, false, now).await;
+                    }
+                }
                 Err(error) => return Err(error.into()),
             }
         }
         Err(Error::Contention)
+    }
+
+    /// After a poll lost its compare-and-set: `Ok(())` when another poll already extended the
+    /// same waiting token (nothing left to do), the conflict otherwise (read and decide again).
+    async fn refreshed_by_another(
+        &self,
+        previous: &TokenRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), StoreError>, Error> {
+        let current = self.queue.token(&previous.token).await?;
+        Ok(match current {
+            Some(current) if queue::refreshed_concurrently(previous, &current, now) => Ok(()),
+            _ => Err(StoreError::Conflict("queue token")),
+        })
     }
 
     async fn view(

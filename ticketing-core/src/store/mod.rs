@@ -44,6 +44,10 @@ use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
 
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -89,6 +93,10 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// The concert's admission state at `now`: active tokens not yet expired at `now`, waiting
     /// tokens, the admission window and the measured rate.
+    ///
+    /// The version must be read no later than the counts (or all of it atomically): a tick
+    /// that plans from counts missing another tick's admissions must carry the version from
+    /// before that tick, so that its compare-and-set in [`QueueStore::admit`] fails.
     fn admission_snapshot(
         &self,
         concert: ConcertId,

@@ -15,10 +15,12 @@ use ticketing_core::queue::{self, TokenStatus};
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Clock, Config, DomainError, Error, ManualClock, StoreError, Ticketing};
 
-/// Fresh stores for one test.
+/// Fresh stores for one test, and whatever must live as long as the test (a fresh database
+/// is dropped with its guard).
 pub struct Stores<Q, B> {
     pub queue: Q,
     pub booking: B,
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 type Service<Q, B> = Ticketing<Q, B, ManualClock>;
@@ -27,6 +29,7 @@ struct Fx<Q, B> {
     svc: Arc<Service<Q, B>>,
     clock: ManualClock,
     concert: ConcertPlan,
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 const PRICE: i64 = 1_000;
@@ -49,6 +52,7 @@ async fn fixture<Q: QueueStore, B: BookingStore>(
     let stores = stores.await;
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
     let svc = Ticketing::new(stores.queue, stores.booking, clock.clone(), Config::default());
+    let stores = Stores { queue: (), booking: (), guard: stores.guard };
     let concert = svc
         .create_concert(&NewConcert {
             title: "Conformance".into(),
@@ -68,7 +72,7 @@ async fn fixture<Q: QueueStore, B: BookingStore>(
         })
         .await
         .expect("create concert");
-    Fx { svc: Arc::new(svc), clock, concert }
+    Fx { svc: Arc::new(svc), clock, concert, _guard: stores.guard }
 }
 
 fn user(name: &str) -> UserId {

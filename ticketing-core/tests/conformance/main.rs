@@ -70,5 +70,49 @@ macro_rules! conformance {
 
 conformance!(memory, async {
     let store = ticketing_core::store::memory::MemoryStore::new();
-    Stores { queue: store.clone(), booking: store }
+    Stores { queue: store.clone(), booking: store, guard: None }
+});
+
+/// One PostgreSQL database as the whole deployment, with a seat-claim strategy.
+#[cfg(feature = "postgres")]
+macro_rules! postgres {
+    ($strategy:expr) => {
+        async {
+            let (store, database) = ticketing_core::testing::fresh_pg_store($strategy).await;
+            Stores { queue: store.clone(), booking: store, guard: Some(Box::new(database)) }
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+conformance!(
+    postgres_conditional,
+    postgres!(ticketing_core::store::postgres::ClaimStrategy::ConditionalUpdate)
+);
+#[cfg(feature = "postgres")]
+conformance!(postgres_for_update, postgres!(ticketing_core::store::postgres::ClaimStrategy::ForUpdate));
+#[cfg(feature = "postgres")]
+conformance!(postgres_advisory, postgres!(ticketing_core::store::postgres::ClaimStrategy::AdvisoryLock));
+#[cfg(all(feature = "postgres", feature = "redis"))]
+conformance!(
+    postgres_redis_lock,
+    postgres!(ticketing_core::store::postgres::ClaimStrategy::RedisLock(
+        ticketing_core::store::redis::RedisSeatLock::new(
+            ticketing_core::testing::redis_connection().await,
+            ticketing_core::testing::fresh_redis_prefix(),
+            ticketing_core::store::redis::LOCK_TTL_MS,
+        )
+    ))
+);
+
+// The deployment the design draws: the queue in Redis, booking in PostgreSQL.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+conformance!(redis_queue_postgres_booking, async {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let queue = ticketing_core::store::redis::RedisQueueStore::new(
+        ticketing_core::testing::redis_connection().await,
+        ticketing_core::testing::fresh_redis_prefix(),
+    );
+    Stores { queue, booking, guard: Some(Box::new(database)) }
 });

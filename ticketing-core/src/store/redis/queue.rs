@@ -1,0 +1,515 @@
+//! The queue in Redis: one Lua script per atomic step.
+//!
+//! Per concert (all in the slot of the hash tag `{<concert>}`):
+//! - `t:<token>`: the token's hash (user, concert, issued, version, status, seq, admitted,
+//!   expires, reason); times in epoch milliseconds;
+//! - `u:<user>`: the user's token;
+//! - `line` (token by seq), `idle` (waiting token by idle deadline), `active` (by expiry),
+//!   `expired` (by expiry time): sorted sets;
+//! - `seq`: the line's counter; `adm`: the admission state (version, window, admitted, rate).
+//!
+//! Outside the concert's slot: `tok:<token>` (token -> concert) and `concerts` (a set, for the
+//! sweeper). A position is `ZRANK`: O(log n) with any length of line.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+
+use super::backend;
+use crate::error::StoreError;
+use crate::ids::{ConcertId, QueueToken, UserId};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, ExpiryReason, NewToken, TokenRecord, TokenState};
+use crate::store::{QueueStore, StoreResult};
+
+/// Lua helper shared by the scripts: moves a token's indexes to match its status.
+const REINDEX: &str = r"
+local function unindex(b, t)
+  redis.call('ZREM', b .. 'line', t)
+  redis.call('ZREM', b .. 'idle', t)
+  redis.call('ZREM', b .. 'active', t)
+  redis.call('ZREM', b .. 'expired', t)
+end
+local function index(b, t, status, seq, expires)
+  if status == 'WAITING' then
+    redis.call('ZADD', b .. 'line', seq, t)
+    redis.call('ZADD', b .. 'idle', expires, t)
+  elseif status == 'ACTIVE' then
+    redis.call('ZADD', b .. 'active', expires, t)
+  else
+    redis.call('ZADD', b .. 'expired', expires, t)
+  end
+end
+local function expire(b, t, reason, at)
+  local k = b .. 't:' .. t
+  unindex(b, t)
+  redis.call('HINCRBY', k, 'version', 1)
+  redis.call('HSET', k, 'status', 'EXPIRED', 'reason', reason, 'seq', '', 'expires', at)
+  redis.call('ZADD', b .. 'expired', at, t)
+end
+";
+
+/// KEYS[1] base; ARGV token, user, concert, issued, expires, replacing token or '', its version.
+const INSERT: &str = r"
+local b = KEYS[1]
+local ukey = b .. 'u:' .. ARGV[2]
+local current = redis.call('GET', ukey)
+if ARGV[6] == '' then
+  if current then return {'CONFLICT'} end
+else
+  if current ~= ARGV[6] then return {'CONFLICT'} end
+  if redis.call('HGET', b .. 't:' .. current, 'version') ~= ARGV[7] then return {'CONFLICT'} end
+  unindex(b, current)
+  redis.call('DEL', b .. 't:' .. current)
+end
+local seq = redis.call('INCR', b .. 'seq')
+redis.call('HSET', b .. 't:' .. ARGV[1], 'user', ARGV[2], 'concert', ARGV[3], 'issued', ARGV[4],
+  'version', 1, 'status', 'WAITING', 'seq', seq, 'admitted', '', 'expires', ARGV[5], 'reason', '')
+index(b, ARGV[1], 'WAITING', seq, ARGV[5])
+redis.call('SET', ukey, ARGV[1])
+return {'OK', tostring(seq)}
+";
+
+/// KEYS[1] base; ARGV token, expected version, version, status, seq, admitted, expires, reason.
+const UPDATE: &str = r"
+local b = KEYS[1]
+local k = b .. 't:' .. ARGV[1]
+local v = redis.call('HGET', k, 'version')
+if not v then return {'MISSING'} end
+if v ~= ARGV[2] then return {'CONFLICT'} end
+unindex(b, ARGV[1])
+redis.call('HSET', k, 'version', ARGV[3], 'status', ARGV[4], 'seq', ARGV[5], 'admitted', ARGV[6],
+  'expires', ARGV[7], 'reason', ARGV[8])
+index(b, ARGV[1], ARGV[4], ARGV[5], ARGV[7])
+return {'OK'}
+";
+
+/// KEYS[1] base; ARGV now. Expires timed-out actives, then reports counts and admission state.
+const SNAPSHOT: &str = r"
+local b = KEYS[1]
+local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES')
+for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
+local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
+return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call('ZCARD', b .. 'line')),
+  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}
+";
+
+/// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
+/// rate.
+const ADMIT: &str = r"
+local b = KEYS[1]
+local v = redis.call('HGET', b .. 'adm', 'version') or '0'
+if v ~= ARGV[1] then return {'CONFLICT'} end
+local quota = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local admitted = {'OK'}
+while #admitted - 1 < quota do
+  local head = redis.call('ZRANGE', b .. 'line', 0, 0)
+  if #head == 0 then break end
+  local t = head[1]
+  local k = b .. 't:' .. t
+  local expires = tonumber(redis.call('HGET', k, 'expires'))
+  if not expires then
+    unindex(b, t)
+  elseif expires <= now then
+    expire(b, t, 'IDLE', expires)
+  else
+    unindex(b, t)
+    redis.call('HINCRBY', k, 'version', 1)
+    redis.call('HSET', k, 'status', 'ACTIVE', 'seq', '', 'admitted', ARGV[3], 'expires', ARGV[4])
+    index(b, t, 'ACTIVE', 0, ARGV[4])
+    table.insert(admitted, t)
+  end
+end
+redis.call('HSET', b .. 'adm', 'version', tonumber(v) + 1, 'window', ARGV[5],
+  'admitted', tonumber(ARGV[6]) + #admitted - 1, 'rate', ARGV[7])
+return admitted
+";
+
+/// KEYS[1] base; ARGV now, forget before, limit. Returns 'OK', the count touched, then the
+/// tokens forgotten (whose index keys the caller removes).
+const SWEEP: &str = r"
+local b = KEYS[1]
+local limit = tonumber(ARGV[3])
+local n = 0
+local idle = redis.call('ZRANGEBYSCORE', b .. 'idle', '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #idle, 2 do expire(b, idle[i], 'IDLE', idle[i + 1]); n = n + 1 end
+if limit - n > 0 then
+  local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit - n)
+  for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]); n = n + 1 end
+end
+local forgotten = {}
+if limit - n > 0 then
+  local old = redis.call('ZRANGEBYSCORE', b .. 'expired', '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit - n)
+  for _, t in ipairs(old) do
+    local k = b .. 't:' .. t
+    local ukey = b .. 'u:' .. (redis.call('HGET', k, 'user') or '')
+    if redis.call('GET', ukey) == t then redis.call('DEL', ukey) end
+    redis.call('DEL', k)
+    redis.call('ZREM', b .. 'expired', t)
+    table.insert(forgotten, t)
+    n = n + 1
+  end
+end
+local result = {'OK', tostring(n)}
+for _, t in ipairs(forgotten) do table.insert(result, t) end
+return result
+";
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{REINDEX}\n{body}"))
+}
+
+/// The queue store over Redis. Clones share one managed connection.
+#[derive(Clone)]
+pub struct RedisQueueStore {
+    conn: ConnectionManager,
+    prefix: String,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+struct Scripts {
+    insert: redis::Script,
+    update: redis::Script,
+    snapshot: redis::Script,
+    admit: redis::Script,
+    sweep: redis::Script,
+}
+
+impl std::fmt::Debug for RedisQueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueueStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn at_ms(text: &str) -> StoreResult<DateTime<Utc>> {
+    text.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad stored time {text:?}")))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("redis token: {what}"))
+}
+
+/// What a script answered: its status word, then its values.
+fn answer(values: Vec<String>, what: &'static str) -> StoreResult<Vec<String>> {
+    match values.first().map(String::as_str) {
+        Some("OK") => Ok(values.into_iter().skip(1).collect()),
+        Some("CONFLICT") => Err(StoreError::Conflict(what)),
+        Some("MISSING") => Err(StoreError::Missing(what)),
+        _ => Err(StoreError::Corrupt(format!("unexpected script answer for {what}"))),
+    }
+}
+
+impl RedisQueueStore {
+    /// A store under `prefix` (every key starts with it; tests use one prefix per test).
+    #[must_use]
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+            scripts: std::sync::Arc::new(Scripts {
+                insert: script(INSERT),
+                update: script(UPDATE),
+                snapshot: script(SNAPSHOT),
+                admit: script(ADMIT),
+                sweep: script(SWEEP),
+            }),
+        }
+    }
+
+    /// Connects to `url` and uses `prefix`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when Redis cannot be reached.
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> StoreResult<Self> {
+        Ok(Self::new(super::connect(url).await?, prefix))
+    }
+
+    fn base(&self, concert: ConcertId) -> String {
+        format!("{}c:{{{concert}}}:", self.prefix)
+    }
+
+    fn index_key(&self, token: &QueueToken) -> String {
+        format!("{}tok:{token}", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn read(&self, concert: ConcertId, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
+        let key = format!("{}t:{token}", self.base(concert));
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("read token"))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        record(token.clone(), concert, &fields).map(Some)
+    }
+}
+
+fn record(token: QueueToken, concert: ConcertId, f: &HashMap<String, String>) -> StoreResult<TokenRecord> {
+    let get = |name: &str| f.get(name).map(String::as_str).ok_or_else(|| corrupt(name));
+    let expires = at_ms(get("expires")?)?;
+    let state = match get("status")? {
+        "WAITING" => {
+            TokenState::Waiting { seq: get("seq")?.parse().map_err(|_| corrupt("seq"))?, expires_at: expires }
+        }
+        "ACTIVE" => TokenState::Active { admitted_at: at_ms(get("admitted")?)?, expires_at: expires },
+        "EXPIRED" => TokenState::Expired {
+            at: expires,
+            reason: match get("reason")? {
+                "IDLE" => ExpiryReason::Idle,
+                "TIMED_OUT" => ExpiryReason::TimedOut,
+                "PAID" => ExpiryReason::Paid,
+                _ => return Err(corrupt("reason")),
+            },
+        },
+        _ => return Err(corrupt("status")),
+    };
+    Ok(TokenRecord {
+        token,
+        user_id: UserId::parse(get("user")?).map_err(|_| corrupt("user"))?,
+        concert_id: concert,
+        issued_at: at_ms(get("issued")?)?,
+        version: get("version")?.parse().map_err(|_| corrupt("version"))?,
+        state,
+    })
+}
+
+/// The stored fields of a state: status, seq, admitted, expires, reason.
+fn fields(state: &TokenState) -> (&'static str, String, String, i64, &'static str) {
+    match state {
+        TokenState::Waiting { seq, expires_at } => {
+            ("WAITING", seq.to_string(), String::new(), ms(*expires_at), "")
+        }
+        TokenState::Active { admitted_at, expires_at } => {
+            ("ACTIVE", String::new(), ms(*admitted_at).to_string(), ms(*expires_at), "")
+        }
+        TokenState::Expired { at, reason } => {
+            let reason = match reason {
+                ExpiryReason::Idle => "IDLE",
+                ExpiryReason::TimedOut => "TIMED_OUT",
+                ExpiryReason::Paid => "PAID",
+            };
+            ("EXPIRED", String::new(), String::new(), ms(*at), reason)
+        }
+    }
+}
+
+impl QueueStore for RedisQueueStore {
+    async fn token(&self, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
+        let concert: Option<String> = redis::cmd("GET")
+            .arg(self.index_key(token))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("token index"))?;
+        let Some(concert) = concert else { return Ok(None) };
+        let concert = ConcertId::parse(&concert).map_err(|_| corrupt("token index"))?;
+        self.read(concert, token).await
+    }
+
+    async fn token_of_user(&self, concert: ConcertId, user: &UserId) -> StoreResult<Option<TokenRecord>> {
+        let key = format!("{}u:{user}", self.base(concert));
+        let token: Option<String> =
+            redis::cmd("GET").arg(key).query_async(&mut self.conn()).await.map_err(backend("user token"))?;
+        let Some(token) = token else { return Ok(None) };
+        let token = QueueToken::parse(&token).map_err(|_| corrupt("user token"))?;
+        self.read(concert, &token).await
+    }
+
+    async fn insert_token(&self, new: NewToken, replacing: Option<&TokenRecord>) -> StoreResult<TokenRecord> {
+        let (old, old_version) = replacing
+            .map_or((String::new(), String::new()), |r| (r.token.to_string(), r.version.to_string()));
+        let values: Vec<String> = self
+            .scripts
+            .insert
+            .key(self.base(new.concert_id))
+            .arg(new.token.as_str())
+            .arg(new.user_id.as_str())
+            .arg(new.concert_id.to_string())
+            .arg(ms(new.issued_at))
+            .arg(ms(new.expires_at))
+            .arg(&old)
+            .arg(&old_version)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("insert token"))?;
+        let values = answer(values, "queue token of user")?;
+        let seq: u64 = values.first().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("seq"))?;
+        // The index (another slot) is written once the token exists, and the replaced token's
+        // index removed; a crash in between leaves a token nobody holds, or a dangling index
+        // entry whose token read finds nothing.
+        let mut conn = self.conn();
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.index_key(&new.token))
+            .arg(new.concert_id.to_string())
+            .ignore()
+            .cmd("SADD")
+            .arg(format!("{}concerts", self.prefix))
+            .arg(new.concert_id.to_string())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend("token index"))?;
+        if let Some(old) = replacing {
+            redis::cmd("DEL")
+                .arg(self.index_key(&old.token))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(backend("token index"))?;
+        }
+        Ok(TokenRecord {
+            token: new.token,
+            user_id: new.user_id,
+            concert_id: new.concert_id,
+            issued_at: new.issued_at,
+            version: 1,
+            state: TokenState::Waiting { seq, expires_at: new.expires_at },
+        })
+    }
+
+    async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
+        let (status, seq, admitted, expires, reason) = fields(&updated.state);
+        let values: Vec<String> = self
+            .scripts
+            .update
+            .key(self.base(updated.concert_id))
+            .arg(updated.token.as_str())
+            .arg(expected_version)
+            .arg(updated.version)
+            .arg(status)
+            .arg(seq)
+            .arg(admitted)
+            .arg(expires)
+            .arg(reason)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("update token"))?;
+        answer(values, "queue token").map(|_| ())
+    }
+
+    async fn position(&self, record: &TokenRecord) -> StoreResult<u64> {
+        if record.seq().is_none() {
+            return Ok(0);
+        }
+        let key = format!("{}line", self.base(record.concert_id));
+        let rank: Option<u64> = redis::cmd("ZRANK")
+            .arg(key)
+            .arg(record.token.as_str())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("position"))?;
+        Ok(rank.map_or(0, |r| r + 1))
+    }
+
+    async fn admission_snapshot(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AdmissionSnapshot> {
+        let values: Vec<String> = self
+            .scripts
+            .snapshot
+            .key(self.base(concert))
+            .arg(ms(now))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("admission snapshot"))?;
+        let v = answer(values, "admission state")?;
+        let field = |i: usize| v.get(i).map(String::as_str).ok_or_else(|| corrupt("admission state"));
+        let number =
+            |i: usize| field(i).and_then(|s| s.parse::<u64>().map_err(|_| corrupt("admission state")));
+        let window = field(3)?;
+        Ok(AdmissionSnapshot {
+            active: u32::try_from(number(0)?).unwrap_or(u32::MAX),
+            waiting: number(1)?,
+            version: number(2)?,
+            window_started_at: if window.is_empty() { None } else { Some(at_ms(window)?) },
+            admitted_in_window: u32::try_from(number(4)?).unwrap_or(u32::MAX),
+            rate_per_sec: field(5)?.parse().map_err(|_| corrupt("rate"))?,
+        })
+    }
+
+    async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
+        let values: Vec<String> = self
+            .scripts
+            .admit
+            .key(self.base(plan.concert_id))
+            .arg(plan.expected_version)
+            .arg(plan.quota)
+            .arg(ms(plan.now))
+            .arg(ms(plan.active_expires_at))
+            .arg(ms(plan.window_started_at))
+            .arg(plan.admitted_before)
+            .arg(plan.rate_per_sec)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("admit"))?;
+        let tokens = answer(values, "admission state")?;
+        let mut admitted = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let token = QueueToken::parse(&token).map_err(|_| corrupt("admitted token"))?;
+            if let Some(record) = self.read(plan.concert_id, &token).await? {
+                admitted.push(record);
+            }
+        }
+        Ok(admitted)
+    }
+
+    async fn sweep_queue(
+        &self,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let concerts: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}concerts", self.prefix))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("concerts"))?;
+        let mut touched = 0;
+        for concert in concerts {
+            let Ok(concert) = ConcertId::parse(&concert) else { continue };
+            if touched >= limit {
+                break;
+            }
+            let values: Vec<String> = self
+                .scripts
+                .sweep
+                .key(self.base(concert))
+                .arg(ms(now))
+                .arg(ms(forget_before))
+                .arg(limit - touched)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend("sweep"))?;
+            let values = answer(values, "sweep")?;
+            touched += values.first().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            for token in values.iter().skip(1) {
+                redis::cmd("DEL")
+                    .arg(format!("{}tok:{token}", self.prefix))
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(backend("token index"))?;
+            }
+        }
+        Ok(touched)
+    }
+
+    async fn ping_queue(&self) -> StoreResult<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(backend("ping"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Fresh, isolated backends on real servers, for tests (feature `testing`).
+//!
+//! - PostgreSQL: every call to [`fresh_postgres`] creates a new database from a template that
+//!   was migrated once per process, and drops it when the returned guard is dropped (also when
+//!   the test panics). URL from `TICKETING_TEST_POSTGRES_URL`, default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`.
+//! - Redis: every call to [`fresh_redis_prefix`] returns a new key prefix. URL from
+//!   `TICKETING_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
+//!
+//! A server that cannot be reached makes the test panic with the command that starts it: a
+//! backend under test never passes by being absent.
+
+#[cfg(feature = "postgres")]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_URL_ENV: &str = "TICKETING_TEST_POSTGRES_URL";
+/// The environment variable naming the Redis server for tests.
+pub const REDIS_URL_ENV: &str = "TICKETING_TEST_REDIS_URL";
+
+const POSTGRES_START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+const REDIS_START: &str = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log";
+
+#[cfg(feature = "postgres")]
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The PostgreSQL server URL for tests.
+#[must_use]
+pub fn postgres_url() -> String {
+    std::env::var(POSTGRES_URL_ENV)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The Redis server URL for tests.
+#[must_use]
+pub fn redis_url() -> String {
+    std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A new key prefix, unique in this process and across processes.
+#[must_use]
+pub fn fresh_redis_prefix() -> String {
+    format!("tkt-test:{}:{}:", std::process::id(), crate::ids::QueueToken::generate())
+}
+
+/// A Redis connection for tests.
+///
+/// # Panics
+/// When Redis cannot be reached, saying how to start it.
+#[cfg(feature = "redis")]
+pub async fn redis_connection() -> ::redis::aio::ConnectionManager {
+    let url = redis_url();
+    match crate::store::redis::connect(&url).await {
+        Ok(conn) => conn,
+        Err(error) => panic!(
+            "Redis at {url} is unreachable ({error}). Start it with: {REDIS_START}  (or set {REDIS_URL_ENV})"
+        ),
+    }
+}
+
+/// A database that is dropped with this guard.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct FreshDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop is synchronous and may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = admin().await {
+                    let _ = sqlx::Executor::execute(
+                        &mut admin,
+                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn admin() -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&postgres_url()).await
+}
+
+#[cfg(feature = "postgres")]
+fn url_for(database: &str) -> String {
+    let base = postgres_url();
+    match base.rfind('/') {
+        Some(i) if base[..i].contains("://") && i > base.find("://").map_or(0, |j| j + 2) => {
+            let (head, tail) = base.split_at(i);
+            let query = tail.find('?').map_or("", |q| &tail[q..]);
+            format!("{head}/{database}{query}")
+        }
+        _ => format!("{base}/{database}"),
+    }
+}
+
+/// The migrated template, created once per process.
+#[cfg(feature = "postgres")]
+async fn template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            use sqlx::{Connection, Executor};
+            let url = postgres_url();
+            let mut admin = match admin().await {
+                Ok(conn) => conn,
+                Err(error) => panic!(
+                    "PostgreSQL at {url} is unreachable ({error}). Start it with: {POSTGRES_START}  (or set {POSTGRES_URL_ENV})"
+                ),
+            };
+            let pid = std::process::id();
+            // Databases left by earlier runs that died before dropping them; one in use by a
+            // concurrent run refuses to drop, and is left alone.
+            let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tkt\\_%'")
+                .fetch_all(&mut admin)
+                .await
+                .expect("list databases");
+            for name in stale.iter().filter(|n| !n.starts_with(&format!("tkt_{pid}_"))) {
+                let _ = admin.execute(format!("DROP DATABASE IF EXISTS \"{name}\"").as_str()).await;
+            }
+            let name = format!("tkt_{pid}_template");
+            admin.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await.expect("drop template");
+            admin.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.expect("create template");
+            let mut conn = sqlx::PgConnection::connect(&url_for(&name)).await.expect("connect template");
+            migrations::POSTGRES.run(&mut conn).await.expect("migrate template");
+            conn.close().await.expect("close template");
+            name
+        })
+        .await
+}
+
+/// A new, migrated, empty database.
+///
+/// # Panics
+/// When PostgreSQL cannot be reached, saying how to start it.
+#[cfg(feature = "postgres")]
+pub async fn fresh_postgres() -> FreshDatabase {
+    use sqlx::Executor;
+    let template = template().await;
+    let name = format!("tkt_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut admin = admin().await.expect("connect to PostgreSQL");
+    admin
+        .execute(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"").as_str())
+        .await
+        .expect("create a fresh database");
+    FreshDatabase { url: url_for(&name), name }
+}
+
+/// A [`crate::store::postgres::PgStore`] over a fresh database, with its guard.
+///
+/// # Panics
+/// When PostgreSQL cannot be reached.
+#[cfg(feature = "postgres")]
+pub async fn fresh_pg_store(
+    strategy: crate::store::postgres::ClaimStrategy,
+) -> (crate::store::postgres::PgStore, FreshDatabase) {
+    let database = fresh_postgres().await;
+    let store = crate::store::postgres::PgStore::connect(&database.url, 10, strategy)
+        .await
+        .expect("connect to the fresh database");
+    (store, database)
+}
