@@ -1,12 +1,58 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit tests, the conformance suite for every backend, the
-# HTTP tests, property tests and doc tests. This is the README's test command.
+# Runs every test of the workspace against real servers: unit tests, the conformance suite for
+# every backend (memory, PostgreSQL with each seat-claim strategy, Redis queue), the HTTP tests,
+# the durability test, property tests and doc tests. This is the README's test command.
 #
-# It builds all test targets in one cargo invocation (the machine has two cores) into a target
-# directory outside the clone, which later runs reuse.
+# It starts PostgreSQL and Redis when they are down (on this project's machines), and fails
+# loudly when it cannot: a backend under test is never skipped. Point the tests at other servers
+# with TICKETING_TEST_POSTGRES_URL and TICKETING_TEST_REDIS_URL (then nothing is started).
+#
+# Tests build in one cargo invocation (the machine has two cores) into a target directory
+# outside the clone, which later runs reuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ticketing-target}"
+
+wait_for() { # name, probe command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "error: $name did not come up" >&2
+  exit 1
+}
+
+ensure_postgres() {
+  [ -n "${TICKETING_TEST_POSTGRES_URL:-}" ] && return 0
+  if ! command -v pg_isready >/dev/null; then
+    echo "error: PostgreSQL client tools are missing; install PostgreSQL (apt-get install postgresql) or set TICKETING_TEST_POSTGRES_URL" >&2
+    exit 1
+  fi
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+    wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432 -q
+  fi
+}
+
+ensure_redis() {
+  [ -n "${TICKETING_TEST_REDIS_URL:-}" ] && return 0
+  if ! command -v redis-cli >/dev/null; then
+    echo "error: Redis is missing; install it (apt-get install redis-server) or set TICKETING_TEST_REDIS_URL" >&2
+    exit 1
+  fi
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+  fi
+}
+
+ensure_postgres
+ensure_redis
 
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc

@@ -170,7 +170,12 @@ pub async fn fresh_pg_store(
     strategy: crate::store::postgres::ClaimStrategy,
 ) -> (crate::store::postgres::PgStore, FreshDatabase) {
     let database = fresh_postgres().await;
-    let store = crate::store::postgres::PgStore::connect(&database.url, 10, strategy)
+    // Tests race a thousand tasks on two cores while other tests run: waiting for a connection
+    // is part of the test, so the pool waits longer than a server's would before giving up.
+    let options = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(std::time::Duration::from_secs(60));
+    let store = crate::store::postgres::PgStore::connect_with(&database.url, options, strategy)
         .await
         .expect("connect to the fresh database");
     (store, database)

@@ -17,17 +17,41 @@ use crate::auth::AuthMode;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Config {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "TICKETING_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where catalog, holds, balances and payments live: `memory`.
-    #[arg(long, env = "TICKETING_STORE", default_value = "memory")]
+    /// Where catalog, holds, balances and payments live: `memory` or `postgres://…`.
+    #[arg(long, env = "TICKETING_STORE", default_value = "memory", hide_env_values = true)]
     pub store: String,
 
-    /// Where queue tokens live: `memory`.
-    #[arg(long, env = "TICKETING_QUEUE", default_value = "memory")]
+    /// Where queue tokens live: `memory`, `postgres://…` or `redis://…`.
+    #[arg(long, env = "TICKETING_QUEUE", default_value = "memory", hide_env_values = true)]
     pub queue: String,
+
+    /// How a PostgreSQL store claims a seat: `conditional` (a conditional UPDATE), `for-update`
+    /// (SELECT … FOR UPDATE first), `advisory` (pg_advisory_xact_lock first) or `redis-lock`
+    /// (a fenced Redis lock first, at `TICKETING_LOCK_REDIS`). The database decides the winner
+    /// under every one of them.
+    #[arg(long, env = "TICKETING_SEAT_CLAIM", default_value = "conditional")]
+    pub seat_claim: String,
+
+    /// The Redis server of the `redis-lock` strategy (default: `TICKETING_QUEUE` when that is
+    /// Redis).
+    #[arg(long, env = "TICKETING_LOCK_REDIS", hide_env_values = true)]
+    pub lock_redis: Option<String>,
+
+    /// The prefix of every Redis key this deployment writes.
+    #[arg(long, env = "TICKETING_REDIS_PREFIX", default_value = "ticketing:")]
+    pub redis_prefix: String,
+
+    /// At most this many connections in each SQL pool.
+    #[arg(long, env = "TICKETING_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
 
     /// Key for the admin routes (`X-Admin-Key`); the admin routes are off when unset.
     #[arg(long, env = "TICKETING_ADMIN_KEY", hide_env_values = true)]
@@ -83,6 +107,16 @@ pub struct Config {
     /// Every request is answered within this many milliseconds (503 `timeout` otherwise).
     #[arg(long, env = "TICKETING_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply the SQL migrations to `TICKETING_STORE` (and to `TICKETING_QUEUE` when it is SQL),
+    /// then exit.
+    Migrate,
 }
 
 impl Config {

@@ -13,6 +13,7 @@
 //! - this module: [`AppState`], [`router`], the background tasks, [`serve`] and [`run`].
 
 pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod dto;
 pub mod error;
@@ -31,7 +32,6 @@ use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{ConcertId, Points};
-use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Clock, DomainError, SystemClock, Ticketing};
 use tokio::net::TcpListener;
@@ -328,21 +328,36 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(plan.concert.id)
 }
 
-/// Runs the server as configured until SIGINT or SIGTERM, then drains: stops accepting,
-/// finishes the requests in flight, stops the background tasks.
+/// Runs the configured command: `migrate`, or (by default) the server until SIGINT or SIGTERM,
+/// then drains: stops accepting, finishes the requests in flight, stops the background tasks.
 ///
 /// # Errors
-/// Configuration errors, I/O errors of the listener, store errors at start-up.
-pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    if config.store != "memory" || config.queue != "memory" {
-        return Err(format!(
-            "unsupported store {:?} / queue {:?}: this build supports `memory`",
-            config.store, config.queue
-        )
-        .into());
+/// Configuration errors, unreachable backends, failed migrations, I/O errors of the listener.
+pub async fn run(config: Config) -> Result<(), backends::SetupError> {
+    use backends::{BookingBackend as Bk, QueueBackend as Qu};
+    if matches!(config.command, Some(config::Command::Migrate)) {
+        backends::migrate(&config).await?;
+        println!("migrations applied");
+        return Ok(());
     }
-    let store = MemoryStore::new();
-    let service = Ticketing::new(store.clone(), store, SystemClock, config.service());
+    let booking = backends::booking(&config).await?;
+    let queue = backends::queue(&config, &booking).await?;
+    match (queue, booking) {
+        (Qu::Memory(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
+        (Qu::Memory(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
+        (Qu::Postgres(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
+        (Qu::Postgres(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
+        (Qu::Redis(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
+        (Qu::Redis(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
+    }
+}
+
+async fn serve_with<Q: QueueStore, B: BookingStore>(
+    config: &Config,
+    queue: Q,
+    booking: B,
+) -> Result<(), backends::SetupError> {
+    let service = Ticketing::new(queue, booking, SystemClock, config.service());
     if matches!(config.auth, AuthMode::None) {
         tracing::warn!(
             "TICKETING_AUTH=none: userId is taken at its word; anyone can act as anyone. Demo use only."
@@ -351,9 +366,12 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             "WARNING: TICKETING_AUTH=none — any client can claim any userId. Never use this in production."
         );
     }
+    // A durable store keeps its catalog across restarts: seed only an empty one.
     if config.demo_seed {
-        let concert = seed_demo(&service, config.demo_queue()).await?;
-        println!("demo concert: {concert}");
+        match service.concerts().await?.first() {
+            None => println!("demo concert: {}", seed_demo(&service, config.demo_queue()).await?),
+            Some(existing) => println!("catalog not empty; first concert: {}", existing.id),
+        }
     }
     let state = Arc::new(AppState::new(
         service,

@@ -116,3 +116,110 @@ conformance!(redis_queue_postgres_booking, async {
     );
     Stores { queue, booking, guard: Some(Box::new(database)) }
 });
+
+/// The Redis lock strategy's own promise: a holder whose lock lapsed while it was paused can
+/// never write after a newer holder has — even with a fresh read of the seat, its old fence is
+/// refused by the database.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
+    use chrono::Duration;
+    use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings, plan_concert};
+    use ticketing_core::hold::{self, Holder};
+    use ticketing_core::ids::{Points, QueueToken, ReservationId, UserId};
+    use ticketing_core::store::postgres::ClaimStrategy;
+    use ticketing_core::store::redis::{LOCK_TTL_MS, RedisSeatLock};
+    use ticketing_core::store::{BookingStore, CatalogStore};
+    use ticketing_core::{Clock, ManualClock, StoreError};
+
+    let lock = RedisSeatLock::new(
+        ticketing_core::testing::redis_connection().await,
+        ticketing_core::testing::fresh_redis_prefix(),
+        LOCK_TTL_MS,
+    );
+    let (store, _database) =
+        ticketing_core::testing::fresh_pg_store(ClaimStrategy::RedisLock(lock.clone())).await;
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let now = clock.now();
+    let concert = plan_concert(&NewConcert {
+        title: "Fenced".into(),
+        schedules: vec![NewSchedule {
+            starts_at: now + Duration::days(9),
+            seat_count: 1,
+            price: Points::new(10).unwrap(),
+        }],
+        queue: QueueSettings::default(),
+    })
+    .unwrap();
+    store.create_concert(&concert).await.unwrap();
+    let seat = concert.seats[0].id;
+    let plan = |record: &ticketing_core::catalog::SeatRecord, name: &str| {
+        let holder = Holder { user_id: UserId::parse(name).unwrap(), token: QueueToken::generate() };
+        hold::plan_hold(
+            record,
+            holder,
+            ReservationId::random(),
+            Duration::seconds(300),
+            now + Duration::hours(1),
+            1,
+            now,
+        )
+        .unwrap()
+    };
+
+    // A takes the lock, then pauses long enough for it to lapse; B takes it with a newer fence.
+    let a = lock.acquire(seat, now).await.unwrap().expect("free");
+    assert!(lock.acquire(seat, now).await.unwrap().is_none(), "held");
+    lock.force_expire(seat).await.unwrap();
+    let b = lock.acquire(seat, now).await.unwrap().expect("lapsed");
+    assert!(b.fence > a.fence);
+    let plan_b = plan(&store.seat(seat).await.unwrap().unwrap(), "bob");
+    store.claim_seat_fenced(&plan_b, None, b.fence).await.expect("the newer holder writes");
+    lock.release(seat, &b).await;
+    let hold::Release::Write(release) = hold::plan_release(
+        &plan_b.reservation,
+        &store.seat(seat).await.unwrap().unwrap(),
+        &plan_b.reservation.user_id,
+        now,
+    )
+    .unwrap() else {
+        panic!("bob's hold is live")
+    };
+    store.release_seat(&release).await.unwrap();
+
+    // A wakes up, reads the seat afresh (available), and tries with its lapsed fence: refused.
+    let plan_a = plan(&store.seat(seat).await.unwrap().unwrap(), "alice");
+    assert!(matches!(store.claim_seat_fenced(&plan_a, None, a.fence).await, Err(StoreError::Conflict(_))));
+    assert!(store.reservation(plan_a.reservation.id).await.unwrap().is_none(), "nothing written");
+    // With a lock of its own, taken now, it may.
+    let fresh = lock.acquire(seat, now).await.unwrap().expect("free");
+    store.claim_seat_fenced(&plan_a, None, fresh.fence).await.expect("a current fence writes");
+}
+
+/// Redis keeps nothing on disk here: after it loses its data, fences must still grow, or the
+/// database would refuse every holder for ever.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_lock_fences_keep_growing_after_redis_loses_its_data() {
+    use ticketing_core::Clock;
+    use ticketing_core::store::redis::{LOCK_TTL_MS, RedisSeatLock};
+    let conn = ticketing_core::testing::redis_connection().await;
+    let prefix = ticketing_core::testing::fresh_redis_prefix();
+    let lock = RedisSeatLock::new(conn.clone(), prefix.clone(), LOCK_TTL_MS);
+    let seat = ticketing_core::ids::SeatId::random();
+    let clock = ticketing_core::ManualClock::at_epoch_secs(1_900_000_000);
+    let first = lock.acquire(seat, clock.now()).await.unwrap().unwrap();
+    lock.release(seat, &first).await;
+    let second = lock.acquire(seat, clock.now()).await.unwrap().unwrap();
+    lock.release(seat, &second).await;
+    assert!(second.fence > first.fence);
+    // Everything under the prefix is lost, as after a Redis restart without persistence.
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn.clone()).await.unwrap();
+    for key in keys {
+        let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn.clone()).await.unwrap();
+    }
+    clock.advance_millis(1);
+    let after = lock.acquire(seat, clock.now()).await.unwrap().unwrap();
+    assert!(after.fence > second.fence, "{} > {}", after.fence, second.fence);
+}

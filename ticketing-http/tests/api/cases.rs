@@ -20,7 +20,7 @@ fn none() -> AuthMode {
 pub async fn the_whole_flow_from_token_to_payment<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -94,7 +94,11 @@ pub async fn the_whole_flow_from_token_to_payment<
     assert_eq!(stored.status_at(ticketing_core::Clock::now(&server.clock)), TokenStatus::Expired);
 }
 
-pub async fn token_requests_are_validated<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+pub async fn token_requests_are_validated<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
     fresh: impl Fn() -> Fut,
 ) {
     let server = spawn(fresh().await, none(), open_queue()).await;
@@ -121,7 +125,11 @@ pub async fn token_requests_are_validated<Q: QueueStore, B: BookingStore, Fut: F
         .assert_problem(422, "invalid_input");
 }
 
-pub async fn the_token_is_the_credential<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+pub async fn the_token_is_the_credential<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
     fresh: impl Fn() -> Fut,
 ) {
     let server = spawn(fresh().await, none(), open_queue()).await;
@@ -142,7 +150,7 @@ pub async fn the_token_is_the_credential<Q: QueueStore, B: BookingStore, Fut: Fu
 pub async fn browsing_needs_an_active_token_of_the_concert<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -195,7 +203,7 @@ pub async fn browsing_needs_an_active_token_of_the_concert<
 pub async fn holds_answer_with_the_documented_statuses<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -221,7 +229,7 @@ pub async fn holds_answer_with_the_documented_statuses<
 pub async fn reservations_are_private_to_their_owner<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -243,7 +251,11 @@ pub async fn reservations_are_private_to_their_owner<
     assert_eq!(server.get(&path, Some(&alice)).await.body["status"], "HELD");
 }
 
-pub async fn releasing_frees_the_seat<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+pub async fn releasing_frees_the_seat<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
     fresh: impl Fn() -> Fut,
 ) {
     let server = spawn(fresh().await, none(), open_queue()).await;
@@ -266,7 +278,7 @@ pub async fn releasing_frees_the_seat<Q: QueueStore, B: BookingStore, Fut: Futur
 pub async fn payments_answer_with_the_documented_statuses<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -293,7 +305,11 @@ pub async fn payments_answer_with_the_documented_statuses<
     server.pay(&bob, &id).await.assert_problem(409, "already_paid");
 }
 
-pub async fn balances_and_charges<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+pub async fn balances_and_charges<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
     fresh: impl Fn() -> Fut,
 ) {
     let server = spawn(fresh().await, none(), open_queue()).await;
@@ -322,7 +338,7 @@ pub async fn balances_and_charges<Q: QueueStore, B: BookingStore, Fut: Future<Ou
 pub async fn idempotent_replays_return_the_original_status_and_body<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -374,7 +390,7 @@ pub async fn idempotent_replays_return_the_original_status_and_body<
 pub async fn header_auth_trusts_the_gateway_header_only<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -401,7 +417,7 @@ pub async fn header_auth_trusts_the_gateway_header_only<
 pub async fn jwt_auth_verifies_signature_and_expiry<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -455,7 +471,7 @@ pub async fn jwt_auth_verifies_signature_and_expiry<
 pub async fn admin_routes_need_the_key_and_are_off_without_one<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -517,7 +533,11 @@ pub async fn admin_routes_need_the_key_and_are_off_without_one<
     task.abort();
 }
 
-pub async fn operations_routes_answer<Q: QueueStore, B: BookingStore, Fut: Future<Output = (Q, B)>>(
+pub async fn operations_routes_answer<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
     fresh: impl Fn() -> Fut,
 ) {
     let server = spawn(fresh().await, none(), open_queue()).await;
@@ -553,7 +573,7 @@ pub async fn operations_routes_answer<Q: QueueStore, B: BookingStore, Fut: Futur
 pub async fn client_mistakes_are_never_server_errors<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -584,7 +604,7 @@ pub async fn client_mistakes_are_never_server_errors<
 pub async fn two_hundred_concurrent_holds_of_one_seat_have_one_winner<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {
@@ -619,7 +639,7 @@ pub async fn two_hundred_concurrent_holds_of_one_seat_have_one_winner<
 pub async fn background_tasks_admit_and_stop_on_shutdown<
     Q: QueueStore,
     B: BookingStore,
-    Fut: Future<Output = (Q, B)>,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
 >(
     fresh: impl Fn() -> Fut,
 ) {

@@ -19,6 +19,7 @@ pub const ADMIN_KEY: &str = "test-admin-key";
 
 /// A running server.
 pub struct Server<Q, B> {
+    _guard: Guard,
     pub base: String,
     pub client: reqwest::Client,
     pub state: Arc<AppState<Q, B, ManualClock>>,
@@ -64,8 +65,11 @@ pub fn open_queue() -> QueueSettings {
     }
 }
 
+/// Whatever must live as long as a server (a fresh database is dropped with its guard).
+pub type Guard = Option<Box<dyn std::any::Any + Send + Sync>>;
+
 pub async fn spawn<Q: QueueStore, B: BookingStore>(
-    stores: (Q, B),
+    stores: (Q, B, Guard),
     auth: AuthMode,
     queue: QueueSettings,
 ) -> Server<Q, B> {
@@ -79,7 +83,7 @@ pub async fn spawn<Q: QueueStore, B: BookingStore>(
     tokio::spawn(ticketing_http::serve(listener, Arc::clone(&state), async {
         let _ = stopped.await;
     }));
-    Server { base, client: reqwest::Client::new(), state, clock, demo, stop: Some(stop) }
+    Server { _guard: stores.2, base, client: reqwest::Client::new(), state, clock, demo, stop: Some(stop) }
 }
 
 impl<Q, B> Drop for Server<Q, B> {

@@ -44,5 +44,23 @@ macro_rules! api_suite {
 
 api_suite!(memory, async {
     let store = ticketing_core::store::memory::MemoryStore::new();
-    (store.clone(), store)
+    (store.clone(), store, None)
+});
+
+api_suite!(postgres, async {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    let (store, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let guard: crate::harness::Guard = Some(Box::new(database));
+    (store.clone(), store, guard)
+});
+
+api_suite!(redis_queue_postgres_booking, async {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let queue = ticketing_core::store::redis::RedisQueueStore::new(
+        ticketing_core::testing::redis_connection().await,
+        ticketing_core::testing::fresh_redis_prefix(),
+    );
+    let guard: crate::harness::Guard = Some(Box::new(database));
+    (queue, booking, guard)
 });

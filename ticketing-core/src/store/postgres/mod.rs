@@ -104,12 +104,22 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be reached.
     pub async fn connect(url: &str, max_connections: u32, strategy: ClaimStrategy) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
+        let options = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
-            .connect(url)
-            .await
-            .map_err(db("connect"))?;
+            .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS));
+        Self::connect_with(url, options, strategy).await
+    }
+
+    /// Connects with the given pool options.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the database cannot be reached.
+    pub async fn connect_with(
+        url: &str,
+        options: PgPoolOptions,
+        strategy: ClaimStrategy,
+    ) -> StoreResult<Self> {
+        let pool = options.connect(url).await.map_err(db("connect"))?;
         Ok(Self { pool, strategy })
     }
 

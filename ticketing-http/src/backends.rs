@@ -1,0 +1,121 @@
+//! Chooses the stores from the configuration, once, at start-up. Any mix of memory, PostgreSQL
+//! (booking and/or queue) and Redis (queue) works; each combination is a concrete type, so the
+//! server is statically dispatched.
+
+use ticketing_core::store::memory::MemoryStore;
+use ticketing_core::store::postgres::{ClaimStrategy, PgStore};
+use ticketing_core::store::redis::{LOCK_TTL_MS, RedisQueueStore, RedisSeatLock};
+
+use crate::config::Config;
+
+/// Where booking lives.
+#[derive(Debug)]
+pub enum BookingBackend {
+    /// In this process.
+    Memory(MemoryStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+/// Where the queue lives.
+#[derive(Debug)]
+pub enum QueueBackend {
+    /// In this process.
+    Memory(MemoryStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// Redis.
+    Redis(RedisQueueStore),
+}
+
+/// A configuration mistake or an unreachable backend.
+pub type SetupError = Box<dyn std::error::Error + Send + Sync>;
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn is_redis(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+async fn strategy(config: &Config) -> Result<ClaimStrategy, SetupError> {
+    Ok(match config.seat_claim.as_str() {
+        "conditional" => ClaimStrategy::ConditionalUpdate,
+        "for-update" => ClaimStrategy::ForUpdate,
+        "advisory" => ClaimStrategy::AdvisoryLock,
+        "redis-lock" => {
+            let url = config
+                .lock_redis
+                .clone()
+                .or_else(|| is_redis(&config.queue).then(|| config.queue.clone()))
+                .ok_or(
+                    "TICKETING_SEAT_CLAIM=redis-lock needs TICKETING_LOCK_REDIS (or a Redis TICKETING_QUEUE)",
+                )?;
+            let conn = ticketing_core::store::redis::connect(&url).await?;
+            ClaimStrategy::RedisLock(RedisSeatLock::new(
+                conn,
+                format!("{}lock:", config.redis_prefix),
+                LOCK_TTL_MS,
+            ))
+        }
+        other => {
+            return Err(format!(
+                "unknown TICKETING_SEAT_CLAIM {other:?}: conditional, for-update, advisory or redis-lock"
+            )
+            .into());
+        }
+    })
+}
+
+/// Connects the booking store and applies its migrations.
+///
+/// # Errors
+/// An unknown store, an unreachable database, a failed migration.
+pub async fn booking(config: &Config) -> Result<BookingBackend, SetupError> {
+    if config.store == "memory" {
+        return Ok(BookingBackend::Memory(MemoryStore::new()));
+    }
+    if is_postgres(&config.store) {
+        let store = PgStore::connect(&config.store, config.db_pool, strategy(config).await?).await?;
+        store.migrate().await?;
+        return Ok(BookingBackend::Postgres(store));
+    }
+    Err(format!("unknown TICKETING_STORE {:?}: memory or postgres://…", config.store).into())
+}
+
+/// Connects the queue store (reusing the booking store's pool when both name the same
+/// database) and applies its migrations.
+///
+/// # Errors
+/// An unknown queue, an unreachable server, a failed migration.
+pub async fn queue(config: &Config, booking: &BookingBackend) -> Result<QueueBackend, SetupError> {
+    if config.queue == "memory" {
+        return Ok(QueueBackend::Memory(MemoryStore::new()));
+    }
+    if is_postgres(&config.queue) {
+        if let BookingBackend::Postgres(store) = booking {
+            if config.queue == config.store {
+                return Ok(QueueBackend::Postgres(store.clone()));
+            }
+        }
+        let store = PgStore::connect(&config.queue, config.db_pool, ClaimStrategy::ConditionalUpdate).await?;
+        store.migrate().await?;
+        return Ok(QueueBackend::Postgres(store));
+    }
+    if is_redis(&config.queue) {
+        let store = RedisQueueStore::connect(&config.queue, format!("{}q:", config.redis_prefix)).await?;
+        return Ok(QueueBackend::Redis(store));
+    }
+    Err(format!("unknown TICKETING_QUEUE {:?}: memory, postgres://… or redis://…", config.queue).into())
+}
+
+/// Applies the migrations of every SQL store configured, then returns.
+///
+/// # Errors
+/// As [`booking`] and [`queue`].
+pub async fn migrate(config: &Config) -> Result<(), SetupError> {
+    let booking = booking(config).await?;
+    queue(config, &booking).await?;
+    Ok(())
+}
