@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers: unit tests, the conformance suite for
-# every backend (memory, PostgreSQL with each seat-claim strategy, Redis queue), the HTTP tests,
-# the durability test, property tests and doc tests. This is the README's test command.
+# every backend (memory; PostgreSQL and MySQL/MariaDB with each seat-claim strategy; Redis
+# queue), the HTTP tests, the durability test and doc tests. This is the README's test command.
 #
-# It starts PostgreSQL and Redis when they are down (on this project's machines), and fails
-# loudly when it cannot: a backend under test is never skipped. Point the tests at other servers
-# with TICKETING_TEST_POSTGRES_URL and TICKETING_TEST_REDIS_URL (then nothing is started).
+# It starts PostgreSQL, MariaDB and Redis when they are down (on this project's machines), and
+# fails loudly when it cannot: a backend under test is never skipped. Point the tests at other servers
+# with TICKETING_TEST_POSTGRES_URL, TICKETING_TEST_MYSQL_URL and TICKETING_TEST_REDIS_URL (then
+# that server is not started).
 #
 # Tests build in one cargo invocation (the machine has two cores) into a target directory
 # outside the clone, which later runs reuse.
@@ -36,6 +37,19 @@ ensure_postgres() {
   fi
 }
 
+ensure_mysql() {
+  [ -n "${TICKETING_TEST_MYSQL_URL:-}" ] && return 0
+  if ! command -v mysqladmin >/dev/null; then
+    echo "error: MariaDB/MySQL is missing; install it (apt-get install mariadb-server) or set TICKETING_TEST_MYSQL_URL" >&2
+    exit 1
+  fi
+  if ! mysqladmin -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1; then
+    echo "starting MariaDB"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    wait_for MariaDB mysqladmin -h 127.0.0.1 -P 3306 -u root ping
+  fi
+}
+
 ensure_redis() {
   [ -n "${TICKETING_TEST_REDIS_URL:-}" ] && return 0
   if ! command -v redis-cli >/dev/null; then
@@ -52,6 +66,7 @@ ensure_redis() {
 }
 
 ensure_postgres
+ensure_mysql
 ensure_redis
 
 cargo test --workspace --all-features --all-targets

@@ -330,7 +330,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
         let concert = self.concert(concert_id).await?;
         let now = self.now();
-        let snapshot = self.queue.admission_snapshot(concert_id, now).await?;
+        let snapshot = match self.queue.admission_snapshot(concert_id, now).await {
+            Ok(snapshot) => snapshot,
+            // Contention here means another node is ticking this concert right now.
+            Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
         let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
         match self.queue.admit(&plan).await {
             Ok(admitted) => Ok(admitted),

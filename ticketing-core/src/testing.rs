@@ -4,24 +4,30 @@
 //!   was migrated once per process, and drops it when the returned guard is dropped (also when
 //!   the test panics). URL from `TICKETING_TEST_POSTGRES_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`.
+//! - MySQL / MariaDB: every call to `fresh_mysql` creates and migrates a new database and
+//!   drops it with its guard. URL from `TICKETING_TEST_MYSQL_URL`, default
+//!   `mysql://root@127.0.0.1:3306/test`.
 //! - Redis: every call to [`fresh_redis_prefix`] returns a new key prefix. URL from
 //!   `TICKETING_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
 //!
 //! A server that cannot be reached makes the test panic with the command that starts it: a
 //! backend under test never passes by being absent.
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_ENV: &str = "TICKETING_TEST_POSTGRES_URL";
+/// The environment variable naming the MySQL / MariaDB server for tests.
+pub const MYSQL_URL_ENV: &str = "TICKETING_TEST_MYSQL_URL";
 /// The environment variable naming the Redis server for tests.
 pub const REDIS_URL_ENV: &str = "TICKETING_TEST_REDIS_URL";
 
 const POSTGRES_START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+const MYSQL_START: &str = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd";
 const REDIS_START: &str = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log";
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The PostgreSQL server URL for tests.
@@ -176,6 +182,111 @@ pub async fn fresh_pg_store(
         .max_connections(10)
         .acquire_timeout(std::time::Duration::from_secs(60));
     let store = crate::store::postgres::PgStore::connect_with(&database.url, options, strategy)
+        .await
+        .expect("connect to the fresh database");
+    (store, database)
+}
+
+/// The MySQL / MariaDB server URL for tests.
+#[must_use]
+pub fn mysql_url() -> String {
+    std::env::var(MYSQL_URL_ENV).unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+/// A MySQL database that is dropped with this guard.
+#[cfg(feature = "mysql")]
+#[derive(Debug)]
+pub struct FreshMysql {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+#[cfg(feature = "mysql")]
+async fn mysql_admin() -> Result<sqlx::MySqlConnection, sqlx::Error> {
+    use sqlx::Connection;
+    sqlx::MySqlConnection::connect(&mysql_url()).await
+}
+
+#[cfg(feature = "mysql")]
+impl Drop for FreshMysql {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = mysql_admin().await {
+                    let _ = sqlx::Executor::execute(
+                        &mut admin,
+                        format!("DROP DATABASE IF EXISTS `{name}`").as_str(),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A new, migrated, empty MySQL / MariaDB database.
+///
+/// # Panics
+/// When the server cannot be reached, saying how to start it.
+#[cfg(feature = "mysql")]
+pub async fn fresh_mysql() -> FreshMysql {
+    use sqlx::{Connection, Executor};
+    let url = mysql_url();
+    let mut admin = match mysql_admin().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            panic!(
+                "MySQL/MariaDB at {url} is unreachable ({error}). Start it with: {MYSQL_START}  (or set {MYSQL_URL_ENV})"
+            )
+        }
+    };
+    static CLEANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let pid = std::process::id();
+    if !CLEANED.swap(true, Ordering::Relaxed) {
+        // Databases left by earlier runs that died before dropping them.
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'tkt\\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("list databases");
+        for name in names.iter().filter(|n| !n.starts_with(&format!("tkt_{pid}_"))) {
+            let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str()).await;
+        }
+    }
+    let name = format!("tkt_{pid}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    admin.execute(format!("CREATE DATABASE `{name}`").as_str()).await.expect("create a fresh database");
+    let database_url = match url.rfind('/') {
+        Some(i) if i > url.find("://").map_or(0, |j| j + 2) => format!("{}/{name}", &url[..i]),
+        _ => format!("{url}/{name}"),
+    };
+    let mut conn =
+        sqlx::MySqlConnection::connect(&database_url).await.expect("connect to the fresh database");
+    migrations::MYSQL.run(&mut conn).await.expect("migrate the fresh database");
+    conn.close().await.expect("close");
+    FreshMysql { url: database_url, name }
+}
+
+/// A [`crate::store::mysql::MyStore`] over a fresh database, with its guard.
+///
+/// # Panics
+/// When the server cannot be reached.
+#[cfg(feature = "mysql")]
+pub async fn fresh_my_store(
+    strategy: crate::store::mysql::ClaimStrategy,
+) -> (crate::store::mysql::MyStore, FreshMysql) {
+    let database = fresh_mysql().await;
+    // As for PostgreSQL: in tests, waiting for a connection is part of the race.
+    let options = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(std::time::Duration::from_secs(60));
+    let store = crate::store::mysql::MyStore::connect_with(&database.url, options, strategy)
         .await
         .expect("connect to the fresh database");
     (store, database)

@@ -3,6 +3,7 @@
 //! server is statically dispatched.
 
 use ticketing_core::store::memory::MemoryStore;
+use ticketing_core::store::mysql::{self, MyStore};
 use ticketing_core::store::postgres::{ClaimStrategy, PgStore};
 use ticketing_core::store::redis::{LOCK_TTL_MS, RedisQueueStore, RedisSeatLock};
 
@@ -15,6 +16,8 @@ pub enum BookingBackend {
     Memory(MemoryStore),
     /// PostgreSQL.
     Postgres(PgStore),
+    /// MySQL / MariaDB.
+    Mysql(MyStore),
 }
 
 /// Where the queue lives.
@@ -24,6 +27,8 @@ pub enum QueueBackend {
     Memory(MemoryStore),
     /// PostgreSQL.
     Postgres(PgStore),
+    /// MySQL / MariaDB.
+    Mysql(MyStore),
     /// Redis.
     Redis(RedisQueueStore),
 }
@@ -35,36 +40,44 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+fn is_mysql(url: &str) -> bool {
+    url.starts_with("mysql://") || url.starts_with("mariadb://")
+}
+
 fn is_redis(url: &str) -> bool {
     url.starts_with("redis://") || url.starts_with("rediss://")
 }
 
-async fn strategy(config: &Config) -> Result<ClaimStrategy, SetupError> {
+async fn redis_lock(config: &Config) -> Result<RedisSeatLock, SetupError> {
+    let url =
+        config.lock_redis.clone().or_else(|| is_redis(&config.queue).then(|| config.queue.clone())).ok_or(
+            "TICKETING_SEAT_CLAIM=redis-lock needs TICKETING_LOCK_REDIS (or a Redis TICKETING_QUEUE)",
+        )?;
+    let conn = ticketing_core::store::redis::connect(&url).await?;
+    Ok(RedisSeatLock::new(conn, format!("{}lock:", config.redis_prefix), LOCK_TTL_MS))
+}
+
+fn unknown_strategy(name: &str, known: &str) -> SetupError {
+    format!("unknown TICKETING_SEAT_CLAIM {name:?} for this store: {known}").into()
+}
+
+async fn pg_strategy(config: &Config) -> Result<ClaimStrategy, SetupError> {
     Ok(match config.seat_claim.as_str() {
         "conditional" => ClaimStrategy::ConditionalUpdate,
         "for-update" => ClaimStrategy::ForUpdate,
         "advisory" => ClaimStrategy::AdvisoryLock,
-        "redis-lock" => {
-            let url = config
-                .lock_redis
-                .clone()
-                .or_else(|| is_redis(&config.queue).then(|| config.queue.clone()))
-                .ok_or(
-                    "TICKETING_SEAT_CLAIM=redis-lock needs TICKETING_LOCK_REDIS (or a Redis TICKETING_QUEUE)",
-                )?;
-            let conn = ticketing_core::store::redis::connect(&url).await?;
-            ClaimStrategy::RedisLock(RedisSeatLock::new(
-                conn,
-                format!("{}lock:", config.redis_prefix),
-                LOCK_TTL_MS,
-            ))
-        }
-        other => {
-            return Err(format!(
-                "unknown TICKETING_SEAT_CLAIM {other:?}: conditional, for-update, advisory or redis-lock"
-            )
-            .into());
-        }
+        "redis-lock" => ClaimStrategy::RedisLock(redis_lock(config).await?),
+        other => return Err(unknown_strategy(other, "conditional, for-update, advisory or redis-lock")),
+    })
+}
+
+async fn my_strategy(config: &Config) -> Result<mysql::ClaimStrategy, SetupError> {
+    Ok(match config.seat_claim.as_str() {
+        "conditional" => mysql::ClaimStrategy::ConditionalUpdate,
+        "for-update" => mysql::ClaimStrategy::ForUpdate,
+        "named-lock" => mysql::ClaimStrategy::NamedLock,
+        "redis-lock" => mysql::ClaimStrategy::RedisLock(redis_lock(config).await?),
+        other => return Err(unknown_strategy(other, "conditional, for-update, named-lock or redis-lock")),
     })
 }
 
@@ -77,11 +90,16 @@ pub async fn booking(config: &Config) -> Result<BookingBackend, SetupError> {
         return Ok(BookingBackend::Memory(MemoryStore::new()));
     }
     if is_postgres(&config.store) {
-        let store = PgStore::connect(&config.store, config.db_pool, strategy(config).await?).await?;
+        let store = PgStore::connect(&config.store, config.db_pool, pg_strategy(config).await?).await?;
         store.migrate().await?;
         return Ok(BookingBackend::Postgres(store));
     }
-    Err(format!("unknown TICKETING_STORE {:?}: memory or postgres://…", config.store).into())
+    if is_mysql(&config.store) {
+        let store = MyStore::connect(&config.store, config.db_pool, my_strategy(config).await?).await?;
+        store.migrate().await?;
+        return Ok(BookingBackend::Mysql(store));
+    }
+    Err(format!("unknown TICKETING_STORE {:?}: memory, postgres://… or mysql://…", config.store).into())
 }
 
 /// Connects the queue store (reusing the booking store's pool when both name the same
@@ -103,11 +121,23 @@ pub async fn queue(config: &Config, booking: &BookingBackend) -> Result<QueueBac
         store.migrate().await?;
         return Ok(QueueBackend::Postgres(store));
     }
+    if is_mysql(&config.queue) {
+        if let BookingBackend::Mysql(store) = booking {
+            if config.queue == config.store {
+                return Ok(QueueBackend::Mysql(store.clone()));
+            }
+        }
+        let store =
+            MyStore::connect(&config.queue, config.db_pool, mysql::ClaimStrategy::ConditionalUpdate).await?;
+        store.migrate().await?;
+        return Ok(QueueBackend::Mysql(store));
+    }
     if is_redis(&config.queue) {
         let store = RedisQueueStore::connect(&config.queue, format!("{}q:", config.redis_prefix)).await?;
         return Ok(QueueBackend::Redis(store));
     }
-    Err(format!("unknown TICKETING_QUEUE {:?}: memory, postgres://… or redis://…", config.queue).into())
+    Err(format!("unknown TICKETING_QUEUE {:?}: memory, postgres://…, mysql://… or redis://…", config.queue)
+        .into())
 }
 
 /// Applies the migrations of every SQL store configured, then returns.

@@ -25,18 +25,19 @@ pub struct Config {
     #[arg(long, env = "TICKETING_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where catalog, holds, balances and payments live: `memory` or `postgres://…`.
+    /// Where catalog, holds, balances and payments live: `memory`, `postgres://…` or
+    /// `mysql://…` (MySQL 8 or MariaDB 10.11).
     #[arg(long, env = "TICKETING_STORE", default_value = "memory", hide_env_values = true)]
     pub store: String,
 
-    /// Where queue tokens live: `memory`, `postgres://…` or `redis://…`.
+    /// Where queue tokens live: `memory`, `postgres://…`, `mysql://…` or `redis://…`.
     #[arg(long, env = "TICKETING_QUEUE", default_value = "memory", hide_env_values = true)]
     pub queue: String,
 
-    /// How a PostgreSQL store claims a seat: `conditional` (a conditional UPDATE), `for-update`
-    /// (SELECT … FOR UPDATE first), `advisory` (pg_advisory_xact_lock first) or `redis-lock`
-    /// (a fenced Redis lock first, at `TICKETING_LOCK_REDIS`). The database decides the winner
-    /// under every one of them.
+    /// How a SQL store claims a seat: `conditional` (a conditional UPDATE), `for-update`
+    /// (SELECT … FOR UPDATE first), `advisory` (PostgreSQL: pg_advisory_xact_lock first),
+    /// `named-lock` (MySQL: GET_LOCK first) or `redis-lock` (a fenced Redis lock first, at
+    /// `TICKETING_LOCK_REDIS`). The database decides the winner under every one of them.
     #[arg(long, env = "TICKETING_SEAT_CLAIM", default_value = "conditional")]
     pub seat_claim: String,
 

@@ -342,14 +342,19 @@ pub async fn run(config: Config) -> Result<(), backends::SetupError> {
     }
     let booking = backends::booking(&config).await?;
     let queue = backends::queue(&config, &booking).await?;
-    match (queue, booking) {
-        (Qu::Memory(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
-        (Qu::Memory(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
-        (Qu::Postgres(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
-        (Qu::Postgres(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
-        (Qu::Redis(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
-        (Qu::Redis(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
+    // Every combination is its own concrete type: static dispatch, chosen here once.
+    macro_rules! dispatch {
+        ($($q:ident),*) => {
+            match (queue, booking) {
+                $(
+                    (Qu::$q(q), Bk::Memory(b)) => serve_with(&config, q, b).await,
+                    (Qu::$q(q), Bk::Postgres(b)) => serve_with(&config, q, b).await,
+                    (Qu::$q(q), Bk::Mysql(b)) => serve_with(&config, q, b).await,
+                )*
+            }
+        };
     }
+    dispatch!(Memory, Postgres, Mysql, Redis)
 }
 
 async fn serve_with<Q: QueueStore, B: BookingStore>(

@@ -44,10 +44,14 @@ use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
 
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql_rows;
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -93,6 +97,9 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// The concert's admission state at `now`: active tokens not yet expired at `now`, waiting
     /// tokens, the admission window and the measured rate.
+    ///
+    /// Called on every poll (for the ETA), so it should not write; a backend that tidies here
+    /// must do it inside the same atomic step.
     ///
     /// The version must be read no later than the counts (or all of it atomically): a tick
     /// that plans from counts missing another tick's admissions must carry the version from

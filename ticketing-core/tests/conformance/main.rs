@@ -105,6 +105,35 @@ conformance!(
     ))
 );
 
+/// One MySQL / MariaDB database as the whole deployment, with a seat-claim strategy.
+#[cfg(feature = "mysql")]
+macro_rules! mysql {
+    ($strategy:expr) => {
+        async {
+            let (store, database) = ticketing_core::testing::fresh_my_store($strategy).await;
+            Stores { queue: store.clone(), booking: store, guard: Some(Box::new(database)) }
+        }
+    };
+}
+
+#[cfg(feature = "mysql")]
+conformance!(mysql_conditional, mysql!(ticketing_core::store::mysql::ClaimStrategy::ConditionalUpdate));
+#[cfg(feature = "mysql")]
+conformance!(mysql_for_update, mysql!(ticketing_core::store::mysql::ClaimStrategy::ForUpdate));
+#[cfg(feature = "mysql")]
+conformance!(mysql_named_lock, mysql!(ticketing_core::store::mysql::ClaimStrategy::NamedLock));
+#[cfg(all(feature = "mysql", feature = "redis"))]
+conformance!(
+    mysql_redis_lock,
+    mysql!(ticketing_core::store::mysql::ClaimStrategy::RedisLock(
+        ticketing_core::store::redis::RedisSeatLock::new(
+            ticketing_core::testing::redis_connection().await,
+            ticketing_core::testing::fresh_redis_prefix(),
+            ticketing_core::store::redis::LOCK_TTL_MS,
+        )
+    ))
+);
+
 // The deployment the design draws: the queue in Redis, booking in PostgreSQL.
 #[cfg(all(feature = "postgres", feature = "redis"))]
 conformance!(redis_queue_postgres_booking, async {
@@ -222,4 +251,122 @@ async fn redis_lock_fences_keep_growing_after_redis_loses_its_data() {
     clock.advance_millis(1);
     let after = lock.acquire(seat, clock.now()).await.unwrap().unwrap();
     assert!(after.fence > second.fence, "{} > {}", after.fence, second.fence);
+}
+
+/// MySQL's default isolation, REPEATABLE READ, permits lost updates: a transaction that reads a
+/// balance and writes back `read + amount` overwrites a concurrent charge. First the hazard is
+/// shown on the real server with the very interleaving, then the store under the same
+/// interleaving: its write names the version it read, and loses instead of overwriting.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_it() {
+    use sqlx::{Connection, Executor, Row};
+    use ticketing_core::ids::{LedgerEntryId, UserId};
+    use ticketing_core::payment::plan_charge;
+    use ticketing_core::store::WalletStore;
+    use ticketing_core::store::mysql::ClaimStrategy;
+    use ticketing_core::{Clock, ManualClock, StoreError};
+
+    let (store, database) = ticketing_core::testing::fresh_my_store(ClaimStrategy::ConditionalUpdate).await;
+    let mut one = sqlx::MySqlConnection::connect(&database.url).await.unwrap();
+    let mut two = sqlx::MySqlConnection::connect(&database.url).await.unwrap();
+    let isolation: String = match sqlx::query("SELECT @@transaction_isolation").fetch_one(&mut one).await {
+        Ok(row) => row.get(0),
+        Err(_) => sqlx::query("SELECT @@tx_isolation").fetch_one(&mut one).await.unwrap().get(0),
+    };
+    assert_eq!(isolation, "REPEATABLE-READ", "the server's default isolation");
+
+    // The hazard: a naive read-modify-write under REPEATABLE READ.
+    one.execute("INSERT INTO wallets (user_id, balance, version) VALUES ('naive', 100, 1)").await.unwrap();
+    one.execute("START TRANSACTION").await.unwrap();
+    let read_one: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = 'naive'")
+        .fetch_one(&mut one)
+        .await
+        .unwrap();
+    two.execute("START TRANSACTION").await.unwrap();
+    let read_two: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = 'naive'")
+        .fetch_one(&mut two)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE wallets SET balance = ? WHERE user_id = 'naive'")
+        .bind(read_two + 10)
+        .execute(&mut two)
+        .await
+        .unwrap();
+    two.execute("COMMIT").await.unwrap();
+    let still: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = 'naive'")
+        .fetch_one(&mut one)
+        .await
+        .unwrap();
+    assert_eq!(still, 100, "the first transaction still reads its old snapshot");
+    sqlx::query("UPDATE wallets SET balance = ? WHERE user_id = 'naive'")
+        .bind(read_one + 20)
+        .execute(&mut one)
+        .await
+        .unwrap();
+    one.execute("COMMIT").await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT balance FROM wallets WHERE user_id = 'naive'")
+        .fetch_one(&mut one)
+        .await
+        .unwrap();
+    assert_eq!(after, 120, "REPEATABLE READ lost the +10 of the second transaction");
+
+    // The store under the same interleaving: both read version N, one writes, the other loses.
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let user = UserId::parse("careful").unwrap();
+    let seed =
+        plan_charge(&store.wallet(&user).await.unwrap(), 100, LedgerEntryId::random(), clock.now()).unwrap();
+    store.apply_charge(&seed, None).await.unwrap();
+    let read_one = store.wallet(&user).await.unwrap();
+    let read_two = store.wallet(&user).await.unwrap();
+    let plus_ten = plan_charge(&read_two, 10, LedgerEntryId::random(), clock.now()).unwrap();
+    store.apply_charge(&plus_ten, None).await.unwrap();
+    let plus_twenty = plan_charge(&read_one, 20, LedgerEntryId::random(), clock.now()).unwrap();
+    assert!(matches!(store.apply_charge(&plus_twenty, None).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.wallet(&user).await.unwrap().balance.get(), 110, "nothing lost, nothing doubled");
+    let ledger = store.ledger(&user).await.unwrap();
+    assert_eq!(ledger.iter().map(|e| e.signed_amount()).sum::<i64>(), 110);
+
+    // And through the service, racing under the default isolation: every charge lands once.
+    let service = std::sync::Arc::new(ticketing_core::Ticketing::new(
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        ticketing_core::Config::default(),
+    ));
+    let concert = service
+        .create_concert(&ticketing_core::catalog::NewConcert {
+            title: "Isolation".into(),
+            schedules: vec![ticketing_core::catalog::NewSchedule {
+                starts_at: clock.now() + chrono::Duration::days(3),
+                seat_count: 1,
+                price: ticketing_core::ids::Points::new(1).unwrap(),
+            }],
+            queue: ticketing_core::catalog::QueueSettings::default(),
+        })
+        .await
+        .unwrap();
+    let token = service.issue_token(&user, concert.concert.id).await.unwrap().record.token;
+    let charges: Vec<_> = (0..30)
+        .map(|_| {
+            let (service, token) = (std::sync::Arc::clone(&service), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    match service.charge(&token, 5, None).await {
+                        Ok(_) => return,
+                        // Contention is an honest "try again", never a lost or doubled charge.
+                        Err(ticketing_core::Error::Contention) => tokio::task::yield_now().await,
+                        Err(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for charge in charges {
+        charge.await.unwrap();
+    }
+    assert_eq!(store.wallet(&user).await.unwrap().balance.get(), 110 + 30 * 5);
+    let ledger = store.ledger(&user).await.unwrap();
+    assert_eq!(ledger.len(), 2 + 30);
+    assert_eq!(ledger.iter().map(|e| e.signed_amount()).sum::<i64>(), 110 + 30 * 5);
 }

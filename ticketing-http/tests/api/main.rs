@@ -54,6 +54,13 @@ api_suite!(postgres, async {
     (store.clone(), store, guard)
 });
 
+api_suite!(mysql, async {
+    use ticketing_core::store::mysql::ClaimStrategy;
+    let (store, database) = ticketing_core::testing::fresh_my_store(ClaimStrategy::ConditionalUpdate).await;
+    let guard: crate::harness::Guard = Some(Box::new(database));
+    (store.clone(), store, guard)
+});
+
 api_suite!(redis_queue_postgres_booking, async {
     use ticketing_core::store::postgres::ClaimStrategy;
     let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;

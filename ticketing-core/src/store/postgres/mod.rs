@@ -15,7 +15,6 @@
 //! - The pool is bounded ([`PgStore::connect`]).
 
 mod queue;
-mod rows;
 
 use std::time::Duration;
 
@@ -23,13 +22,15 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use self::rows::{LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of};
-use crate::catalog::{Concert, ConcertPlan, QueueSettings, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::store::sql_rows::{
+    self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
+};
 use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
 /// How long a caller waits for a pooled connection before the store reports the backend busy.
@@ -665,22 +666,4 @@ impl BookingStore for PgStore {
         tx.commit().await.map_err(db("commit"))?;
         Ok(freed.len())
     }
-}
-
-/// Queue settings from their stored columns.
-fn queue_settings(
-    max_active: i32,
-    admit_batch: i32,
-    admit_interval_ms: i64,
-    waiting_idle_secs: i64,
-    active_ttl_secs: i64,
-) -> StoreResult<QueueSettings> {
-    let corrupt = |_| StoreError::Corrupt("negative queue setting".into());
-    Ok(QueueSettings {
-        max_active: u32::try_from(max_active).map_err(corrupt)?,
-        admit_batch: u32::try_from(admit_batch).map_err(corrupt)?,
-        admit_interval_ms: u64::try_from(admit_interval_ms).map_err(corrupt)?,
-        waiting_idle_secs: u64::try_from(waiting_idle_secs).map_err(corrupt)?,
-        active_ttl_secs: u64::try_from(active_ttl_secs).map_err(corrupt)?,
-    })
 }

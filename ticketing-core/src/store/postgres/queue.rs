@@ -8,11 +8,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::rows::{TokenColumns, TokenRow, i64_of, u64_of};
 use super::{PgStore, db, one_row};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::store::sql_rows::{TokenColumns, TokenRow, i64_of, u64_of};
 use crate::store::{QueueStore, StoreResult};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -128,6 +128,7 @@ impl QueueStore for PgStore {
         concert: ConcertId,
         now: DateTime<Utc>,
     ) -> StoreResult<AdmissionSnapshot> {
+        // Read-only: actives are counted by their deadline; tidying them is the sweeper's job.
         // The version is read before the counts. An admission that commits after this read
         // raises the version, so a plan made from counts that miss it fails its compare-and-set;
         // one that committed before is in the counts. (Read the other way round, a tick could
@@ -138,21 +139,13 @@ impl QueueStore for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("admission state"))?;
-        // Tidying expired actives is what lazy expiry allows; counting is then exact.
-        sqlx::query(
-            "UPDATE queue_tokens SET status = 'EXPIRED', expired_reason = 'TIMED_OUT', version = version + 1
-             WHERE concert_id = $1 AND status = 'ACTIVE' AND expires_at <= $2",
-        )
-        .bind(concert.as_uuid())
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db("expire actives"))?;
         let (active, waiting): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'ACTIVE'), count(*) FILTER (WHERE status = 'WAITING')
+            "SELECT count(*) FILTER (WHERE status = 'ACTIVE' AND expires_at > $2),
+                    count(*) FILTER (WHERE status = 'WAITING')
              FROM queue_tokens WHERE concert_id = $1 AND status IN ('ACTIVE', 'WAITING')",
         )
         .bind(concert.as_uuid())
+        .bind(now)
         .fetch_one(&self.pool)
         .await
         .map_err(db("queue counts"))?;
@@ -229,7 +222,7 @@ impl QueueStore for PgStore {
         )
         .bind(concert)
         .bind(plan.window_started_at)
-        .bind(super::rows::i32_of(plan.admitted_before.saturating_add(admitted))?)
+        .bind(crate::store::sql_rows::i32_of(plan.admitted_before.saturating_add(admitted))?)
         .bind(plan.rate_per_sec)
         .execute(&mut *tx)
         .await

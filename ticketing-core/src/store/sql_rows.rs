@@ -1,13 +1,14 @@
-//! Rows as PostgreSQL returns them, and their conversion into domain records. Every conversion
-//! checks what the database cannot (an unknown status, a negative number where the domain has
-//! none) and reports [`StoreError::Corrupt`] rather than guessing.
+//! Rows as the SQL backends return them (the `FromRow` derives are generic over the database),
+//! and their conversion into domain records. Every conversion checks what the database cannot
+//! (an unknown status, a negative number where the domain has none) and reports
+//! [`StoreError::Corrupt`] rather than guessing.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::catalog::{Concert, Schedule, ScheduleAvailability, Seat, SeatRecord, SeatState};
+use crate::catalog::{Concert, QueueSettings, Schedule, ScheduleAvailability, Seat, SeatRecord, SeatState};
 use crate::error::StoreError;
 use crate::hold::Reservation;
 use crate::idempotency::IdempotencyRecord;
@@ -79,7 +80,7 @@ impl TryFrom<ConcertRow> for Concert {
         Ok(Self {
             id: ConcertId::from_uuid(r.id),
             title: r.title,
-            queue: super::queue_settings(
+            queue: queue_settings(
                 r.max_active,
                 r.admit_batch,
                 r.admit_interval_ms,
@@ -358,4 +359,22 @@ impl TokenColumns {
             },
         })
     }
+}
+
+/// Queue settings from their stored columns.
+fn queue_settings(
+    max_active: i32,
+    admit_batch: i32,
+    admit_interval_ms: i64,
+    waiting_idle_secs: i64,
+    active_ttl_secs: i64,
+) -> StoreResult<QueueSettings> {
+    let corrupt = |_| StoreError::Corrupt("negative queue setting".into());
+    Ok(QueueSettings {
+        max_active: u32::try_from(max_active).map_err(corrupt)?,
+        admit_batch: u32::try_from(admit_batch).map_err(corrupt)?,
+        admit_interval_ms: u64::try_from(admit_interval_ms).map_err(corrupt)?,
+        waiting_idle_secs: u64::try_from(waiting_idle_secs).map_err(corrupt)?,
+        active_ttl_secs: u64::try_from(active_ttl_secs).map_err(corrupt)?,
+    })
 }

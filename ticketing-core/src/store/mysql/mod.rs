@@ -1,0 +1,710 @@
+//! The MySQL 8 / MariaDB 10.11 backend: every storage trait, in the SQL both accept (no
+//! `UPDATE … RETURNING`, no partial indexes, no sequences).
+//!
+//! # How it keeps the contract under REPEATABLE READ
+//!
+//! MySQL's default isolation lets a plain `SELECT` inside a transaction read an old snapshot,
+//! so a read-modify-write built on it can lose an update. Nothing here is built that way:
+//! every write is a compare-and-set (`UPDATE … WHERE fence = ?` / `WHERE version = ?`), which
+//! InnoDB evaluates against the latest committed row whatever the snapshot, and every read that
+//! decides something inside a transaction is a locking read (`FOR UPDATE`,
+//! `LOCK IN SHARE MODE`), which also reads the latest committed row. The conformance suite runs
+//! in the default isolation, and `tests/conformance` shows the lost update a naive
+//! read-modify-write would suffer.
+//!
+//! As in PostgreSQL: one transaction per method; the seat's fence decides the one winner; no row
+//! shared by every buyer in a purchase; row locks in the order seat → reservation → wallet; a
+//! bounded pool; `now` from the caller.
+
+mod queue;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::{MySql, QueryBuilder, Transaction};
+
+use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::error::StoreError;
+use crate::hold::{HoldPlan, ReleasePlan, Reservation};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::store::sql_rows::{
+    self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
+};
+use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+
+/// How long a caller waits for a pooled connection before the store reports the backend busy.
+pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// How long `GET_LOCK` waits for a seat's named lock, in seconds.
+pub const NAMED_LOCK_WAIT_SECS: u32 = 5;
+/// Seats inserted per statement when a concert is created.
+const SEAT_INSERT_CHUNK: usize = 1_000;
+
+/// What runs in front of the seat's compare-and-set write when a hold claims a seat. Every
+/// strategy ends in the same conditional write, so none of them is needed for safety.
+#[derive(Debug, Clone, Default)]
+pub enum ClaimStrategy {
+    /// Just the conditional `UPDATE … WHERE fence = ?` (the default).
+    #[default]
+    ConditionalUpdate,
+    /// `SELECT … FOR UPDATE` of the seat row first, then the write.
+    ForUpdate,
+    /// The named lock `GET_LOCK('seat:<id>')` around the transaction, released with
+    /// `RELEASE_LOCK` on every path (on a path that cannot run it, the connection is closed,
+    /// which releases it).
+    NamedLock,
+    /// A fenced Redis lock in front of the database, as for PostgreSQL.
+    #[cfg(feature = "redis")]
+    RedisLock(crate::store::redis::RedisSeatLock),
+}
+
+impl ClaimStrategy {
+    /// The strategy's name as configured (`conditional`, `for-update`, `named-lock`,
+    /// `redis-lock`).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ConditionalUpdate => "conditional",
+            Self::ForUpdate => "for-update",
+            Self::NamedLock => "named-lock",
+            #[cfg(feature = "redis")]
+            Self::RedisLock(_) => "redis-lock",
+        }
+    }
+}
+
+/// The MySQL / MariaDB store. Clones share one pool.
+#[derive(Debug, Clone)]
+pub struct MyStore {
+    pool: MySqlPool,
+    strategy: ClaimStrategy,
+}
+
+/// Maps a driver error: a duplicate key, a deadlock or a lock wait timeout lost a race
+/// ([`StoreError::Conflict`]); anything else is the backend failing.
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| {
+        if let sqlx::Error::Database(db) = &error {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                if matches!(mysql.number(), 1062 | 1213 | 1205) {
+                    return StoreError::Conflict(what);
+                }
+            }
+        }
+        StoreError::Backend { message: format!("mysql: {what}"), source: Some(Box::new(error)) }
+    }
+}
+
+/// Zero rows written by a conditional statement means the compare-and-set lost. (Every
+/// conditional write here changes a fence or a version, so "matched" and "changed" agree.)
+fn one_row(result: sqlx::mysql::MySqlQueryResult, what: &'static str) -> StoreResult<()> {
+    if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict(what)) }
+}
+
+impl MyStore {
+    /// Connects with a pool of at most `max_connections`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the database cannot be reached.
+    pub async fn connect(url: &str, max_connections: u32, strategy: ClaimStrategy) -> StoreResult<Self> {
+        let options = MySqlPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS));
+        Self::connect_with(url, options, strategy).await
+    }
+
+    /// Connects with the given pool options.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the database cannot be reached.
+    pub async fn connect_with(
+        url: &str,
+        options: MySqlPoolOptions,
+        strategy: ClaimStrategy,
+    ) -> StoreResult<Self> {
+        let pool = options.connect(url).await.map_err(db("connect"))?;
+        Ok(Self { pool, strategy })
+    }
+
+    /// Applies the migrations in `migrations/mysql`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when a migration fails.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        migrations::MYSQL
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend { message: "mysql: migrate".into(), source: Some(Box::new(e)) })
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The seat-claim strategy.
+    #[must_use]
+    pub fn strategy(&self) -> &ClaimStrategy {
+        &self.strategy
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, MySql>> {
+        self.pool.begin().await.map_err(db("begin"))
+    }
+}
+
+/// Stores an idempotency record in `tx`, unless a live one exists for the key
+/// ([`StoreError::Conflict`], from the primary key); a record past its lifetime is replaced.
+async fn put_key(tx: &mut Transaction<'_, MySql>, record: Option<&IdempotencyRecord>) -> StoreResult<()> {
+    let Some(r) = record else { return Ok(()) };
+    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND `key` = ? AND expires_at <= ?")
+        .bind(r.user_id.as_str())
+        .bind(r.key.as_str())
+        .bind(r.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("idempotency key"))?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, `key`, fingerprint, outcome, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.user_id.as_str())
+    .bind(r.key.as_str())
+    .bind(&r.fingerprint)
+    .bind(&r.outcome)
+    .bind(r.created_at)
+    .bind(r.expires_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("idempotency key"))?;
+    Ok(())
+}
+
+async fn insert_entry(tx: &mut Transaction<'_, MySql>, entry: &LedgerEntry) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, at, payment_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.id.as_uuid())
+    .bind(entry.user_id.as_str())
+    .bind(rows::name(&entry.kind))
+    .bind(entry.amount.get())
+    .bind(entry.balance_after.get())
+    .bind(entry.at)
+    .bind(entry.payment_id.map(|p| p.as_uuid()))
+    .execute(&mut **tx)
+    .await
+    .map_err(db("ledger"))?;
+    Ok(())
+}
+
+/// Writes a wallet if its version is still `expected` (a wallet never written has version 0
+/// and no row: the insert's primary key refuses a second first write).
+async fn put_wallet(tx: &mut Transaction<'_, MySql>, expected: u64, wallet: &Wallet) -> StoreResult<()> {
+    let result = if expected == 0 {
+        sqlx::query("INSERT INTO wallets (user_id, balance, version) VALUES (?, ?, ?)")
+            .bind(wallet.user_id.as_str())
+            .bind(wallet.balance.get())
+            .bind(i64_of(wallet.version)?)
+            .execute(&mut **tx)
+            .await
+    } else {
+        sqlx::query("UPDATE wallets SET balance = ?, version = ? WHERE user_id = ? AND version = ?")
+            .bind(wallet.balance.get())
+            .bind(i64_of(wallet.version)?)
+            .bind(wallet.user_id.as_str())
+            .bind(i64_of(expected)?)
+            .execute(&mut **tx)
+            .await
+    };
+    one_row(result.map_err(db("wallet"))?, "wallet")
+}
+
+impl CatalogStore for MyStore {
+    async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let c = &plan.concert;
+        let q = c.queue;
+        sqlx::query(
+            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id.as_uuid())
+        .bind(&c.title)
+        .bind(rows::i32_of(q.max_active)?)
+        .bind(rows::i32_of(q.admit_batch)?)
+        .bind(i64_of(q.admit_interval_ms)?)
+        .bind(i64_of(q.waiting_idle_secs)?)
+        .bind(i64_of(q.active_ttl_secs)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("concert id"))?;
+        for s in &plan.schedules {
+            sqlx::query("INSERT INTO schedules (id, concert_id, starts_at) VALUES (?, ?, ?)")
+                .bind(s.id.as_uuid())
+                .bind(s.concert_id.as_uuid())
+                .bind(s.starts_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("schedule"))?;
+        }
+        for chunk in plan.seats.chunks(SEAT_INSERT_CHUNK) {
+            let mut insert =
+                QueryBuilder::<MySql>::new("INSERT INTO seats (id, schedule_id, concert_id, number, price) ");
+            let mut numbers = Vec::with_capacity(chunk.len());
+            for seat in chunk {
+                numbers.push(rows::i32_of(seat.number)?);
+            }
+            insert.push_values(chunk.iter().zip(numbers), |mut row, (seat, number)| {
+                row.push_bind(seat.id.as_uuid())
+                    .push_bind(seat.schedule_id.as_uuid())
+                    .push_bind(seat.concert_id.as_uuid())
+                    .push_bind(number)
+                    .push_bind(seat.price.get());
+            });
+            insert.build().execute(&mut *tx).await.map_err(db("seats"))?;
+        }
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn concerts(&self) -> StoreResult<Vec<Concert>> {
+        let rows: Vec<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts ORDER BY created")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("concerts"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
+        let row: Option<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts WHERE id = ?")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("concert"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
+        let row: Option<ScheduleRow> = sqlx::query_as(
+            "SELECT id, concert_id, starts_at, CAST(0 AS SIGNED) AS available FROM schedules WHERE id = ?",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("schedule"))?;
+        Ok(row.map(|r| r.into_availability().schedule))
+    }
+
+    async fn schedules(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ScheduleAvailability>> {
+        let rows: Vec<ScheduleRow> = sqlx::query_as(
+            "SELECT s.id, s.concert_id, s.starts_at,
+                    CAST(COALESCE(SUM(seat.state = 'AVAILABLE' OR (seat.state = 'HELD' AND seat.hold_expires_at <= ?)), 0)
+                         AS SIGNED) AS available
+             FROM schedules s LEFT JOIN seats seat ON seat.schedule_id = s.id
+             WHERE s.concert_id = ?
+             GROUP BY s.id, s.concert_id, s.starts_at ORDER BY s.starts_at",
+        )
+        .bind(now)
+        .bind(concert.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("schedules"))?;
+        Ok(rows.into_iter().map(ScheduleRow::into_availability).collect())
+    }
+
+    async fn seats(&self, schedule: ScheduleId) -> StoreResult<Vec<SeatRecord>> {
+        let rows: Vec<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number")
+            .bind(schedule.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("seats"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {
+        let row: Option<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE id = ?")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("seat"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn ping_catalog(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
+        Ok(())
+    }
+}
+
+impl WalletStore for MyStore {
+    async fn wallet(&self, user: &UserId) -> StoreResult<Wallet> {
+        let row: Option<WalletRow> = sqlx::query_as("SELECT * FROM wallets WHERE user_id = ?")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("wallet"))?;
+        row.map_or_else(|| Ok(Wallet::empty(user.clone())), TryInto::try_into)
+    }
+
+    async fn apply_charge(
+        &self,
+        plan: &ChargePlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        put_wallet(&mut tx, plan.expected_version, &plan.wallet).await?;
+        insert_entry(&mut tx, &plan.entry).await?;
+        put_key(&mut tx, idempotency).await?;
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
+        let rows: Vec<LedgerRow> = sqlx::query_as("SELECT * FROM ledger WHERE user_id = ? ORDER BY seq")
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("ledger"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn idempotency(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let row: Option<rows::KeyRow> =
+            sqlx::query_as("SELECT * FROM idempotency_keys WHERE user_id = ? AND `key` = ?")
+                .bind(user.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("idempotency key"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        put_key(&mut tx, Some(record)).await?;
+        tx.commit().await.map_err(db("commit"))
+    }
+}
+
+/// A pooled connection holding a named lock. If it is dropped before [`NamedLock::release`]
+/// ran (the caller's future was cancelled), the connection is closed instead of returned to the
+/// pool, which releases the lock: a session lock must never ride back into the pool.
+struct NamedLock {
+    conn: sqlx::pool::PoolConnection<MySql>,
+    name: String,
+    released: bool,
+}
+
+impl NamedLock {
+    async fn acquire(pool: &MySqlPool, seat: SeatId) -> StoreResult<Option<Self>> {
+        let mut conn = pool.acquire().await.map_err(db("connection"))?;
+        let name = format!("ticketing:seat:{seat}");
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&name)
+            .bind(NAMED_LOCK_WAIT_SECS)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("named lock"))?;
+        Ok((got == Some(1)).then_some(Self { conn, name, released: false }))
+    }
+
+    async fn release(mut self) {
+        let released: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT RELEASE_LOCK(?)").bind(&self.name).fetch_one(&mut *self.conn).await;
+        self.released = released.is_ok();
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not release a named lock; closing its connection");
+        }
+    }
+}
+
+impl Drop for NamedLock {
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl MyStore {
+    /// The seat write of a hold. `lock_fence` is the Redis lock's fence (0 otherwise).
+    async fn write_hold(
+        &self,
+        tx: &mut Transaction<'_, MySql>,
+        plan: &HoldPlan,
+        lock_fence: i64,
+    ) -> StoreResult<()> {
+        let r = &plan.reservation;
+        if matches!(self.strategy, ClaimStrategy::ForUpdate) {
+            let fence: Option<i64> = sqlx::query_scalar("SELECT fence FROM seats WHERE id = ? FOR UPDATE")
+                .bind(r.seat_id.as_uuid())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("seat"))?;
+            if fence != Some(i64_of(plan.expected_fence.get())?) {
+                return Err(StoreError::Conflict("seat"));
+            }
+        }
+        let result = sqlx::query(
+            "UPDATE seats SET state = 'HELD', reservation_id = ?, holder = ?, hold_expires_at = ?, fence = ?,
+                              lock_fence = GREATEST(lock_fence, ?)
+             WHERE id = ? AND fence = ? AND (? = 0 OR lock_fence < ?)",
+        )
+        .bind(r.id.as_uuid())
+        .bind(r.user_id.as_str())
+        .bind(r.expires_at)
+        .bind(i64_of(r.fence.get())?)
+        .bind(lock_fence)
+        .bind(r.seat_id.as_uuid())
+        .bind(i64_of(plan.expected_fence.get())?)
+        .bind(lock_fence)
+        .bind(lock_fence)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("seat"))?;
+        one_row(result, "seat")
+    }
+
+    async fn claim_in_tx(
+        &self,
+        tx: &mut Transaction<'_, MySql>,
+        plan: &HoldPlan,
+        idempotency: Option<&IdempotencyRecord>,
+        lock_fence: i64,
+    ) -> StoreResult<()> {
+        let r = &plan.reservation;
+        self.write_hold(tx, plan, lock_fence).await?;
+        // Holds of one token are serialised on the token's own row, and the count is a locking
+        // read: under REPEATABLE READ a plain SELECT could count from an old snapshot.
+        sqlx::query("INSERT IGNORE INTO token_holds (token) VALUES (?)")
+            .bind(r.token.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("token lock"))?;
+        sqlx::query("SELECT token FROM token_holds WHERE token = ? FOR UPDATE")
+            .bind(r.token.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("token lock"))?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM reservations
+             WHERE token = ? AND (status = 'CONFIRMED' OR (status = 'HELD' AND expires_at > ?))
+             LOCK IN SHARE MODE",
+        )
+        .bind(r.token.as_str())
+        .bind(plan.now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("open holds"))?;
+        if open >= i64::from(plan.holds_per_token) {
+            return Err(StoreError::HoldLimitReached);
+        }
+        if let Some(previous) = plan.supersedes {
+            sqlx::query("UPDATE reservations SET status = 'EXPIRED' WHERE id = ? AND status = 'HELD'")
+                .bind(previous.as_uuid())
+                .execute(&mut **tx)
+                .await
+                .map_err(db("superseded reservation"))?;
+        }
+        sqlx::query(
+            "INSERT INTO reservations (id, user_id, token, seat_id, schedule_id, concert_id, price, fence, status, held_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'HELD', ?, ?)",
+        )
+        .bind(r.id.as_uuid())
+        .bind(r.user_id.as_str())
+        .bind(r.token.as_str())
+        .bind(r.seat_id.as_uuid())
+        .bind(r.schedule_id.as_uuid())
+        .bind(r.concert_id.as_uuid())
+        .bind(r.price.get())
+        .bind(i64_of(r.fence.get())?)
+        .bind(r.held_at)
+        .bind(r.expires_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("reservation"))?;
+        put_key(tx, idempotency).await
+    }
+
+    /// Claims a seat with the fence of an external lock, as
+    /// [`crate::store::postgres::PgStore::claim_seat_fenced`] does. `lock_fence` 0 means no
+    /// external lock.
+    ///
+    /// # Errors
+    /// As [`BookingStore::claim_seat`].
+    pub async fn claim_seat_fenced(
+        &self,
+        plan: &HoldPlan,
+        idempotency: Option<&IdempotencyRecord>,
+        lock_fence: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        self.claim_in_tx(&mut tx, plan, idempotency, i64_of(lock_fence)?).await?;
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    /// The named-lock strategy: lock, claim in a transaction on the same connection, then
+    /// release whatever happened.
+    async fn claim_with_named_lock(
+        &self,
+        plan: &HoldPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let Some(mut lock) = NamedLock::acquire(&self.pool, plan.reservation.seat_id).await? else {
+            return Err(StoreError::Conflict("seat lock"));
+        };
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *lock.conn).await.map_err(db("begin"))?;
+            self.claim_in_tx(&mut tx, plan, idempotency, 0).await?;
+            tx.commit().await.map_err(db("commit"))
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+}
+
+impl BookingStore for MyStore {
+    async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
+        let row: Option<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE id = ?")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reservation"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
+        match &self.strategy {
+            ClaimStrategy::NamedLock => self.claim_with_named_lock(plan, idempotency).await,
+            #[cfg(feature = "redis")]
+            ClaimStrategy::RedisLock(lock) => {
+                let seat = plan.reservation.seat_id;
+                let Some(guard) = lock.acquire_waiting(seat, plan.now).await? else {
+                    return Err(StoreError::Conflict("seat lock"));
+                };
+                let result = self.claim_seat_fenced(plan, idempotency, guard.fence).await;
+                lock.release(seat, &guard).await;
+                result
+            }
+            ClaimStrategy::ConditionalUpdate | ClaimStrategy::ForUpdate => {
+                self.claim_seat_fenced(plan, idempotency, 0).await
+            }
+        }
+    }
+
+    async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let freed = sqlx::query(
+            "UPDATE seats SET state = 'AVAILABLE', reservation_id = NULL, holder = NULL, hold_expires_at = NULL,
+                              fence = fence + 1
+             WHERE id = ? AND fence = ? AND reservation_id = ? AND state = 'HELD'",
+        )
+        .bind(plan.seat_id.as_uuid())
+        .bind(i64_of(plan.expected_fence.get())?)
+        .bind(plan.reservation_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("seat"))?;
+        one_row(freed, "seat")?;
+        let released =
+            sqlx::query("UPDATE reservations SET status = 'RELEASED' WHERE id = ? AND status = 'HELD'")
+                .bind(plan.reservation_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("reservation"))?;
+        one_row(released, "reservation")?;
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn commit_payment(
+        &self,
+        plan: &PaymentPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let r = &plan.reservation;
+        let mut tx = self.begin().await?;
+        let booked = sqlx::query(
+            "UPDATE seats SET state = 'BOOKED', holder = NULL, hold_expires_at = NULL, fence = ?
+             WHERE id = ? AND fence = ? AND reservation_id = ? AND state = 'HELD'",
+        )
+        .bind(i64_of(plan.new_fence.get())?)
+        .bind(r.seat_id.as_uuid())
+        .bind(i64_of(plan.expected_fence.get())?)
+        .bind(r.id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("seat"))?;
+        one_row(booked, "seat")?;
+        let confirmed =
+            sqlx::query("UPDATE reservations SET status = 'CONFIRMED' WHERE id = ? AND status = 'HELD'")
+                .bind(r.id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("reservation"))?;
+        one_row(confirmed, "reservation")?;
+        put_wallet(&mut tx, plan.expected_wallet_version, &plan.wallet).await?;
+        insert_entry(&mut tx, &plan.entry).await?;
+        let p = &plan.payment;
+        sqlx::query("INSERT INTO payments (id, reservation_id, seat_id, user_id, amount, at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(p.id.as_uuid())
+            .bind(p.reservation_id.as_uuid())
+            .bind(p.seat_id.as_uuid())
+            .bind(p.user_id.as_str())
+            .bind(p.amount.get())
+            .bind(p.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("payment"))?;
+        put_key(&mut tx, idempotency).await?;
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
+        let row: Option<PaymentRow> = sqlx::query_as("SELECT * FROM payments WHERE reservation_id = ?")
+            .bind(reservation.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("payment"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn sweep_holds(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut tx = self.begin().await?;
+        // Seats first, then reservations: the lock order of every other transaction.
+        let freed = sqlx::query(
+            "UPDATE seats SET state = 'AVAILABLE', reservation_id = NULL, holder = NULL, hold_expires_at = NULL,
+                              fence = fence + 1
+             WHERE state = 'HELD' AND hold_expires_at <= ? ORDER BY hold_expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("sweep seats"))?;
+        sqlx::query("UPDATE reservations SET status = 'EXPIRED' WHERE status = 'HELD' AND expires_at <= ? ORDER BY expires_at LIMIT ?")
+            .bind(now)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("sweep reservations"))?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?")
+            .bind(now)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("sweep keys"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(usize::try_from(freed.rows_affected()).unwrap_or(usize::MAX))
+    }
+}

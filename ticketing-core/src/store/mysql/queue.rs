@@ -1,0 +1,285 @@
+//! The queue in MySQL / MariaDB. The line is the index `queue_line (concert_id, status, seq)`;
+//! `seq` is the table's AUTO_INCREMENT column. Admission ticks are serialised by a
+//! compare-and-set on the concert's `admission_state` row, read with a locking read.
+
+use chrono::{DateTime, Utc};
+
+use super::{MyStore, db, one_row};
+use crate::error::StoreError;
+use crate::ids::{ConcertId, QueueToken, UserId};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::store::sql_rows::{TokenColumns, TokenRow, i32_of, i64_of, u64_of};
+use crate::store::{QueueStore, StoreResult};
+
+#[derive(Debug, sqlx::FromRow)]
+struct AdmissionRow {
+    version: i64,
+    window_started_at: Option<DateTime<Utc>>,
+    admitted_in_window: i32,
+    rate_per_sec: f64,
+}
+
+const TOKEN_COLUMNS: &str =
+    "token, user_id, concert_id, issued_at, version, status, seq, admitted_at, expires_at, expired_reason";
+
+impl MyStore {
+    async fn token_named(&self, token: &str) -> StoreResult<Option<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE token = ?");
+        let row: Option<TokenRow> =
+            sqlx::query_as(&sql).bind(token).fetch_optional(&self.pool).await.map_err(db("queue token"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+}
+
+impl QueueStore for MyStore {
+    async fn token(&self, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
+        self.token_named(token.as_str()).await
+    }
+
+    async fn token_of_user(&self, concert: ConcertId, user: &UserId) -> StoreResult<Option<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE concert_id = ? AND user_id = ?");
+        let row: Option<TokenRow> = sqlx::query_as(&sql)
+            .bind(concert.as_uuid())
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("queue token"))?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn insert_token(&self, new: NewToken, replacing: Option<&TokenRecord>) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin().await?;
+        if let Some(old) = replacing {
+            let removed = sqlx::query(
+                "DELETE FROM queue_tokens WHERE token = ? AND version = ? AND user_id = ? AND concert_id = ?",
+            )
+            .bind(old.token.as_str())
+            .bind(i64_of(old.version)?)
+            .bind(new.user_id.as_str())
+            .bind(new.concert_id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("queue token of user"))?;
+            one_row(removed, "queue token of user")?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO queue_tokens (token, user_id, concert_id, issued_at, version, status, expires_at)
+             VALUES (?, ?, ?, ?, 1, 'WAITING', ?)",
+        )
+        .bind(new.token.as_str())
+        .bind(new.user_id.as_str())
+        .bind(new.concert_id.as_uuid())
+        .bind(new.issued_at)
+        .bind(new.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("queue token of user"))?;
+        let seq = inserted.last_insert_id();
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(TokenRecord {
+            token: new.token,
+            user_id: new.user_id,
+            concert_id: new.concert_id,
+            issued_at: new.issued_at,
+            version: 1,
+            state: crate::queue::TokenState::Waiting { seq, expires_at: new.expires_at },
+        })
+    }
+
+    async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
+        // The line's order (`seq`) is never rewritten: a refreshed token keeps its place.
+        let columns = TokenColumns::of(&updated.state)?;
+        let result = sqlx::query(
+            "UPDATE queue_tokens SET version = ?, status = ?, admitted_at = ?, expires_at = ?, expired_reason = ?
+             WHERE token = ? AND version = ?",
+        )
+        .bind(i64_of(updated.version)?)
+        .bind(columns.status)
+        .bind(columns.admitted_at)
+        .bind(columns.expires_at)
+        .bind(columns.reason)
+        .bind(updated.token.as_str())
+        .bind(i64_of(expected_version)?)
+        .execute(&self.pool)
+        .await
+        .map_err(db("queue token"))?;
+        if result.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.token(&updated.token).await? {
+            Some(_) => Err(StoreError::Conflict("queue token")),
+            None => Err(StoreError::Missing("queue token")),
+        }
+    }
+
+    async fn position(&self, record: &TokenRecord) -> StoreResult<u64> {
+        let Some(seq) = record.seq() else { return Ok(0) };
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queue_tokens WHERE concert_id = ? AND status = 'WAITING' AND seq <= ?",
+        )
+        .bind(record.concert_id.as_uuid())
+        .bind(i64_of(seq)?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("position"))?;
+        u64_of(count)
+    }
+
+    async fn admission_snapshot(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AdmissionSnapshot> {
+        // Read-only: actives are counted by their deadline; tidying them is the sweeper's job.
+        // The version is read before the counts (see the trait): each statement below runs in
+        // its own transaction, so each sees what committed before it.
+        let state: Option<AdmissionRow> = sqlx::query_as(
+            "SELECT version, window_started_at, admitted_in_window, rate_per_sec FROM admission_state WHERE concert_id = ?",
+        )
+        .bind(concert.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("admission state"))?;
+        let (active, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(status = 'ACTIVE' AND expires_at > ?), 0) AS SIGNED),
+                    CAST(COALESCE(SUM(status = 'WAITING'), 0) AS SIGNED)
+             FROM queue_tokens WHERE concert_id = ? AND status IN ('ACTIVE', 'WAITING')",
+        )
+        .bind(now)
+        .bind(concert.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("queue counts"))?;
+        let mut snapshot = match state {
+            Some(s) => AdmissionSnapshot {
+                version: u64_of(s.version)?,
+                window_started_at: s.window_started_at,
+                admitted_in_window: u32::try_from(s.admitted_in_window).unwrap_or(0),
+                rate_per_sec: s.rate_per_sec,
+                ..AdmissionSnapshot::default()
+            },
+            None => AdmissionSnapshot::default(),
+        };
+        snapshot.active = u32::try_from(active).unwrap_or(u32::MAX);
+        snapshot.waiting = u64_of(waiting)?;
+        Ok(snapshot)
+    }
+
+    async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
+        let concert = plan.concert_id.as_uuid();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT IGNORE INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec) VALUES (?, 0, 0, 0)",
+        )
+        .bind(concert)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("admission state"))?;
+        let version: i64 =
+            sqlx::query_scalar("SELECT version FROM admission_state WHERE concert_id = ? FOR UPDATE")
+                .bind(concert)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("admission state"))?;
+        if version != i64_of(plan.expected_version)? {
+            return Err(StoreError::Conflict("admission state"));
+        }
+        let head: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT token, seq FROM queue_tokens
+             WHERE concert_id = ? AND status = 'WAITING' AND expires_at > ?
+             ORDER BY seq LIMIT ? FOR UPDATE",
+        )
+        .bind(concert)
+        .bind(plan.now)
+        .bind(i64::from(plan.quota))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("admit"))?;
+        for (token, _) in &head {
+            sqlx::query(
+                "UPDATE queue_tokens SET status = 'ACTIVE', admitted_at = ?, expires_at = ?, version = version + 1
+                 WHERE token = ? AND status = 'WAITING'",
+            )
+            .bind(plan.now)
+            .bind(plan.active_expires_at)
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("admit"))?;
+        }
+        if let Some((_, last)) = head.last() {
+            // Idle tokens the head skipped expire now rather than waiting for the sweeper.
+            sqlx::query(
+                "UPDATE queue_tokens SET status = 'EXPIRED', expired_reason = 'IDLE', version = version + 1
+                 WHERE concert_id = ? AND status = 'WAITING' AND seq < ? AND expires_at <= ?",
+            )
+            .bind(concert)
+            .bind(last)
+            .bind(plan.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("expire idle"))?;
+        }
+        let admitted = u32::try_from(head.len()).unwrap_or(u32::MAX);
+        sqlx::query(
+            "UPDATE admission_state SET version = version + 1, window_started_at = ?, admitted_in_window = ?, rate_per_sec = ?
+             WHERE concert_id = ?",
+        )
+        .bind(plan.window_started_at)
+        .bind(i32_of(plan.admitted_before.saturating_add(admitted))?)
+        .bind(plan.rate_per_sec)
+        .bind(concert)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("admission state"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        let mut records = Vec::with_capacity(head.len());
+        for (token, _) in head {
+            if let Some(record) = self.token_named(&token).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn sweep_queue(
+        &self,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let idle = sqlx::query(
+            "UPDATE queue_tokens SET status = 'EXPIRED', expired_reason = 'IDLE', version = version + 1
+             WHERE status = 'WAITING' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(db("sweep idle"))?;
+        let timed_out = sqlx::query(
+            "UPDATE queue_tokens SET status = 'EXPIRED', expired_reason = 'TIMED_OUT', version = version + 1
+             WHERE status = 'ACTIVE' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(db("sweep active"))?;
+        let forgotten =
+            sqlx::query("DELETE FROM queue_tokens WHERE status = 'EXPIRED' AND expires_at < ? ORDER BY expires_at LIMIT ?")
+                .bind(forget_before)
+                .bind(limit)
+                .execute(&self.pool)
+                .await
+                .map_err(db("forget tokens"))?;
+        let touched = idle.rows_affected() + timed_out.rows_affected() + forgotten.rows_affected();
+        Ok(usize::try_from(touched).unwrap_or(usize::MAX))
+    }
+
+    async fn ping_queue(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
+        Ok(())
+    }
+}
