@@ -537,3 +537,14 @@ pub async fn run<Q: QueueStore, B: BookingStore>(
 pub fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// A proptest configuration with [`cases`] cases whose failing seeds are kept (and replayed
+/// first) in `proptest-regressions/<file>.txt`.
+#[must_use]
+pub fn config(default_cases: u32, file: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(default_cases),
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(file))),
+        ..ProptestConfig::default()
+    }
+}

@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 
 use chrono::Duration;
 use proptest::prelude::*;
-use proptests::cases;
 use proptests::faults::{Fault, Faulty};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings, SeatStatus};
 use ticketing_core::hold::ReservationStatus;
@@ -179,7 +178,7 @@ fn postgres() -> &'static Pg {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
+    #![proptest_config(proptests::config(128, "proptest-regressions/faults.txt"))]
 
     #[test]
     fn retries_with_keys_converge_to_one_effect_on_memory(plan in faults(), crash in crashes()) {
@@ -189,7 +188,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(16)))]
+    #![proptest_config(proptests::config(16, "proptest-regressions/faults.txt"))]
 
     #[test]
     fn retries_with_keys_converge_to_one_effect_on_postgres(plan in faults(), crash in crashes()) {

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use proptests::{cases, commands, run};
+use proptests::{commands, run};
 use ticketing_core::store::memory::MemoryStore;
 use tokio::runtime::Runtime;
 
@@ -43,7 +43,7 @@ shared!(redis_queue: RedisQueue = async {
 });
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+    #![proptest_config(proptests::config(256, "proptest-regressions/model.txt"))]
 
     #[test]
     fn memory_agrees_with_the_model(commands in commands(40)) {
@@ -54,7 +54,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(12)))]
+    #![proptest_config(proptests::config(12, "proptest-regressions/model.txt"))]
 
     #[test]
     fn postgres_agrees_with_the_model(commands in commands(30)) {

@@ -186,6 +186,9 @@ pub fn plan_release(
     if &reservation.user_id != user_id {
         return Err(DomainError::NotOwner);
     }
+    if booked_by(seat, reservation) {
+        return Err(DomainError::AlreadyPaid);
+    }
     match reservation.status_at(now) {
         ReservationStatus::Confirmed => Err(DomainError::AlreadyPaid),
         ReservationStatus::Released | ReservationStatus::Expired => Ok(Release::AlreadyOver),
@@ -197,6 +200,13 @@ pub fn plan_release(
             now,
         })),
     }
+}
+
+/// Whether `seat` is booked by `reservation`. A reservation read just before a concurrent
+/// payment of it committed still says HELD while the seat, read just after, says BOOKED by it:
+/// the truth is "already paid", not "expired" (which the moved fence alone would suggest).
+fn booked_by(seat: &SeatRecord, reservation: &Reservation) -> bool {
+    matches!(&seat.state, SeatState::Booked { reservation: r } if *r == reservation.id)
 }
 
 /// Checks that `reservation` is a live hold of `user_id` on `seat` at `now`, as paying requires.
@@ -212,6 +222,9 @@ pub fn require_live_hold(
 ) -> Result<(), DomainError> {
     if &reservation.user_id != user_id {
         return Err(DomainError::NotOwner);
+    }
+    if booked_by(seat, reservation) {
+        return Err(DomainError::AlreadyPaid);
     }
     match reservation.status_at(now) {
         ReservationStatus::Confirmed => Err(DomainError::AlreadyPaid),
@@ -372,6 +385,17 @@ mod tests {
             other.status = status;
             assert_eq!(require_live_hold(&other, &held, &owner, t(1)), Err(error));
         }
+    }
+
+    #[test]
+    fn a_stale_read_of_a_hold_paid_meanwhile_is_already_paid_not_expired() {
+        let plan = hold(&seat(SeatState::Available, 0), t(0)).expect("available");
+        let r = &plan.reservation;
+        let booked = seat(SeatState::Booked { reservation: r.id }, 2);
+        assert_eq!(require_live_hold(r, &booked, &r.user_id, t(1)), Err(DomainError::AlreadyPaid));
+        assert_eq!(plan_release(r, &booked, &r.user_id, t(1)), Err(DomainError::AlreadyPaid));
+        let booked_by_another = seat(SeatState::Booked { reservation: ReservationId::random() }, 2);
+        assert_eq!(require_live_hold(r, &booked_by_another, &r.user_id, t(1)), Err(DomainError::HoldExpired));
     }
 
     #[test]
