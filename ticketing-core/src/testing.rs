@@ -77,23 +77,25 @@ pub struct FreshDatabase {
 impl Drop for FreshDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop is synchronous and may run inside a runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut admin) = admin().await {
-                    let _ = sqlx::Executor::execute(
-                        &mut admin,
-                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
-                    )
-                    .await;
-                }
-            });
-        })
-        .join();
+        run_to_completion(async move {
+            if let Ok(mut admin) = admin().await {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::Executor::execute(&mut admin, drop.as_str()).await;
+            }
+        });
     }
+}
+
+/// Runs a future to completion from synchronous code that may itself be inside a runtime (a
+/// `Drop`): on a thread of its own, with a runtime of its own.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn run_to_completion(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(work);
+        }
+    })
+    .join();
 }
 
 #[cfg(feature = "postgres")]
@@ -212,21 +214,13 @@ async fn mysql_admin() -> Result<sqlx::MySqlConnection, sqlx::Error> {
 impl Drop for FreshMysql {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut admin) = mysql_admin().await {
-                    let _ = sqlx::Executor::execute(
-                        &mut admin,
-                        format!("DROP DATABASE IF EXISTS `{name}`").as_str(),
-                    )
-                    .await;
-                }
-            });
-        })
-        .join();
+        run_to_completion(async move {
+            if let Ok(mut admin) = mysql_admin().await {
+                let _ =
+                    sqlx::Executor::execute(&mut admin, format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+                        .await;
+            }
+        });
     }
 }
 

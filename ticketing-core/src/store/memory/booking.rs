@@ -32,6 +32,9 @@ struct UserBook {
     ledger: Vec<LedgerEntry>,
     keys: HashMap<IdempotencyKey, IdempotencyRecord>,
     reservations: HashMap<ReservationId, Reservation>,
+    /// Per token, its reservations that were open when last counted: the hold limit counts
+    /// these (pruning the closed ones) instead of every reservation the user ever made.
+    open_by_token: HashMap<crate::ids::QueueToken, Vec<ReservationId>>,
     payments: HashMap<ReservationId, Payment>,
 }
 
@@ -42,8 +45,18 @@ impl UserBook {
             ledger: Vec::new(),
             keys: HashMap::new(),
             reservations: HashMap::new(),
+            open_by_token: HashMap::new(),
             payments: HashMap::new(),
         }
+    }
+
+    /// How many of `token`'s reservations are open at `now`, forgetting the closed ones (a
+    /// reservation never reopens).
+    fn open_holds(&mut self, token: &crate::ids::QueueToken, now: DateTime<Utc>) -> usize {
+        let Some(ids) = self.open_by_token.get_mut(token) else { return 0 };
+        let reservations = &self.reservations;
+        ids.retain(|id| reservations.get(id).is_some_and(|r| r.is_open_at(now)));
+        ids.len()
     }
 
     /// Refuses a key that already has a live record; a record past its lifetime may be replaced.
@@ -228,12 +241,7 @@ impl BookingStore for MemoryStore {
         let mut shard = self.inner.users.lock(user);
         let book = shard.book(user);
         book.check_key_free(idempotency)?;
-        let open = book
-            .reservations
-            .values()
-            .filter(|r| r.token == reservation.token && r.is_open_at(plan.now))
-            .count();
-        if open >= plan.holds_per_token as usize {
+        if book.open_holds(&reservation.token, plan.now) >= plan.holds_per_token as usize {
             return Err(StoreError::HoldLimitReached);
         }
         {
@@ -246,6 +254,7 @@ impl BookingStore for MemoryStore {
             seat.fence = reservation.fence;
         }
         book.reservations.insert(reservation.id, reservation.clone());
+        book.open_by_token.entry(reservation.token.clone()).or_default().push(reservation.id);
         shard.hold_deadlines.insert((reservation.expires_at, reservation.id, user.clone()));
         self.inner.owners.lock(&reservation.id).insert(reservation.id, user.clone());
         shard.store_key(idempotency);
