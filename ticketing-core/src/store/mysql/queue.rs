@@ -195,17 +195,19 @@ impl QueueStore for MyStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db("admit"))?;
-        for (token, _) in &head {
-            sqlx::query(
-                "UPDATE queue_tokens SET status = 'ACTIVE', admitted_at = ?, expires_at = ?, version = version + 1
-                 WHERE token = ? AND status = 'WAITING'",
-            )
-            .bind(plan.now)
-            .bind(plan.active_expires_at)
-            .bind(token)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("admit"))?;
+        if !head.is_empty() {
+            // One statement for the whole batch.
+            let mut admit = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "UPDATE queue_tokens SET status = 'ACTIVE', admitted_at = ",
+            );
+            admit.push_bind(plan.now).push(", expires_at = ").push_bind(plan.active_expires_at);
+            admit.push(", version = version + 1 WHERE status = 'WAITING' AND token IN (");
+            let mut tokens = admit.separated(", ");
+            for (token, _) in &head {
+                tokens.push_bind(token);
+            }
+            admit.push(")");
+            admit.build().execute(&mut *tx).await.map_err(db("admit"))?;
         }
         if let Some((_, last)) = head.last() {
             // Idle tokens the head skipped expire now rather than waiting for the sweeper.
@@ -233,13 +235,20 @@ impl QueueStore for MyStore {
         .await
         .map_err(db("admission state"))?;
         tx.commit().await.map_err(db("commit"))?;
-        let mut records = Vec::with_capacity(head.len());
-        for (token, _) in head {
-            if let Some(record) = self.token_named(&token).await? {
-                records.push(record);
-            }
+        if head.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(records)
+        let mut read = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+            "SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE token IN ("
+        ));
+        let mut tokens = read.separated(", ");
+        for (token, _) in &head {
+            tokens.push_bind(token);
+        }
+        read.push(") ORDER BY seq");
+        let rows: Vec<TokenRow> =
+            read.build_query_as().fetch_all(&self.pool).await.map_err(db("admitted tokens"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn sweep_queue(

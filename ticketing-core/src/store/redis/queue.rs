@@ -95,7 +95,7 @@ return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call(
 ";
 
 /// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
-/// rate.
+/// rate. Returns 'OK' then, per admitted token in order: token, user, issued, version.
 const ADMIT: &str = r"
 local b = KEYS[1]
 local v = redis.call('HGET', b .. 'adm', 'version') or '0'
@@ -103,7 +103,7 @@ if v ~= ARGV[1] then return {'CONFLICT'} end
 local quota = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local admitted = {'OK'}
-while #admitted - 1 < quota do
+while math.floor((#admitted - 1) / 4) < quota do
   local head = redis.call('ZRANGE', b .. 'line', 0, 0)
   if #head == 0 then break end
   local t = head[1]
@@ -118,11 +118,15 @@ while #admitted - 1 < quota do
     redis.call('HINCRBY', k, 'version', 1)
     redis.call('HSET', k, 'status', 'ACTIVE', 'seq', '', 'admitted', ARGV[3], 'expires', ARGV[4])
     index(b, t, 'ACTIVE', 0, ARGV[4])
+    local user, issued, version = unpack(redis.call('HMGET', k, 'user', 'issued', 'version'))
     table.insert(admitted, t)
+    table.insert(admitted, user)
+    table.insert(admitted, issued)
+    table.insert(admitted, version)
   end
 end
 redis.call('HSET', b .. 'adm', 'version', tonumber(v) + 1, 'window', ARGV[5],
-  'admitted', tonumber(ARGV[6]) + #admitted - 1, 'rate', ARGV[7])
+  'admitted', tonumber(ARGV[6]) + math.floor((#admitted - 1) / 4), 'rate', ARGV[7])
 return admitted
 ";
 
@@ -457,15 +461,22 @@ impl QueueStore for RedisQueueStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("admit"))?;
-        let tokens = answer(values, "admission state")?;
-        let mut admitted = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            let token = QueueToken::parse(&token).map_err(|_| corrupt("admitted token"))?;
-            if let Some(record) = self.read(plan.concert_id, &token).await? {
-                admitted.push(record);
-            }
-        }
-        Ok(admitted)
+        let fields = answer(values, "admission state")?;
+        // The script answers each admitted token's fields, so nothing is read back.
+        fields
+            .chunks(4)
+            .map(|f| {
+                let [token, user, issued, version] = f else { return Err(corrupt("admitted token")) };
+                Ok(TokenRecord {
+                    token: QueueToken::parse(token).map_err(|_| corrupt("admitted token"))?,
+                    user_id: UserId::parse(user).map_err(|_| corrupt("user"))?,
+                    concert_id: plan.concert_id,
+                    issued_at: at_ms(issued)?,
+                    version: version.parse().map_err(|_| corrupt("version"))?,
+                    state: TokenState::Active { admitted_at: plan.now, expires_at: plan.active_expires_at },
+                })
+            })
+            .collect()
     }
 
     async fn sweep_queue(
