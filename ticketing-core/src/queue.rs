@@ -135,6 +135,22 @@ pub struct NewToken {
     pub expires_at: DateTime<Utc>,
 }
 
+impl NewToken {
+    /// The record a store keeps for this token once it has its place `seq` in line: version 1,
+    /// WAITING until its idle deadline.
+    #[must_use]
+    pub fn waiting(self, seq: u64) -> TokenRecord {
+        TokenRecord {
+            token: self.token,
+            user_id: self.user_id,
+            concert_id: self.concert_id,
+            issued_at: self.issued_at,
+            version: 1,
+            state: TokenState::Waiting { seq, expires_at: self.expires_at },
+        }
+    }
+}
+
 /// What asking for a token should do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IssueDecision {

@@ -17,7 +17,7 @@ use crate::ids::{
     ScheduleId, SeatId, UserId,
 };
 use crate::payment::{LedgerEntry, Payment, Wallet};
-use crate::queue::{TokenRecord, TokenState};
+use crate::queue::{AdmissionSnapshot, TokenRecord, TokenState};
 use crate::store::StoreResult;
 
 /// The SCREAMING_SNAKE_CASE name of a unit enum variant, as stored.
@@ -377,4 +377,34 @@ fn queue_settings(
         waiting_idle_secs: u64::try_from(waiting_idle_secs).map_err(corrupt)?,
         active_ttl_secs: u64::try_from(active_ttl_secs).map_err(corrupt)?,
     })
+}
+
+/// A concert's stored admission state.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AdmissionRow {
+    version: i64,
+    window_started_at: Option<DateTime<Utc>>,
+    admitted_in_window: i32,
+    rate_per_sec: f64,
+}
+
+/// A snapshot from the stored admission state (none before the first tick) and the counts.
+pub(crate) fn admission_snapshot(
+    state: Option<AdmissionRow>,
+    active: i64,
+    waiting: i64,
+) -> StoreResult<AdmissionSnapshot> {
+    let mut snapshot = match state {
+        Some(s) => AdmissionSnapshot {
+            version: u64_of(s.version)?,
+            window_started_at: s.window_started_at,
+            admitted_in_window: u32::try_from(s.admitted_in_window).unwrap_or(0),
+            rate_per_sec: s.rate_per_sec,
+            ..AdmissionSnapshot::default()
+        },
+        None => AdmissionSnapshot::default(),
+    };
+    snapshot.active = u32::try_from(active).unwrap_or(u32::MAX);
+    snapshot.waiting = u64_of(waiting)?;
+    Ok(snapshot)
 }

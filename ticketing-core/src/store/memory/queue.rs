@@ -183,14 +183,7 @@ impl QueueStore for MemoryStore {
             _ => return Err(StoreError::Conflict("queue token of user")),
         }
         queue.last_seq += 1;
-        let record = TokenRecord {
-            token: new.token,
-            user_id: new.user_id,
-            concert_id: new.concert_id,
-            issued_at: new.issued_at,
-            version: 1,
-            state: TokenState::Waiting { seq: queue.last_seq, expires_at: new.expires_at },
-        };
+        let record = new.waiting(queue.last_seq);
         queue.by_user.insert(record.user_id.clone(), record.token.clone());
         queue.put(record.clone());
         self.inner.token_index.lock(&record.token).insert(record.token.clone(), record.concert_id);

@@ -8,16 +8,10 @@ use super::{MyStore, db, one_row};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
-use crate::store::sql_rows::{TokenColumns, TokenRow, i32_of, i64_of, u64_of};
+use crate::store::sql_rows::{
+    AdmissionRow, TokenColumns, TokenRow, admission_snapshot, i32_of, i64_of, u64_of,
+};
 use crate::store::{QueueStore, StoreResult};
-
-#[derive(Debug, sqlx::FromRow)]
-struct AdmissionRow {
-    version: i64,
-    window_started_at: Option<DateTime<Utc>>,
-    admitted_in_window: i32,
-    rate_per_sec: f64,
-}
 
 const TOKEN_COLUMNS: &str =
     "token, user_id, concert_id, issued_at, version, status, seq, admitted_at, expires_at, expired_reason";
@@ -76,14 +70,7 @@ impl QueueStore for MyStore {
         .map_err(db("queue token of user"))?;
         let seq = inserted.last_insert_id();
         tx.commit().await.map_err(db("commit"))?;
-        Ok(TokenRecord {
-            token: new.token,
-            user_id: new.user_id,
-            concert_id: new.concert_id,
-            issued_at: new.issued_at,
-            version: 1,
-            state: crate::queue::TokenState::Waiting { seq, expires_at: new.expires_at },
-        })
+        Ok(new.waiting(seq))
     }
 
     async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
@@ -150,19 +137,7 @@ impl QueueStore for MyStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db("queue counts"))?;
-        let mut snapshot = match state {
-            Some(s) => AdmissionSnapshot {
-                version: u64_of(s.version)?,
-                window_started_at: s.window_started_at,
-                admitted_in_window: u32::try_from(s.admitted_in_window).unwrap_or(0),
-                rate_per_sec: s.rate_per_sec,
-                ..AdmissionSnapshot::default()
-            },
-            None => AdmissionSnapshot::default(),
-        };
-        snapshot.active = u32::try_from(active).unwrap_or(u32::MAX);
-        snapshot.waiting = u64_of(waiting)?;
-        Ok(snapshot)
+        admission_snapshot(state, active, waiting)
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {

@@ -12,7 +12,7 @@ use super::{PgStore, db, one_row};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
-use crate::store::sql_rows::{TokenColumns, TokenRow, i64_of, u64_of};
+use crate::store::sql_rows::{AdmissionRow, TokenColumns, TokenRow, admission_snapshot, i64_of, u64_of};
 use crate::store::{QueueStore, StoreResult};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -20,14 +20,6 @@ struct AdmittedRow {
     #[sqlx(flatten)]
     token: TokenRow,
     line_seq: i64,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct AdmissionRow {
-    version: i64,
-    window_started_at: Option<DateTime<Utc>>,
-    admitted_in_window: i32,
-    rate_per_sec: f64,
 }
 
 impl QueueStore for PgStore {
@@ -149,19 +141,7 @@ impl QueueStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db("queue counts"))?;
-        let mut snapshot = match state {
-            Some(s) => AdmissionSnapshot {
-                version: u64_of(s.version)?,
-                window_started_at: s.window_started_at,
-                admitted_in_window: u32::try_from(s.admitted_in_window).unwrap_or(0),
-                rate_per_sec: s.rate_per_sec,
-                ..AdmissionSnapshot::default()
-            },
-            None => AdmissionSnapshot::default(),
-        };
-        snapshot.active = u32::try_from(active).unwrap_or(u32::MAX);
-        snapshot.waiting = u64_of(waiting)?;
-        Ok(snapshot)
+        admission_snapshot(state, active, waiting)
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {

@@ -374,14 +374,7 @@ impl QueueStore for RedisQueueStore {
                 .await
                 .map_err(backend("token index"))?;
         }
-        Ok(TokenRecord {
-            token: new.token,
-            user_id: new.user_id,
-            concert_id: new.concert_id,
-            issued_at: new.issued_at,
-            version: 1,
-            state: TokenState::Waiting { seq, expires_at: new.expires_at },
-        })
+        Ok(new.waiting(seq))
     }
 
     async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
