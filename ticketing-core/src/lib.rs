@@ -107,4 +107,4 @@ pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, Error, StoreError};
-pub use service::{Config, SeatView, SweepReport, Ticketing, TokenView};
+pub use service::{Account, Config, ScheduleSales, SeatSale, SeatView, SweepReport, Ticketing, TokenView};

@@ -7,7 +7,9 @@ use std::future::Future;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::catalog::{self, Concert, NewConcert, ScheduleAvailability, SeatRecord, SeatStatus, secs};
+use crate::catalog::{
+    self, Concert, NewConcert, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus, secs,
+};
 use crate::clock::{Clock, truncate_to_millis};
 use crate::error::{DomainError, Error, StoreError};
 use crate::hold::{self, Holder, Release, Reservation};
@@ -19,7 +21,7 @@ use crate::ids::{
 use crate::limits::{
     CAS_RETRIES, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SWEEP_BATCH, TOKEN_RETENTION_SECS,
 };
-use crate::payment::{self, PaymentIds, PaymentReceipt, Wallet};
+use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
 use crate::queue::{self, ExpiryReason, IssueDecision, TokenRecord, TokenState, TokenStatus};
 use crate::store::{BookingStore, QueueStore};
 
@@ -68,6 +70,37 @@ pub struct SeatView {
     pub record: SeatRecord,
     /// Its status now.
     pub status: SeatStatus,
+}
+
+/// One seat in a [`Ticketing::sales`] report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeatSale {
+    /// The seat and its stored state.
+    pub record: SeatRecord,
+    /// Its status now.
+    pub status: SeatStatus,
+    /// For a booked seat, the confirmed reservation.
+    pub reservation: Option<Reservation>,
+    /// For a booked seat, its payment (`None` here would be a broken store: the audit says so).
+    pub payment: Option<Payment>,
+}
+
+/// One schedule in a [`Ticketing::sales`] report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSales {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Its seats by number.
+    pub seats: Vec<SeatSale>,
+}
+
+/// A user's wallet with its ledger, for [`Ticketing::account`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The balance and its version.
+    pub wallet: Wallet,
+    /// Every charge and payment, oldest first.
+    pub ledger: Vec<LedgerEntry>,
 }
 
 /// What one sweep tidied.
@@ -635,6 +668,45 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let record = self.authenticate(token).await?;
         queue::require_valid(&record, now)?;
         Ok(self.booking.wallet(&record.user_id).await?)
+    }
+
+    /// What a concert sold, for operators and audits (no token: callers are trusted, as the
+    /// admin routes are): every seat of every schedule with its status now and, for each booked
+    /// seat, its reservation and payment, read from the store as it is.
+    ///
+    /// Reads one seat list per schedule and two records per booked seat; not for hot paths.
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    pub async fn sales(&self, concert_id: ConcertId) -> Result<Vec<ScheduleSales>, Error> {
+        let now = self.now();
+        self.concert(concert_id).await?;
+        let mut report = Vec::new();
+        for availability in self.booking.schedules(concert_id, now).await? {
+            let mut seats = Vec::new();
+            for record in self.booking.seats(availability.schedule.id).await? {
+                let (reservation, payment) = match &record.state {
+                    SeatState::Booked { reservation } => (
+                        self.booking.reservation(*reservation).await?,
+                        self.booking.payment_of(*reservation).await?,
+                    ),
+                    SeatState::Available | SeatState::Held { .. } => (None, None),
+                };
+                seats.push(SeatSale { status: record.status_at(now), record, reservation, payment });
+            }
+            report.push(ScheduleSales { schedule: availability.schedule, seats });
+        }
+        Ok(report)
+    }
+
+    /// A user's balance and ledger, for operators and audits (no token: callers are trusted).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn account(&self, user: &UserId) -> Result<Account, Error> {
+        let wallet = self.booking.wallet(user).await?;
+        let ledger = self.booking.ledger(user).await?;
+        Ok(Account { wallet, ledger })
     }
 
     /// Tidies: frees lapsed holds' seats early, expires idle and timed-out tokens, forgets old

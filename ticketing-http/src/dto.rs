@@ -4,14 +4,25 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability};
 use ticketing_core::hold::Reservation;
+use ticketing_core::payment::LedgerEntry;
 use ticketing_core::payment::{PaymentReceipt, Wallet};
-use ticketing_core::{SeatView, TokenView};
+use ticketing_core::queue::TokenState;
+use ticketing_core::{Account, ScheduleSales, SeatSale, SeatView, TokenView};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Times are written as RFC 3339 in UTC with millisecond precision (`2026-11-21T06:00:00.000Z`).
 fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// [`rfc3339`] for an optional time (`null` when absent).
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands over `&Option<_>`
+fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// `POST /api/v1/queue/tokens`.
@@ -41,6 +52,12 @@ pub struct TokenBody {
     pub position: Option<u64>,
     /// Estimated seconds until admission, while waiting.
     pub eta_seconds: Option<u64>,
+    /// The token's number in its concert's line, while waiting: fixed for the life of the
+    /// wait, smaller is earlier; admission follows it. (`position` is how many are ahead now.)
+    pub line_number: Option<u64>,
+    /// When the token was admitted, while active.
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub admitted_at: Option<DateTime<Utc>>,
     /// When the token stops being valid unless polled (waiting) or at all (active).
     #[serde(serialize_with = "rfc3339")]
     pub expires_at: DateTime<Utc>,
@@ -55,6 +72,11 @@ impl From<&TokenView> for TokenBody {
             status: screaming(&view.status),
             position: view.position,
             eta_seconds: view.eta_secs,
+            line_number: view.record.seq(),
+            admitted_at: match view.record.state {
+                TokenState::Active { admitted_at, .. } => Some(admitted_at),
+                TokenState::Waiting { .. } | TokenState::Expired { .. } => None,
+            },
             expires_at: view.expires_at(),
         }
     }
@@ -349,6 +371,135 @@ impl From<&ConcertPlan> for CreatedConcertBody {
                 waiting_idle_secs: q.waiting_idle_secs,
                 active_ttl_secs: q.active_ttl_secs,
             },
+        }
+    }
+}
+
+/// `GET /api/v1/admin/concerts/{concertId}/sales`: what a concert sold, seat by seat.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesBody {
+    /// The concert.
+    pub concert_id: Uuid,
+    /// Its schedules by start time.
+    pub schedules: Vec<ScheduleSalesBody>,
+}
+
+/// One schedule of a [`SalesBody`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSalesBody {
+    /// Its id.
+    pub schedule_id: Uuid,
+    /// Its seats by number.
+    pub seats: Vec<SeatSaleBody>,
+}
+
+/// One seat of a [`SalesBody`]; the sale fields are set for `BOOKED` seats only.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatSaleBody {
+    /// Its id.
+    pub seat_id: Uuid,
+    /// Its number within the schedule.
+    pub number: u32,
+    /// `AVAILABLE`, `HELD` or `BOOKED`.
+    pub status: String,
+    /// The confirmed reservation.
+    pub reservation_id: Option<Uuid>,
+    /// The buyer, as the reservation records it.
+    pub user_id: Option<String>,
+    /// The payment that booked it.
+    pub payment_id: Option<Uuid>,
+    /// The buyer, as the payment records it.
+    pub paid_by: Option<String>,
+    /// Points paid.
+    pub amount: Option<i64>,
+    /// When it was paid.
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl SalesBody {
+    /// The body for `concert_id`'s report.
+    #[must_use]
+    pub fn new(concert_id: Uuid, report: &[ScheduleSales]) -> Self {
+        Self {
+            concert_id,
+            schedules: report
+                .iter()
+                .map(|s| ScheduleSalesBody {
+                    schedule_id: s.schedule.id.as_uuid(),
+                    seats: s.seats.iter().map(SeatSaleBody::from).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&SeatSale> for SeatSaleBody {
+    fn from(sale: &SeatSale) -> Self {
+        Self {
+            seat_id: sale.record.seat.id.as_uuid(),
+            number: sale.record.seat.number,
+            status: screaming(&sale.status),
+            reservation_id: sale.reservation.as_ref().map(|r| r.id.as_uuid()),
+            user_id: sale.reservation.as_ref().map(|r| r.user_id.to_string()),
+            payment_id: sale.payment.as_ref().map(|p| p.id.as_uuid()),
+            paid_by: sale.payment.as_ref().map(|p| p.user_id.to_string()),
+            amount: sale.payment.as_ref().map(|p| p.amount.get()),
+            paid_at: sale.payment.as_ref().map(|p| p.at),
+        }
+    }
+}
+
+/// `GET /api/v1/admin/users/{userId}/account`: a balance with its ledger.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountBody {
+    /// Whose.
+    pub user_id: String,
+    /// Points now.
+    pub balance: i64,
+    /// Every charge and payment, oldest first.
+    pub ledger: Vec<LedgerEntryBody>,
+}
+
+/// One ledger entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntryBody {
+    /// `CHARGE` or `PAYMENT`.
+    pub kind: String,
+    /// Points (always positive; `kind` gives the sign).
+    pub amount: i64,
+    /// The balance after it.
+    pub balance_after: i64,
+    /// The payment, for a `PAYMENT` entry.
+    pub payment_id: Option<Uuid>,
+    /// When.
+    #[serde(serialize_with = "rfc3339")]
+    pub at: DateTime<Utc>,
+}
+
+impl From<&Account> for AccountBody {
+    fn from(account: &Account) -> Self {
+        Self {
+            user_id: account.wallet.user_id.to_string(),
+            balance: account.wallet.balance.get(),
+            ledger: account.ledger.iter().map(LedgerEntryBody::from).collect(),
+        }
+    }
+}
+
+impl From<&LedgerEntry> for LedgerEntryBody {
+    fn from(entry: &LedgerEntry) -> Self {
+        Self {
+            kind: screaming(&entry.kind),
+            amount: entry.amount.get(),
+            balance_after: entry.balance_after.get(),
+            payment_id: entry.payment_id.map(|id| id.as_uuid()),
+            at: entry.at,
         }
     }
 }

@@ -125,7 +125,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
-        routes::create_concert, routes::healthz, routes::readyz, routes::metrics,
+        routes::create_concert, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerScheme),
@@ -171,6 +171,8 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         api.merge(
             Router::new()
                 .route("/api/v1/admin/concerts", post(routes::create_concert::<Q, B, C>))
+                .route("/api/v1/admin/concerts/{concert_id}/sales", get(routes::sales::<Q, B, C>))
+                .route("/api/v1/admin/users/{user_id}/account", get(routes::account::<Q, B, C>))
                 .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin::<Q, B, C>)),
         )
     } else {

@@ -10,15 +10,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use ticketing_core::catalog::{NewConcert, NewSchedule};
-use ticketing_core::ids::{ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId};
+use ticketing_core::ids::{
+    ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId, UserId,
+};
 use ticketing_core::queue::{self, TokenStatus};
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Clock, DomainError, TokenView};
 
 use crate::AppState;
 use crate::dto::{
-    BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
-    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, ScheduleBody, SeatBody, TokenBody,
+    AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
+    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, SalesBody, ScheduleBody, SeatBody,
+    TokenBody,
 };
 use crate::error::{ApiError, Problem};
 
@@ -308,6 +311,36 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
     };
     let plan = state.service.create_concert(&new).await?;
     Ok((StatusCode::CREATED, Json(CreatedConcertBody::from(&plan))))
+}
+
+/// What a concert sold, seat by seat: each seat's status and, for booked seats, the reservation
+/// and payment behind it. For operators and load-test audits. Needs `X-Admin-Key`.
+#[utoipa::path(get, path = "/api/v1/admin/concerts/{concertId}/sales", tag = "admin",
+    params(("concertId" = String, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = SalesBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn sales<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+) -> Result<Json<SalesBody>, ApiError> {
+    let concert_id = path_id(&concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let report = state.service.sales(concert_id).await?;
+    Ok(Json(SalesBody::new(concert_id.as_uuid(), &report)))
+}
+
+/// A user's balance with its ledger (a user never charged has balance 0 and no entries). For
+/// operators and load-test audits. Needs `X-Admin-Key`.
+#[utoipa::path(get, path = "/api/v1/admin/users/{userId}/account", tag = "admin",
+    params(("userId" = String, Path, description = "the user"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = AccountBody), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn account<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(user_id): Path<String>,
+) -> Result<Json<AccountBody>, ApiError> {
+    let user = UserId::parse(&user_id).map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+    let account = state.service.account(&user).await?;
+    Ok(Json(AccountBody::from(&account)))
 }
 
 /// Liveness: the process answers.

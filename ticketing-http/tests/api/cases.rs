@@ -533,6 +533,87 @@ pub async fn admin_routes_need_the_key_and_are_off_without_one<
     task.abort();
 }
 
+pub async fn admin_reports_list_sales_and_accounts<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let alice = server.ask("alice").await;
+    let bob = server.ask("bob").await;
+    let (alice_line, bob_line) = (alice.body["lineNumber"].as_u64(), bob.body["lineNumber"].as_u64());
+    assert!(alice_line.is_some() && alice_line < bob_line, "line numbers follow arrival: {alice:?} {bob:?}");
+    assert!(alice.body["admittedAt"].is_null());
+    let alice = alice.body["token"].as_str().unwrap().to_owned();
+    let bob = bob.body["token"].as_str().unwrap().to_owned();
+    server.tick().await;
+    let active = server.get("/api/v1/queue/tokens/current", Some(&alice)).await;
+    assert!(active.body["lineNumber"].is_null());
+    let admitted_at = active.body["admittedAt"].as_str().unwrap().to_owned();
+    assert!(admitted_at.ends_with('Z'), "{active:?}");
+
+    let seats = server.seats(&alice).await;
+    let (sold, held) = (seats[4]["seatId"].as_str().unwrap(), seats[5]["seatId"].as_str().unwrap());
+    let reservation = server.hold(&alice, sold).await.body["reservationId"].as_str().unwrap().to_owned();
+    assert_eq!(server.hold(&bob, held).await.status, 201);
+    assert_eq!(server.charge(&alice, 60_000).await.status, 200);
+    let paid = server.pay(&alice, &reservation).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+
+    let path = format!("/api/v1/admin/concerts/{}/sales", server.demo);
+    server.get(&path, None).await.assert_problem(401, "admin_key_required");
+    let sales = server.call(Method::GET, &path, None, &admin, None).await;
+    assert_eq!(sales.status, 200, "{sales:?}");
+    assert_eq!(sales.body["concertId"], server.demo.to_string());
+    let schedules = sales.body["schedules"].as_array().unwrap();
+    assert_eq!(schedules.len(), 3);
+    let first = schedules[0]["seats"].as_array().unwrap();
+    assert_eq!(first.len(), 50);
+    let booked = &first[4];
+    assert_eq!((booked["seatId"].as_str(), booked["status"].as_str()), (Some(sold), Some("BOOKED")));
+    assert_eq!(booked["reservationId"], reservation.as_str());
+    assert_eq!(booked["paymentId"], paid.body["paymentId"]);
+    assert_eq!((booked["userId"].as_str(), booked["paidBy"].as_str()), (Some("alice"), Some("alice")));
+    assert_eq!(booked["amount"], 50_000);
+    assert!(booked["paidAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!((first[5]["status"].as_str(), first[5]["paymentId"].is_null()), (Some("HELD"), true));
+    assert_eq!((first[0]["status"].as_str(), first[0]["reservationId"].is_null()), (Some("AVAILABLE"), true));
+    let booked_anywhere = schedules
+        .iter()
+        .flat_map(|s| s["seats"].as_array().unwrap())
+        .filter(|seat| seat["status"] == "BOOKED")
+        .count();
+    assert_eq!(booked_anywhere, 1);
+    let unknown = format!("/api/v1/admin/concerts/{}/sales", uuid::Uuid::new_v4());
+    server.call(Method::GET, &unknown, None, &admin, None).await.assert_problem(404, "concert_not_found");
+
+    let account = server.call(Method::GET, "/api/v1/admin/users/alice/account", None, &admin, None).await;
+    assert_eq!(
+        (account.status.as_u16(), account.body["balance"].as_i64()),
+        (200, Some(10_000)),
+        "{account:?}"
+    );
+    let ledger = account.body["ledger"].as_array().unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!((ledger[0]["kind"].as_str(), ledger[0]["amount"].as_i64()), (Some("CHARGE"), Some(60_000)));
+    assert_eq!(
+        (ledger[1]["kind"].as_str(), ledger[1]["balanceAfter"].as_i64()),
+        (Some("PAYMENT"), Some(10_000))
+    );
+    assert_eq!(ledger[1]["paymentId"], paid.body["paymentId"]);
+    let nobody = server.call(Method::GET, "/api/v1/admin/users/nobody/account", None, &admin, None).await;
+    assert_eq!(
+        (nobody.body["balance"].as_i64(), nobody.body["ledger"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
+    let long = format!("/api/v1/admin/users/{}/account", "x".repeat(300));
+    server.call(Method::GET, &long, None, &admin, None).await.assert_problem(422, "invalid_input");
+    server.get("/api/v1/admin/users/alice/account", None).await.assert_problem(401, "admin_key_required");
+}
+
 pub async fn operations_routes_answer<
     Q: QueueStore,
     B: BookingStore,

@@ -25,6 +25,7 @@ macro_rules! api_suite {
                 header_auth_trusts_the_gateway_header_only,
                 jwt_auth_verifies_signature_and_expiry,
                 admin_routes_need_the_key_and_are_off_without_one,
+                admin_reports_list_sales_and_accounts,
                 operations_routes_answer,
                 client_mistakes_are_never_server_errors,
                 two_hundred_concurrent_holds_of_one_seat_have_one_winner,
