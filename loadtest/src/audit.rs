@@ -1,0 +1,520 @@
+//! The audit after a run: what the clients saw against what the server lists.
+//!
+//! A pure function of three inputs: the clients' records, the server's sales listing of the
+//! run's concert, and the server's account (balance and ledger) of every user that moved money.
+//! Each check counts its violations and keeps a few examples; the verdict is PASS only when
+//! every count is zero.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::api::{Account, LedgerKind, Sales, SeatSale, SeatStatus};
+use crate::record::UserRecord;
+use crate::stats::fifo_inversions;
+
+/// How many examples each check keeps.
+const EXAMPLES: usize = 5;
+
+/// The audit's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    /// `PASS` or `FAIL`.
+    pub verdict: Verdict,
+    /// Seats the server lists.
+    pub seats: usize,
+    /// Seats the server lists as BOOKED.
+    pub booked_seats: usize,
+    /// Payments clients saw answered 201 (distinct payment ids).
+    pub payments_seen: usize,
+    /// Payments whose answer a client never got (they are settled from the server's side).
+    pub payments_unanswered: usize,
+    /// Users whose balance was checked.
+    pub accounts_checked: usize,
+    /// Admissions clients observed with their number in line.
+    pub admissions_observed: usize,
+    /// Seats with more than one distinct payment, across all clients.
+    pub seats_paid_twice: usize,
+    /// 201 payments whose seat the server does not list as BOOKED by that payment.
+    pub payments_without_booked_seat: usize,
+    /// BOOKED seats without exactly one consistent payment (missing payment, other buyer,
+    /// other price).
+    pub booked_seats_without_one_payment: usize,
+    /// BOOKED seats whose payment no client saw nor was waiting for.
+    pub sales_no_client_made: usize,
+    /// Users whose server balance is not what their charges minus payments make, or whose
+    /// ledger does not add up.
+    pub balance_mismatches: usize,
+    /// Pairs admitted out of line order (a later number admitted at an earlier tick).
+    pub fifo_inversions: u64,
+    /// Responses that broke the API contract (wrong status or body), counted by the clients.
+    pub contract_violations: u64,
+    /// A few examples per failed check.
+    pub examples: BTreeMap<String, Vec<String>>,
+}
+
+/// PASS or FAIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Every check found nothing.
+    Pass,
+    /// At least one check found something.
+    Fail,
+}
+
+/// Everything the audit reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// What the clients saw.
+    pub clients: &'a [UserRecord],
+    /// What the server lists for the run's concert.
+    pub sales: &'a Sales,
+    /// The server's account of each user in [`users_to_check`].
+    pub accounts: &'a HashMap<String, Account>,
+    /// The price of every seat of the run.
+    pub price: i64,
+    /// Contract violations the clients counted.
+    pub contract_violations: u64,
+}
+
+/// The users whose accounts the audit needs: everyone who charged, paid or was left waiting for
+/// a money answer, and every buyer the server lists.
+#[must_use]
+pub fn users_to_check(clients: &[UserRecord], sales: &Sales) -> Vec<String> {
+    let mut users: HashSet<String> = clients
+        .iter()
+        .filter(|c| c.charged != 0 || !c.payments.is_empty() || !c.is_determinate())
+        .map(|c| c.user_id.clone())
+        .collect();
+    users.extend(all_seats(sales).filter_map(|s| s.paid_by.clone()));
+    users.extend(all_seats(sales).filter_map(|s| s.user_id.clone()));
+    let mut users: Vec<String> = users.into_iter().collect();
+    users.sort();
+    users
+}
+
+fn all_seats(sales: &Sales) -> impl Iterator<Item = &SeatSale> {
+    sales.schedules.iter().flat_map(|s| s.seats.iter())
+}
+
+/// Runs every check.
+#[must_use]
+pub fn audit(evidence: Evidence<'_>) -> Audit {
+    let Evidence { clients, sales, accounts, price, contract_violations } = evidence;
+    let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut note = |check: &str, example: String| {
+        let list = examples.entry(check.to_owned()).or_default();
+        if list.len() < EXAMPLES {
+            list.push(example);
+        }
+    };
+    let seats: HashMap<Uuid, &SeatSale> = all_seats(sales).map(|s| (s.seat_id, s)).collect();
+
+    // 1. No seat paid twice, across all clients.
+    let mut payments_by_seat: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    let mut seen_payment_ids: HashSet<Uuid> = HashSet::new();
+    for payment in clients.iter().flat_map(|c| &c.payments) {
+        payments_by_seat.entry(payment.seat_id).or_default().insert(payment.payment_id);
+        seen_payment_ids.insert(payment.payment_id);
+    }
+    let mut seats_paid_twice = 0;
+    for (seat, payments) in &payments_by_seat {
+        if payments.len() > 1 {
+            seats_paid_twice += 1;
+            note("seatsPaidTwice", format!("seat {seat}: payments {payments:?}"));
+        }
+    }
+
+    // 2. Every 201 payment matches a seat BOOKED by that payment.
+    let mut payments_without_booked_seat = 0;
+    for (client, payment) in clients.iter().flat_map(|c| c.payments.iter().map(move |p| (c, p))) {
+        let booked_by_it = seats.get(&payment.seat_id).is_some_and(|seat| {
+            seat.status == SeatStatus::Booked
+                && seat.payment_id == Some(payment.payment_id)
+                && seat.reservation_id == Some(payment.reservation_id)
+                && seat.paid_by.as_deref() == Some(client.user_id.as_str())
+                && seat.amount == Some(payment.amount)
+        });
+        if !booked_by_it {
+            payments_without_booked_seat += 1;
+            let listed = seats.get(&payment.seat_id).map(|s| format!("{s:?}"));
+            note(
+                "paymentsWithoutBookedSeat",
+                format!(
+                    "{} paid {} for seat {}; server lists {listed:?}",
+                    client.user_id, payment.payment_id, payment.seat_id
+                ),
+            );
+        }
+    }
+
+    // 3. Every BOOKED seat has exactly one consistent payment, and some client made it.
+    let unanswered: HashSet<Uuid> = clients.iter().flat_map(|c| c.payments_unknown.iter().copied()).collect();
+    let mut booked_seats = 0;
+    let mut booked_seats_without_one_payment = 0;
+    let mut sales_no_client_made = 0;
+    for seat in all_seats(sales).filter(|s| s.status == SeatStatus::Booked) {
+        booked_seats += 1;
+        let consistent = seat.payment_id.is_some()
+            && seat.reservation_id.is_some()
+            && seat.user_id.is_some()
+            && seat.user_id == seat.paid_by
+            && seat.amount == Some(price);
+        if !consistent {
+            booked_seats_without_one_payment += 1;
+            note("bookedSeatsWithoutOnePayment", format!("{seat:?}"));
+            continue;
+        }
+        let seen = seat.payment_id.is_some_and(|id| seen_payment_ids.contains(&id));
+        let awaited = seat.reservation_id.is_some_and(|id| unanswered.contains(&id));
+        if !seen && !awaited {
+            sales_no_client_made += 1;
+            note("salesNoClientMade", format!("{seat:?}"));
+        }
+    }
+    for seat in all_seats(sales).filter(|s| s.status != SeatStatus::Booked) {
+        if seat.payment_id.is_some() {
+            booked_seats_without_one_payment += 1;
+            note("bookedSeatsWithoutOnePayment", format!("paid but not booked: {seat:?}"));
+        }
+    }
+
+    // 4. Balances: the ledger adds up to the balance, and (for users whose every money request
+    //    was answered) equals what the client charged minus what it paid, payment by payment.
+    let by_user: HashMap<&str, &UserRecord> = clients.iter().map(|c| (c.user_id.as_str(), c)).collect();
+    let mut balance_mismatches = 0;
+    let users = users_to_check(clients, sales);
+    for user in &users {
+        let Some(account) = accounts.get(user) else {
+            balance_mismatches += 1;
+            note("balanceMismatches", format!("{user}: no account from the server"));
+            continue;
+        };
+        if let Err(why) = ledger_adds_up(account) {
+            balance_mismatches += 1;
+            note("balanceMismatches", format!("{user}: {why}"));
+            continue;
+        }
+        let Some(client) = by_user.get(user.as_str()) else {
+            continue; // a buyer only the server knows: counted as a sale no client made
+        };
+        let ledger_payments: HashSet<Uuid> = account.ledger.iter().filter_map(|e| e.payment_id).collect();
+        let missing: Vec<Uuid> =
+            client.payments.iter().map(|p| p.payment_id).filter(|id| !ledger_payments.contains(id)).collect();
+        if !missing.is_empty() {
+            balance_mismatches += 1;
+            note("balanceMismatches", format!("{user}: payments {missing:?} missing from the ledger"));
+            continue;
+        }
+        let expected = client.charged - client.paid();
+        if client.is_determinate() && account.balance != expected {
+            balance_mismatches += 1;
+            note(
+                "balanceMismatches",
+                format!(
+                    "{user}: server balance {} but charged {} - paid {} = {expected}",
+                    account.balance,
+                    client.charged,
+                    client.paid()
+                ),
+            );
+        }
+    }
+
+    // 5. FIFO: nobody admitted before someone earlier in line who was also admitted.
+    let admissions: Vec<(u64, i64)> =
+        clients.iter().filter_map(|c| Some((c.line_number?, c.admitted_at?.timestamp_millis()))).collect();
+    let fifo_inversions = fifo_inversions(&admissions);
+    if fifo_inversions > 0 {
+        note("fifoInversions", format!("{fifo_inversions} pairs among {} admissions", admissions.len()));
+    }
+
+    let failed = seats_paid_twice
+        + payments_without_booked_seat
+        + booked_seats_without_one_payment
+        + sales_no_client_made
+        + balance_mismatches
+        > 0
+        || fifo_inversions > 0
+        || contract_violations > 0;
+    Audit {
+        verdict: if failed { Verdict::Fail } else { Verdict::Pass },
+        seats: seats.len(),
+        booked_seats,
+        payments_seen: seen_payment_ids.len(),
+        payments_unanswered: unanswered.len(),
+        accounts_checked: users.len(),
+        admissions_observed: admissions.len(),
+        seats_paid_twice,
+        payments_without_booked_seat,
+        booked_seats_without_one_payment,
+        sales_no_client_made,
+        balance_mismatches,
+        fifo_inversions,
+        contract_violations,
+        examples,
+    }
+}
+
+/// The ledger's entries chain from 0 to the balance.
+fn ledger_adds_up(account: &Account) -> Result<(), String> {
+    let mut running = 0i64;
+    for entry in &account.ledger {
+        if entry.amount <= 0 {
+            return Err(format!("ledger entry with amount {}", entry.amount));
+        }
+        running += match entry.kind {
+            LedgerKind::Charge => entry.amount,
+            LedgerKind::Payment => -entry.amount,
+        };
+        if entry.balance_after != running {
+            return Err(format!(
+                "ledger says {} after an entry, the entries add up to {running}",
+                entry.balance_after
+            ));
+        }
+        if running < 0 {
+            return Err(format!("ledger goes negative ({running})"));
+        }
+    }
+    if running == account.balance {
+        Ok(())
+    } else {
+        Err(format!("balance {} but the ledger adds up to {running}", account.balance))
+    }
+}
+
+impl Audit {
+    /// The lines printed after a run.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let verdict = match self.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        };
+        let mut out = format!(
+            "audit: {verdict}\n  seats {} | booked {} | payments seen {} | unanswered {} | accounts checked {} | admissions observed {}\n  \
+             seats paid twice {} | payments without booked seat {} | booked seats without one payment {} | sales no client made {} | \
+             balance mismatches {} | FIFO inversions {} | contract violations {}\n",
+            self.seats,
+            self.booked_seats,
+            self.payments_seen,
+            self.payments_unanswered,
+            self.accounts_checked,
+            self.admissions_observed,
+            self.seats_paid_twice,
+            self.payments_without_booked_seat,
+            self.booked_seats_without_one_payment,
+            self.sales_no_client_made,
+            self.balance_mismatches,
+            self.fifo_inversions,
+            self.contract_violations,
+        );
+        for (check, list) in &self.examples {
+            for example in list {
+                out.push_str(&format!("  {check}: {example}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::api::{LedgerEntry, ScheduleSales};
+    use crate::record::{Outcome, Role, SeenPayment};
+
+    const PRICE: i64 = 100;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn client(user: &str) -> UserRecord {
+        UserRecord {
+            user_id: user.to_owned(),
+            role: Role::Buyer,
+            host: "h".to_owned(),
+            joined_ms: 0,
+            line_number: None,
+            admitted_at: None,
+            active_seen_ms: None,
+            charged: 0,
+            charges_unknown: 0,
+            payments: Vec::new(),
+            payments_unknown: Vec::new(),
+            hold_attempts: 0,
+            hold_conflicts: 0,
+            outcome: Outcome::InProgress,
+        }
+    }
+
+    /// A buyer who charged `charged`, paid seat `seat` with payment `1000 + seat` for reservation
+    /// `2000 + seat`.
+    fn buyer(user: &str, seat: u128, charged: i64) -> UserRecord {
+        let mut c = client(user);
+        c.charged = charged;
+        c.payments.push(SeenPayment {
+            payment_id: id(1000 + seat),
+            reservation_id: id(2000 + seat),
+            seat_id: id(seat),
+            amount: PRICE,
+        });
+        c.outcome = Outcome::Bought;
+        c
+    }
+
+    fn seat(n: u128, booked_by: Option<&str>) -> SeatSale {
+        SeatSale {
+            seat_id: id(n),
+            number: u32::try_from(n).unwrap_or(0),
+            status: if booked_by.is_some() { SeatStatus::Booked } else { SeatStatus::Available },
+            reservation_id: booked_by.map(|_| id(2000 + n)),
+            user_id: booked_by.map(str::to_owned),
+            payment_id: booked_by.map(|_| id(1000 + n)),
+            paid_by: booked_by.map(str::to_owned),
+            amount: booked_by.map(|_| PRICE),
+            paid_at: booked_by.map(|_| DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    fn sales(seats: Vec<SeatSale>) -> Sales {
+        Sales { concert_id: id(9), schedules: vec![ScheduleSales { schedule_id: id(8), seats }] }
+    }
+
+    fn account(user: &str, charged: i64, payments: &[u128]) -> (String, Account) {
+        let mut ledger = vec![LedgerEntry {
+            kind: LedgerKind::Charge,
+            amount: charged,
+            balance_after: charged,
+            payment_id: None,
+        }];
+        let mut balance = charged;
+        for seat in payments {
+            balance -= PRICE;
+            ledger.push(LedgerEntry {
+                kind: LedgerKind::Payment,
+                amount: PRICE,
+                balance_after: balance,
+                payment_id: Some(id(1000 + seat)),
+            });
+        }
+        (user.to_owned(), Account { user_id: user.to_owned(), balance, ledger })
+    }
+
+    fn run(clients: &[UserRecord], sales: &Sales, accounts: &HashMap<String, Account>) -> Audit {
+        audit(Evidence { clients, sales, accounts, price: PRICE, contract_violations: 0 })
+    }
+
+    #[test]
+    fn a_clean_sale_passes() {
+        let clients = vec![buyer("a", 1, 150), buyer("b", 2, 100), client("c")];
+        let sales = sales(vec![seat(1, Some("a")), seat(2, Some("b")), seat(3, None)]);
+        let accounts = HashMap::from([account("a", 150, &[1]), account("b", 100, &[2])]);
+        let audit = run(&clients, &sales, &accounts);
+        assert_eq!(audit.verdict, Verdict::Pass, "{}", audit.render());
+        assert_eq!(
+            (audit.seats, audit.booked_seats, audit.payments_seen, audit.accounts_checked),
+            (3, 2, 2, 2)
+        );
+    }
+
+    #[test]
+    fn two_payments_for_one_seat_fail() {
+        let mut b = buyer("b", 1, 100);
+        b.payments[0].payment_id = id(77);
+        let clients = vec![buyer("a", 1, 100), b];
+        let sales = sales(vec![seat(1, Some("a"))]);
+        let accounts = HashMap::from([account("a", 100, &[1]), {
+            let (user, mut acc) = account("b", 100, &[1]);
+            acc.ledger[1].payment_id = Some(id(77));
+            (user, acc)
+        }]);
+        let audit = run(&clients, &sales, &accounts);
+        assert_eq!(
+            (audit.verdict, audit.seats_paid_twice, audit.payments_without_booked_seat),
+            (Verdict::Fail, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_booked_seat_nobody_paid_for_fails_unless_an_answer_was_lost() {
+        let sales = sales(vec![seat(1, Some("a"))]);
+        let accounts = HashMap::from([account("a", 100, &[1])]);
+        let mut a = client("a");
+        a.charged = 100;
+        let audit = run(&[a.clone()], &sales, &accounts);
+        assert_eq!((audit.verdict, audit.sales_no_client_made), (Verdict::Fail, 1), "{}", audit.render());
+        a.payments_unknown.push(id(2001));
+        let audit = run(&[a], &sales, &accounts);
+        assert_eq!((audit.verdict, audit.payments_unanswered), (Verdict::Pass, 1), "{}", audit.render());
+    }
+
+    #[test]
+    fn a_booked_seat_without_its_payment_fails() {
+        let mut broken = seat(1, Some("a"));
+        broken.payment_id = None;
+        let audit =
+            run(&[buyer("a", 1, 100)], &sales(vec![broken]), &HashMap::from([account("a", 100, &[1])]));
+        assert_eq!(audit.booked_seats_without_one_payment, 1);
+        assert_eq!(audit.payments_without_booked_seat, 1);
+        assert_eq!(audit.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_balance_off_by_one_point_fails() {
+        let (user, mut acc) = account("a", 150, &[1]);
+        acc.balance += 1;
+        let audit =
+            run(&[buyer("a", 1, 150)], &sales(vec![seat(1, Some("a"))]), &HashMap::from([(user, acc)]));
+        assert_eq!((audit.verdict, audit.balance_mismatches), (Verdict::Fail, 1));
+        // The ledger adds up but the client charged less than the server kept.
+        let audit = run(
+            &[buyer("a", 1, 120)],
+            &sales(vec![seat(1, Some("a"))]),
+            &HashMap::from([account("a", 150, &[1])]),
+        );
+        assert_eq!((audit.verdict, audit.balance_mismatches), (Verdict::Fail, 1));
+    }
+
+    #[test]
+    fn a_missing_account_fails() {
+        let audit = run(&[buyer("a", 1, 100)], &sales(vec![seat(1, Some("a"))]), &HashMap::new());
+        assert_eq!((audit.verdict, audit.balance_mismatches), (Verdict::Fail, 1));
+    }
+
+    #[test]
+    fn fifo_inversions_fail_and_same_tick_batches_do_not() {
+        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+        let mut clients: Vec<UserRecord> = (0..4).map(|i| client(&format!("u{i}"))).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.line_number = Some(i as u64 + 1);
+            c.admitted_at = at(if i < 3 { 1_000 } else { 2_000 });
+        }
+        let empty = sales(vec![]);
+        assert_eq!(run(&clients, &empty, &HashMap::new()).verdict, Verdict::Pass);
+        clients[0].admitted_at = at(3_000);
+        let audit = run(&clients, &empty, &HashMap::new());
+        assert_eq!((audit.verdict, audit.fifo_inversions, audit.admissions_observed), (Verdict::Fail, 3, 4));
+    }
+
+    #[test]
+    fn contract_violations_fail() {
+        let empty = sales(vec![]);
+        let accounts = HashMap::new();
+        let audit = audit(Evidence {
+            clients: &[],
+            sales: &empty,
+            accounts: &accounts,
+            price: PRICE,
+            contract_violations: 2,
+        });
+        assert_eq!(audit.verdict, Verdict::Fail);
+    }
+}

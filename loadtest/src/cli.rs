@@ -1,0 +1,122 @@
+//! The command line: goose's own flags (`--host`, `--users`, `--run-time`, `--increase-rate`,
+//! `--throttle-requests`, `--report-file`, `--co-mitigation`, …) plus the sale's.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+use goose::config::GooseConfiguration;
+
+use crate::auth::ClientAuth;
+
+/// Drives simulated buyers through token -> seat -> pay against a ticketing deployment, then
+/// audits the sale. Goose's flags work as documented by goose; the sale's flags shape the
+/// concert the run creates for itself.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version)]
+pub struct Cli {
+    /// The sale.
+    #[command(flatten)]
+    pub sale: SaleArgs,
+    /// Goose's flags.
+    #[command(flatten)]
+    pub goose: GooseConfiguration,
+}
+
+/// The sale's flags.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sale")]
+pub struct SaleArgs {
+    /// The admin key of the deployment (creates the run's concert, reads its sales).
+    #[arg(long, env = "TICKETING_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// Spread users over these servers (comma separated); default: --host only.
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub hosts: Vec<String>,
+    /// How users prove who they are: none, header or jwt-hs256:<secret> (as the server's
+    /// TICKETING_AUTH).
+    #[arg(long, default_value = "none", value_parser = clap::value_parser!(ClientAuthArg))]
+    pub auth: ClientAuthArg,
+    /// Performance dates of the run's concert.
+    #[arg(long, default_value_t = 1)]
+    pub schedules: u32,
+    /// Seats per date.
+    #[arg(long, default_value_t = 1_000)]
+    pub seats: u32,
+    /// Price of every seat, in points.
+    #[arg(long, default_value_t = 10_000)]
+    pub price: i64,
+    /// Queue cap: at most this many active at once.
+    #[arg(long, default_value_t = 500)]
+    pub max_active: u32,
+    /// Queue rate: at most this many admitted per interval.
+    #[arg(long, default_value_t = 100)]
+    pub admit_batch: u32,
+    /// Queue rate: the admission interval.
+    #[arg(long, default_value_t = 1_000)]
+    pub admit_interval_ms: u64,
+    /// A waiting token not polled this long loses its place (browsers walk away to exercise it).
+    #[arg(long, default_value_t = 30)]
+    pub waiting_idle_secs: u64,
+    /// An admitted token lasts this long.
+    #[arg(long, default_value_t = 300)]
+    pub active_ttl_secs: u64,
+    /// Weight of the buyer scenario.
+    #[arg(long, default_value_t = 4)]
+    pub buyer_weight: usize,
+    /// Weight of the browser scenario (joins, polls a little, walks away).
+    #[arg(long, default_value_t = 1)]
+    pub browser_weight: usize,
+    /// Hold attempts per buyer before giving up on conflicts.
+    #[arg(long, default_value_t = 5)]
+    pub hold_attempts: u32,
+    /// Where the JSON summary (and, unless --report-file says otherwise, goose's HTML report)
+    /// are written.
+    #[arg(long, default_value = "loadtest-results")]
+    pub out_dir: PathBuf,
+}
+
+/// `--auth`, parsed.
+#[derive(Debug, Clone)]
+pub struct ClientAuthArg(pub ClientAuth);
+
+impl std::str::FromStr for ClientAuthArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_sale_flags_and_goose_flags_live_together() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "--host",
+            "http://127.0.0.1:8080",
+            "--users",
+            "2000",
+            "--run-time",
+            "60s",
+            "--admin-key",
+            "k",
+            "--seats",
+            "50",
+            "--co-mitigation",
+            "average",
+            "--hosts",
+            "http://a:1,http://b:2",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.goose.host.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!((cli.goose.users, cli.goose.run_time.as_deref()), (Some(2000), Some("60s")));
+        assert_eq!((cli.sale.seats, cli.sale.hosts.len()), (50, 2));
+        assert!(Cli::try_parse_from(["loadtest", "--admin-key", "k", "--auth", "basic"]).is_err());
+    }
+}

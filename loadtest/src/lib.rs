@@ -1,0 +1,185 @@
+//! The load test of a ticketing deployment, over HTTP only, like a real client.
+//!
+//! A run creates its own concert through the admin API (so runs against a shared deployment
+//! never collide), lets [goose](https://book.goose.rs) drive thousands of simulated people
+//! through it (buyers: join the line, wait for admission honouring `Retry-After`, browse, hold a
+//! seat, top up, pay with an `Idempotency-Key`, read the reservation back; browsers: join and walk
+//! away), then audits the sale against what the server lists ([`audit`]) and writes a JSON
+//! summary ([`summary`]) next to goose's HTML report.
+//!
+//! ```text
+//! cargo run --release -p loadtest -- --host http://127.0.0.1:8080 --users 2000 --run-time 60s
+//! ```
+
+pub mod admin;
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod record;
+pub mod scenario;
+pub mod stats;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use goose::client::GooseClientBuilder;
+use goose::config::{GooseDefault, GooseDefaultType};
+use goose::metrics::GooseCoordinatedOmissionMitigation;
+use goose::prelude::*;
+
+use crate::admin::{Admin, AdminError};
+use crate::api::{NewConcert, NewSchedule, QueueSettings};
+use crate::audit::Evidence;
+use crate::cli::Cli;
+use crate::scenario::Run;
+use crate::summary::{Inputs, Summary};
+
+/// Users goose starts per second unless `--increase-rate` or `--increase-time` says otherwise:
+/// sale day is everyone arriving at once.
+pub const DEFAULT_INCREASE_RATE: f64 = 1_000.0;
+/// Longest a request may take before the client gives up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a run could not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// Setting up or reading the sale failed.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// goose failed.
+    #[error("goose: {0}")]
+    Goose(#[from] GooseError),
+    /// Writing the results failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the whole thing: set-up, attack, audit, summary. Prints the audit and the summary and
+/// returns the summary (its `verdict` says PASS or FAIL).
+///
+/// # Errors
+/// When the run could not be set up, run or audited.
+pub async fn run(cli: Cli) -> Result<Summary, RunError> {
+    let Cli { sale, mut goose } = cli;
+    let host = goose.host.clone().ok_or_else(|| {
+        RunError::Usage("--host is required (the server that sets up and audits the run)".into())
+    })?;
+    let hosts = if sale.hosts.is_empty() { vec![host.clone()] } else { sale.hosts.clone() };
+    if sale.schedules == 0 || sale.seats == 0 || sale.price <= 0 {
+        return Err(RunError::Usage("--schedules, --seats and --price must be positive".into()));
+    }
+    std::fs::create_dir_all(&sale.out_dir)
+        .map_err(|source| RunError::Write { path: sale.out_dir.clone(), source })?;
+
+    let admin = Admin::new(&host, &sale.admin_key);
+    let starts = Utc::now() + chrono::Duration::days(30);
+    let concert = admin
+        .create_concert(&NewConcert {
+            title: format!("loadtest {}", Utc::now().format("%Y-%m-%d %H:%M:%S")),
+            schedules: (0..sale.schedules)
+                .map(|day| NewSchedule {
+                    starts_at: starts + chrono::Duration::days(i64::from(day)),
+                    seat_count: sale.seats,
+                    price: sale.price,
+                })
+                .collect(),
+            queue: QueueSettings {
+                max_active: sale.max_active,
+                admit_batch: sale.admit_batch,
+                admit_interval_ms: sale.admit_interval_ms,
+                waiting_idle_secs: sale.waiting_idle_secs,
+                active_ttl_secs: sale.active_ttl_secs,
+            },
+        })
+        .await?;
+    println!(
+        "loadtest: concert {} with {} × {} seats on {}",
+        concert.concert_id,
+        sale.schedules,
+        sale.seats,
+        hosts.join(", ")
+    );
+
+    if goose.report_file.is_empty() {
+        goose.report_file.push(sale.out_dir.join("report.html").display().to_string());
+    }
+    let deadline = deadline(&goose);
+    let mut run =
+        Run::new(concert, sale.price, sale.auth.0.clone(), hosts.clone(), sale.hold_attempts.max(1));
+    let started_at = Utc::now();
+    run.deadline = deadline.map(|after| run.started + after);
+    let run = Arc::new(run);
+
+    let mut attack = GooseAttack::initialize_with_config(goose.clone())?.set_client_builder_without_cookies(
+        GooseClientBuilder::new().without_cookies().timeout(REQUEST_TIMEOUT),
+    )?;
+    for scenario in scenario::scenarios(&run, sale.buyer_weight, sale.browser_weight)? {
+        attack = attack.register_scenario(scenario);
+    }
+    if goose.increase_rate.is_none() && goose.increase_time.is_none() {
+        attack =
+            *attack.set_default(GooseDefault::IncreaseRate, DEFAULT_INCREASE_RATE.to_string().as_str())?;
+    }
+    if goose.co_mitigation.is_none() {
+        attack = *attack.set_default(
+            GooseDefault::CoordinatedOmissionMitigation,
+            GooseCoordinatedOmissionMitigation::Average,
+        )?;
+    }
+    let metrics = attack.execute().await?;
+
+    let sales = admin.sales(run.concert.concert_id).await?;
+    let clients = run.obs.snapshot();
+    let accounts = admin.accounts(&audit::users_to_check(&clients, &sales)).await?;
+    let audit = audit::audit(Evidence {
+        clients: &clients,
+        sales: &sales,
+        accounts: &accounts,
+        price: sale.price,
+        contract_violations: run.obs.contract_violations(),
+    });
+    let summary = Summary::new(Inputs {
+        metrics: &metrics,
+        clients: &clients,
+        sales: &sales,
+        audit: &audit,
+        hosts: &hosts,
+        price: sale.price,
+        started_at,
+        contract_violations: run.obs.contract_violations(),
+        server_errors: run.obs.server_errors(),
+    });
+    let path = sale.out_dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    std::fs::write(&path, json).map_err(|source| RunError::Write { path: path.clone(), source })?;
+    println!("{}", summary.render());
+    println!("summary: {}  report: {}", path.display(), goose.report_file.join(", "));
+    println!("{}", audit.render());
+    Ok(summary)
+}
+
+/// How long after the start people should stop waiting in line: the ramp-up plus the run time
+/// (goose waits for every started story to end, so stories must know when the run is over).
+/// `None` without `--run-time` (the run ends when stopped).
+fn deadline(goose: &goose::config::GooseConfiguration) -> Option<Duration> {
+    let run_time = goose::util::parse_timespan(goose.run_time.as_deref()?)?;
+    let users = goose.users.unwrap_or(1) as f64;
+    let ramp_secs = match (&goose.increase_time, &goose.increase_rate) {
+        (Some(time), _) => goose::util::parse_timespan(time).unwrap_or(0) as f64,
+        (None, Some(rate)) => users / rate.parse::<f64>().ok().filter(|r| *r > 0.0).unwrap_or(1.0),
+        (None, None) => users / DEFAULT_INCREASE_RATE,
+    };
+    Some(Duration::from_secs_f64(ramp_secs) + Duration::from_secs(run_time as u64))
+}

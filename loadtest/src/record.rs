@@ -1,0 +1,185 @@
+//! What the simulated clients saw, recorded as it happens.
+//!
+//! Every simulated person has one [`UserRecord`], updated at each answer (not at the end of its
+//! story), so a run stopped mid-flow still leaves an exact account of what each client knows,
+//! including requests whose answer never came (`*_unknown`): the audit must not blame the server
+//! for those, nor trust them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Which scenario a simulated person runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Joins, waits, holds, charges, pays.
+    Buyer,
+    /// Joins, polls a little, walks away.
+    Browser,
+}
+
+/// How a simulated person's story ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// Still going (or stopped without an ending: the run was interrupted).
+    InProgress,
+    /// Paid and read the confirmed reservation back.
+    Bought,
+    /// Every seat was booked.
+    SoldOut,
+    /// No seat was available now (others held them).
+    NoSeat,
+    /// Every hold attempt met a conflict.
+    GaveUpOnConflicts,
+    /// The hold lapsed before the payment (`410 hold_expired`).
+    HoldLapsed,
+    /// The token expired mid-way (`401 token_expired`).
+    TokenExpired,
+    /// A browser walked away from the line on purpose.
+    Abandoned,
+    /// The run's time ended while waiting.
+    RunEnded,
+    /// A response was wrong or the server failed; see the errors.
+    Failed,
+}
+
+/// A payment a client saw answered `201`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenPayment {
+    /// The payment.
+    pub payment_id: Uuid,
+    /// The reservation it confirmed.
+    pub reservation_id: Uuid,
+    /// The seat that reservation held.
+    pub seat_id: Uuid,
+    /// Points paid.
+    pub amount: i64,
+}
+
+/// Everything one simulated person saw.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    /// The user id it acted as.
+    pub user_id: String,
+    /// Its scenario.
+    pub role: Role,
+    /// The server it talked to.
+    pub host: String,
+    /// When it joined, in ms since the attack started (client clock).
+    pub joined_ms: u64,
+    /// Its (last) token's number in line.
+    pub line_number: Option<u64>,
+    /// When the server says it was admitted.
+    pub admitted_at: Option<DateTime<Utc>>,
+    /// When it first saw itself ACTIVE, in ms since the attack started.
+    pub active_seen_ms: Option<u64>,
+    /// Points added by charges answered `200`.
+    pub charged: i64,
+    /// Charges sent whose answer never came, even after retries with the same key.
+    pub charges_unknown: u32,
+    /// Payments answered `201`.
+    pub payments: Vec<SeenPayment>,
+    /// Reservations whose payment was sent but never answered.
+    pub payments_unknown: Vec<Uuid>,
+    /// Holds tried.
+    pub hold_attempts: u32,
+    /// Holds answered `409 seat_unavailable`.
+    pub hold_conflicts: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl UserRecord {
+    /// Whether every money-moving request of this person got an answer.
+    #[must_use]
+    pub fn is_determinate(&self) -> bool {
+        self.charges_unknown == 0 && self.payments_unknown.is_empty()
+    }
+
+    /// Points the client knows it paid.
+    #[must_use]
+    pub fn paid(&self) -> i64 {
+        self.payments.iter().map(|p| p.amount).sum()
+    }
+}
+
+/// The shared notebook of every simulated person, plus run-wide counters.
+#[derive(Debug, Default)]
+pub struct Observations {
+    users: Mutex<HashMap<String, UserRecord>>,
+    contract_violations: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+impl Observations {
+    /// Opens a record.
+    pub fn start(&self, user_id: &str, role: Role, host: &str, joined_ms: u64) {
+        let record = UserRecord {
+            user_id: user_id.to_owned(),
+            role,
+            host: host.to_owned(),
+            joined_ms,
+            line_number: None,
+            admitted_at: None,
+            active_seen_ms: None,
+            charged: 0,
+            charges_unknown: 0,
+            payments: Vec::new(),
+            payments_unknown: Vec::new(),
+            hold_attempts: 0,
+            hold_conflicts: 0,
+            outcome: Outcome::InProgress,
+        };
+        self.lock().insert(user_id.to_owned(), record);
+    }
+
+    /// Changes a record (no-op for an unknown user).
+    pub fn update(&self, user_id: &str, change: impl FnOnce(&mut UserRecord)) {
+        if let Some(record) = self.lock().get_mut(user_id) {
+            change(record);
+        }
+    }
+
+    /// Counts a response that broke the contract (wrong status or body).
+    pub fn contract_violation(&self) {
+        self.contract_violations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a 5xx answer or a request with no answer.
+    pub fn server_error(&self) {
+        self.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses that broke the contract so far.
+    #[must_use]
+    pub fn contract_violations(&self) -> u64 {
+        self.contract_violations.load(Ordering::Relaxed)
+    }
+
+    /// 5xx answers and unanswered requests so far.
+    #[must_use]
+    pub fn server_errors(&self) -> u64 {
+        self.server_errors.load(Ordering::Relaxed)
+    }
+
+    /// A copy of every record, by user id.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<UserRecord> {
+        let mut records: Vec<UserRecord> = self.lock().values().cloned().collect();
+        records.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        records
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRecord>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
