@@ -302,20 +302,28 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
 
     async fn view(
         &self,
-        record: TokenRecord,
+        mut record: TokenRecord,
         concert: &Concert,
         created: bool,
         now: DateTime<Utc>,
     ) -> Result<TokenView, Error> {
-        let status = record.status_at(now);
-        let (position, eta_secs) = if status == TokenStatus::Waiting {
+        for _ in 0..CAS_RETRIES {
+            let status = record.status_at(now);
+            if status != TokenStatus::Waiting {
+                return Ok(TokenView { record, status, position: None, eta_secs: None, created });
+            }
             let position = self.queue.position(&record).await?;
+            if position == 0 {
+                // It left the line between the two reads (a tick admitted it, or it was swept):
+                // answer with what it is now, never "waiting at place 0".
+                record = self.authenticate(&record.token).await?;
+                continue;
+            }
             let rate = self.queue.admission_snapshot(concert.id, now).await?.rate_per_sec;
-            (Some(position), Some(queue::eta_secs(position, rate, &concert.queue)))
-        } else {
-            (None, None)
-        };
-        Ok(TokenView { record, status, position, eta_secs, created })
+            let eta_secs = Some(queue::eta_secs(position, rate, &concert.queue));
+            return Ok(TokenView { record, status, position: Some(position), eta_secs, created });
+        }
+        Err(Error::Contention)
     }
 
     /// The stored record of a token, whatever its status.

@@ -93,6 +93,9 @@ pub trait QueueStore: Send + Sync + 'static {
     /// The 1-based place of a waiting token among its concert's waiting tokens, by sequence
     /// number. Tokens that went idle count until swept, so this may overstate the place by what
     /// one sweep interval lets go idle; it never understates it. Must not scan the line.
+    ///
+    /// 0 when the token is no longer in line: `record` was read before a tick admitted it or a
+    /// sweep took it out (callers read the token again).
     fn position(&self, record: &TokenRecord) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// The concert's admission state at `now`: active tokens not yet expired at `now`, waiting

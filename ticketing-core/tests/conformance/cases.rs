@@ -228,6 +228,19 @@ pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(
     assert_eq!(admitted, tokens);
 }
 
+pub async fn a_record_read_before_its_admission_has_place_zero<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let first = fx.svc.issue_token(&user("first"), fx.concert_id()).await.unwrap().record;
+    let second = fx.svc.issue_token(&user("second"), fx.concert_id()).await.unwrap().record;
+    let queue = fx.svc.queue_store();
+    assert_eq!((queue.position(&first).await.unwrap(), queue.position(&second).await.unwrap()), (1, 2));
+    fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    // `first` was read while waiting; it is out of line now, and the store says so.
+    assert_eq!((queue.position(&first).await.unwrap(), queue.position(&second).await.unwrap()), (0, 1));
+}
+
 pub async fn admission_skips_idle_tokens_at_the_head<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {

@@ -25,6 +25,7 @@ macro_rules! conformance {
                 an_idle_waiting_token_loses_its_place,
                 admission_respects_capacity_and_rate_together,
                 admission_is_first_in_first_out,
+                a_record_read_before_its_admission_has_place_zero,
                 admission_skips_idle_tokens_at_the_head,
                 active_tokens_expire_after_their_time_and_free_capacity,
                 concurrent_admission_ticks_never_exceed_the_caps,
