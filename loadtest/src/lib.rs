@@ -132,6 +132,10 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
         attack =
             *attack.set_default(GooseDefault::IncreaseRate, DEFAULT_INCREASE_RATE.to_string().as_str())?;
     }
+    // The sale happens while users arrive: goose's default of forgetting the ramp-up would drop it.
+    if !goose.no_reset_metrics {
+        attack = *attack.set_default(GooseDefault::NoResetMetrics, true)?;
+    }
     if goose.co_mitigation.is_none() {
         attack = *attack.set_default(
             GooseDefault::CoordinatedOmissionMitigation,
