@@ -12,7 +12,7 @@ use crate::auth::ClientAuth;
 /// audits the sale. Goose's flags work as documented by goose; the sale's flags shape the
 /// concert the run creates for itself.
 #[derive(Debug, Parser)]
-#[command(name = "loadtest", version)]
+#[command(name = "loadtest")]
 pub struct Cli {
     /// The sale.
     #[command(flatten)]

@@ -1,0 +1,156 @@
+//! The CI smoke run: the real `loadtest` binary drives a few hundred simulated users for a few
+//! seconds against the real server (started in this process on 127.0.0.1:0, with its admission
+//! ticker and sweeper), once over the in-memory stores and once over PostgreSQL + Redis, and the
+//! audit must PASS. Correctness only: nothing here asserts a speed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_core::{Config, SystemClock, Ticketing};
+use ticketing_http::AppState;
+use ticketing_http::auth::AuthMode;
+use tokio::sync::watch;
+
+const ADMIN_KEY: &str = "smoke-admin-key";
+const SEATS: u64 = 120;
+
+/// A running server; it stops when dropped.
+struct Server {
+    base: String,
+    stop: watch::Sender<bool>,
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn start<Q: QueueStore, B: BookingStore>(
+    queue: Q,
+    booking: B,
+    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+) -> Server {
+    let service = Ticketing::new(queue, booking, SystemClock, Config::default());
+    let state =
+        Arc::new(AppState::new(service, AuthMode::None, Some(ADMIN_KEY.to_owned()), Duration::from_secs(30)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = watch::channel(false);
+    ticketing_http::spawn_background(
+        Arc::clone(&state),
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+        stopped.clone(),
+    );
+    let mut stopping = stopped;
+    tokio::spawn(ticketing_http::serve(listener, state, async move {
+        let _ = stopping.changed().await;
+    }));
+    Server { base, stop, _guard: guard }
+}
+
+/// Runs the binary against `server`; returns whether it exited 0 and its JSON summary.
+async fn loadtest(server: &Server, name: &str) -> (bool, Value) {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("loadtest-smoke-{name}-{}", std::process::id()));
+    let args: Vec<String> = [
+        "--host",
+        &server.base,
+        "--users",
+        "300",
+        "--increase-rate",
+        "300",
+        "--run-time",
+        "4s",
+        "--seats",
+        &SEATS.to_string(),
+        "--admit-batch",
+        "50",
+        "--admit-interval-ms",
+        "200",
+        "--waiting-idle-secs",
+        "6",
+        "--out-dir",
+        &out.display().to_string(),
+        "--quiet",
+        "--no-print-metrics",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(&args)
+            .env("TICKETING_ADMIN_KEY", ADMIN_KEY)
+            .status()
+            .expect("run loadtest")
+    })
+    .await
+    .unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.json")).expect("the summary was written");
+    assert!(out.join("report.html").exists(), "goose's HTML report was written");
+    (status.success(), serde_json::from_str(&summary).unwrap())
+}
+
+fn assert_sound_sale((passed, summary): (bool, Value)) {
+    let audit = &summary["audit"];
+    assert_eq!(summary["verdict"], "PASS", "{audit:#}");
+    assert!(passed, "the binary exits 0 on PASS");
+    assert_eq!(audit["seats"], SEATS);
+    // Something was sold and everything sold is accounted for, both ways.
+    let booked = audit["bookedSeats"].as_u64().unwrap();
+    assert!(booked > 0, "{summary:#}");
+    assert_eq!(summary["purchases"], booked);
+    assert_eq!(
+        audit["paymentsSeen"].as_u64().unwrap() + audit["paymentsUnanswered"].as_u64().unwrap(),
+        booked
+    );
+    for check in [
+        "seatsPaidTwice",
+        "paymentsWithoutBookedSeat",
+        "bookedSeatsWithoutOnePayment",
+        "salesNoClientMade",
+        "balanceMismatches",
+        "fifoInversions",
+        "contractViolations",
+    ] {
+        assert_eq!(audit[check], 0, "{check}: {audit:#}");
+    }
+    assert!(audit["accountsChecked"].as_u64().unwrap() >= booked);
+    assert!(audit["admissionsObserved"].as_u64().unwrap() >= booked);
+    assert_eq!(summary["errors"]["serverErrors"], 0, "{summary:#}");
+    // Both scenarios ran and the steps were measured.
+    assert!(summary["outcomes"]["buyer"]["bought"].as_u64().unwrap() > 0, "{summary:#}");
+    assert!(summary["outcomes"]["browser"]["abandoned"].as_u64().unwrap() > 0, "{summary:#}");
+    for step in
+        ["POST join", "GET poll", "GET seats", "POST hold", "POST charge", "POST pay", "GET reservation"]
+    {
+        assert!(summary["steps"][step]["count"].as_u64().unwrap() > 0, "{step}: {summary:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_run_against_memory_passes_the_audit() {
+    let store = ticketing_core::store::memory::MemoryStore::new();
+    let server = start(store.clone(), store, None).await;
+    assert_sound_sale(loadtest(&server, "memory").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    use ticketing_core::store::redis::RedisQueueStore;
+    let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let queue = RedisQueueStore::new(
+        ticketing_core::testing::redis_connection().await,
+        ticketing_core::testing::fresh_redis_prefix(),
+    );
+    let server = start(queue, booking, Some(Box::new(database))).await;
+    assert_sound_sale(loadtest(&server, "pg-redis").await);
+}
