@@ -58,8 +58,8 @@ async fn start<Q: QueueStore, B: BookingStore>(
 
 /// Runs the binary against `server`; returns whether it exited 0 and its JSON summary.
 async fn loadtest(server: &Server, name: &str) -> (bool, Value) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("loadtest-smoke-{name}-{}", std::process::id()));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadtest-smoke-{name}"));
+    let _ = std::fs::remove_dir_all(&out);
     let args: Vec<String> = [
         "--host",
         &server.base,
