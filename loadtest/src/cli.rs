@@ -32,7 +32,7 @@ pub struct SaleArgs {
     /// Spread users over these servers (comma separated); default: --host only.
     #[arg(long, value_delimiter = ',', value_name = "URL,...")]
     pub hosts: Vec<String>,
-    /// How users prove who they are: none, header or jwt-hs256:<secret> (as the server's
+    /// How users prove who they are: `none`, `header` or `jwt-hs256:<secret>` (as the server's
     /// TICKETING_AUTH).
     #[arg(long, default_value = "none", value_parser = clap::value_parser!(ClientAuthArg))]
     pub auth: ClientAuthArg,
