@@ -337,22 +337,7 @@ mod tests {
     }
 
     fn client(user: &str) -> UserRecord {
-        UserRecord {
-            user_id: user.to_owned(),
-            role: Role::Buyer,
-            host: "h".to_owned(),
-            joined_ms: 0,
-            line_number: None,
-            admitted_at: None,
-            active_seen_ms: None,
-            charged: 0,
-            charges_unknown: 0,
-            payments: Vec::new(),
-            payments_unknown: Vec::new(),
-            hold_attempts: 0,
-            hold_conflicts: 0,
-            outcome: Outcome::InProgress,
-        }
+        UserRecord::new(user, Role::Buyer, "h", 0)
     }
 
     /// A buyer who charged `charged`, paid seat `seat` with payment `1000 + seat` for reservation

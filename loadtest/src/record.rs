@@ -98,6 +98,27 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// A record of someone who just joined: nothing seen yet.
+    #[must_use]
+    pub fn new(user_id: &str, role: Role, host: &str, joined_ms: u64) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            role,
+            host: host.to_owned(),
+            joined_ms,
+            line_number: None,
+            admitted_at: None,
+            active_seen_ms: None,
+            charged: 0,
+            charges_unknown: 0,
+            payments: Vec::new(),
+            payments_unknown: Vec::new(),
+            hold_attempts: 0,
+            hold_conflicts: 0,
+            outcome: Outcome::InProgress,
+        }
+    }
+
     /// Whether every money-moving request of this person got an answer.
     #[must_use]
     pub fn is_determinate(&self) -> bool {
@@ -122,22 +143,7 @@ pub struct Observations {
 impl Observations {
     /// Opens a record.
     pub fn start(&self, user_id: &str, role: Role, host: &str, joined_ms: u64) {
-        let record = UserRecord {
-            user_id: user_id.to_owned(),
-            role,
-            host: host.to_owned(),
-            joined_ms,
-            line_number: None,
-            admitted_at: None,
-            active_seen_ms: None,
-            charged: 0,
-            charges_unknown: 0,
-            payments: Vec::new(),
-            payments_unknown: Vec::new(),
-            hold_attempts: 0,
-            hold_conflicts: 0,
-            outcome: Outcome::InProgress,
-        };
+        let record = UserRecord::new(user_id, role, host, joined_ms);
         self.lock().insert(user_id.to_owned(), record);
     }
 

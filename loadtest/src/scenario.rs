@@ -345,7 +345,7 @@ impl Person<'_> {
             if self.run.sold_out_ms().is_some() {
                 return Err(Stop::End(Outcome::SoldOut));
             }
-            pause(self.run, retry.unwrap_or(1).clamp(1, MAX_RETRY_AFTER_SECS)).await;
+            pause_for_retry(self.run, retry).await;
             token = match self.poll(user, &token.token).await? {
                 Some((next, next_retry)) => {
                     retry = next_retry;
@@ -637,6 +637,23 @@ async fn pause(run: &Run, secs: u64) {
     }
 }
 
+/// A new person arrives at `host`, with a fresh user id and an open record; or, once the sale is
+/// over, nobody comes (after a pause, so an idle goose user does not spin).
+async fn arrive(run: &Run, role: Role, host: String) -> Option<Person<'_>> {
+    if run.sold_out_ms().is_some() || run.past_deadline() {
+        pause(run, 1).await;
+        return None;
+    }
+    let person = Person { run, user_id: run.next_user_id() };
+    run.obs.start(&person.user_id, role, &host, run.elapsed_ms());
+    Some(person)
+}
+
+/// Waits as long as the server's `Retry-After` asks (1 s when it said nothing), within bounds.
+async fn pause_for_retry(run: &Run, retry_after: Option<u64>) {
+    pause(run, retry_after.unwrap_or(1).clamp(1, MAX_RETRY_AFTER_SECS)).await;
+}
+
 /// Ends a story: records the outcome and tells goose.
 fn finish(person: &Person<'_>, result: Flow<()>, success: Outcome) -> TransactionResult {
     let (outcome, result) = match result {
@@ -653,13 +670,7 @@ fn buyer(
     run: Arc<Run>,
 ) -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + '_>> {
     Box::pin(async move {
-        if run.sold_out_ms().is_some() || run.past_deadline() {
-            // The sale is over: this person stays home.
-            pause(&run, 1).await;
-            return Ok(());
-        }
-        let person = Person { run: &run, user_id: run.next_user_id() };
-        run.obs.start(&person.user_id, Role::Buyer, user.base_url.as_str(), run.elapsed_ms());
+        let Some(person) = arrive(&run, Role::Buyer, user.base_url.to_string()).await else { return Ok(()) };
         let result = async {
             let (token, retry) = person.join(user).await?;
             let token = person.wait_until_admitted(user, token, retry).await?.token;
@@ -678,12 +689,9 @@ fn browser(
     run: Arc<Run>,
 ) -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + '_>> {
     Box::pin(async move {
-        if run.sold_out_ms().is_some() || run.past_deadline() {
-            pause(&run, 1).await;
+        let Some(person) = arrive(&run, Role::Browser, user.base_url.to_string()).await else {
             return Ok(());
-        }
-        let person = Person { run: &run, user_id: run.next_user_id() };
-        run.obs.start(&person.user_id, Role::Browser, user.base_url.as_str(), run.elapsed_ms());
+        };
         let result = async {
             let (mut token, mut retry) = person.join(user).await?;
             let polls = rand::rng().random_range(0..=2);
@@ -691,7 +699,7 @@ fn browser(
                 if token.status != TokenStatus::Waiting {
                     break;
                 }
-                pause(&run, retry.unwrap_or(1).clamp(1, MAX_RETRY_AFTER_SECS)).await;
+                pause_for_retry(&run, retry).await;
                 if let Some((next, next_retry)) = person.poll(user, &token.token).await? {
                     (token, retry) = (next, next_retry);
                 }

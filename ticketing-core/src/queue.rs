@@ -115,6 +115,15 @@ impl TokenRecord {
         }
     }
 
+    /// When it was admitted, for an active token.
+    #[must_use]
+    pub fn admitted_at(&self) -> Option<DateTime<Utc>> {
+        match self.state {
+            TokenState::Active { admitted_at, .. } => Some(admitted_at),
+            TokenState::Waiting { .. } | TokenState::Expired { .. } => None,
+        }
+    }
+
     fn with_state(&self, state: TokenState) -> Self {
         Self { version: self.version + 1, state, ..self.clone() }
     }

@@ -72,13 +72,19 @@ pub struct SeatView {
     pub status: SeatStatus,
 }
 
+impl SeatView {
+    /// The seat as seen at `now`.
+    #[must_use]
+    pub fn at(record: SeatRecord, now: DateTime<Utc>) -> Self {
+        Self { status: record.status_at(now), record }
+    }
+}
+
 /// One seat in a [`Ticketing::sales`] report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeatSale {
-    /// The seat and its stored state.
-    pub record: SeatRecord,
-    /// Its status now.
-    pub status: SeatStatus,
+    /// The seat and its status now.
+    pub seat: SeatView,
     /// For a booked seat, the confirmed reservation.
     pub reservation: Option<Reservation>,
     /// For a booked seat, its payment (`None` here would be a broken store: the audit says so).
@@ -422,7 +428,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let schedule = self.booking.schedule(schedule_id).await?.ok_or(DomainError::ScheduleNotFound)?;
         self.active_token(token, Some(schedule.concert_id), now).await?;
         let seats = self.booking.seats(schedule_id).await?;
-        Ok(seats.into_iter().map(|record| SeatView { status: record.status_at(now), record }).collect())
+        Ok(seats.into_iter().map(|record| SeatView::at(record, now)).collect())
     }
 
     /// Runs a keyed step: answers a replay from the stored outcome, otherwise runs `attempt`
@@ -700,7 +706,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     ),
                     SeatState::Available | SeatState::Held { .. } => (None, None),
                 };
-                seats.push(SeatSale { status: record.status_at(now), record, reservation, payment });
+                seats.push(SeatSale { seat: SeatView::at(record, now), reservation, payment });
             }
             report.push(ScheduleSales { schedule: availability.schedule, seats });
         }

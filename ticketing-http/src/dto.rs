@@ -4,9 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability};
 use ticketing_core::hold::Reservation;
-use ticketing_core::payment::LedgerEntry;
-use ticketing_core::payment::{PaymentReceipt, Wallet};
-use ticketing_core::queue::TokenState;
+use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
 use ticketing_core::{Account, ScheduleSales, SeatSale, SeatView, TokenView};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -73,10 +71,7 @@ impl From<&TokenView> for TokenBody {
             position: view.position,
             eta_seconds: view.eta_secs,
             line_number: view.record.seq(),
-            admitted_at: match view.record.state {
-                TokenState::Active { admitted_at, .. } => Some(admitted_at),
-                TokenState::Waiting { .. } | TokenState::Expired { .. } => None,
-            },
+            admitted_at: view.record.admitted_at(),
             expires_at: view.expires_at(),
         }
     }
@@ -440,9 +435,9 @@ impl SalesBody {
 impl From<&SeatSale> for SeatSaleBody {
     fn from(sale: &SeatSale) -> Self {
         Self {
-            seat_id: sale.record.seat.id.as_uuid(),
-            number: sale.record.seat.number,
-            status: screaming(&sale.status),
+            seat_id: sale.seat.record.seat.id.as_uuid(),
+            number: sale.seat.record.seat.number,
+            status: screaming(&sale.seat.status),
             reservation_id: sale.reservation.as_ref().map(|r| r.id.as_uuid()),
             user_id: sale.reservation.as_ref().map(|r| r.user_id.to_string()),
             payment_id: sale.payment.as_ref().map(|p| p.id.as_uuid()),
