@@ -46,7 +46,7 @@ pub fn redis_url() -> String {
 /// A new key prefix, unique in this process and across processes.
 #[must_use]
 pub fn fresh_redis_prefix() -> String {
-    format!("tkt-test:{}:{}:", std::process::id(), crate::ids::QueueToken::generate())
+    format!("tkt-test:{}:{}:", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
 /// A Redis connection for tests.
@@ -117,6 +117,18 @@ fn url_for(database: &str) -> String {
     }
 }
 
+/// Whether the test database `name` (`tkt_<pid>_…`) was left by a test process that is no
+/// longer running, so it may be dropped. Databases of this process and of live concurrent runs
+/// are kept (MySQL drops a database in use, and a PostgreSQL template is idle between clones).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn left_by_a_finished_run(name: &str) -> bool {
+    let Some(pid) = name.strip_prefix("tkt_").and_then(|rest| rest.split('_').next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// The migrated template, created once per process.
 #[cfg(feature = "postgres")]
 async fn template() -> &'static str {
@@ -132,13 +144,13 @@ async fn template() -> &'static str {
                 ),
             };
             let pid = std::process::id();
-            // Databases left by earlier runs that died before dropping them; one in use by a
-            // concurrent run refuses to drop, and is left alone.
+            // Databases left by earlier runs that died before dropping them. A concurrent run's
+            // are left alone: its template is idle between clones and would drop.
             let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tkt\\_%'")
                 .fetch_all(&mut admin)
                 .await
                 .expect("list databases");
-            for name in stale.iter().filter(|n| !n.starts_with(&format!("tkt_{pid}_"))) {
+            for name in stale.iter().filter(|n| left_by_a_finished_run(n)) {
                 let _ = admin.execute(format!("DROP DATABASE IF EXISTS \"{name}\"").as_str()).await;
             }
             let name = format!("tkt_{pid}_template");
@@ -250,7 +262,7 @@ pub async fn fresh_mysql() -> FreshMysql {
         .fetch_all(&mut admin)
         .await
         .expect("list databases");
-        for name in names.iter().filter(|n| !n.starts_with(&format!("tkt_{pid}_"))) {
+        for name in names.iter().filter(|n| left_by_a_finished_run(n)) {
             let _ = admin.execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str()).await;
         }
     }
