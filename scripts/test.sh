@@ -3,10 +3,11 @@
 # every backend (memory; PostgreSQL and MySQL/MariaDB with each seat-claim strategy; Redis
 # queue), the HTTP tests, the durability test and doc tests. This is the README's test command.
 #
-# It starts PostgreSQL, MariaDB and Redis when they are down (on this project's machines), and
-# fails loudly when it cannot: a backend under test is never skipped. Point the tests at other servers
-# with TICKETING_TEST_POSTGRES_URL, TICKETING_TEST_MYSQL_URL and TICKETING_TEST_REDIS_URL (then
-# that server is not started).
+# It starts PostgreSQL, MariaDB and Redis when they are down (on this project's machines); run
+# as root with apt-get (a fresh Debian), it first installs and sets up those that are missing
+# (scripts/services.sh). It fails loudly when it cannot: a backend under test is never skipped.
+# Point the tests at other servers with TICKETING_TEST_POSTGRES_URL, TICKETING_TEST_MYSQL_URL and
+# TICKETING_TEST_REDIS_URL (then that server is not started).
 #
 # Tests build in one cargo invocation (the machine has two cores) into a target directory
 # outside the clone, which later runs reuse.
