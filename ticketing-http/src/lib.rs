@@ -310,6 +310,9 @@ async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(state: &A
     }
 }
 
+/// The demo concert's title; a start finds the concert an earlier start seeded by it.
+pub const DEMO_TITLE: &str = "Demo Concert";
+
 /// Creates the demo concert: 3 schedules x 50 seats at 50,000 points.
 ///
 /// # Errors
@@ -326,7 +329,7 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
             price: Points::new(50_000).expect("a positive literal"),
         })
         .collect();
-    let plan = service.create_concert(&NewConcert { title: "Demo Concert".into(), schedules, queue }).await?;
+    let plan = service.create_concert(&NewConcert { title: DEMO_TITLE.into(), schedules, queue }).await?;
     Ok(plan.concert.id)
 }
 
@@ -342,6 +345,7 @@ pub async fn run(config: Config) -> Result<(), backends::SetupError> {
         println!("migrations applied");
         return Ok(());
     }
+    config.check_demo_auth()?;
     let booking = backends::booking(&config).await?;
     let queue = backends::queue(&config, &booking).await?;
     // Every combination is its own concrete type: static dispatch, chosen here once.
@@ -373,13 +377,7 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
             "WARNING: TICKETING_AUTH=none — any client can claim any userId. Never use this in production."
         );
     }
-    // A durable store keeps its catalog across restarts: seed only an empty one.
-    if config.demo_seed {
-        match service.concerts().await?.first() {
-            None => println!("demo concert: {}", seed_demo(&service, config.demo_queue()).await?),
-            Some(existing) => println!("catalog not empty; first concert: {}", existing.id),
-        }
-    }
+    seed_or_report(config, &service).await?;
     let state = Arc::new(AppState::new(
         service,
         config.auth.clone(),
@@ -401,6 +399,27 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
         let _ = task.await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Seeds the demo concert into an empty catalog. A durable store keeps its catalog across
+/// restarts and is not seeded again; demo-queue settings that therefore do not apply are logged
+/// as a warning rather than silently dropped.
+async fn seed_or_report<Q: QueueStore, B: BookingStore, C: Clock>(
+    config: &Config,
+    service: &Ticketing<Q, B, C>,
+) -> Result<(), backends::SetupError> {
+    let concerts = service.concerts().await?;
+    if config.demo_seed {
+        match concerts.first() {
+            None => println!("demo concert: {}", seed_demo(service, config.demo_queue()).await?),
+            Some(existing) => println!("catalog not empty; first concert: {}", existing.id),
+        }
+    }
+    let stored_demo = concerts.iter().find(|c| c.title == DEMO_TITLE);
+    if let Some(warning) = config.ignored_demo_queue(concerts.is_empty(), stored_demo) {
+        tracing::warn!("{warning}");
+    }
     Ok(())
 }
 

@@ -1,6 +1,5 @@
 //! The ticketing server. `--help` lists every setting and its environment variable.
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -8,7 +7,9 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let config = ticketing_http::config::Config::parse();
+    // An unknown flag or a value out of range exits here (status 2), naming the variable.
+    let config =
+        ticketing_http::config::Config::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match ticketing_http::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

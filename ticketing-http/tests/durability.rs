@@ -33,6 +33,8 @@ fn start(database: &str, prefix: &str, listen: &str) -> Server {
         .env("TICKETING_ADMIT_INTERVAL_MS", "50")
         .env("TICKETING_TICK_MS", "10")
         .env("TICKETING_SWEEP_MS", "200")
+        // The demo identity mode on a durable store must be asked for by name.
+        .env("TICKETING_INSECURE_DEMO_AUTH", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
