@@ -22,7 +22,7 @@ use benches::{Booking, bookings, redis_queue};
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
-use ticketing_core::ids::{ConcertId, Points, QueueToken, UserId};
+use ticketing_core::ids::{ConcertId, Points, UserId};
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Clock, Config, ManualClock, Ticketing};
@@ -33,7 +33,7 @@ fn runtime() -> Runtime {
 }
 
 fn user(n: u64) -> UserId {
-    UserId::parse(&format!("t{n}-{}", &QueueToken::generate().to_string()[..8])).expect("valid")
+    UserId::parse(&format!("t{n}-{}", &benches::random_hex()[..8])).expect("valid")
 }
 
 async fn concert<Q: QueueStore, B: BookingStore>(

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Duration, Utc};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::hold::{Holder, plan_hold};
-use ticketing_core::ids::{Points, QueueToken, ReservationId, SeatId, UserId};
+use ticketing_core::ids::{ConcertId, Points, QueueToken, ReservationId, SeatId, UserId};
 use ticketing_core::limits::CAS_RETRIES;
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::mysql::{self, MyStore};
@@ -61,7 +61,7 @@ pub async fn bookings() -> Vec<(String, Booking)> {
             vec![ClaimStrategy::ConditionalUpdate, ClaimStrategy::ForUpdate, ClaimStrategy::AdvisoryLock];
         if let Some(redis) = &redis {
             let conn = ticketing_core::store::redis::connect(redis).await.expect("connect to Redis");
-            let prefix = format!("bench:{}:", QueueToken::generate());
+            let prefix = format!("bench:{}:", random_hex());
             strategies.push(ClaimStrategy::RedisLock(RedisSeatLock::new(conn, prefix, LOCK_TTL_MS)));
         }
         for strategy in strategies {
@@ -92,11 +92,7 @@ pub async fn bookings() -> Vec<(String, Booking)> {
 /// When the configured server cannot be reached.
 pub async fn redis_queue() -> Option<RedisQueueStore> {
     let url = env(REDIS_ENV)?;
-    Some(
-        RedisQueueStore::connect(&url, format!("bench:{}:", QueueToken::generate()))
-            .await
-            .expect("connect to Redis"),
-    )
+    Some(RedisQueueStore::connect(&url, format!("bench:{}:", random_hex())).await.expect("connect to Redis"))
 }
 
 /// A fresh concert with one schedule of `seats` seats; returns its seats.
@@ -120,11 +116,18 @@ pub async fn fresh_seats<B: BookingStore + Clone>(store: &B, seats: u32, now: Da
     plan.seats.iter().map(|s| s.id).collect()
 }
 
-/// A holder with a fresh user and token.
+/// 32 random hex digits, for key prefixes and user names that must not collide across runs.
+#[must_use]
+pub fn random_hex() -> String {
+    ConcertId::random().as_uuid().simple().to_string()
+}
+
+/// A holder with a fresh user and token (of a concert of its own: the booking store does not
+/// look at the token's concert).
 #[must_use]
 pub fn holder(n: usize) -> Holder {
-    let token = QueueToken::generate();
-    Holder { user_id: UserId::parse(&format!("b{n}-{}", &token.to_string()[..8])).expect("valid"), token }
+    let token = QueueToken::generate(ConcertId::random());
+    Holder { user_id: UserId::parse(&format!("b{n}-{}", &random_hex()[..8])).expect("valid"), token }
 }
 
 /// The service's claim path without the queue: read the seat, decide with the pure machine,
@@ -141,15 +144,9 @@ pub async fn claim<B: BookingStore>(
 ) -> StoreResult<bool> {
     for _ in 0..CAS_RETRIES {
         let record = store.seat(seat).await?.ok_or(StoreError::Missing("seat"))?;
-        let Ok(plan) = plan_hold(
-            &record,
-            holder.clone(),
-            ReservationId::random(),
-            Duration::minutes(5),
-            now + Duration::hours(1),
-            1,
-            now,
-        ) else {
+        let Ok(plan) =
+            plan_hold(&record, holder.clone(), ReservationId::random(), Duration::minutes(5), 1, now)
+        else {
             return Ok(false);
         };
         match store.claim_seat(&plan, None).await {

@@ -2,7 +2,7 @@
 //!
 //! Each type has private fields and a validating constructor, so a value of the type is always
 //! well formed: a [`UserId`] is never empty, [`Points`] are never negative, a [`QueueToken`]
-//! always carries 160 bits of randomness.
+//! always carries its concert and 160 bits of randomness.
 
 use std::fmt;
 use std::str::FromStr;
@@ -166,25 +166,34 @@ impl From<UserId> for String {
 
 /// The queue token: the buyer's credential after it has proven who it is.
 ///
-/// 160 bits from the operating system's random source, written as 40 lowercase hex digits, so
-/// it cannot be guessed. It is bound to one user and one concert by the record the queue store
-/// keeps for it.
+/// 72 lowercase hex digits: the concert's UUID (32 digits, its `simple` form), then 160 bits
+/// from the operating system's random source (40 digits), so it cannot be guessed. The token
+/// carries its concert so that a store can find its record without an index from token to
+/// concert (Redis keeps each concert's keys in one hash slot). It is bound to one user by the
+/// record the queue store keeps for it; a token whose concert part was changed names no record.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct QueueToken(String);
 
 impl QueueToken {
-    const BYTES: usize = 20;
+    /// Hex digits of the concert part.
+    const CONCERT_LEN: usize = 32;
+    /// Random bytes after the concert part.
+    const RANDOM_BYTES: usize = 20;
+    /// Hex digits of a whole token.
+    const LEN: usize = Self::CONCERT_LEN + Self::RANDOM_BYTES * 2;
 
-    /// A new token from the operating system's random source.
+    /// A new token of `concert`, its random part from the operating system's random source.
     ///
     /// # Panics
     /// When the operating system has no random source, which no supported platform lacks.
     #[must_use]
-    pub fn generate() -> Self {
-        let mut bytes = [0_u8; Self::BYTES];
+    pub fn generate(concert: ConcertId) -> Self {
+        let mut bytes = [0_u8; Self::RANDOM_BYTES];
         getrandom::fill(&mut bytes).expect("the operating system provides a random source");
-        let mut text = String::with_capacity(Self::BYTES * 2);
+        // The `simple` form is the UUID's 32 hex digits, lowercase.
+        let mut text = concert.as_uuid().simple().to_string();
+        text.reserve(Self::RANDOM_BYTES * 2);
         for byte in bytes {
             text.push_str(&format!("{byte:02x}"));
         }
@@ -194,15 +203,26 @@ impl QueueToken {
     /// Checks the shape of a token presented by a client.
     ///
     /// # Errors
-    /// [`ParseError`] when it is not 40 lowercase hex digits.
+    /// [`ParseError`] when it is not 72 lowercase hex digits.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let well_formed = text.len() == Self::BYTES * 2
-            && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let well_formed =
+            text.len() == Self::LEN && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
             Ok(Self(text.to_owned()))
         } else {
-            Err(ParseError::new("queue token", "expected 40 lowercase hex digits"))
+            Err(ParseError::new(
+                "queue token",
+                "expected 72 lowercase hex digits (the concert id's 32, then 40 random)",
+            ))
         }
+    }
+
+    /// The concert the token was issued for (whether a record exists is the store's to say).
+    #[must_use]
+    pub fn concert(&self) -> ConcertId {
+        let digits = &self.0[..Self::CONCERT_LEN];
+        let uuid = u128::from_str_radix(digits, 16).expect("a token starts with 32 hex digits");
+        ConcertId::from_uuid(Uuid::from_u128(uuid))
     }
 
     /// The token as text.
@@ -213,9 +233,11 @@ impl QueueToken {
 }
 
 impl fmt::Debug for QueueToken {
-    /// Only a prefix is printed: tokens are credentials and must not end up whole in logs.
+    /// The concert part and four random digits only: tokens are credentials and must not end up
+    /// whole in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "QueueToken({}…)", &self.0[..8])
+        let (concert, random) = self.0.split_at(Self::CONCERT_LEN);
+        write!(f, "QueueToken({concert}:{}…)", &random[..4])
     }
 }
 
@@ -395,18 +417,40 @@ mod tests {
 
     #[test]
     fn generated_tokens_parse_and_differ() {
-        let a = QueueToken::generate();
-        let b = QueueToken::generate();
+        let concert = ConcertId::random();
+        let a = QueueToken::generate(concert);
+        let b = QueueToken::generate(concert);
         assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 72);
         assert_eq!(QueueToken::parse(a.as_str()), Ok(a.clone()));
         assert!(QueueToken::parse("not-a-token").is_err());
         assert!(QueueToken::parse(&a.as_str().to_uppercase()).is_err());
+        assert!(QueueToken::parse(&a.as_str()[..71]).is_err());
+        assert!(QueueToken::parse(&format!("{a}0")).is_err());
+    }
+
+    #[test]
+    fn a_token_carries_its_concert() {
+        let concert = ConcertId::random();
+        let token = QueueToken::generate(concert);
+        assert_eq!(token.concert(), concert);
+        assert!(token.as_str().starts_with(&concert.as_uuid().simple().to_string()));
+        let parsed = QueueToken::parse(token.as_str()).expect("well formed");
+        assert_eq!(parsed.concert(), concert);
+    }
+
+    #[test]
+    fn tokens_of_the_old_forty_digit_shape_are_refused() {
+        assert!(QueueToken::parse(&"a".repeat(40)).is_err());
     }
 
     #[test]
     fn token_debug_does_not_print_the_whole_credential() {
-        let token = QueueToken::generate();
-        assert!(!format!("{token:?}").contains(token.as_str()));
+        let token = QueueToken::generate(ConcertId::random());
+        let debug = format!("{token:?}");
+        assert!(!debug.contains(token.as_str()));
+        assert!(!debug.contains(&token.as_str()[36..]));
+        assert!(debug.contains(&token.concert().as_uuid().simple().to_string()));
     }
 
     #[test]

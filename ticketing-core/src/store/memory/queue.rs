@@ -130,11 +130,11 @@ impl ConcertQueue {
 
 /// The smallest and largest tokens, as range bounds.
 fn min_token() -> QueueToken {
-    QueueToken::parse(&"0".repeat(40)).expect("40 hex digits form a token")
+    QueueToken::parse(&"0".repeat(72)).expect("72 hex digits form a token")
 }
 
 fn max_token() -> QueueToken {
-    QueueToken::parse(&"f".repeat(40)).expect("40 hex digits form a token")
+    QueueToken::parse(&"f".repeat(72)).expect("72 hex digits form a token")
 }
 
 impl MemoryStore {

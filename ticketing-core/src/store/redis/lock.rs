@@ -75,7 +75,8 @@ impl RedisSeatLock {
     /// [`crate::StoreError::Backend`] when Redis fails.
     pub async fn acquire(&self, seat: SeatId, now: DateTime<Utc>) -> StoreResult<Option<LockGuard>> {
         let (lock, fence) = self.keys(seat);
-        let value = crate::ids::QueueToken::generate().to_string();
+        // Unique per acquisition, so a release never deletes a later holder's lock.
+        let value = uuid::Uuid::new_v4().simple().to_string();
         let floor = u64::try_from(now.timestamp_millis()).unwrap_or(0).saturating_mul(1024);
         let got: u64 = redis::Script::new(ACQUIRE)
             .key(lock)

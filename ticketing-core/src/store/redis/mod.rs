@@ -3,15 +3,16 @@
 //!
 //! Every atomic step is one Lua script. Keys carry a configurable prefix (tests use one per test)
 //! and a hash tag per concert (`…c:{<concert>}:…`), so a script only touches keys of one hash
-//! slot and the same scripts run on Redis Cluster. The token → concert index is the one key
-//! outside the concert's slot; it is written after the token exists and removed after the token
-//! is gone, never inside a script.
+//! slot and the same scripts run on Redis Cluster. A queue token carries its concert, so no
+//! index from token to concert is needed. The one key outside every concert's slot is the set
+//! of concerts the sweeper walks, registered idempotently before a concert's first token is
+//! inserted and never inside a script.
 
 mod lock;
 mod queue;
 
 pub use self::lock::{LOCK_RETRY_MS, LOCK_TTL_MS, LOCK_WAIT_MS, LockGuard, RedisSeatLock};
-pub use self::queue::RedisQueueStore;
+pub use self::queue::{CONCERT_REGISTRATION_REFRESH_SECS, REGISTERED_CONCERTS_MAX, RedisQueueStore};
 
 use redis::aio::ConnectionManager;
 

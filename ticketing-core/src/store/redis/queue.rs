@@ -8,10 +8,24 @@
 //!   `expired` (by expiry time): sorted sets;
 //! - `seq`: the line's counter; `adm`: the admission state (version, window, admitted, rate).
 //!
-//! Outside the concert's slot: `tok:<token>` (token -> concert) and `concerts` (a set, for the
-//! sweeper). A position is `ZRANK`: O(log n) with any length of line.
+//! A token carries its concert ([`QueueToken::concert`]), so reading a token is one `HGETALL`
+//! of its hash in that concert's slot: no index from token to concert exists, and a token whose
+//! concert part was altered names a key that is not there. Every step is one script over keys of
+//! one slot. A position is `ZRANK`: O(log n) with any length of line.
+//!
+//! Outside every concert's slot there is only `concerts`, the set of concerts that ever had a
+//! token, which the sweeper walks. It cannot join a per-concert script (it is in no concert's
+//! slot), so a store registers a concert with one idempotent `SADD` *before* the insert script
+//! runs: if the `SADD` fails, the request fails and nothing was inserted; if the script fails
+//! after it, an extra registered concert costs the sweeper one empty script. A store remembers
+//! which concerts it registered (per process, for [`CONCERT_REGISTRATION_REFRESH_SECS`]), so
+//! the hot path pays for the `SADD` about once per concert per process; the refresh restores the
+//! set if Redis lost it. Reads never depend on the set: a concert missing from it is only swept
+//! later, and expiry is decided on every read anyway.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -130,8 +144,7 @@ redis.call('HSET', b .. 'adm', 'version', tonumber(v) + 1, 'window', ARGV[5],
 return admitted
 ";
 
-/// KEYS[1] base; ARGV now, forget before, limit. Returns 'OK', the count touched, then the
-/// tokens forgotten (whose index keys the caller removes).
+/// KEYS[1] base; ARGV now, forget before, limit. Returns 'OK' and the count touched.
 const SWEEP: &str = r"
 local b = KEYS[1]
 local limit = tonumber(ARGV[3])
@@ -142,7 +155,6 @@ if limit - n > 0 then
   local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit - n)
   for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]); n = n + 1 end
 end
-local forgotten = {}
 if limit - n > 0 then
   local old = redis.call('ZRANGEBYSCORE', b .. 'expired', '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit - n)
   for _, t in ipairs(old) do
@@ -151,25 +163,33 @@ if limit - n > 0 then
     if redis.call('GET', ukey) == t then redis.call('DEL', ukey) end
     redis.call('DEL', k)
     redis.call('ZREM', b .. 'expired', t)
-    table.insert(forgotten, t)
     n = n + 1
   end
 end
-local result = {'OK', tostring(n)}
-for _, t in ipairs(forgotten) do table.insert(result, t) end
-return result
+return {'OK', tostring(n)}
 ";
 
 fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{REINDEX}\n{body}"))
 }
 
-/// The queue store over Redis. Clones share one managed connection.
+/// How long a store trusts its own memory that a concert is in the `concerts` set before it
+/// registers the concert again (a Redis that lost its data lost the set too).
+pub const CONCERT_REGISTRATION_REFRESH_SECS: u64 = 60;
+/// At most this many concerts are remembered as registered; past it the memory starts afresh
+/// (which only costs one `SADD` per concert).
+pub const REGISTERED_CONCERTS_MAX: usize = 10_000;
+const REGISTRATION_REFRESH: Duration = Duration::from_secs(CONCERT_REGISTRATION_REFRESH_SECS);
+
+/// The queue store over Redis. Clones share one managed connection and one memory of the
+/// concerts registered for the sweeper.
 #[derive(Clone)]
 pub struct RedisQueueStore {
     conn: ConnectionManager,
     prefix: String,
-    scripts: std::sync::Arc<Scripts>,
+    scripts: Arc<Scripts>,
+    /// When this process last registered each concert in the `concerts` set.
+    registered: Arc<Mutex<HashMap<ConcertId, Instant>>>,
 }
 
 struct Scripts {
@@ -218,13 +238,14 @@ impl RedisQueueStore {
         Self {
             conn,
             prefix: prefix.into(),
-            scripts: std::sync::Arc::new(Scripts {
+            scripts: Arc::new(Scripts {
                 insert: script(INSERT),
                 update: script(UPDATE),
                 snapshot: script(SNAPSHOT),
                 admit: script(ADMIT),
                 sweep: script(SWEEP),
             }),
+            registered: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -240,8 +261,34 @@ impl RedisQueueStore {
         format!("{}c:{{{concert}}}:", self.prefix)
     }
 
-    fn index_key(&self, token: &QueueToken) -> String {
-        format!("{}tok:{token}", self.prefix)
+    fn concerts_key(&self) -> String {
+        format!("{}concerts", self.prefix)
+    }
+
+    /// Whether this process registered `concert` recently enough to skip the `SADD`.
+    fn recently_registered(&self, concert: ConcertId) -> bool {
+        let registered = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        registered.get(&concert).is_some_and(|at| at.elapsed() < REGISTRATION_REFRESH)
+    }
+
+    /// Puts `concert` in the `concerts` set the sweeper walks, unless this process did so
+    /// recently. Idempotent, and done before the insert script: see the module docs.
+    async fn register_concert(&self, concert: ConcertId) -> StoreResult<()> {
+        if self.recently_registered(concert) {
+            return Ok(());
+        }
+        redis::cmd("SADD")
+            .arg(self.concerts_key())
+            .arg(concert.to_string())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(backend("register concert"))?;
+        let mut registered = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if registered.len() >= REGISTERED_CONCERTS_MAX {
+            registered.clear();
+        }
+        registered.insert(concert, Instant::now());
+        Ok(())
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -313,14 +360,7 @@ fn fields(state: &TokenState) -> (&'static str, String, String, i64, &'static st
 
 impl QueueStore for RedisQueueStore {
     async fn token(&self, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
-        let concert: Option<String> = redis::cmd("GET")
-            .arg(self.index_key(token))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend("token index"))?;
-        let Some(concert) = concert else { return Ok(None) };
-        let concert = ConcertId::parse(&concert).map_err(|_| corrupt("token index"))?;
-        self.read(concert, token).await
+        self.read(token.concert(), token).await
     }
 
     async fn token_of_user(&self, concert: ConcertId, user: &UserId) -> StoreResult<Option<TokenRecord>> {
@@ -333,6 +373,11 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn insert_token(&self, new: NewToken, replacing: Option<&TokenRecord>) -> StoreResult<TokenRecord> {
+        if new.token.concert() != new.concert_id {
+            // Filed under its concert, it could never be found from the token.
+            return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
+        }
+        self.register_concert(new.concert_id).await?;
         let (old, old_version) = replacing
             .map_or((String::new(), String::new()), |r| (r.token.to_string(), r.version.to_string()));
         let values: Vec<String> = self
@@ -351,29 +396,6 @@ impl QueueStore for RedisQueueStore {
             .map_err(backend("insert token"))?;
         let values = answer(values, "queue token of user")?;
         let seq: u64 = values.first().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("seq"))?;
-        // The index (another slot) is written once the token exists, and the replaced token's
-        // index removed; a crash in between leaves a token nobody holds, or a dangling index
-        // entry whose token read finds nothing.
-        let mut conn = self.conn();
-        redis::pipe()
-            .cmd("SET")
-            .arg(self.index_key(&new.token))
-            .arg(new.concert_id.to_string())
-            .ignore()
-            .cmd("SADD")
-            .arg(format!("{}concerts", self.prefix))
-            .arg(new.concert_id.to_string())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(backend("token index"))?;
-        if let Some(old) = replacing {
-            redis::cmd("DEL")
-                .arg(self.index_key(&old.token))
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(backend("token index"))?;
-        }
         Ok(new.waiting(seq))
     }
 
@@ -479,7 +501,7 @@ impl QueueStore for RedisQueueStore {
         limit: usize,
     ) -> StoreResult<usize> {
         let concerts: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(format!("{}concerts", self.prefix))
+            .arg(self.concerts_key())
             .query_async(&mut self.conn())
             .await
             .map_err(backend("concerts"))?;
@@ -501,13 +523,6 @@ impl QueueStore for RedisQueueStore {
                 .map_err(backend("sweep"))?;
             let values = answer(values, "sweep")?;
             touched += values.first().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-            for token in values.iter().skip(1) {
-                redis::cmd("DEL")
-                    .arg(format!("{}tok:{token}", self.prefix))
-                    .query_async::<()>(&mut self.conn())
-                    .await
-                    .map_err(backend("token index"))?;
-            }
         }
         Ok(touched)
     }

@@ -1,0 +1,112 @@
+//! The Redis queue store's own promises, beyond the conformance suite: a token is found from
+//! itself alone (it carries its concert), issuing it is one script over one concert's hash slot,
+//! and no key outside that slot is needed to read it back.
+
+#![cfg(all(feature = "redis", feature = "testing"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use chrono::{DateTime, Duration, Utc};
+use ticketing_core::StoreError;
+use ticketing_core::ids::{ConcertId, QueueToken, UserId};
+use ticketing_core::queue::NewToken;
+use ticketing_core::store::QueueStore;
+use ticketing_core::store::memory::MemoryStore;
+use ticketing_core::store::redis::RedisQueueStore;
+use ticketing_core::testing::{fresh_redis_prefix, redis_connection};
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_900_000_000, 0).unwrap()
+}
+
+fn new_token(concert: ConcertId, user: &str) -> NewToken {
+    NewToken {
+        token: QueueToken::generate(concert),
+        user_id: UserId::parse(user).unwrap(),
+        concert_id: concert,
+        issued_at: now(),
+        expires_at: now() + Duration::seconds(60),
+    }
+}
+
+/// `token` with its concert part replaced by `concert`'s, the random part kept.
+fn forged(token: &QueueToken, concert: ConcertId) -> QueueToken {
+    let text = format!("{}{}", concert.as_uuid().simple(), &token.as_str()[32..]);
+    QueueToken::parse(&text).unwrap()
+}
+
+async fn fresh_store() -> (RedisQueueStore, redis::aio::ConnectionManager, String) {
+    let conn = redis_connection().await;
+    let prefix = fresh_redis_prefix();
+    (RedisQueueStore::new(conn.clone(), prefix.clone()), conn, prefix)
+}
+
+async fn keys(conn: &redis::aio::ConnectionManager, prefix: &str) -> Vec<String> {
+    redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn.clone()).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_issued_token_lives_in_its_concerts_slot_only_and_reads_back_alone() {
+    let (store, conn, prefix) = fresh_store().await;
+    let concert = ConcertId::random();
+    let first = store.insert_token(new_token(concert, "alice"), None).await.unwrap();
+    let second = store.insert_token(new_token(concert, "bob"), None).await.unwrap();
+
+    // Every key is in the concert's hash slot, but for the sweeper's set of concerts: no token
+    // index (`tok:<token>`, in another slot, written outside the script) exists any more.
+    let tag = format!("{prefix}c:{{{concert}}}:");
+    let found = keys(&conn, &prefix).await;
+    assert!(found.iter().all(|k| k.starts_with(&tag) || *k == format!("{prefix}concerts")), "{found:?}");
+    assert!(!found.iter().any(|k| k.contains("tok:")), "{found:?}");
+    assert!(found.contains(&format!("{tag}t:{}", first.token)));
+
+    // Reading a token needs nothing but the token, not even the set of concerts.
+    let _: () =
+        redis::cmd("DEL").arg(format!("{prefix}concerts")).query_async(&mut conn.clone()).await.unwrap();
+    assert_eq!(store.token(&first.token).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.token(&second.token).await.unwrap(), Some(second));
+}
+
+#[tokio::test]
+async fn the_first_token_of_a_concert_registers_it_for_the_sweeper() {
+    let (store, conn, prefix) = fresh_store().await;
+    let concert = ConcertId::random();
+    store.insert_token(new_token(concert, "alice"), None).await.unwrap();
+    let concerts: Vec<String> =
+        redis::cmd("SMEMBERS").arg(format!("{prefix}concerts")).query_async(&mut conn.clone()).await.unwrap();
+    assert_eq!(concerts, vec![concert.to_string()]);
+    // The sweeper finds it: the waiting token, never polled, loses its place.
+    let swept = store.sweep_queue(now() + Duration::seconds(61), now(), 100).await.unwrap();
+    assert_eq!(swept, 1);
+}
+
+#[tokio::test]
+async fn a_token_with_a_forged_concert_part_is_not_found_in_redis() {
+    let (store, _conn, _prefix) = fresh_store().await;
+    a_token_with_a_forged_concert_part_is_not_found(&store).await;
+}
+
+#[tokio::test]
+async fn a_token_with_a_forged_concert_part_is_not_found_in_memory() {
+    a_token_with_a_forged_concert_part_is_not_found(&MemoryStore::new()).await;
+}
+
+async fn a_token_with_a_forged_concert_part_is_not_found(store: &impl QueueStore) {
+    let (mine, other) = (ConcertId::random(), ConcertId::random());
+    let record = store.insert_token(new_token(mine, "alice"), None).await.unwrap();
+    store.insert_token(new_token(other, "bob"), None).await.unwrap();
+    assert_eq!(store.token(&record.token).await.unwrap(), Some(record.clone()));
+    // The same random part under a concert that has a line, and under one that has none.
+    assert_eq!(store.token(&forged(&record.token, other)).await.unwrap(), None);
+    assert_eq!(store.token(&forged(&record.token, ConcertId::random())).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn redis_refuses_a_token_filed_under_another_concert() {
+    let (store, conn, prefix) = fresh_store().await;
+    let concert = ConcertId::random();
+    let mismatched =
+        NewToken { token: QueueToken::generate(ConcertId::random()), ..new_token(concert, "alice") };
+    assert!(matches!(store.insert_token(mismatched, None).await, Err(StoreError::Corrupt(_))));
+    assert!(keys(&conn, &prefix).await.is_empty(), "nothing written");
+    assert_eq!(store.token_of_user(concert, &UserId::parse("alice").unwrap()).await.unwrap(), None);
+}
