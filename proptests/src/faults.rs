@@ -11,7 +11,7 @@ use ticketing_core::StoreError;
 use ticketing_core::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
 use ticketing_core::hold::{HoldPlan, ReleasePlan, Reservation};
 use ticketing_core::idempotency::IdempotencyRecord;
-use ticketing_core::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use ticketing_core::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use ticketing_core::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
@@ -122,6 +122,13 @@ impl<B: BookingStore> WalletStore for Faulty<B> {
 impl<B: BookingStore> BookingStore for Faulty<B> {
     async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
         self.inner.reservation(id).await
+    }
+    async fn reservations_of_token(
+        &self,
+        user: &UserId,
+        token: &QueueToken,
+    ) -> StoreResult<Vec<Reservation>> {
+        self.inner.reservations_of_token(user, token).await
     }
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
         self.write(self.inner.claim_seat(plan, idempotency)).await

@@ -165,7 +165,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
     pub async fn new(queue: Q, booking: B) -> Result<Self, String> {
         let clock = ManualClock::at_epoch_secs(1_900_000_000);
         let svc = Ticketing::new(queue, booking, clock.clone(), service_config());
-        let case = QueueToken::generate().to_string();
+        let case = QueueToken::generate(ConcertId::random()).to_string();
         let users = (0..USERS)
             .map(|u| UserId::parse(&format!("u{u}-{}", &case[..12])))
             .collect::<Result<Vec<_>, _>>();

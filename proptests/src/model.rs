@@ -17,7 +17,8 @@ pub const ADMIT_INTERVAL_MS: i64 = 1_000;
 pub const WAITING_IDLE_MS: i64 = 30_000;
 /// An admitted token expires this long after admission.
 pub const ACTIVE_TTL_MS: i64 = 90_000;
-/// A hold lasts this long, but never past its token.
+/// A hold lasts this long, whenever its token's active time ends; it is also how long an
+/// admitted token keeps access to its user's account after its active time ended.
 pub const HOLD_TTL_MS: i64 = 60_000;
 /// The largest single charge and the largest balance.
 pub const CHARGE_MAX: i64 = ticketing_core::limits::CHARGE_MAX_POINTS;
@@ -62,6 +63,8 @@ pub struct Token {
     pub active: bool,
     /// Expired because its user paid.
     pub paid: bool,
+    /// When its user paid (and it expired), in ms.
+    pub paid_at: Option<i64>,
 }
 
 /// A seat.
@@ -146,6 +149,27 @@ impl Model {
         self.waiting(t) || self.active(t)
     }
 
+    /// When an admitted token stopped being active (paid, or its active time ran out).
+    fn admission_ended(&self, t: usize) -> Option<i64> {
+        let token = &self.tokens[t];
+        if token.paid {
+            token.paid_at
+        } else {
+            token.until.filter(|&until| token.active && until <= self.now)
+        }
+    }
+
+    /// Whether the token reaches its user's account (balance, charges, own holds): valid, or
+    /// admitted and ended less than a hold time ago.
+    fn account_access(&self, t: usize) -> bool {
+        self.valid(t) || self.admission_ended(t).is_some_and(|ended| self.now < ended + HOLD_TTL_MS)
+    }
+
+    /// A token acts only for its own concert.
+    fn concert_of_reservation(&self, r: usize) -> usize {
+        self.seats[self.reservations[r].seat].concert
+    }
+
     /// A reservation is live while held, not paid or let go, before its deadline, and still the
     /// seat's holder.
     fn live(&self, r: usize) -> bool {
@@ -193,6 +217,7 @@ impl Model {
             until: Some(self.now + WAITING_IDLE_MS),
             active: false,
             paid: false,
+            paid_at: None,
         });
         self.current.insert((user, concert), self.tokens.len() - 1);
         Expect::Token { created: true, active: false }
@@ -282,13 +307,12 @@ impl Model {
         {
             Expect::Refused("hold_limit_reached")
         } else {
-            let token_until = self.tokens[t].until.unwrap_or(self.now);
             self.reservations.push(Reservation {
                 user,
                 token: t,
                 seat: s,
                 price: self.seats[s].price,
-                until: (self.now + HOLD_TTL_MS).min(token_until),
+                until: self.now + HOLD_TTL_MS,
                 confirmed: false,
                 released: false,
             });
@@ -301,12 +325,15 @@ impl Model {
 
     /// Releases reservation `r` with token `t`.
     pub fn release(&mut self, t: usize, r: usize) -> Expect {
-        if !self.valid(t) && !self.tokens[t].paid {
+        if !self.account_access(t) && !self.tokens[t].paid {
             return Expect::Refused("token_expired");
         }
         let res = &self.reservations[r];
         if res.user != self.tokens[t].user {
             return Expect::Refused("not_owner");
+        }
+        if self.concert_of_reservation(r) != self.tokens[t].concert {
+            return Expect::Refused("wrong_concert");
         }
         if res.confirmed {
             return Expect::Refused("already_paid");
@@ -329,6 +356,10 @@ impl Model {
         if self.reservations[r].user != user {
             return Expect::Refused("not_owner");
         }
+        if self.concert_of_reservation(r) != self.tokens[t].concert {
+            // Not remembered under the key: the token, not the request, was refused.
+            return Expect::Refused("wrong_concert");
+        }
         let res = self.reservations[r].clone();
         let outcome = if res.confirmed {
             Expect::Refused("already_paid")
@@ -336,8 +367,10 @@ impl Model {
             Expect::Refused("hold_released")
         } else if !self.live(r) {
             Expect::Refused("hold_expired")
-        } else if !self.active(t) {
-            // Not remembered under the key: the token, not the request, was refused.
+        } else if !self.active(t) && (res.token != t || self.waiting(t)) {
+            // The token that made a hold may pay it until the hold's deadline, whatever became
+            // of the token; any other token must be active. Not remembered under the key: the
+            // token, not the request, was refused.
             return Expect::Refused(self.not_active(t));
         } else if self.balances.get(&user).copied().unwrap_or(0) < res.price {
             Expect::Refused("insufficient_balance")
@@ -347,9 +380,15 @@ impl Model {
             let balance = *balance;
             self.reservations[r].confirmed = true;
             self.seats[res.seat].booked = true;
-            self.tokens[t].active = false;
-            self.tokens[t].until = None;
-            self.tokens[t].paid = true;
+            // The token expires once nothing it holds is left to pay.
+            let more_to_pay =
+                (0..self.reservations.len()).any(|o| self.reservations[o].token == t && self.live(o));
+            if self.active(t) && !more_to_pay {
+                self.tokens[t].active = false;
+                self.tokens[t].until = None;
+                self.tokens[t].paid = true;
+                self.tokens[t].paid_at = Some(self.now);
+            }
             Expect::Paid { reservation: r, balance }
         };
         self.remember(user, key, asked, &outcome);
@@ -361,7 +400,7 @@ impl Model {
         if amount <= 0 || amount > CHARGE_MAX {
             return Expect::Refused("invalid_amount");
         }
-        if !self.valid(t) {
+        if !self.account_access(t) {
             return Expect::Refused("token_expired");
         }
         let user = self.tokens[t].user;

@@ -173,7 +173,7 @@ async fn race<Q: QueueStore, B: BookingStore>(
         .await
         .map_err(|e| e.to_string())?;
     let (concert, schedule) = (plan.concert.id, plan.schedules[0].id);
-    let case = QueueToken::generate().to_string();
+    let case = QueueToken::generate(ticketing_core::ids::ConcertId::random()).to_string();
     let users: Vec<UserId> =
         (0..scenario.users).map(|u| UserId::parse(&format!("r{u}-{}", &case[..10])).unwrap()).collect();
 

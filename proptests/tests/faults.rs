@@ -82,7 +82,11 @@ async fn purchase<B: BookingStore + Clone>(booking: B, plan: Vec<Fault>, crash: 
         .await
         .map_err(|e| e.to_string())?;
     let seat = concert.seats[0].id;
-    let user = UserId::parse(&format!("f-{}", &QueueToken::generate().to_string()[..12])).unwrap();
+    let user = UserId::parse(&format!(
+        "f-{}",
+        &QueueToken::generate(ticketing_core::ids::ConcertId::random()).to_string()[..12]
+    ))
+    .unwrap();
     let token = svc.issue_token(&user, concert.concert.id).await.map_err(|e| e.to_string())?.record.token;
     svc.admission_tick(concert.concert.id).await.map_err(|e| e.to_string())?;
     // From here on, every write of the booking store follows the plan.

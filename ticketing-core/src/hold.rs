@@ -102,9 +102,9 @@ pub struct HoldPlan {
     pub now: DateTime<Utc>,
 }
 
-/// Decides a hold of `seat` for `holder`, lasting `hold_ttl` but never past `not_after` (the
-/// holder's token expiry: a hold must not promise time its holder cannot use, or the seat would
-/// sit blocked for a buyer who can no longer pay).
+/// Decides a hold of `seat` for `holder`, lasting the whole `hold_ttl` whenever the holder's
+/// token's active time ends: the hold itself is what entitles its token to pay it (see
+/// [`crate::payment::require_payer`]), so the buyer keeps the five minutes the design promises.
 ///
 /// # Errors
 /// [`DomainError::SeatUnavailable`] when the seat is held by a live hold or booked.
@@ -113,7 +113,6 @@ pub fn plan_hold(
     holder: Holder,
     reservation_id: ReservationId,
     hold_ttl: Duration,
-    not_after: DateTime<Utc>,
     holds_per_token: u32,
     now: DateTime<Utc>,
 ) -> Result<HoldPlan, DomainError> {
@@ -124,7 +123,7 @@ pub fn plan_hold(
         SeatState::Held { reservation, .. } => Some(*reservation),
         SeatState::Available | SeatState::Booked { .. } => None,
     };
-    let expires_at = (now + hold_ttl).min(not_after);
+    let expires_at = now + hold_ttl;
     let reservation = Reservation {
         id: reservation_id,
         user_id: holder.user_id.clone(),
@@ -202,6 +201,25 @@ pub fn plan_release(
     }
 }
 
+/// Checks that `reservation` is one a token of `user_id` for `concert_id` may act on: its
+/// user's own, of its own concert (a token acts only for its own concert, on every route).
+///
+/// # Errors
+/// [`DomainError::NotOwner`], [`DomainError::WrongConcert`].
+pub fn require_own(
+    reservation: &Reservation,
+    user_id: &UserId,
+    concert_id: ConcertId,
+) -> Result<(), DomainError> {
+    if &reservation.user_id != user_id {
+        return Err(DomainError::NotOwner);
+    }
+    if reservation.concert_id != concert_id {
+        return Err(DomainError::WrongConcert);
+    }
+    Ok(())
+}
+
 /// Whether `seat` is booked by `reservation`. A reservation read just before a concurrent
 /// payment of it committed still says HELD while the seat, read just after, says BOOKED by it:
 /// the truth is "already paid", not "expired" (which the moved fence alone would suggest).
@@ -245,7 +263,10 @@ mod tests {
     }
 
     fn alice() -> Holder {
-        Holder { user_id: UserId::parse("alice").expect("valid"), token: QueueToken::generate() }
+        Holder {
+            user_id: UserId::parse("alice").expect("valid"),
+            token: QueueToken::generate(ConcertId::random()),
+        }
     }
 
     fn seat(state: SeatState, fence: u64) -> SeatRecord {
@@ -271,25 +292,24 @@ mod tests {
     }
 
     fn hold(seat: &SeatRecord, now: DateTime<Utc>) -> Result<HoldPlan, DomainError> {
-        plan_hold(seat, alice(), ReservationId::random(), Duration::seconds(300), t(10_000), 1, now)
+        plan_hold(seat, alice(), ReservationId::random(), Duration::seconds(300), 1, now)
     }
 
     #[test]
-    fn a_hold_never_outlives_its_holders_token() {
+    fn a_hold_lasts_its_whole_time() {
         let plan = plan_hold(
             &seat(SeatState::Available, 0),
             alice(),
             ReservationId::random(),
             Duration::seconds(300),
-            t(120),
             1,
-            t(0),
+            t(60),
         )
         .expect("available");
-        assert_eq!(plan.reservation.expires_at, t(120));
+        assert_eq!(plan.reservation.expires_at, t(360));
         assert_eq!(
             plan.seat_state,
-            SeatState::Held { reservation: plan.reservation.id, user: alice().user_id, expires_at: t(120) }
+            SeatState::Held { reservation: plan.reservation.id, user: alice().user_id, expires_at: t(360) }
         );
     }
 

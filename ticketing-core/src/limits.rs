@@ -59,3 +59,6 @@ pub const SEATS_PER_SCHEDULE_MAX: u32 = 100_000;
 
 /// The weight, in eighths, that the newest sample gets in the admission-rate moving average.
 pub const ADMIT_RATE_EWMA_EIGHTHS: u32 = 2;
+/// The longest wait the service estimates for a place in line (one day). Past it, the ETA is
+/// reported as unknown rather than as a number nobody should plan on.
+pub const ETA_MAX_SECS: u64 = 86_400;

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{SeatRecord, SeatState};
 use crate::error::DomainError;
+use crate::hold::ReservationStatus;
 use crate::hold::{Reservation, require_live_hold};
 use crate::ids::{Fence, LedgerEntryId, PaymentId, Points, ReservationId, SeatId, UserId};
 use crate::limits::{BALANCE_MAX_POINTS, CHARGE_MAX_POINTS};
+use crate::queue::{self, TokenRecord, TokenStatus};
 
 /// A user's prepaid balance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +230,48 @@ pub fn plan_payment(
     })
 }
 
+/// Checks that the token `record` may pay `reservation` at `now` (that the hold is live and
+/// the user's own is [`require_live_hold`]'s question). A token acts only for its own concert.
+/// Within it, an active token may pay any of its user's holds, and the token that made a hold
+/// may pay it until the hold's deadline even after its own active time ended (or after it paid
+/// another hold): the hold, granted while the token was active, carries the right to pay it.
+///
+/// `position` is asked for only when the token is still waiting, to say where it stands.
+///
+/// # Errors
+/// [`DomainError::WrongConcert`], [`DomainError::NotAdmitted`] or [`DomainError::TokenExpired`].
+pub fn require_payer(
+    record: &TokenRecord,
+    reservation: &Reservation,
+    now: DateTime<Utc>,
+    position: impl FnOnce() -> u64,
+) -> Result<(), DomainError> {
+    if reservation.concert_id != record.concert_id {
+        return Err(DomainError::WrongConcert);
+    }
+    if reservation.token == record.token && record.status_at(now) != TokenStatus::Waiting {
+        return Ok(());
+    }
+    queue::require_active(record, Some(reservation.concert_id), now, position)
+}
+
+/// What becomes of the token `record` once it paid `paid` at `now`, given the reservations it
+/// made (`held`, as read after the payment): it expires (PAID) when nothing it holds is left to
+/// pay, and stays as it is while another of its holds is live, so that one can be paid too.
+/// `None`: nothing to write (it holds more, or it is no longer active).
+#[must_use]
+pub fn token_after_payment(
+    record: &TokenRecord,
+    paid: ReservationId,
+    held: &[Reservation],
+    now: DateTime<Utc>,
+) -> Option<TokenRecord> {
+    let more_to_pay = held
+        .iter()
+        .any(|r| r.id != paid && r.token == record.token && r.status_at(now) == ReservationStatus::Held);
+    if more_to_pay { None } else { queue::expire_on_payment(record, now).ok() }
+}
+
 /// What a completed payment returns to its caller (and to every idempotent replay).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -265,7 +309,7 @@ mod tests {
         let reservation = Reservation {
             id: ReservationId::random(),
             user_id: alice(),
-            token: QueueToken::generate(),
+            token: QueueToken::generate(ConcertId::random()),
             seat_id: SeatId::random(),
             schedule_id: ScheduleId::random(),
             concert_id: ConcertId::random(),
@@ -358,5 +402,76 @@ mod tests {
             plan_payment(&reservation, &seat, &wallet(1_000, 1), &bob, ids(), t(1)),
             Err(DomainError::NotOwner)
         );
+    }
+
+    fn token_of(reservation: &Reservation, state: crate::queue::TokenState) -> TokenRecord {
+        TokenRecord {
+            token: reservation.token.clone(),
+            user_id: alice(),
+            concert_id: reservation.concert_id,
+            issued_at: t(0),
+            version: 3,
+            state,
+        }
+    }
+
+    fn active_until(secs: i64) -> crate::queue::TokenState {
+        crate::queue::TokenState::Active { admitted_at: t(0), expires_at: t(secs) }
+    }
+
+    #[test]
+    fn a_token_pays_only_for_its_own_concert() {
+        let (reservation, _) = held_seat();
+        let other =
+            TokenRecord { concert_id: ConcertId::random(), ..token_of(&reservation, active_until(100)) };
+        assert_eq!(require_payer(&other, &reservation, t(1), || 0), Err(DomainError::WrongConcert));
+        assert_eq!(
+            require_payer(&token_of(&reservation, active_until(100)), &reservation, t(1), || 0),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_token_that_made_a_hold_may_pay_it_after_its_active_time() {
+        let (reservation, _) = held_seat();
+        let timed_out = token_of(&reservation, active_until(100));
+        assert_eq!(require_payer(&timed_out, &reservation, t(200), || 0), Ok(()));
+        let paid = token_of(
+            &reservation,
+            crate::queue::TokenState::Expired { at: t(50), reason: crate::queue::ExpiryReason::Paid },
+        );
+        assert_eq!(require_payer(&paid, &reservation, t(200), || 0), Ok(()));
+        // Another token of the same user may pay while active, not after.
+        let other = TokenRecord { token: QueueToken::generate(reservation.concert_id), ..timed_out };
+        assert_eq!(require_payer(&other, &reservation, t(200), || 0), Err(DomainError::TokenExpired));
+        assert_eq!(require_payer(&other, &reservation, t(50), || 0), Ok(()));
+        let waiting =
+            TokenRecord { state: crate::queue::TokenState::Waiting { seq: 4, expires_at: t(100) }, ..other };
+        assert_eq!(
+            require_payer(&waiting, &reservation, t(50), || 7),
+            Err(DomainError::NotAdmitted { position: 7 })
+        );
+    }
+
+    #[test]
+    fn a_token_expires_once_nothing_it_holds_is_left_to_pay() {
+        let (first, _) = held_seat();
+        let second = Reservation { id: ReservationId::random(), seat_id: SeatId::random(), ..first.clone() };
+        let token = token_of(&first, active_until(100));
+        let paid_first = Reservation { status: ReservationStatus::Confirmed, ..first.clone() };
+        assert_eq!(token_after_payment(&token, first.id, &[paid_first.clone(), second.clone()], t(10)), None);
+        let expired =
+            token_after_payment(&token, first.id, std::slice::from_ref(&paid_first), t(10)).expect("expires");
+        assert_eq!(expired.status_at(t(10)), TokenStatus::Expired);
+        // A second hold that lapsed or was released leaves nothing to pay.
+        let released = Reservation { status: ReservationStatus::Released, ..second.clone() };
+        assert!(token_after_payment(&token, first.id, &[paid_first.clone(), released], t(10)).is_some());
+        assert!(
+            token_after_payment(&token, first.id, &[paid_first.clone(), second.clone()], t(300)).is_none(),
+            "the token's own time is over: nothing to write"
+        );
+        let lapsed_at = t(99);
+        let short = Reservation { expires_at: lapsed_at, ..second };
+        assert!(token_after_payment(&token, first.id, &[paid_first, short], t(99)).is_some());
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::QueueSettings;
 use crate::error::DomainError;
 use crate::ids::{ConcertId, QueueToken, UserId};
-use crate::limits::ADMIT_RATE_EWMA_EIGHTHS;
+use crate::limits::{ADMIT_RATE_EWMA_EIGHTHS, ETA_MAX_SECS};
 
 /// The stored state of a queue token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +121,20 @@ impl TokenRecord {
         match self.state {
             TokenState::Active { admitted_at, .. } => Some(admitted_at),
             TokenState::Waiting { .. } | TokenState::Expired { .. } => None,
+        }
+    }
+
+    /// When an admitted token stopped being active, if it has by `now`: its active time ran out,
+    /// or its user paid. `None` for a token still waiting or active, and for one that went idle
+    /// in line (it was never admitted).
+    #[must_use]
+    pub fn admission_ended_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.state {
+            TokenState::Active { expires_at, .. } if expires_at <= now => Some(expires_at),
+            TokenState::Expired { at, reason: ExpiryReason::TimedOut | ExpiryReason::Paid } => Some(at),
+            TokenState::Waiting { .. }
+            | TokenState::Active { .. }
+            | TokenState::Expired { reason: ExpiryReason::Idle, .. } => None,
         }
     }
 
@@ -302,6 +316,28 @@ pub fn require_valid(record: &TokenRecord, now: DateTime<Utc>) -> Result<(), Dom
     }
 }
 
+/// Checks that `record` may reach its user's own account (balance, charges) and own holds
+/// (read, release): a valid token, or an admitted one whose active time ended less than `grace`
+/// ago. The grace is the hold time: a buyer who held a seat keeps what paying for it needs
+/// (topping up, reading the hold, letting it go) until the hold's own deadline, whenever the
+/// token's active time ends.
+///
+/// # Errors
+/// [`DomainError::TokenExpired`].
+pub fn require_account_access(
+    record: &TokenRecord,
+    grace: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<(), DomainError> {
+    if require_valid(record, now).is_ok()
+        || record.admission_ended_at(now).is_some_and(|ended| now < ended + grace)
+    {
+        Ok(())
+    } else {
+        Err(DomainError::TokenExpired)
+    }
+}
+
 /// The admission state of one concert's line, as read before a tick.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -393,24 +429,52 @@ fn measured_rate(snapshot: &AdmissionSnapshot, now: DateTime<Utc>) -> f64 {
     snapshot.rate_per_sec * (1.0 - weight) + sample * weight
 }
 
-/// The estimated wait in seconds for the token at `position`, from the measured admission rate;
-/// before anything has been measured, from the configured rate.
+/// The estimated wait in seconds for the token at `position`, or `None` when no honest
+/// estimate is at most [`ETA_MAX_SECS`].
+///
+/// The line moves at the measured admission rate (admissions per second over finished windows
+/// while people waited: when admission is bound by capacity, that is the rate at which active
+/// tokens leave), held between two bounds that follow from the settings alone:
+/// - at most the rate cap, `admit_batch` per `admit_interval_ms`;
+/// - at least the capacity floor, `max_active` per `active_ttl_secs` (capped by the rate cap):
+///   every active token leaves within its active time, so even if nobody pays, a full set of
+///   `max_active` places frees up at least once per active time.
+///
+/// Before anything has been measured, the rate cap is assumed while there is room and the floor
+/// once capacity is full. So a line waiting on capacity never sees its estimate collapse, and the
+/// estimate is never longer than the floor allows.
 #[must_use]
-pub fn eta_secs(position: u64, rate_per_sec: f64, settings: &QueueSettings) -> u64 {
-    let configured = f64::from(settings.admit_batch) * 1_000.0 / settings.admit_interval_ms.max(1) as f64;
-    let rate = if rate_per_sec > 0.0 { rate_per_sec } else { configured };
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let secs = (position as f64 / rate).ceil() as u64; // Both are positive and far below 2^52.
-    secs
+pub fn eta_secs(position: u64, snapshot: &AdmissionSnapshot, settings: &QueueSettings) -> Option<u64> {
+    #[allow(clippy::cast_precision_loss)] // Settings are bounded far below 2^52.
+    let cap = f64::from(settings.admit_batch) * 1_000.0 / settings.admit_interval_ms.max(1) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let floor = (f64::from(settings.max_active) / settings.active_ttl_secs.max(1) as f64).min(cap);
+    let measured = snapshot.rate_per_sec;
+    let rate = if measured.is_finite() && measured > 0.0 {
+        measured.clamp(floor, cap)
+    } else if snapshot.active >= settings.max_active {
+        floor
+    } else {
+        cap
+    };
+    if !(rate.is_finite() && rate > 0.0) {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)] // A position beyond 2^52 is not a line.
+    let secs = (position as f64 / rate).ceil();
+    #[allow(clippy::cast_precision_loss)]
+    let bound = ETA_MAX_SECS as f64;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0 <= secs <= bound.
+    (secs <= bound).then_some(secs.max(0.0) as u64)
 }
 
 /// How many seconds a client should wait before polling a waiting token again: about half its
-/// ETA, at least 1 s, and never more than a third of the idle timeout (nor 10 s), so a client
-/// that obeys keeps its place.
+/// ETA (the ceiling when there is no estimate), at least 1 s, and never more than a third of the
+/// idle timeout (nor 10 s), so a client that obeys keeps its place.
 #[must_use]
-pub fn poll_after_secs(eta_secs: u64, settings: &QueueSettings) -> u64 {
+pub fn poll_after_secs(eta_secs: Option<u64>, settings: &QueueSettings) -> u64 {
     let ceiling = (settings.waiting_idle_secs / 3).clamp(1, 10);
-    (eta_secs / 2).clamp(1, ceiling)
+    eta_secs.map_or(ceiling, |eta| (eta / 2).clamp(1, ceiling))
 }
 
 #[cfg(test)]
@@ -438,7 +502,7 @@ mod tests {
 
     fn record(state: TokenState) -> TokenRecord {
         TokenRecord {
-            token: QueueToken::generate(),
+            token: QueueToken::generate(ConcertId::random()),
             user_id: user(),
             concert_id: ConcertId::from_uuid(uuid::Uuid::nil()),
             issued_at: t(0),
@@ -461,7 +525,14 @@ mod tests {
 
     #[test]
     fn asking_without_a_token_issues_one_at_the_back_of_the_line() {
-        let decision = issue(None, &user(), ConcertId::random(), QueueToken::generate(), &settings(), t(5));
+        let decision = issue(
+            None,
+            &user(),
+            ConcertId::random(),
+            QueueToken::generate(ConcertId::random()),
+            &settings(),
+            t(5),
+        );
         let IssueDecision::Issue { new, replacing: None } = decision else { panic!("{decision:?}") };
         assert_eq!(new.expires_at, t(65));
     }
@@ -473,7 +544,7 @@ mod tests {
             Some(existing.clone()),
             &user(),
             existing.concert_id,
-            QueueToken::generate(),
+            QueueToken::generate(ConcertId::random()),
             &settings(),
             t(30),
         );
@@ -492,7 +563,7 @@ mod tests {
             Some(existing.clone()),
             &user(),
             existing.concert_id,
-            QueueToken::generate(),
+            QueueToken::generate(ConcertId::random()),
             &settings(),
             t(30),
         );
@@ -503,7 +574,7 @@ mod tests {
     fn asking_after_expiry_issues_a_new_token_replacing_the_old() {
         for old in [waiting(60), active(300), expired()] {
             let now = t(301);
-            let fresh = QueueToken::generate();
+            let fresh = QueueToken::generate(ConcertId::random());
             let decision = issue(Some(old.clone()), &user(), old.concert_id, fresh.clone(), &settings(), now);
             let IssueDecision::Issue { new, replacing: Some(replaced) } = decision else {
                 panic!("{decision:?}")
@@ -637,20 +708,82 @@ mod tests {
     #[test]
     fn polls_are_spaced_well_within_the_idle_timeout() {
         let s = settings();
-        assert_eq!(poll_after_secs(0, &s), 1);
-        assert_eq!(poll_after_secs(8, &s), 4);
-        assert_eq!(poll_after_secs(10_000, &s), 10);
+        assert_eq!(poll_after_secs(Some(0), &s), 1);
+        assert_eq!(poll_after_secs(Some(8), &s), 4);
+        assert_eq!(poll_after_secs(Some(10_000), &s), 10);
+        assert_eq!(poll_after_secs(None, &s), 10, "no estimate: the longest safe pause");
         let short = QueueSettings { waiting_idle_secs: 6, ..s };
-        assert_eq!(poll_after_secs(10_000, &short), 2);
+        assert_eq!(poll_after_secs(Some(10_000), &short), 2);
         let tiny = QueueSettings { waiting_idle_secs: 1, ..s };
-        assert_eq!(poll_after_secs(10_000, &tiny), 1);
+        assert_eq!(poll_after_secs(Some(10_000), &tiny), 1);
+    }
+
+    fn measured(rate_per_sec: f64) -> AdmissionSnapshot {
+        AdmissionSnapshot { rate_per_sec, waiting: 10, ..AdmissionSnapshot::default() }
     }
 
     #[test]
-    fn eta_uses_the_measured_rate_or_else_the_configured_one() {
+    fn eta_uses_the_measured_rate_within_the_caps() {
+        let s = settings(); // 2 per second by rate; 3 active per 300 s = 0.01 per second floor.
+        assert_eq!(eta_secs(10, &measured(0.0), &s), Some(5), "nothing measured, room: the rate cap");
+        assert_eq!(eta_secs(10, &measured(1.0), &s), Some(10));
+        assert_eq!(eta_secs(1, &measured(3.0), &s), Some(1), "never faster than the rate cap");
+        assert_eq!(eta_secs(10, &measured(50.0), &s), Some(5));
+    }
+
+    #[test]
+    fn eta_stays_bounded_while_admission_waits_on_capacity() {
         let s = settings();
-        assert_eq!(eta_secs(10, 0.0, &s), 5, "2 per second configured");
-        assert_eq!(eta_secs(10, 1.0, &s), 10);
-        assert_eq!(eta_secs(1, 3.0, &s), 1);
+        let floor_eta = |position: u64| position.div_ceil(3) * 300; // 3 places per 300 s.
+        // Capacity full and nothing measured yet: the floor, not the rate cap.
+        let full = AdmissionSnapshot { active: 3, ..measured(0.0) };
+        assert_eq!(eta_secs(10, &full, &s), Some(1_000));
+        // The measured rate decays by a quarter per window without admissions; the estimate
+        // stops at the floor instead of running off to u64::MAX (as it did).
+        let mut rate = 2.0;
+        for _ in 0..10_000 {
+            rate *= 0.75;
+            let eta = eta_secs(10, &AdmissionSnapshot { active: 3, ..measured(rate) }, &s);
+            assert!(eta.is_some_and(|eta| eta <= floor_eta(10) + 1), "{eta:?} at rate {rate}");
+        }
+        assert_eq!(eta_secs(10, &AdmissionSnapshot { active: 3, ..measured(f64::NAN) }, &s), Some(1_000));
+        // Exits measured at one every 10 s give 100 s for ten places.
+        assert_eq!(eta_secs(10, &AdmissionSnapshot { active: 3, ..measured(0.1) }, &s), Some(100));
+    }
+
+    #[test]
+    fn an_eta_past_the_bound_is_unknown() {
+        let s = settings();
+        let full = AdmissionSnapshot { active: 3, ..measured(0.0) };
+        assert_eq!(eta_secs(864, &full, &s), Some(86_400));
+        assert_eq!(eta_secs(865, &full, &s), None, "past ETA_MAX_SECS");
+        for position in [1, 1_000, 1_000_000, u64::MAX] {
+            for rate in [0.0, 1e-300, 0.5, 2.0, 1e300, f64::INFINITY] {
+                for active in [0, 3] {
+                    let snapshot = AdmissionSnapshot { active, ..measured(rate) };
+                    assert!(eta_secs(position, &snapshot, &s).is_none_or(|eta| eta <= ETA_MAX_SECS));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_whose_admission_ended_keeps_its_account_for_the_grace() {
+        let grace = Duration::seconds(300);
+        let timed_out = active(100);
+        assert_eq!(timed_out.admission_ended_at(t(50)), None);
+        assert_eq!(timed_out.admission_ended_at(t(100)), Some(t(100)));
+        assert_eq!(require_account_access(&timed_out, grace, t(399)), Ok(()));
+        assert_eq!(require_account_access(&timed_out, grace, t(400)), Err(DomainError::TokenExpired));
+        let swept = record(TokenState::Expired { at: t(100), reason: ExpiryReason::TimedOut });
+        assert_eq!(require_account_access(&swept, grace, t(399)), Ok(()));
+        let paid = expired(); // Paid at t(0).
+        assert_eq!(require_account_access(&paid, grace, t(299)), Ok(()));
+        assert_eq!(require_account_access(&paid, grace, t(300)), Err(DomainError::TokenExpired));
+        let idle = record(TokenState::Expired { at: t(0), reason: ExpiryReason::Idle });
+        assert_eq!(idle.admission_ended_at(t(1)), None, "never admitted");
+        assert_eq!(require_account_access(&idle, grace, t(1)), Err(DomainError::TokenExpired));
+        assert_eq!(require_account_access(&waiting(60), grace, t(1)), Ok(()));
+        assert_eq!(require_account_access(&waiting(60), grace, t(61)), Err(DomainError::TokenExpired));
     }
 }

@@ -240,8 +240,14 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         for _ in 0..CAS_RETRIES {
             let now = self.now();
             let existing = self.queue.token_of_user(concert_id, user).await?;
-            let decision =
-                queue::issue(existing, user, concert_id, QueueToken::generate(), &concert.queue, now);
+            let decision = queue::issue(
+                existing,
+                user,
+                concert_id,
+                QueueToken::generate(concert_id),
+                &concert.queue,
+                now,
+            );
             let written = match decision {
                 IssueDecision::Keep(record) => Ok((record, false)),
                 IssueDecision::Refresh { previous, updated } => {
@@ -325,8 +331,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 record = self.authenticate(&record.token).await?;
                 continue;
             }
-            let rate = self.queue.admission_snapshot(concert.id, now).await?.rate_per_sec;
-            let eta_secs = Some(queue::eta_secs(position, rate, &concert.queue));
+            let snapshot = self.queue.admission_snapshot(concert.id, now).await?;
+            let eta_secs = queue::eta_secs(position, &snapshot, &concert.queue);
             return Ok(TokenView { record, status, position: Some(position), eta_secs, created });
         }
         Err(Error::Contention)
@@ -347,22 +353,25 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         now: DateTime<Utc>,
     ) -> Result<TokenRecord, Error> {
         let record = self.authenticate(token).await?;
-        let position = if record.status_at(now) == TokenStatus::Waiting {
-            self.queue.position(&record).await?
-        } else {
-            0
-        };
+        let position = self.position_if_waiting(&record, now).await?;
         queue::require_active(&record, concert, now, || position)?;
         Ok(record)
     }
 
-    /// A token that may read its owner's own records: valid, or expired because its owner paid
-    /// (so a buyer can read back the reservation it just paid for).
+    /// The place in line of a waiting token (to say where it stands in a refusal); 0 otherwise.
+    async fn position_if_waiting(&self, record: &TokenRecord, now: DateTime<Utc>) -> Result<u64, Error> {
+        Ok(if record.status_at(now) == TokenStatus::Waiting { self.queue.position(record).await? } else { 0 })
+    }
+
+    /// A token that may read and release its owner's own holds: one with access to its user's
+    /// account ([`queue::require_account_access`]: valid, or admitted and ended less than a hold
+    /// time ago), or one expired because its owner paid (so a buyer can read back the
+    /// reservation it paid for).
     async fn owner_token(&self, token: &QueueToken, now: DateTime<Utc>) -> Result<TokenRecord, Error> {
         let record = self.authenticate(token).await?;
         let paid = matches!(record.state, TokenState::Expired { reason: ExpiryReason::Paid, .. });
         if !paid {
-            queue::require_valid(&record, now)?;
+            queue::require_account_access(&record, self.hold_ttl(), now)?;
         }
         Ok(record)
     }
@@ -468,8 +477,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Err(Error::Contention)
     }
 
-    /// Holds a seat for the token's user for `hold_ttl_secs`, but never past the token's own
-    /// expiry (see [`hold::plan_hold`]).
+    /// Holds a seat for the token's user for `hold_ttl_secs` (the whole time, whenever the
+    /// token's active time ends: see [`hold::plan_hold`] and [`payment::require_payer`]).
     ///
     /// # Errors
     /// Token errors; [`DomainError::SeatNotFound`], [`DomainError::WrongConcert`];
@@ -497,9 +506,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     }
                     let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
                     let limit = self.config.holds_per_token;
-                    let (ttl, not_after) = (self.hold_ttl(), record.expires_at());
                     let plan =
-                        match hold::plan_hold(&seat, holder, reservation_id, ttl, not_after, limit, now) {
+                        match hold::plan_hold(&seat, holder, reservation_id, self.hold_ttl(), limit, now) {
                             Ok(plan) => plan,
                             Err(refusal) => return Ok(Attempt::Refused(refusal)),
                         };
@@ -520,7 +528,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// One of the token's user's reservations, with its status now.
     ///
     /// # Errors
-    /// [`DomainError::ReservationNotFound`] (also for another user's); token errors.
+    /// [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
+    /// [`DomainError::WrongConcert`] (a token acts only for its own concert); token errors.
     pub async fn reservation(&self, token: &QueueToken, id: ReservationId) -> Result<Reservation, Error> {
         let now = self.now();
         let record = self.owner_token(token, now).await?;
@@ -529,11 +538,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     async fn own_reservation(&self, record: &TokenRecord, id: ReservationId) -> Result<Reservation, Error> {
-        match self.booking.reservation(id).await? {
-            Some(reservation) if reservation.user_id == record.user_id => Ok(reservation),
-            Some(_) => Err(DomainError::NotOwner.into()),
-            None => Err(DomainError::ReservationNotFound.into()),
-        }
+        let reservation = self.booking.reservation(id).await?.ok_or(DomainError::ReservationNotFound)?;
+        hold::require_own(&reservation, &record.user_id, record.concert_id)?;
+        Ok(reservation)
     }
 
     /// Releases one of the token's user's holds; the seat is available again at once.
@@ -541,7 +548,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
-    /// [`DomainError::AlreadyPaid`]; token errors; store errors.
+    /// [`DomainError::WrongConcert`], [`DomainError::AlreadyPaid`]; token errors; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn release(&self, token: &QueueToken, id: ReservationId) -> Result<(), Error> {
         for _ in 0..CAS_RETRIES {
@@ -562,14 +569,18 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// Pays for a held reservation from the balance: debit, reservation CONFIRMED, seat BOOKED,
-    /// payment recorded in one step; then the token expires.
+    /// payment recorded in one step; then the token expires, once nothing it holds is left to
+    /// pay ([`payment::token_after_payment`]).
     ///
-    /// A replay with the same key returns the first outcome even after the token expired by
-    /// this payment. The reservation's state is judged before the token's, so paying twice is
+    /// Who may pay is [`payment::require_payer`]: a token of the hold's concert that is active,
+    /// or the token that made the hold, until the hold's deadline. A replay with the same key
+    /// returns the first outcome even after the token expired by this payment. The
+    /// reservation's state is judged before the token's, so paying twice is
     /// [`DomainError::AlreadyPaid`] and paying a lapsed hold [`DomainError::HoldExpired`].
     ///
     /// # Errors
-    /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`];
+    /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
+    /// [`DomainError::WrongConcert`];
     /// [`DomainError::InsufficientBalance`], [`DomainError::HoldExpired`],
     /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`] (remembered under the key);
     /// [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
@@ -591,6 +602,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             .keyed(ctx, |ctx| {
                 let record = record.clone();
                 async move {
+                    // The wallet is read before the hold and its seat. A payment writes all three
+                    // at once, so a wallet that already shows a racing payment of this hold is
+                    // followed by reads that show the hold paid: the loser hears "already paid",
+                    // never "insufficient balance" for points the winner just spent.
+                    let wallet = self.booking.wallet(&record.user_id).await?;
                     let reservation = self.own_reservation(&record, id).await?;
                     let seat =
                         self.booking.seat(reservation.seat_id).await?.ok_or(StoreError::Missing("seat"))?;
@@ -599,8 +615,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     if let Err(refusal) = hold::require_live_hold(&reservation, &seat, &record.user_id, now) {
                         return Ok(Attempt::Refused(refusal));
                     }
-                    let record = self.active_token(&record.token, None, now).await?;
-                    let wallet = self.booking.wallet(&record.user_id).await?;
+                    // The token is read again: it may have expired or been admitted meanwhile.
+                    let record = self.authenticate(&record.token).await?;
+                    let position = self.position_if_waiting(&record, now).await?;
+                    payment::require_payer(&record, &reservation, now, || position)?;
                     let plan = match payment::plan_payment(
                         &reservation,
                         &seat,
@@ -619,18 +637,33 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 }
             })
             .await?;
-        self.expire_paid_token(&record.token).await;
+        self.expire_paid_token(&record.token, id).await;
         Ok(receipt)
     }
 
-    /// Expires the token of a buyer who paid. The payment has committed whatever happens here:
-    /// if the queue store cannot be written the token simply runs out its active time, and it
-    /// cannot buy again meanwhile because confirmed reservations count against its hold limit.
-    async fn expire_paid_token(&self, token: &QueueToken) {
+    /// Expires the token of a buyer who paid, once nothing it holds is left to pay. The payment
+    /// has committed whatever happens here: if a store cannot be read or written the token
+    /// simply runs out its active time, and it cannot buy again meanwhile because confirmed
+    /// reservations count against its hold limit. Two payments of one token's two holds that
+    /// commit at the same moment may each see the other still held: then neither expires the
+    /// token, which runs out its active time the same way.
+    async fn expire_paid_token(&self, token: &QueueToken, paid: ReservationId) {
         for _ in 0..CAS_RETRIES {
             let now = self.now();
             let Ok(Some(record)) = self.queue.token(token).await else { return };
-            let Ok(expired) = queue::expire_on_payment(&record, now) else { return };
+            // With one hold per token the paid one was its only open hold: nothing to read.
+            let held = if self.config.holds_per_token > 1 {
+                match self.booking.reservations_of_token(&record.user_id, token).await {
+                    Ok(held) => held,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read a paid token's holds; it will time out");
+                        return;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let Some(expired) = payment::token_after_payment(&record, paid, &held, now) else { return };
             match self.queue.update_token(record.version, &expired).await {
                 Err(StoreError::Conflict(_)) => {}
                 Err(error) => {
@@ -646,7 +679,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// [`DomainError::InvalidAmount`], [`DomainError::BalanceLimitExceeded`] (remembered under
-    /// the key); [`DomainError::TokenExpired`]; [`DomainError::IdempotencyKeyReused`];
+    /// the key); [`DomainError::TokenExpired`] unless the token has access to its user's account
+    /// ([`queue::require_account_access`]); [`DomainError::IdempotencyKeyReused`];
     /// [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn charge(
@@ -658,7 +692,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let now = self.now();
         payment::validate_charge_amount(amount)?;
         let record = self.authenticate(token).await?;
-        queue::require_valid(&record, now)?;
+        queue::require_account_access(&record, self.hold_ttl(), now)?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("charge:{amount}"), now };
         let entry = LedgerEntryId::random();
         self.keyed(ctx, |ctx| async move {
@@ -673,14 +707,15 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         .await
     }
 
-    /// The token's user's balance, for any unexpired token.
+    /// The token's user's balance, for a token with access to its user's account
+    /// ([`queue::require_account_access`]).
     ///
     /// # Errors
     /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
     pub async fn balance(&self, token: &QueueToken) -> Result<Wallet, Error> {
         let now = self.now();
         let record = self.authenticate(token).await?;
-        queue::require_valid(&record, now)?;
+        queue::require_account_access(&record, self.hold_ttl(), now)?;
         Ok(self.booking.wallet(&record.user_id).await?)
     }
 

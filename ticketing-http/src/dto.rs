@@ -48,7 +48,9 @@ pub struct TokenBody {
     pub status: String,
     /// 1-based place in line, while waiting.
     pub position: Option<u64>,
-    /// Estimated seconds until admission, while waiting.
+    /// Estimated seconds until admission, while waiting; `null` when no honest estimate is at
+    /// most a day (86,400 s). Derived from the measured admission rate, never faster than the
+    /// rate cap and never slower than capacity allows (`maxActive` per active time).
     pub eta_seconds: Option<u64>,
     /// The token's number in its concert's line, while waiting: fixed for the life of the
     /// wait, smaller is earlier; admission follows it. (`position` is how many are ahead now.)

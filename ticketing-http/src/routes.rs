@@ -101,7 +101,7 @@ fn token_response(
 ) -> Response {
     let mut response = (status, Json(TokenBody::from(view))).into_response();
     if view.status == TokenStatus::Waiting {
-        let after = queue::poll_after_secs(view.eta_secs.unwrap_or(0), settings);
+        let after = queue::poll_after_secs(view.eta_secs, settings);
         if let Ok(value) = HeaderValue::from_str(&after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -109,7 +109,9 @@ fn token_response(
     response
 }
 
-/// Ask for a queue token, or get your existing one back with its validity extended.
+/// Ask for a queue token. A waiting token comes back with its place kept and its idle deadline
+/// extended; an active one comes back unchanged (never extended); otherwise a new token joins
+/// the back of the line.
 #[utoipa::path(post, path = "/api/v1/queue/tokens", tag = "queue", request_body = IssueTokenRequest,
     responses(
         (status = 201, description = "a new token", body = TokenBody),

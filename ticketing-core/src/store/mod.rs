@@ -59,7 +59,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Queue tokens, the line of waiting tokens per concert, and admission.
 pub trait QueueStore: Send + Sync + 'static {
     /// The record of `token`, if the store still has it (expired tokens are kept at least
-    /// `TOKEN_RETENTION_SECS`).
+    /// `TOKEN_RETENTION_SECS`). A store may look for it under [`QueueToken::concert`] only.
     fn token(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
 
     /// The newest token of `user` for `concert`, in whatever state.
@@ -74,7 +74,9 @@ pub trait QueueStore: Send + Sync + 'static {
     ///
     /// A user has at most one token per concert: when `replacing` is `None` the user must have
     /// none, and when it is `Some` the user's token must be that record at that version (it is
-    /// removed). Otherwise [`StoreError::Conflict`] and nothing is written.
+    /// removed). Otherwise [`StoreError::Conflict`] and nothing is written. The new token is
+    /// one of its concert (`new.token.concert() == new.concert_id`, as
+    /// [`QueueToken::generate`] makes it).
     fn insert_token(
         &self,
         new: NewToken,
@@ -207,6 +209,15 @@ pub trait BookingStore: CatalogStore + WalletStore {
     /// One reservation.
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
+
+    /// Every reservation `token` (a token of `user`) made, in any status, in no particular
+    /// order. Paying needs it when a token may hold several seats: the token expires only once
+    /// nothing it holds is left to pay.
+    fn reservations_of_token(
+        &self,
+        user: &UserId,
+        token: &QueueToken,
+    ) -> impl Future<Output = StoreResult<Vec<Reservation>>> + Send;
 
     /// Writes a hold, if the seat's fence is still `plan.expected_fence` (otherwise
     /// [`StoreError::Conflict`]) and the token has fewer than `plan.holds_per_token` open

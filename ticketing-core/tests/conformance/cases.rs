@@ -49,9 +49,18 @@ async fn fixture<Q: QueueStore, B: BookingStore>(
     settings: QueueSettings,
     seats: u32,
 ) -> Fx<Q, B> {
+    fixture_with(stores, settings, seats, Config::default()).await
+}
+
+async fn fixture_with<Q: QueueStore, B: BookingStore>(
+    stores: impl Future<Output = Stores<Q, B>>,
+    settings: QueueSettings,
+    seats: u32,
+    config: Config,
+) -> Fx<Q, B> {
     let stores = stores.await;
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
-    let svc = Ticketing::new(stores.queue, stores.booking, clock.clone(), Config::default());
+    let svc = Ticketing::new(stores.queue, stores.booking, clock.clone(), config);
     let stores = Stores { queue: (), booking: (), guard: stores.guard };
     let concert = svc
         .create_concert(&NewConcert {
@@ -113,6 +122,13 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
             "{name} admitted"
         );
         token
+    }
+
+    /// Moves the clock forward to `at`.
+    fn advance_to(&self, at: chrono::DateTime<chrono::Utc>) {
+        let by = at - self.clock.now();
+        assert!(by >= Duration::zero(), "the clock only moves forward");
+        self.clock.advance(by);
     }
 
     async fn status(&self, token: &QueueToken) -> TokenStatus {
@@ -358,7 +374,7 @@ pub async fn a_user_has_one_token_per_concert_in_the_store<Q: QueueStore, B: Boo
     let record = fx.svc.authenticate(&fx.token("alice").await).await.unwrap();
     let now = fx.clock.now();
     let new = queue::NewToken {
-        token: QueueToken::generate(),
+        token: QueueToken::generate(fx.concert_id()),
         user_id: user("alice"),
         concert_id: fx.concert_id(),
         issued_at: now,
@@ -389,7 +405,7 @@ pub async fn only_active_tokens_of_the_concert_may_browse_and_hold<Q: QueueStore
         domain(fx.svc.hold(&waiting, fx.seat(0), None).await),
         DomainError::NotAdmitted { position: 1 }
     );
-    let unknown = QueueToken::generate();
+    let unknown = QueueToken::generate(concert);
     assert_eq!(domain(fx.svc.schedules(&unknown, concert).await), DomainError::TokenNotFound);
     assert_eq!(domain(fx.svc.token_status(&unknown).await), DomainError::TokenNotFound);
     assert_eq!(
@@ -470,17 +486,173 @@ pub async fn a_seat_cannot_be_held_twice<Q: QueueStore, B: BookingStore>(
     assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
 }
 
-pub async fn a_hold_never_outlives_its_token<Q: QueueStore, B: BookingStore>(
+pub async fn a_hold_lasts_its_whole_time_and_its_token_may_pay_it<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {
     let fx = fixture(s, QueueSettings { active_ttl_secs: 100, ..generous() }, 4).await;
+    let hold_ttl = Duration::seconds(i64::try_from(Config::default().hold_ttl_secs).unwrap());
     let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
     fx.clock.advance_secs(40);
     let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
-    assert_eq!(held.expires_at, fx.svc.authenticate(&alice).await.unwrap().expires_at());
-    assert_eq!(held.expires_at - held.held_at, Duration::seconds(60), "capped at the token's expiry");
-    fx.clock.advance_secs(60);
-    assert_eq!(fx.seat_status(0).await, SeatStatus::Available, "free the moment the buyer can no longer pay");
+    let lapsing = fx.svc.hold(&bob, fx.seat(1), None).await.unwrap();
+    assert_eq!(held.expires_at - held.held_at, hold_ttl, "the whole hold time, past the token's");
+    // The tokens' active time ends at 100 s; the holds keep their seats and their payers.
+    fx.clock.advance_secs(100);
+    fx.svc.sweep().await.unwrap();
+    assert_eq!(fx.status(&alice).await, TokenStatus::Expired);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+    assert_eq!(domain(fx.svc.hold(&alice, fx.seat(2), None).await), DomainError::TokenExpired);
+    // What paying needs: the hold, the balance, a top-up, the payment itself.
+    assert_eq!(fx.svc.reservation(&alice, held.id).await.unwrap().status, ReservationStatus::Held);
+    assert_eq!(fx.svc.balance(&alice).await.unwrap().balance.get(), 0);
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let receipt = fx.svc.pay(&alice, held.id, None).await.expect("the holder pays within the hold time");
+    assert_eq!(receipt.balance.get(), 0);
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Booked);
+    // Bob's hold lapses at its own deadline, not before, and then it cannot be paid.
+    fx.advance_to(lapsing.expires_at - Duration::milliseconds(1));
+    assert_eq!(fx.seat_status(1).await, SeatStatus::Held);
+    fx.advance_to(lapsing.expires_at);
+    assert_eq!(fx.seat_status(1).await, SeatStatus::Available);
+    assert_eq!(domain(fx.svc.pay(&bob, lapsing.id, None).await), DomainError::HoldExpired);
+    // The account access that came with the hold ends with it.
+    fx.advance_to(DateTime::from_timestamp(1_900_000_000 + 100, 0).unwrap() + hold_ttl);
+    assert_eq!(domain(fx.svc.balance(&bob).await), DomainError::TokenExpired);
+    assert_eq!(domain(fx.svc.charge(&bob, 1, None).await), DomainError::TokenExpired);
+}
+
+pub async fn a_token_acts_only_for_its_own_concert<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let other = fx
+        .svc
+        .create_concert(&NewConcert {
+            title: "Other".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: 1,
+                price: Points::new(5).unwrap(),
+            }],
+            queue: generous(),
+        })
+        .await
+        .unwrap();
+    let here = fx.admitted("alice").await;
+    let there = fx.svc.issue_token(&user("alice"), other.concert.id).await.unwrap().record.token;
+    fx.svc.admission_tick(other.concert.id).await.unwrap();
+    assert_eq!(fx.status(&there).await, TokenStatus::Active);
+    fx.svc.charge(&here, 5 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&here, fx.seat(0), None).await.unwrap();
+
+    assert_eq!(domain(fx.svc.pay(&there, held.id, key("elsewhere")).await), DomainError::WrongConcert);
+    assert_eq!(domain(fx.svc.reservation(&there, held.id).await), DomainError::WrongConcert);
+    assert_eq!(domain(fx.svc.release(&there, held.id).await), DomainError::WrongConcert);
+    assert_eq!(fx.balance("alice").await, 5 * PRICE, "nothing paid");
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+    assert_eq!(fx.status(&there).await, TokenStatus::Active, "the other concert's token is untouched");
+    assert_eq!(fx.status(&here).await, TokenStatus::Active);
+    // The refusal is about the token, not the request: the key is still free for the right one.
+    fx.svc.pay(&here, held.id, key("elsewhere")).await.expect("the concert's own token pays");
+    assert_eq!(fx.status(&here).await, TokenStatus::Expired);
+    assert_eq!(fx.status(&there).await, TokenStatus::Active);
+}
+
+pub async fn every_hold_of_a_token_can_be_paid<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let config = Config { holds_per_token: 2, ..Config::default() };
+    let fx = fixture_with(s, generous(), 4, config).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, 2 * PRICE, None).await.unwrap();
+    let first = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let second = fx.svc.hold(&alice, fx.seat(1), None).await.unwrap();
+    fx.svc.pay(&alice, first.id, key("first")).await.unwrap();
+    assert_eq!(fx.status(&alice).await, TokenStatus::Active, "another hold is left to pay");
+    let receipt = fx.svc.pay(&alice, second.id, key("second")).await.expect("the second hold is paid too");
+    assert_eq!(receipt.balance.get(), 0);
+    assert_eq!(fx.status(&alice).await, TokenStatus::Expired, "nothing left to pay");
+    assert_eq!((fx.seat_status(0).await, fx.seat_status(1).await), (SeatStatus::Booked, SeatStatus::Booked));
+
+    // A second hold that is let go leaves nothing to pay: the payment expires the token.
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&bob, PRICE, None).await.unwrap();
+    let kept = fx.svc.hold(&bob, fx.seat(2), None).await.unwrap();
+    let dropped = fx.svc.hold(&bob, fx.seat(3), None).await.unwrap();
+    fx.svc.release(&bob, dropped.id).await.unwrap();
+    fx.svc.pay(&bob, kept.id, None).await.unwrap();
+    assert_eq!(fx.status(&bob).await, TokenStatus::Expired);
+}
+
+pub async fn racing_payments_of_one_hold_lose_as_already_paid<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, PRICE, None).await.unwrap(); // Enough for one.
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let attempts: Vec<_> = (0..20)
+        .map(|i| {
+            let (svc, token, barrier) = (Arc::clone(&fx.svc), alice.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                svc.pay(&token, held.id, key(&format!("race-{i}"))).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        outcomes.push(attempt.await.unwrap());
+    }
+    let paid = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(paid, 1, "{outcomes:?}");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let Err(error) = outcome {
+            // Judged on one consistent view: the hold was paid, never "the balance is short".
+            assert!(
+                matches!(error, Error::Domain(DomainError::AlreadyPaid)),
+                "payment {i} answered {error:?}"
+            );
+            let replay = fx.svc.pay(&alice, held.id, key(&format!("race-{i}"))).await;
+            assert_eq!(domain(replay), DomainError::AlreadyPaid, "its key remembers it");
+        }
+    }
+    assert_eq!(fx.balance("alice").await, 0, "one debit");
+    fx.assert_ledger_balances("alice").await;
+}
+
+pub async fn the_eta_stays_bounded_while_admission_waits_on_capacity<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let settings = QueueSettings {
+        max_active: 2,
+        admit_batch: 2,
+        admit_interval_ms: 1_000,
+        waiting_idle_secs: 60,
+        active_ttl_secs: 100,
+    };
+    let fx = fixture(s, settings, 4).await;
+    fx.admitted("first").await;
+    fx.token("second").await;
+    fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    let third = fx.token("third").await;
+    let fourth = fx.token("fourth").await;
+    // Capacity is full; nobody leaves for 40 windows. The measured rate decays window by
+    // window, and the estimate must stay within what capacity guarantees: 2 places per 100 s.
+    for _ in 0..40 {
+        fx.clock.advance_secs(1);
+        fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+        for token in [&third, &fourth] {
+            let view = fx.svc.token_status(token).await.unwrap();
+            assert_eq!(view.status, TokenStatus::Waiting);
+            let bound = view.position.unwrap() * 50;
+            let eta = view.eta_secs.expect("capacity gives an honest bound");
+            assert!(eta <= bound, "eta {eta} s at place {:?}, bound {bound} s", view.position);
+        }
+    }
+    assert!(fx.svc.token_status(&fourth).await.unwrap().eta_secs.unwrap() >= 1);
 }
 
 pub async fn a_thousand_concurrent_holds_of_one_seat_have_one_winner<Q: QueueStore, B: BookingStore>(
@@ -520,17 +692,9 @@ pub async fn a_thousand_concurrent_holds_of_one_seat_have_one_winner<Q: QueueSto
     let now = fx.clock.now();
     let plans: Vec<_> = (0..200)
         .map(|i| {
-            let holder = Holder { user_id: user(&format!("racer{i}")), token: QueueToken::generate() };
-            hold::plan_hold(
-                &read,
-                holder,
-                ReservationId::random(),
-                Duration::seconds(300),
-                now + Duration::hours(1),
-                1,
-                now,
-            )
-            .unwrap()
+            let holder =
+                Holder { user_id: user(&format!("racer{i}")), token: QueueToken::generate(fx.concert_id()) };
+            hold::plan_hold(&read, holder, ReservationId::random(), Duration::seconds(300), 1, now).unwrap()
         })
         .collect();
     let wins = race(plans, |plan| {
@@ -609,19 +773,10 @@ pub async fn a_stale_fence_never_writes<Q: QueueStore, B: BookingStore>(
     let holder = |token: &QueueToken, name: &str| Holder { user_id: user(name), token: token.clone() };
     let ttl = Duration::seconds(300);
     // Two plans computed from the same read: the second write must lose.
-    let plan_a = hold::plan_hold(
-        &seat_before,
-        holder(&alice, "alice"),
-        ReservationId::random(),
-        ttl,
-        now + ttl,
-        1,
-        now,
-    )
-    .unwrap();
+    let plan_a =
+        hold::plan_hold(&seat_before, holder(&alice, "alice"), ReservationId::random(), ttl, 1, now).unwrap();
     let plan_b =
-        hold::plan_hold(&seat_before, holder(&bob, "bob"), ReservationId::random(), ttl, now + ttl, 1, now)
-            .unwrap();
+        hold::plan_hold(&seat_before, holder(&bob, "bob"), ReservationId::random(), ttl, 1, now).unwrap();
     store.claim_seat(&plan_a, None).await.unwrap();
     assert!(matches!(store.claim_seat(&plan_b, None).await, Err(StoreError::Conflict(_))));
     assert!(store.reservation(plan_b.reservation.id).await.unwrap().is_none(), "the loser wrote nothing");
@@ -651,8 +806,7 @@ pub async fn a_stale_fence_never_writes<Q: QueueStore, B: BookingStore>(
     let later = fx.clock.now();
     let lapsed = store.seat(fx.seat(0)).await.unwrap().unwrap();
     let plan_c =
-        hold::plan_hold(&lapsed, holder(&bob, "bob"), ReservationId::random(), ttl, later + ttl, 1, later)
-            .unwrap();
+        hold::plan_hold(&lapsed, holder(&bob, "bob"), ReservationId::random(), ttl, 1, later).unwrap();
     assert_eq!(plan_c.supersedes, Some(plan_a.reservation.id));
     store.claim_seat(&plan_c, None).await.unwrap();
     assert!(matches!(store.commit_payment(&stale_payment, None).await, Err(StoreError::Conflict(_))));
@@ -1061,7 +1215,10 @@ pub async fn the_balance_needs_an_unexpired_token<Q: QueueStore, B: BookingStore
     fx.clock.advance_secs(60);
     assert_eq!(domain(fx.svc.balance(&alice).await), DomainError::TokenExpired);
     assert_eq!(domain(fx.svc.charge(&alice, 10, None).await), DomainError::TokenExpired);
-    assert_eq!(domain(fx.svc.balance(&QueueToken::generate()).await), DomainError::TokenNotFound);
+    assert_eq!(
+        domain(fx.svc.balance(&QueueToken::generate(fx.concert_id())).await),
+        DomainError::TokenNotFound
+    );
 }
 
 pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(

@@ -35,7 +35,11 @@ macro_rules! conformance {
                 only_active_tokens_of_the_concert_may_browse_and_hold,
                 seats_and_schedules_show_live_status,
                 a_seat_cannot_be_held_twice,
-                a_hold_never_outlives_its_token,
+                a_hold_lasts_its_whole_time_and_its_token_may_pay_it,
+                a_token_acts_only_for_its_own_concert,
+                every_hold_of_a_token_can_be_paid,
+                racing_payments_of_one_hold_lose_as_already_paid,
+                the_eta_stays_bounded_while_admission_waits_on_capacity,
                 a_thousand_concurrent_holds_of_one_seat_have_one_winner,
                 an_expired_hold_is_reholdable_and_the_first_holders_payment_is_refused,
                 a_stale_fence_never_writes,
@@ -184,17 +188,9 @@ async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
     store.create_concert(&concert).await.unwrap();
     let seat = concert.seats[0].id;
     let plan = |record: &ticketing_core::catalog::SeatRecord, name: &str| {
-        let holder = Holder { user_id: UserId::parse(name).unwrap(), token: QueueToken::generate() };
-        hold::plan_hold(
-            record,
-            holder,
-            ReservationId::random(),
-            Duration::seconds(300),
-            now + Duration::hours(1),
-            1,
-            now,
-        )
-        .unwrap()
+        let holder =
+            Holder { user_id: UserId::parse(name).unwrap(), token: QueueToken::generate(concert.concert.id) };
+        hold::plan_hold(record, holder, ReservationId::random(), Duration::seconds(300), 1, now).unwrap()
     };
 
     // A takes the lock, then pauses long enough for it to lapse; B takes it with a newer fence.

@@ -137,7 +137,12 @@ pub async fn the_token_is_the_credential<
     server.get(path, None).await.assert_problem(401, "missing_token");
     server.get(path, Some("garbage")).await.assert_problem(401, "invalid_token");
     server
-        .get(path, Some(ticketing_core::ids::QueueToken::generate().as_str()))
+        .get(
+            path,
+            Some(
+                ticketing_core::ids::QueueToken::generate(ticketing_core::ids::ConcertId::random()).as_str(),
+            ),
+        )
         .await
         .assert_problem(401, "invalid_token");
     let basic = server.call(Method::GET, path, None, &[("Authorization", "Basic YWxpY2U6eA==")], None).await;
@@ -749,5 +754,180 @@ pub async fn background_tasks_admit_and_stop_on_shutdown<
     stop.send(true).unwrap();
     for task in tasks {
         task.await.expect("background task stops cleanly");
+    }
+}
+
+pub async fn a_token_acts_only_for_its_own_concert<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let other = server
+        .state
+        .service
+        .create_concert(&ticketing_core::catalog::NewConcert {
+            title: "Other".into(),
+            schedules: vec![ticketing_core::catalog::NewSchedule {
+                starts_at: chrono::DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: 1,
+                price: ticketing_core::ids::Points::new(5).unwrap(),
+            }],
+            queue: open_queue(),
+        })
+        .await
+        .unwrap();
+    let here = server.admitted("alice").await;
+    let asked = server
+        .post(
+            "/api/v1/queue/tokens",
+            None,
+            json!({"userId": "alice", "concertId": other.concert.id.to_string()}),
+        )
+        .await;
+    let there = asked.body["token"].as_str().unwrap().to_owned();
+    server.state.service.admission_tick(other.concert.id).await.unwrap();
+    server.charge(&here, 50_000).await;
+    let seat = server.seat_id(&here, 0).await;
+    let id = server.hold(&here, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+
+    server.pay(&there, &id).await.assert_problem(403, "wrong_concert");
+    server
+        .get(&format!("/api/v1/reservations/{id}"), Some(&there))
+        .await
+        .assert_problem(403, "wrong_concert");
+    server.delete(&format!("/api/v1/reservations/{id}"), &there).await.assert_problem(403, "wrong_concert");
+    let status = server.get("/api/v1/queue/tokens/current", Some(&there)).await;
+    assert_eq!(status.body["status"], "ACTIVE", "the other concert's token is untouched: {status:?}");
+    assert_eq!(server.get("/api/v1/balance", Some(&here)).await.body["balance"], 50_000, "nothing paid");
+    assert_eq!(server.pay(&here, &id).await.status, 201, "the concert's own token pays");
+}
+
+pub async fn a_held_seat_can_be_paid_for_its_whole_hold_time<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let queue = ticketing_core::catalog::QueueSettings { active_ttl_secs: 100, ..open_queue() };
+    let server = spawn(fresh().await, none(), queue).await;
+    let alice = server.admitted("alice").await;
+    let seat = server.seat_id(&alice, 0).await;
+    server.clock.advance_secs(60);
+    let held = server.hold(&alice, &seat).await;
+    assert_eq!(held.status, 201, "{held:?}");
+    let expires: chrono::DateTime<chrono::Utc> = held.body["expiresAt"].as_str().unwrap().parse().unwrap();
+    let now = ticketing_core::Clock::now(&server.clock);
+    assert_eq!(expires - now, chrono::Duration::seconds(300), "five minutes, not forty seconds");
+    let id = held.body["reservationId"].as_str().unwrap().to_owned();
+    // Past the token's active time (100 s), within the hold's.
+    server.clock.advance_secs(200);
+    server.hold(&alice, &seat).await.assert_problem(401, "token_expired");
+    assert_eq!(server.get(&format!("/api/v1/reservations/{id}"), Some(&alice)).await.body["status"], "HELD");
+    assert_eq!(server.charge(&alice, 50_000).await.status, 200);
+    let paid = server.pay(&alice, &id).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+}
+
+pub async fn every_hold_of_a_token_can_be_paid<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let config = ticketing_core::Config { holds_per_token: 2, ..ticketing_core::Config::default() };
+    let server = crate::harness::spawn_with(fresh().await, none(), open_queue(), config).await;
+    let alice = server.admitted("alice").await;
+    server.charge(&alice, 100_000).await;
+    let mut ids = Vec::new();
+    for index in 0..2 {
+        let seat = server.seat_id(&alice, index).await;
+        ids.push(server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(server.pay(&alice, &ids[0]).await.status, 201);
+    let status = server.get("/api/v1/queue/tokens/current", Some(&alice)).await;
+    assert_eq!(status.body["status"], "ACTIVE", "a hold is left to pay: {status:?}");
+    let second = server.pay(&alice, &ids[1]).await;
+    assert_eq!((second.status.as_u16(), second.body["balance"].as_i64()), (201, Some(0)), "{second:?}");
+    server.get("/api/v1/queue/tokens/current", Some(&alice)).await.assert_problem(401, "token_expired");
+}
+
+pub async fn racing_payments_of_one_hold_lose_as_already_paid<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = Arc::new(spawn(fresh().await, none(), open_queue()).await);
+    let alice = server.admitted("alice").await;
+    server.charge(&alice, 50_000).await; // Enough for one.
+    let seat = server.seat_id(&alice, 0).await;
+    let id = server.hold(&alice, &seat).await.body["reservationId"].as_str().unwrap().to_owned();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let (server, barrier, alice, id) =
+                (Arc::clone(&server), Arc::clone(&barrier), alice.clone(), id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let key = format!("race-{i}");
+                let answer =
+                    server.post_keyed("/api/v1/payments", &alice, &key, json!({"reservationId": id})).await;
+                (key, answer)
+            })
+        })
+        .collect();
+    let mut paid = 0;
+    for racer in racers {
+        let (key, answer) = racer.await.unwrap();
+        if answer.status == 201 {
+            paid += 1;
+            continue;
+        }
+        answer.assert_problem(409, "already_paid");
+        let replay = server.post_keyed("/api/v1/payments", &alice, &key, json!({"reservationId": id})).await;
+        replay.assert_problem(409, "already_paid");
+    }
+    assert_eq!(paid, 1);
+}
+
+pub async fn the_eta_stays_bounded_while_the_line_waits_on_capacity<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let queue = ticketing_core::catalog::QueueSettings { max_active: 3, admit_batch: 1, ..open_queue() };
+    let server = spawn(fresh().await, none(), queue).await;
+    let mut tokens = Vec::new();
+    for user in ["a", "b", "c", "d", "e"] {
+        tokens.push(server.ask(user).await.body["token"].as_str().unwrap().to_owned());
+    }
+    // One a second is measured while a, b and c are admitted; then capacity is full and nobody
+    // leaves. Three places free at least every 300 s (the active time), so d and e wait at most
+    // that long, however long the measured rate has been falling.
+    server.tick().await;
+    for _ in 0..2 {
+        server.clock.advance_secs(1);
+        server.tick().await;
+    }
+    for _ in 0..40 {
+        server.clock.advance_secs(1);
+        server.tick().await;
+        for (place, token) in tokens[3..].iter().enumerate() {
+            let status = server.get("/api/v1/queue/tokens/current", Some(token)).await;
+            assert_eq!(status.body["status"], "WAITING", "{status:?}");
+            assert_eq!(status.body["position"].as_u64(), Some(place as u64 + 1));
+            let eta = status.body["etaSeconds"].as_u64().expect("an estimate");
+            assert!((1..=300).contains(&eta), "eta {eta} s at place {}", place + 1);
+            let after: u64 = status.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=20).contains(&after), "Retry-After {after}");
+        }
     }
 }

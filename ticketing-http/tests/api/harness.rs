@@ -73,8 +73,18 @@ pub async fn spawn<Q: QueueStore, B: BookingStore>(
     auth: AuthMode,
     queue: QueueSettings,
 ) -> Server<Q, B> {
+    spawn_with(stores, auth, queue, Config::default()).await
+}
+
+/// [`spawn`] with a service configuration of the test's choosing.
+pub async fn spawn_with<Q: QueueStore, B: BookingStore>(
+    stores: (Q, B, Guard),
+    auth: AuthMode,
+    queue: QueueSettings,
+    config: Config,
+) -> Server<Q, B> {
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
-    let service = Ticketing::new(stores.0, stores.1, clock.clone(), Config::default());
+    let service = Ticketing::new(stores.0, stores.1, clock.clone(), config);
     let demo = ticketing_http::seed_demo(&service, queue).await.expect("seed");
     let state = Arc::new(AppState::new(service, auth, Some(ADMIN_KEY.to_owned()), Duration::from_secs(10)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -11,7 +11,7 @@ use crate::catalog::{
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
@@ -233,6 +233,19 @@ impl BookingStore for MemoryStore {
         let Some(owner) = self.owner_of(id) else { return Ok(None) };
         let shard = self.inner.users.lock(&owner);
         Ok(shard.books.get(&owner).and_then(|b| b.reservations.get(&id)).cloned())
+    }
+
+    async fn reservations_of_token(
+        &self,
+        user: &UserId,
+        token: &QueueToken,
+    ) -> StoreResult<Vec<Reservation>> {
+        let shard = self.inner.users.lock(user);
+        Ok(shard
+            .books
+            .get(user)
+            .map(|book| book.reservations.values().filter(|r| &r.token == token).cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {

@@ -28,7 +28,7 @@ use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatR
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
     self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
@@ -581,6 +581,19 @@ impl BookingStore for MyStore {
             .await
             .map_err(db("reservation"))?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn reservations_of_token(
+        &self,
+        _user: &UserId,
+        token: &QueueToken,
+    ) -> StoreResult<Vec<Reservation>> {
+        let rows: Vec<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE token = ?")
+            .bind(token.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reservations of token"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {

@@ -26,7 +26,7 @@ use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatR
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{ConcertId, IdempotencyKey, ReservationId, ScheduleId, SeatId, UserId};
+use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
     self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
@@ -532,6 +532,19 @@ impl BookingStore for PgStore {
             .await
             .map_err(db("reservation"))?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn reservations_of_token(
+        &self,
+        _user: &UserId,
+        token: &QueueToken,
+    ) -> StoreResult<Vec<Reservation>> {
+        let rows: Vec<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE token = $1")
+            .bind(token.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reservations of token"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
