@@ -62,3 +62,5 @@ pub const ADMIT_RATE_EWMA_EIGHTHS: u32 = 2;
 /// The longest wait the service estimates for a place in line (one day). Past it, the ETA is
 /// reported as unknown rather than as a number nobody should plan on.
 pub const ETA_MAX_SECS: u64 = 86_400;
+/// At most this many concerts (and, apart, schedules) a service keeps in its catalog cache.
+pub const CATALOG_CACHE_MAX: usize = 10_000;

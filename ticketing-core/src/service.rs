@@ -2,7 +2,9 @@
 //! machine what may happen, and writes the answer in one atomic store step that a concurrent
 //! change makes fail; then it reads again and re-decides, at most `CAS_RETRIES` times.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,7 +21,8 @@ use crate::ids::{
     UserId,
 };
 use crate::limits::{
-    CAS_RETRIES, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SWEEP_BATCH, TOKEN_RETENTION_SECS,
+    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SWEEP_BATCH,
+    TOKEN_RETENTION_SECS,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
 use crate::queue::{self, ExpiryReason, IssueDecision, TokenRecord, TokenState, TokenStatus};
@@ -127,6 +130,39 @@ pub struct Ticketing<Q, B, C> {
     booking: B,
     clock: C,
     config: Config,
+    catalog: Arc<CatalogCache>,
+}
+
+/// Concerts and schedules as read from the booking store, kept for the life of the service.
+/// Both are immutable once created (a concert's queue settings are fixed at creation), so a
+/// cached copy is never stale; only what was found is kept (another node may create a concert
+/// later), and at most [`CATALOG_CACHE_MAX`] of each.
+#[derive(Debug, Default)]
+struct CatalogCache {
+    concerts: RwLock<HashMap<ConcertId, Concert>>,
+    schedules: RwLock<HashMap<ScheduleId, Schedule>>,
+}
+
+/// Reads `key` from a cache map, or loads it and keeps what was found.
+async fn cached<K, V, L, F>(map: &RwLock<HashMap<K, V>>, key: K, load: L) -> Result<Option<V>, StoreError>
+where
+    K: std::hash::Hash + Eq + Copy,
+    V: Clone,
+    L: FnOnce() -> F,
+    F: Future<Output = Result<Option<V>, StoreError>>,
+{
+    if let Some(value) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        return Ok(Some(value.clone()));
+    }
+    let loaded = load().await?;
+    if let Some(value) = &loaded {
+        let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= CATALOG_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, value.clone());
+    }
+    Ok(loaded)
 }
 
 /// One attempt at a keyed step.
@@ -175,7 +211,7 @@ fn cas<T>(result: Result<(), StoreError>, done: T) -> Result<Attempt<T>, Error> 
 impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// A service over the given stores and clock.
     pub fn new(queue: Q, booking: B, clock: C, config: Config) -> Self {
-        Self { queue, booking, clock, config }
+        Self { queue, booking, clock, config, catalog: Arc::default() }
     }
 
     /// The queue store.
@@ -225,8 +261,20 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(self.booking.concerts().await?)
     }
 
-    async fn concert(&self, id: ConcertId) -> Result<Concert, Error> {
-        self.booking.concert(id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))
+    /// One concert, from the process's catalog cache (concerts never change once created).
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    pub async fn concert(&self, id: ConcertId) -> Result<Concert, Error> {
+        cached(&self.catalog.concerts, id, || self.booking.concert(id))
+            .await?
+            .ok_or(Error::Domain(DomainError::ConcertNotFound))
+    }
+
+    async fn schedule(&self, id: ScheduleId) -> Result<Schedule, Error> {
+        cached(&self.catalog.schedules, id, || self.booking.schedule(id))
+            .await?
+            .ok_or(Error::Domain(DomainError::ScheduleNotFound))
     }
 
     /// Issues a queue token for `user` and `concert`, or returns the user's valid one (a waiting
@@ -434,7 +482,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// [`DomainError::ScheduleNotFound`], token errors; store errors.
     pub async fn seats(&self, token: &QueueToken, schedule_id: ScheduleId) -> Result<Vec<SeatView>, Error> {
         let now = self.now();
-        let schedule = self.booking.schedule(schedule_id).await?.ok_or(DomainError::ScheduleNotFound)?;
+        let schedule = self.schedule(schedule_id).await?;
         self.active_token(token, Some(schedule.concert_id), now).await?;
         let seats = self.booking.seats(schedule_id).await?;
         Ok(seats.into_iter().map(|record| SeatView::at(record, now)).collect())
@@ -499,7 +547,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             .keyed(ctx, |ctx| {
                 let record = record.clone();
                 async move {
-                    let record = self.active_token(&record.token, None, now).await?;
+                    // The token as read once for this request: the hold's own step decides.
+                    let position = self.position_if_waiting(&record, now).await?;
+                    queue::require_active(&record, None, now, || position)?;
                     let seat = self.booking.seat(seat_id).await?.ok_or(DomainError::SeatNotFound)?;
                     if seat.seat.concert_id != record.concert_id {
                         return Err(DomainError::WrongConcert.into());
@@ -615,8 +665,6 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     if let Err(refusal) = hold::require_live_hold(&reservation, &seat, &record.user_id, now) {
                         return Ok(Attempt::Refused(refusal));
                     }
-                    // The token is read again: it may have expired or been admitted meanwhile.
-                    let record = self.authenticate(&record.token).await?;
                     let position = self.position_if_waiting(&record, now).await?;
                     payment::require_payer(&record, &reservation, now, || position)?;
                     let plan = match payment::plan_payment(
@@ -637,7 +685,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 }
             })
             .await?;
-        self.expire_paid_token(&record.token, id).await;
+        self.expire_paid_token(record, id).await;
         Ok(receipt)
     }
 
@@ -647,13 +695,22 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// reservations count against its hold limit. Two payments of one token's two holds that
     /// commit at the same moment may each see the other still held: then neither expires the
     /// token, which runs out its active time the same way.
-    async fn expire_paid_token(&self, token: &QueueToken, paid: ReservationId) {
+    async fn expire_paid_token(&self, read: TokenRecord, paid: ReservationId) {
+        let token = read.token.clone();
+        let mut known = Some(read);
         for _ in 0..CAS_RETRIES {
             let now = self.now();
-            let Ok(Some(record)) = self.queue.token(token).await else { return };
+            // The token as this request read it first; read again only after a conflict.
+            let record = match known.take() {
+                Some(record) => record,
+                None => match self.queue.token(&token).await {
+                    Ok(Some(record)) => record,
+                    _ => return,
+                },
+            };
             // With one hold per token the paid one was its only open hold: nothing to read.
             let held = if self.config.holds_per_token > 1 {
-                match self.booking.reservations_of_token(&record.user_id, token).await {
+                match self.booking.reservations_of_token(&record.user_id, &token).await {
                     Ok(held) => held,
                     Err(error) => {
                         tracing::warn!(%error, "could not read a paid token's holds; it will time out");

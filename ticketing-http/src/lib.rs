@@ -76,9 +76,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
     /// # Errors
     /// `concert_not_found`; store errors.
     pub async fn queue_settings(&self, concert: ConcertId) -> Result<QueueSettings, ApiError> {
-        let store = self.service.booking_store();
-        let concert = store.concert(concert).await.map_err(|e| ApiError::Core(e.into()))?;
-        Ok(concert.ok_or(DomainError::ConcertNotFound)?.queue)
+        Ok(self.service.concert(concert).await?.queue)
     }
 
     /// Checks `X-Admin-Key` in constant time.

@@ -193,7 +193,10 @@ pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(Json(seats.iter().map(SeatBody::from).collect()))
 }
 
-/// Hold a seat for `TICKETING_HOLD_TTL_SECS`. Safe to retry with an `Idempotency-Key`.
+/// Hold a seat for `TICKETING_HOLD_TTL_SECS` (the whole time, whenever the token's active time
+/// ends: the token that made a hold may pay it until the hold's deadline). Needs an ACTIVE token
+/// of the seat's concert (403 `wrong_concert` otherwise). Safe to retry with an
+/// `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/reservations", tag = "booking", security(("queueToken" = [])), request_body = HoldRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
     responses(
@@ -214,10 +217,13 @@ pub async fn hold<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok((StatusCode::CREATED, Json(ReservationBody::from(&reservation))))
 }
 
-/// One of your reservations.
+/// One of your reservations, read with a token of its concert that is valid, expired by your
+/// payment, or admitted and ended less than `TICKETING_HOLD_TTL_SECS` ago.
 #[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
     params(("reservationId" = String, Path, description = "the reservation")),
-    responses((status = 200, body = ReservationBody), (status = 401, body = Problem), (status = 404, description = "no such reservation of yours", body = Problem)))]
+    responses((status = 200, body = ReservationBody), (status = 401, body = Problem),
+        (status = 403, description = "wrong_concert: a token of another concert", body = Problem),
+        (status = 404, description = "no such reservation of yours", body = Problem)))]
 pub async fn reservation<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Bearer(token): Bearer,
@@ -228,10 +234,12 @@ pub async fn reservation<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(Json(ReservationBody::from(&reservation)))
 }
 
-/// Let a held seat go.
+/// Let a held seat go (with a token of its concert, as for reading it).
 #[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
     params(("reservationId" = String, Path, description = "the reservation")),
-    responses((status = 204, description = "released; the seat is available"), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, description = "already paid", body = Problem)))]
+    responses((status = 204, description = "released; the seat is available"), (status = 401, body = Problem),
+        (status = 403, description = "wrong_concert: a token of another concert", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "already paid", body = Problem)))]
 pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Bearer(token): Bearer,
@@ -242,13 +250,17 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Pay for a held seat from your balance. The token expires afterwards. Safe to retry with an
-/// `Idempotency-Key`, even after the token expired.
+/// Pay for a held seat from your balance, with your ACTIVE token of the hold's concert or with the
+/// token that made the hold (until the hold's deadline, whenever that token's active time ended).
+/// The token expires once nothing it holds is left to pay. Racing payments of one hold: one
+/// 201, the others 409 `already_paid`. Safe to retry with an `Idempotency-Key`, even after the
+/// token expired.
 #[utoipa::path(post, path = "/api/v1/payments", tag = "booking", security(("queueToken" = [])), request_body = PaymentRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
     responses(
         (status = 201, body = PaymentBody),
         (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
+        (status = 403, description = "wrong_concert: a token of another concert; not_admitted", body = Problem),
         (status = 404, body = Problem), (status = 409, description = "already_paid", body = Problem),
         (status = 410, description = "hold_expired or hold_released", body = Problem), (status = 422, body = Problem),
     ))]
@@ -264,7 +276,8 @@ pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))))
 }
 
-/// Your balance. Any unexpired token.
+/// Your balance, with a token that is valid or was admitted and ended less than
+/// `TICKETING_HOLD_TTL_SECS` ago (so a buyer holding a seat can top up and pay).
 #[utoipa::path(get, path = "/api/v1/balance", tag = "balance", security(("queueToken" = [])),
     responses((status = 200, body = BalanceBody), (status = 401, body = Problem)))]
 pub async fn balance<Q: QueueStore, B: BookingStore, C: Clock>(
@@ -275,7 +288,8 @@ pub async fn balance<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(Json(BalanceBody::from(&wallet)))
 }
 
-/// Add points to your balance. Safe to retry with an `Idempotency-Key`.
+/// Add points to your balance (the same tokens as for reading it). Safe to retry with an
+/// `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/balance/charges", tag = "balance", security(("queueToken" = [])), request_body = ChargeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
     responses((status = 200, body = BalanceBody), (status = 401, body = Problem), (status = 422, description = "amount out of range", body = Problem)))]

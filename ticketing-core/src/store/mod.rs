@@ -42,6 +42,7 @@ use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleI
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
 
+pub mod counting;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "mysql")]

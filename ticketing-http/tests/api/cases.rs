@@ -931,3 +931,76 @@ pub async fn the_eta_stays_bounded_while_the_line_waits_on_capacity<
         }
     }
 }
+
+/// The store calls each request makes, once the process has cached the concert: (queue store,
+/// booking store). The README's round-trip table states the same numbers.
+pub const CALL_BUDGET: &[(&str, u64, u64)] = &[
+    ("join (new token)", 4, 0),
+    ("join again while waiting", 4, 0),
+    ("poll while waiting", 4, 0),
+    ("poll while active", 1, 0),
+    ("schedules", 1, 1),
+    ("seat list", 1, 1),
+    ("hold", 1, 2),
+    ("balance", 1, 1),
+    ("charge", 1, 2),
+    ("pay", 2, 4),
+];
+
+pub async fn requests_keep_to_their_store_call_budget<
+    Q: QueueStore + Clone,
+    B: BookingStore + Clone,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    use ticketing_core::store::counting::Counting;
+    let (queue, booking, guard) = fresh().await;
+    let (queue, booking) = (Counting::new(queue), Counting::new(booking));
+    let server = spawn((queue.clone(), booking.clone(), guard), none(), open_queue()).await;
+    // Warm the process's catalog cache: the first request for a concert reads it once.
+    let warm = server.admitted("warm-up").await;
+    server.seats(&warm).await;
+    let mut seen = Vec::new();
+    let mut measure = |name: &'static str| {
+        let (q, b) = (queue.take(), booking.take());
+        seen.push((name, q.total(), b.total(), format!("{:?} / {:?}", q.by_method(), b.by_method())));
+    };
+    queue.take();
+    booking.take();
+    let alice = server.ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    measure("join (new token)");
+    server.ask("alice").await;
+    measure("join again while waiting");
+    server.get("/api/v1/queue/tokens/current", Some(&alice)).await;
+    measure("poll while waiting");
+    server.tick().await;
+    queue.take();
+    booking.take();
+    server.get("/api/v1/queue/tokens/current", Some(&alice)).await;
+    measure("poll while active");
+    let schedules = server.get(&format!("/api/v1/concerts/{}/schedules", server.demo), Some(&alice)).await;
+    measure("schedules");
+    let schedule = schedules.body[0]["scheduleId"].as_str().unwrap().to_owned();
+    let seats = server.get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&alice)).await;
+    measure("seat list");
+    let seat = seats.body[0]["seatId"].as_str().unwrap().to_owned();
+    let held = server.hold(&alice, &seat).await;
+    assert_eq!(held.status, 201);
+    measure("hold");
+    server.get("/api/v1/balance", Some(&alice)).await;
+    measure("balance");
+    server.charge(&alice, 50_000).await;
+    measure("charge");
+    let paid = server.pay(&alice, held.body["reservationId"].as_str().unwrap()).await;
+    assert_eq!(paid.status, 201);
+    measure("pay");
+    let expected: Vec<_> = CALL_BUDGET.iter().map(|&(name, q, b)| (name, q, b)).collect();
+    let actual: Vec<_> = seen.iter().map(|(name, q, b, _)| (*name, *q, *b)).collect();
+    assert_eq!(
+        actual,
+        expected,
+        "calls by method: {:#?}",
+        seen.iter().map(|s| (s.0, &s.3)).collect::<Vec<_>>()
+    );
+}

@@ -20,6 +20,7 @@ macro_rules! api_suite {
                 reservations_are_private_to_their_owner,
                 releasing_frees_the_seat,
                 payments_answer_with_the_documented_statuses,
+                requests_keep_to_their_store_call_budget,
                 a_token_acts_only_for_its_own_concert,
                 a_held_seat_can_be_paid_for_its_whole_hold_time,
                 every_hold_of_a_token_can_be_paid,
