@@ -33,7 +33,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{ConcertId, Points};
 use ticketing_core::store::{BookingStore, QueueStore};
-use ticketing_core::{Clock, DomainError, SystemClock, Ticketing};
+use ticketing_core::{Clock, SystemClock, Ticketing};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
