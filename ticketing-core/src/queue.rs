@@ -251,12 +251,46 @@ fn new_token(
 /// active token) or already expired.
 #[must_use]
 pub fn refresh(record: &TokenRecord, settings: &QueueSettings, now: DateTime<Utc>) -> Option<TokenRecord> {
+    refresh_to(record, idle_deadline(settings, now), now)
+}
+
+/// The idle deadline a poll at `now` gives a waiting token.
+#[must_use]
+pub fn idle_deadline(settings: &QueueSettings, now: DateTime<Utc>) -> DateTime<Utc> {
+    now + settings.waiting_idle()
+}
+
+/// The rule a store's poll step applies ([`crate::store::QueueStore::poll`]): a token waiting at
+/// `now` gets the idle deadline `deadline` (version + 1); any other token is left as it is
+/// (`None`).
+#[must_use]
+pub fn refresh_to(record: &TokenRecord, deadline: DateTime<Utc>, now: DateTime<Utc>) -> Option<TokenRecord> {
     match (record.status_at(now), &record.state) {
-        (TokenStatus::Waiting, TokenState::Waiting { seq, .. }) => Some(
-            record.with_state(TokenState::Waiting { seq: *seq, expires_at: now + settings.waiting_idle() }),
-        ),
+        (TokenStatus::Waiting, TokenState::Waiting { seq, .. }) => {
+            Some(record.with_state(TokenState::Waiting { seq: *seq, expires_at: deadline }))
+        }
         _ => None,
     }
+}
+
+/// What one poll step of a store answers: the token as it is after the step, and where it
+/// stands while it waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polled {
+    /// The token's record after the step (refreshed if it was waiting).
+    pub record: TokenRecord,
+    /// For a token waiting at the poll's instant: its place and its concert's admission state,
+    /// read in the same step.
+    pub line: Option<InLine>,
+}
+
+/// Where a waiting token stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InLine {
+    /// 1-based place among the concert's waiting tokens (0: no longer in line).
+    pub position: u64,
+    /// The concert's admission state, for the ETA.
+    pub snapshot: AdmissionSnapshot,
 }
 
 /// Whether a poll whose write lost its compare-and-set has nothing left to do: the token it

@@ -320,28 +320,33 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
 
     /// The status of a token. Polling a waiting token keeps its place (extends its idle deadline).
     ///
+    /// One queue-store call ([`QueueStore::poll`]): the concert's settings come from the
+    /// process's catalog cache (the token names its concert), and the refresh, the position and
+    /// the admission state for the ETA come back from the same step.
+    ///
     /// # Errors
     /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn token_status(&self, token: &QueueToken) -> Result<TokenView, Error> {
+        let concert = match self.concert(token.concert()).await {
+            Err(Error::Domain(DomainError::ConcertNotFound)) => return Err(DomainError::TokenNotFound.into()),
+            other => other?,
+        };
         for _ in 0..CAS_RETRIES {
             let now = self.now();
-            let record = self.authenticate(token).await?;
+            let deadline = queue::idle_deadline(&concert.queue, now);
+            let polled = self.queue.poll(token, now, deadline).await?.ok_or(DomainError::TokenNotFound)?;
+            let record = polled.record;
             queue::require_valid(&record, now)?;
-            let concert = self.concert(record.concert_id).await?;
-            let Some(updated) = queue::refresh(&record, &concert.queue, now) else {
-                return self.view(record, &concert, false, now).await;
-            };
-            match self.queue.update_token(record.version, &updated).await {
-                Ok(()) => return self.view(updated, &concert, false, now).await,
-                Err(StoreError::Conflict(_)) => {
-                    if self.refreshed_by_another(&record, now).await?.is_ok() {
-                        let current = self.authenticate(token).await?;
-                        return self.view(current, &concert, false, now).await;
-                    }
+            let status = record.status_at(now);
+            let Some(line) = polled.line.filter(|line| line.position > 0) else {
+                if status == TokenStatus::Waiting {
+                    continue; // It left the line during the step's reads: poll again.
                 }
-                Err(error) => return Err(error.into()),
-            }
+                return Ok(TokenView { record, status, position: None, eta_secs: None, created: false });
+            };
+            let eta_secs = queue::eta_secs(line.position, &line.snapshot, &concert.queue);
+            return Ok(TokenView { record, status, position: Some(line.position), eta_secs, created: false });
         }
         Err(Error::Contention)
     }

@@ -31,7 +31,7 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, Polled, TokenRecord};
 
 /// How many calls a store saw, by method name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,6 +124,15 @@ impl<S: QueueStore> QueueStore for Counting<S> {
         updated: &TokenRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.count("update_token", self.inner.update_token(expected_version, updated))
+    }
+
+    fn poll(
+        &self,
+        token: &QueueToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Option<Polled>>> + Send {
+        self.count("poll", self.inner.poll(token, now, deadline))
     }
 
     fn position(&self, record: &TokenRecord) -> impl Future<Output = StoreResult<u64>> + Send {

@@ -40,7 +40,7 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::queue::{self, AdmissionPlan, AdmissionSnapshot, InLine, NewToken, Polled, TokenRecord};
 
 pub mod counting;
 #[cfg(feature = "memory")]
@@ -92,6 +92,50 @@ pub trait QueueStore: Send + Sync + 'static {
         expected_version: u64,
         updated: &TokenRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// One poll of `token` at `now`: the stored record, refreshed by [`queue::refresh_to`] to the
+    /// idle deadline `deadline` when it is waiting at `now`, and, while it waits, its position
+    /// and its concert's admission snapshot. `None` when the store has no such token.
+    ///
+    /// The poll is the most frequent request of a sale, so a backend should answer it in one
+    /// round trip and one atomic step (the memory and Redis backends do). This default composes
+    /// the other methods, each atomic: a read, the refresh as a compare-and-set (a concurrent
+    /// poll that already refreshed the token is as good), the position and the snapshot. It is
+    /// what the SQL backends use; it costs them four round trips.
+    fn poll(
+        &self,
+        token: &QueueToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Option<Polled>>> + Send {
+        async move {
+            for _ in 0..crate::limits::CAS_RETRIES {
+                let Some(read) = self.token(token).await? else { return Ok(None) };
+                let record = match queue::refresh_to(&read, deadline, now) {
+                    None => read,
+                    Some(updated) => match self.update_token(read.version, &updated).await {
+                        Ok(()) => updated,
+                        Err(StoreError::Conflict(_)) => match self.token(token).await? {
+                            Some(current) if queue::refreshed_concurrently(&read, &current, now) => current,
+                            _ => continue,
+                        },
+                        Err(StoreError::Missing(_)) => return Ok(None),
+                        Err(error) => return Err(error),
+                    },
+                };
+                if record.status_at(now) != queue::TokenStatus::Waiting {
+                    return Ok(Some(Polled { record, line: None }));
+                }
+                let position = self.position(&record).await?;
+                if position == 0 {
+                    continue; // Admitted or swept between the reads: read it again.
+                }
+                let snapshot = self.admission_snapshot(record.concert_id, now).await?;
+                return Ok(Some(Polled { record, line: Some(InLine { position, snapshot }) }));
+            }
+            Err(StoreError::Conflict("queue token"))
+        }
+    }
 
     /// The 1-based place of a waiting token among its concert's waiting tokens, by sequence
     /// number. Tokens that went idle count until swept, so this may overstate the place by what

@@ -1235,3 +1235,38 @@ pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
     );
     assert!(matches!(fx.svc.booking_store().create_concert(&fx.concert).await, Err(StoreError::Conflict(_))));
 }
+
+pub async fn a_poll_refreshes_and_places_a_waiting_token_in_one_step<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let first = fx.admitted("first").await;
+    let second = fx.token("second").await;
+    let third = fx.token("third").await;
+    let store = fx.svc.queue_store();
+    let now = fx.clock.now();
+    let deadline = now + Duration::seconds(60);
+
+    let before = fx.svc.authenticate(&third).await.unwrap();
+    let polled = store.poll(&third, now, deadline).await.unwrap().expect("known");
+    assert_eq!(polled.record.version, before.version + 1, "refreshed");
+    assert_eq!(polled.record.expires_at(), deadline);
+    let line = polled.line.expect("waiting");
+    assert_eq!(line.position, 2);
+    assert_eq!((line.snapshot.waiting, line.snapshot.active), (2, 1));
+    assert_eq!(fx.svc.authenticate(&third).await.unwrap(), polled.record, "as stored");
+
+    // An active token is returned as it is, with no place in line.
+    let active = fx.svc.authenticate(&first).await.unwrap();
+    let polled = store.poll(&first, now, deadline).await.unwrap().expect("known");
+    assert_eq!((polled.record, polled.line), (active, None));
+    // A token unknown to the store.
+    assert_eq!(store.poll(&QueueToken::generate(fx.concert_id()), now, deadline).await.unwrap(), None);
+    // A waiting token past its idle deadline is not brought back.
+    let idle = fx.svc.authenticate(&second).await.unwrap();
+    let later = idle.expires_at() + Duration::seconds(1);
+    let polled = store.poll(&second, later, later + Duration::seconds(60)).await.unwrap().expect("known");
+    assert_eq!(polled.record.version, idle.version, "not refreshed");
+    assert_eq!(polled.line, None);
+    assert_eq!(polled.record.status_at(later), TokenStatus::Expired);
+}

@@ -26,6 +26,7 @@ macro_rules! conformance {
                 admission_respects_capacity_and_rate_together,
                 admission_is_first_in_first_out,
                 a_record_read_before_its_admission_has_place_zero,
+                a_poll_refreshes_and_places_a_waiting_token_in_one_step,
                 admission_skips_idle_tokens_at_the_head,
                 active_tokens_expire_after_their_time_and_free_capacity,
                 concurrent_admission_ticks_never_exceed_the_caps,

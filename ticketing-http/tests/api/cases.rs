@@ -937,7 +937,7 @@ pub async fn the_eta_stays_bounded_while_the_line_waits_on_capacity<
 pub const CALL_BUDGET: &[(&str, u64, u64)] = &[
     ("join (new token)", 4, 0),
     ("join again while waiting", 4, 0),
-    ("poll while waiting", 4, 0),
+    ("poll while waiting", 1, 0),
     ("poll while active", 1, 0),
     ("schedules", 1, 1),
     ("seat list", 1, 1),

@@ -10,7 +10,10 @@ use super::fenwick::Fenwick;
 use super::{MemoryStore, lock, read, write};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, ExpiryReason, NewToken, TokenRecord, TokenState};
+use crate::queue::{
+    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, NewToken, Polled, TokenRecord, TokenState,
+    TokenStatus,
+};
 use crate::store::{QueueStore, StoreResult};
 
 /// One concert's tokens and line.
@@ -82,6 +85,17 @@ impl ConcertQueue {
                 state: TokenState::Expired { at, reason },
                 ..record
             });
+        }
+    }
+
+    /// The admission state at `now`. Tidying expired actives here is what lazy expiry allows:
+    /// they are expired at `now` whether or not this runs, and counting what is left is O(1).
+    fn snapshot(&mut self, now: DateTime<Utc>) -> AdmissionSnapshot {
+        self.expire_timed_out(now, usize::MAX);
+        AdmissionSnapshot {
+            active: u32::try_from(self.active.len()).unwrap_or(u32::MAX),
+            waiting: self.line.len() as u64,
+            ..self.admission.clone()
         }
     }
 
@@ -213,15 +227,33 @@ impl QueueStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> StoreResult<AdmissionSnapshot> {
         let Some(queue) = self.queue_of(concert) else { return Ok(AdmissionSnapshot::default()) };
+        Ok(lock(&queue).snapshot(now))
+    }
+
+    async fn poll(
+        &self,
+        token: &QueueToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<Option<Polled>> {
+        let Some(concert) = self.concert_of_token(token) else { return Ok(None) };
+        let Some(queue) = self.queue_of(concert) else { return Ok(None) };
         let mut queue = lock(&queue);
-        // Tidying expired actives here is what lazy expiry allows: they are expired at `now`
-        // whether or not this runs, and counting what is left is then O(1).
-        queue.expire_timed_out(now, usize::MAX);
-        Ok(AdmissionSnapshot {
-            active: u32::try_from(queue.active.len()).unwrap_or(u32::MAX),
-            waiting: queue.line.len() as u64,
-            ..queue.admission.clone()
-        })
+        let Some(read) = queue.tokens.get(token).cloned() else { return Ok(None) };
+        let record = match queue::refresh_to(&read, deadline, now) {
+            Some(updated) => {
+                queue.put(updated.clone());
+                updated
+            }
+            None => read,
+        };
+        let line = match (record.status_at(now), record.seq()) {
+            (TokenStatus::Waiting, Some(seq)) => {
+                Some(InLine { position: queue.ranks.prefix(seq), snapshot: queue.snapshot(now) })
+            }
+            _ => None,
+        };
+        Ok(Some(Polled { record, line }))
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {

@@ -33,7 +33,9 @@ use redis::aio::ConnectionManager;
 use super::backend;
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, ExpiryReason, NewToken, TokenRecord, TokenState};
+use crate::queue::{
+    AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, NewToken, Polled, TokenRecord, TokenState,
+};
 use crate::store::{QueueStore, StoreResult};
 
 /// Lua helper shared by the scripts: moves a token's indexes to match its status.
@@ -106,6 +108,37 @@ for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
 local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
 return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call('ZCARD', b .. 'line')),
   adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}
+";
+
+/// KEYS[1] base; ARGV token, now, idle deadline. One poll: a token waiting at `now` gets the idle
+/// deadline (version + 1). Returns 'MISSING', or 'OK', the number of the token's hash entries,
+/// the entries, and, while it waits, its position (0: not in line) and the admission state as
+/// SNAPSHOT reports it.
+const POLL: &str = r"
+local b = KEYS[1]
+local k = b .. 't:' .. ARGV[1]
+local status = redis.call('HGET', k, 'status')
+if not status then return {'MISSING'} end
+local waiting = status == 'WAITING' and tonumber(redis.call('HGET', k, 'expires')) > tonumber(ARGV[2])
+if waiting then
+  redis.call('HINCRBY', k, 'version', 1)
+  redis.call('HSET', k, 'expires', ARGV[3])
+  redis.call('ZADD', b .. 'idle', ARGV[3], ARGV[1])
+end
+local fields = redis.call('HGETALL', k)
+local out = {'OK', tostring(#fields)}
+for _, v in ipairs(fields) do table.insert(out, v) end
+if waiting then
+  local rank = redis.call('ZRANK', b .. 'line', ARGV[1])
+  local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[2], 'WITHSCORES')
+  for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
+  local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
+  for _, v in ipairs({rank and tostring(rank + 1) or '0', tostring(redis.call('ZCARD', b .. 'active')),
+      tostring(redis.call('ZCARD', b .. 'line')), adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}) do
+    table.insert(out, v)
+  end
+end
+return out
 ";
 
 /// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
@@ -196,6 +229,7 @@ struct Scripts {
     insert: redis::Script,
     update: redis::Script,
     snapshot: redis::Script,
+    poll: redis::Script,
     admit: redis::Script,
     sweep: redis::Script,
 }
@@ -221,6 +255,22 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("redis token: {what}"))
 }
 
+/// The admission state as the SNAPSHOT and POLL scripts report it: active, waiting, version,
+/// window start, admitted in window, rate.
+fn snapshot(v: &[String]) -> StoreResult<AdmissionSnapshot> {
+    let field = |i: usize| v.get(i).map(String::as_str).ok_or_else(|| corrupt("admission state"));
+    let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().map_err(|_| corrupt("admission state")));
+    let window = field(3)?;
+    Ok(AdmissionSnapshot {
+        active: u32::try_from(number(0)?).unwrap_or(u32::MAX),
+        waiting: number(1)?,
+        version: number(2)?,
+        window_started_at: if window.is_empty() { None } else { Some(at_ms(window)?) },
+        admitted_in_window: u32::try_from(number(4)?).unwrap_or(u32::MAX),
+        rate_per_sec: field(5)?.parse().map_err(|_| corrupt("rate"))?,
+    })
+}
+
 /// What a script answered: its status word, then its values.
 fn answer(values: Vec<String>, what: &'static str) -> StoreResult<Vec<String>> {
     match values.first().map(String::as_str) {
@@ -242,6 +292,7 @@ impl RedisQueueStore {
                 insert: script(INSERT),
                 update: script(UPDATE),
                 snapshot: script(SNAPSHOT),
+                poll: script(POLL),
                 admit: script(ADMIT),
                 sweep: script(SWEEP),
             }),
@@ -446,19 +497,43 @@ impl QueueStore for RedisQueueStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("admission snapshot"))?;
-        let v = answer(values, "admission state")?;
-        let field = |i: usize| v.get(i).map(String::as_str).ok_or_else(|| corrupt("admission state"));
-        let number =
-            |i: usize| field(i).and_then(|s| s.parse::<u64>().map_err(|_| corrupt("admission state")));
-        let window = field(3)?;
-        Ok(AdmissionSnapshot {
-            active: u32::try_from(number(0)?).unwrap_or(u32::MAX),
-            waiting: number(1)?,
-            version: number(2)?,
-            window_started_at: if window.is_empty() { None } else { Some(at_ms(window)?) },
-            admitted_in_window: u32::try_from(number(4)?).unwrap_or(u32::MAX),
-            rate_per_sec: field(5)?.parse().map_err(|_| corrupt("rate"))?,
-        })
+        snapshot(&answer(values, "admission state")?)
+    }
+
+    async fn poll(
+        &self,
+        token: &QueueToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<Option<Polled>> {
+        let concert = token.concert();
+        let values: Vec<String> = self
+            .scripts
+            .poll
+            .key(self.base(concert))
+            .arg(token.as_str())
+            .arg(ms(now))
+            .arg(ms(deadline))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("poll"))?;
+        let v = match answer(values, "queue token") {
+            Err(StoreError::Missing(_)) => return Ok(None),
+            other => other?,
+        };
+        let n: usize = v.first().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("poll"))?;
+        let entries = v.get(1..=n).ok_or_else(|| corrupt("poll"))?;
+        let fields: HashMap<String, String> =
+            entries.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+        let record = record(token.clone(), concert, &fields)?;
+        let line = match v.get(n + 1..) {
+            Some([position, rest @ ..]) if !rest.is_empty() => Some(InLine {
+                position: position.parse().map_err(|_| corrupt("position"))?,
+                snapshot: snapshot(rest)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(Polled { record, line }))
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
