@@ -124,6 +124,22 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
         token
     }
 
+    /// A second concert (one seat, open queue), for tokens of the wrong concert.
+    async fn other_concert(&self) -> ConcertPlan {
+        self.svc
+            .create_concert(&NewConcert {
+                title: "Other".into(),
+                schedules: vec![NewSchedule {
+                    starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                    seat_count: 1,
+                    price: Points::new(5).unwrap(),
+                }],
+                queue: generous(),
+            })
+            .await
+            .unwrap()
+    }
+
     /// Moves the clock forward to `at`.
     fn advance_to(&self, at: chrono::DateTime<chrono::Utc>) {
         let by = at - self.clock.now();
@@ -419,19 +435,7 @@ pub async fn only_active_tokens_of_the_concert_may_browse_and_hold<Q: QueueStore
     assert_eq!(domain(fx.svc.hold(&active, SeatId::random(), None).await), DomainError::SeatNotFound);
 
     // A token of another concert is forbidden here.
-    let second_concert = fx
-        .svc
-        .create_concert(&NewConcert {
-            title: "Other".into(),
-            schedules: vec![NewSchedule {
-                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
-                seat_count: 1,
-                price: Points::new(5).unwrap(),
-            }],
-            queue: generous(),
-        })
-        .await
-        .unwrap();
+    let second_concert = fx.other_concert().await;
     assert_eq!(domain(fx.svc.schedules(&active, second_concert.concert.id).await), DomainError::WrongConcert);
     assert_eq!(
         domain(fx.svc.seats(&active, second_concert.schedules[0].id).await),
@@ -526,19 +530,7 @@ pub async fn a_token_acts_only_for_its_own_concert<Q: QueueStore, B: BookingStor
     s: impl Future<Output = Stores<Q, B>>,
 ) {
     let fx = fixture(s, generous(), 4).await;
-    let other = fx
-        .svc
-        .create_concert(&NewConcert {
-            title: "Other".into(),
-            schedules: vec![NewSchedule {
-                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
-                seat_count: 1,
-                price: Points::new(5).unwrap(),
-            }],
-            queue: generous(),
-        })
-        .await
-        .unwrap();
+    let other = fx.other_concert().await;
     let here = fx.admitted("alice").await;
     let there = fx.svc.issue_token(&user("alice"), other.concert.id).await.unwrap().record.token;
     fx.svc.admission_tick(other.concert.id).await.unwrap();
