@@ -210,26 +210,30 @@ pub fn issue(
     settings: &QueueSettings,
     now: DateTime<Utc>,
 ) -> IssueDecision {
+    join_decision(existing, new_token(fresh, user_id, concert_id, settings, now), now)
+}
+
+/// [`issue`] as a store's join step applies it ([`crate::store::QueueStore::join`]): `new` is
+/// the token to put at the back of the line if the user has no valid one, and its idle deadline
+/// is the one a waiting token gets.
+#[must_use]
+pub fn join_decision(existing: Option<TokenRecord>, new: NewToken, now: DateTime<Utc>) -> IssueDecision {
     match existing {
         Some(record) => match record.status_at(now) {
-            TokenStatus::Waiting => match refresh(&record, settings, now) {
+            TokenStatus::Waiting => match refresh_to(&record, new.expires_at, now) {
                 Some(updated) => IssueDecision::Refresh { previous: record, updated },
                 None => IssueDecision::Keep(record),
             },
             TokenStatus::Active => IssueDecision::Keep(record),
-            TokenStatus::Expired => IssueDecision::Issue {
-                new: new_token(fresh, user_id, concert_id, settings, now),
-                replacing: Some(record),
-            },
+            TokenStatus::Expired => IssueDecision::Issue { new, replacing: Some(record) },
         },
-        None => IssueDecision::Issue {
-            new: new_token(fresh, user_id, concert_id, settings, now),
-            replacing: None,
-        },
+        None => IssueDecision::Issue { new, replacing: None },
     }
 }
 
-fn new_token(
+/// A token for `user_id` at the back of `concert_id`'s line, asked for at `now`.
+#[must_use]
+pub fn new_token(
     token: QueueToken,
     user_id: &UserId,
     concert_id: ConcertId,
@@ -282,6 +286,15 @@ pub struct Polled {
     /// For a token waiting at the poll's instant: its place and its concert's admission state,
     /// read in the same step.
     pub line: Option<InLine>,
+}
+
+/// What one join step of a store answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// The user's token after the step, and where it stands while it waits.
+    pub polled: Polled,
+    /// Whether the step put a new token at the back of the line.
+    pub created: bool,
 }
 
 /// Where a waiting token stands.

@@ -25,7 +25,7 @@ use crate::limits::{
     TOKEN_RETENTION_SECS,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
-use crate::queue::{self, ExpiryReason, IssueDecision, TokenRecord, TokenState, TokenStatus};
+use crate::queue::{self, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
 use crate::store::{BookingStore, QueueStore};
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
@@ -287,32 +287,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let concert = self.concert(concert_id).await?;
         for _ in 0..CAS_RETRIES {
             let now = self.now();
-            let existing = self.queue.token_of_user(concert_id, user).await?;
-            let decision = queue::issue(
-                existing,
-                user,
-                concert_id,
-                QueueToken::generate(concert_id),
-                &concert.queue,
-                now,
-            );
-            let written = match decision {
-                IssueDecision::Keep(record) => Ok((record, false)),
-                IssueDecision::Refresh { previous, updated } => {
-                    match self.queue.update_token(previous.version, &updated).await {
-                        Err(StoreError::Conflict(_)) => self.refreshed_by_another(&previous, now).await?,
-                        other => other,
-                    }
-                    .map(|()| (updated, false))
-                }
-                IssueDecision::Issue { new, replacing } => {
-                    self.queue.insert_token(new, replacing.as_ref()).await.map(|r| (r, true))
-                }
-            };
-            match written {
-                Ok((record, created)) => return self.view(record, &concert, created, now).await,
-                Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {}
-                Err(error) => return Err(error.into()),
+            let new =
+                queue::new_token(QueueToken::generate(concert_id), user, concert_id, &concert.queue, now);
+            let joined = self.queue.join(new, now).await?;
+            if let Some(view) = view_of(joined.polled, &concert, joined.created, now) {
+                return Ok(view);
             }
         }
         Err(Error::Contention)
@@ -336,57 +315,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             let now = self.now();
             let deadline = queue::idle_deadline(&concert.queue, now);
             let polled = self.queue.poll(token, now, deadline).await?.ok_or(DomainError::TokenNotFound)?;
-            let record = polled.record;
-            queue::require_valid(&record, now)?;
-            let status = record.status_at(now);
-            let Some(line) = polled.line.filter(|line| line.position > 0) else {
-                if status == TokenStatus::Waiting {
-                    continue; // It left the line during the step's reads: poll again.
-                }
-                return Ok(TokenView { record, status, position: None, eta_secs: None, created: false });
-            };
-            let eta_secs = queue::eta_secs(line.position, &line.snapshot, &concert.queue);
-            return Ok(TokenView { record, status, position: Some(line.position), eta_secs, created: false });
-        }
-        Err(Error::Contention)
-    }
-
-    /// After a poll lost its compare-and-set: `Ok(())` when another poll already extended the
-    /// same waiting token (nothing left to do), the conflict otherwise (read and decide again).
-    async fn refreshed_by_another(
-        &self,
-        previous: &TokenRecord,
-        now: DateTime<Utc>,
-    ) -> Result<Result<(), StoreError>, Error> {
-        let current = self.queue.token(&previous.token).await?;
-        Ok(match current {
-            Some(current) if queue::refreshed_concurrently(previous, &current, now) => Ok(()),
-            _ => Err(StoreError::Conflict("queue token")),
-        })
-    }
-
-    async fn view(
-        &self,
-        mut record: TokenRecord,
-        concert: &Concert,
-        created: bool,
-        now: DateTime<Utc>,
-    ) -> Result<TokenView, Error> {
-        for _ in 0..CAS_RETRIES {
-            let status = record.status_at(now);
-            if status != TokenStatus::Waiting {
-                return Ok(TokenView { record, status, position: None, eta_secs: None, created });
+            queue::require_valid(&polled.record, now)?;
+            if let Some(view) = view_of(polled, &concert, false, now) {
+                return Ok(view);
             }
-            let position = self.queue.position(&record).await?;
-            if position == 0 {
-                // It left the line between the two reads (a tick admitted it, or it was swept):
-                // answer with what it is now, never "waiting at place 0".
-                record = self.authenticate(&record.token).await?;
-                continue;
-            }
-            let snapshot = self.queue.admission_snapshot(concert.id, now).await?;
-            let eta_secs = queue::eta_secs(position, &snapshot, &concert.queue);
-            return Ok(TokenView { record, status, position: Some(position), eta_secs, created });
         }
         Err(Error::Contention)
     }
@@ -831,6 +763,21 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let tokens = self.queue.sweep_queue(now, forget_before, SWEEP_BATCH).await?;
         let holds = self.booking.sweep_holds(now, SWEEP_BATCH).await?;
         Ok(SweepReport { tokens, holds })
+    }
+}
+
+/// The view of a token a store step answered; `None` when it is waiting but was out of line at
+/// the step's reads (ask again).
+fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>) -> Option<TokenView> {
+    let Polled { record, line } = polled;
+    let status = record.status_at(now);
+    match line.filter(|line| line.position > 0) {
+        Some(line) => {
+            let eta_secs = queue::eta_secs(line.position, &line.snapshot, &concert.queue);
+            Some(TokenView { record, status, position: Some(line.position), eta_secs, created })
+        }
+        None if status == TokenStatus::Waiting => None,
+        None => Some(TokenView { record, status, position: None, eta_secs: None, created }),
     }
 }
 

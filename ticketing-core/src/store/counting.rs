@@ -31,7 +31,7 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, Polled, TokenRecord};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, Joined, NewToken, Polled, TokenRecord};
 
 /// How many calls a store saw, by method name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,6 +133,10 @@ impl<S: QueueStore> QueueStore for Counting<S> {
         deadline: DateTime<Utc>,
     ) -> impl Future<Output = StoreResult<Option<Polled>>> + Send {
         self.count("poll", self.inner.poll(token, now, deadline))
+    }
+
+    fn join(&self, new: NewToken, now: DateTime<Utc>) -> impl Future<Output = StoreResult<Joined>> + Send {
+        self.count("join", self.inner.join(new, now))
     }
 
     fn position(&self, record: &TokenRecord) -> impl Future<Output = StoreResult<u64>> + Send {

@@ -40,7 +40,9 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::queue::{self, AdmissionPlan, AdmissionSnapshot, InLine, NewToken, Polled, TokenRecord};
+use crate::queue::{
+    self, AdmissionPlan, AdmissionSnapshot, InLine, IssueDecision, Joined, NewToken, Polled, TokenRecord,
+};
 
 pub mod counting;
 #[cfg(feature = "memory")]
@@ -123,17 +125,53 @@ pub trait QueueStore: Send + Sync + 'static {
                         Err(error) => return Err(error),
                     },
                 };
-                if record.status_at(now) != queue::TokenStatus::Waiting {
-                    return Ok(Some(Polled { record, line: None }));
-                }
-                let position = self.position(&record).await?;
-                if position == 0 {
-                    continue; // Admitted or swept between the reads: read it again.
-                }
-                let snapshot = self.admission_snapshot(record.concert_id, now).await?;
-                return Ok(Some(Polled { record, line: Some(InLine { position, snapshot }) }));
+                return match place(self, record, now).await {
+                    Err(StoreError::Missing(_)) => Ok(None), // Forgotten between the reads.
+                    other => other.map(Some),
+                };
             }
             Err(StoreError::Conflict("queue token"))
+        }
+    }
+
+    /// A user asks for a token (`new` names the user, the concert, a fresh token and the idle
+    /// deadline a waiting token gets): [`queue::join_decision`] applied to the user's current
+    /// token of the concert at `now`, in one step: a waiting token is refreshed, an active one
+    /// returned as it is, and otherwise `new` goes to the back of the line (replacing an expired
+    /// token). Answers as [`QueueStore::poll`] does, and whether `new` was put in line.
+    ///
+    /// As for `poll`, the memory and Redis backends answer in one atomic step; this default
+    /// composes the other methods (what the SQL backends use).
+    fn join(&self, new: NewToken, now: DateTime<Utc>) -> impl Future<Output = StoreResult<Joined>> + Send {
+        async move {
+            for _ in 0..crate::limits::CAS_RETRIES {
+                let existing = self.token_of_user(new.concert_id, &new.user_id).await?;
+                let (record, created) = match queue::join_decision(existing, new.clone(), now) {
+                    IssueDecision::Keep(record) => (record, false),
+                    IssueDecision::Refresh { previous, updated } => {
+                        match self.update_token(previous.version, &updated).await {
+                            Ok(()) => (updated, false),
+                            Err(StoreError::Conflict(_)) => match self.token(&previous.token).await? {
+                                Some(current) if queue::refreshed_concurrently(&previous, &current, now) => {
+                                    (current, false)
+                                }
+                                _ => continue,
+                            },
+                            Err(StoreError::Missing(_)) => continue,
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    IssueDecision::Issue { new, replacing } => {
+                        match self.insert_token(new, replacing.as_ref()).await {
+                            Ok(record) => (record, true),
+                            Err(StoreError::Conflict(_) | StoreError::Missing(_)) => continue,
+                            Err(error) => return Err(error),
+                        }
+                    }
+                };
+                return Ok(Joined { polled: place(self, record, now).await?, created });
+            }
+            Err(StoreError::Conflict("queue token of user"))
         }
     }
 
@@ -182,6 +220,28 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Whether the backend answers.
     fn ping_queue(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Where `record` stands at `now`, for the default [`QueueStore::poll`] and
+/// [`QueueStore::join`]: its position and the admission snapshot while it waits; read again when
+/// it left the line between the reads (a tick admitted it, or a sweep took it out).
+async fn place<Q: QueueStore + ?Sized>(
+    store: &Q,
+    mut record: TokenRecord,
+    now: DateTime<Utc>,
+) -> StoreResult<Polled> {
+    for _ in 0..crate::limits::CAS_RETRIES {
+        if record.status_at(now) != queue::TokenStatus::Waiting {
+            return Ok(Polled { record, line: None });
+        }
+        let position = store.position(&record).await?;
+        if position > 0 {
+            let snapshot = store.admission_snapshot(record.concert_id, now).await?;
+            return Ok(Polled { record, line: Some(InLine { position, snapshot }) });
+        }
+        record = store.token(&record.token).await?.ok_or(StoreError::Missing("queue token"))?;
+    }
+    Err(StoreError::Conflict("queue token"))
 }
 
 /// Concerts, schedules and seats.

@@ -11,8 +11,8 @@ use super::{MemoryStore, lock, read, write};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{
-    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, NewToken, Polled, TokenRecord, TokenState,
-    TokenStatus,
+    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, IssueDecision, Joined, NewToken, Polled,
+    TokenRecord, TokenState, TokenStatus,
 };
 use crate::store::{QueueStore, StoreResult};
 
@@ -99,6 +99,16 @@ impl ConcertQueue {
         }
     }
 
+    /// Where `record` stands at `now`: its place and the admission state, while it waits.
+    fn line_of(&mut self, record: &TokenRecord, now: DateTime<Utc>) -> Option<InLine> {
+        match (record.status_at(now), record.seq()) {
+            (TokenStatus::Waiting, Some(seq)) => {
+                Some(InLine { position: self.ranks.prefix(seq), snapshot: self.snapshot(now) })
+            }
+            _ => None,
+        }
+    }
+
     /// Expires active tokens whose time ran out at or before `now`; returns how many.
     fn expire_timed_out(&mut self, now: DateTime<Utc>, limit: usize) -> usize {
         // Every token sorts at or below the all-`f` token, so this is "deadline at or before now".
@@ -168,6 +178,28 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Puts `new` at the back of `queue`'s line (its lock held), replacing `replacing`.
+    fn insert_locked(
+        &self,
+        queue: &mut ConcertQueue,
+        new: NewToken,
+        replacing: Option<&TokenRecord>,
+    ) -> TokenRecord {
+        if let Some(old) = replacing {
+            queue.unindex(old);
+            queue.tokens.remove(&old.token);
+            self.inner.token_index.lock(&old.token).remove(&old.token);
+        }
+        queue.last_seq += 1;
+        let record = new.waiting(queue.last_seq);
+        queue.by_user.insert(record.user_id.clone(), record.token.clone());
+        queue.put(record.clone());
+        self.inner.token_index.lock(&record.token).insert(record.token.clone(), record.concert_id);
+        record
+    }
+}
+
 impl QueueStore for MemoryStore {
     async fn token(&self, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
         let Some(concert) = self.concert_of_token(token) else { return Ok(None) };
@@ -185,23 +217,13 @@ impl QueueStore for MemoryStore {
         let queue = self.queue_or_new(new.concert_id);
         let mut queue = lock(&queue);
         let current = queue.by_user.get(&new.user_id).and_then(|t| queue.tokens.get(t)).cloned();
-        match (current, replacing) {
+        match (&current, replacing) {
             (None, None) => {}
             (Some(current), Some(expected))
-                if current.token == expected.token && current.version == expected.version =>
-            {
-                queue.unindex(&current);
-                queue.tokens.remove(&current.token);
-                self.inner.token_index.lock(&current.token).remove(&current.token);
-            }
+                if current.token == expected.token && current.version == expected.version => {}
             _ => return Err(StoreError::Conflict("queue token of user")),
         }
-        queue.last_seq += 1;
-        let record = new.waiting(queue.last_seq);
-        queue.by_user.insert(record.user_id.clone(), record.token.clone());
-        queue.put(record.clone());
-        self.inner.token_index.lock(&record.token).insert(record.token.clone(), record.concert_id);
-        Ok(record)
+        Ok(self.insert_locked(&mut queue, new, current.as_ref()))
     }
 
     async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
@@ -247,13 +269,26 @@ impl QueueStore for MemoryStore {
             }
             None => read,
         };
-        let line = match (record.status_at(now), record.seq()) {
-            (TokenStatus::Waiting, Some(seq)) => {
-                Some(InLine { position: queue.ranks.prefix(seq), snapshot: queue.snapshot(now) })
-            }
-            _ => None,
-        };
+        let line = queue.line_of(&record, now);
         Ok(Some(Polled { record, line }))
+    }
+
+    async fn join(&self, new: NewToken, now: DateTime<Utc>) -> StoreResult<Joined> {
+        let queue = self.queue_or_new(new.concert_id);
+        let mut queue = lock(&queue);
+        let existing = queue.by_user.get(&new.user_id).and_then(|t| queue.tokens.get(t)).cloned();
+        let (record, created) = match queue::join_decision(existing, new, now) {
+            IssueDecision::Keep(record) => (record, false),
+            IssueDecision::Refresh { updated, .. } => {
+                queue.put(updated.clone());
+                (updated, false)
+            }
+            IssueDecision::Issue { new, replacing } => {
+                (self.insert_locked(&mut queue, new, replacing.as_ref()), true)
+            }
+        };
+        let line = queue.line_of(&record, now);
+        Ok(Joined { polled: Polled { record, line }, created })
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {

@@ -34,7 +34,7 @@ use super::backend;
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{
-    AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, NewToken, Polled, TokenRecord, TokenState,
+    AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, Joined, NewToken, Polled, TokenRecord, TokenState,
 };
 use crate::store::{QueueStore, StoreResult};
 
@@ -110,35 +110,73 @@ return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call(
   adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}
 ";
 
-/// KEYS[1] base; ARGV token, now, idle deadline. One poll: a token waiting at `now` gets the idle
-/// deadline (version + 1). Returns 'MISSING', or 'OK', the number of the token's hash entries,
-/// the entries, and, while it waits, its position (0: not in line) and the admission state as
+/// Lua helpers of the poll and join steps: whether a token is waiting at `now` (refreshing it to
+/// `deadline` if so), and the answer both give: the number of the token's hash entries, the
+/// entries, and, while it waits, its position (0: not in line) and the admission state as
 /// SNAPSHOT reports it.
+const PLACE: &str = r"
+local function refresh(b, t, now, deadline)
+  local k = b .. 't:' .. t
+  local expires = tonumber(redis.call('HGET', k, 'expires') or '0')
+  if redis.call('HGET', k, 'status') ~= 'WAITING' or expires <= now then return false end
+  redis.call('HINCRBY', k, 'version', 1)
+  redis.call('HSET', k, 'expires', deadline)
+  redis.call('ZADD', b .. 'idle', deadline, t)
+  return true
+end
+local function report(out, b, t, waiting, now)
+  local fields = redis.call('HGETALL', b .. 't:' .. t)
+  table.insert(out, tostring(#fields))
+  for _, v in ipairs(fields) do table.insert(out, v) end
+  if waiting then
+    local rank = redis.call('ZRANK', b .. 'line', t)
+    local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', now, 'WITHSCORES')
+    for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
+    local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
+    for _, v in ipairs({rank and tostring(rank + 1) or '0', tostring(redis.call('ZCARD', b .. 'active')),
+        tostring(redis.call('ZCARD', b .. 'line')), adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}) do
+      table.insert(out, v)
+    end
+  end
+  return out
+end
+";
+
+/// KEYS[1] base; ARGV token, now, idle deadline. One poll: a token waiting at `now` gets the idle
+/// deadline (version + 1). Returns 'MISSING', or 'OK' and what `report` gives.
 const POLL: &str = r"
 local b = KEYS[1]
-local k = b .. 't:' .. ARGV[1]
-local status = redis.call('HGET', k, 'status')
-if not status then return {'MISSING'} end
-local waiting = status == 'WAITING' and tonumber(redis.call('HGET', k, 'expires')) > tonumber(ARGV[2])
-if waiting then
-  redis.call('HINCRBY', k, 'version', 1)
-  redis.call('HSET', k, 'expires', ARGV[3])
-  redis.call('ZADD', b .. 'idle', ARGV[3], ARGV[1])
-end
-local fields = redis.call('HGETALL', k)
-local out = {'OK', tostring(#fields)}
-for _, v in ipairs(fields) do table.insert(out, v) end
-if waiting then
-  local rank = redis.call('ZRANK', b .. 'line', ARGV[1])
-  local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[2], 'WITHSCORES')
-  for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
-  local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
-  for _, v in ipairs({rank and tostring(rank + 1) or '0', tostring(redis.call('ZCARD', b .. 'active')),
-      tostring(redis.call('ZCARD', b .. 'line')), adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}) do
-    table.insert(out, v)
+if not redis.call('HGET', b .. 't:' .. ARGV[1], 'status') then return {'MISSING'} end
+local waiting = refresh(b, ARGV[1], tonumber(ARGV[2]), ARGV[3])
+return report({'OK'}, b, ARGV[1], waiting, ARGV[2])
+";
+
+/// KEYS[1] base; ARGV new token, user, concert, now (issued), idle deadline. One join: the
+/// user's token waiting at `now` is refreshed, an active one kept, and otherwise the new token
+/// goes to the back of the line (replacing the user's expired one). Returns 'OK', '1' when the
+/// new token was put in line ('0' otherwise), the user's token, and what `report` gives.
+const JOIN: &str = r"
+local b = KEYS[1]
+local now = tonumber(ARGV[4])
+local ukey = b .. 'u:' .. ARGV[2]
+local current = redis.call('GET', ukey)
+if current then
+  if refresh(b, current, now, ARGV[5]) then
+    return report({'OK', '0', current}, b, current, true, ARGV[4])
   end
+  local k = b .. 't:' .. current
+  if redis.call('HGET', k, 'status') == 'ACTIVE' and tonumber(redis.call('HGET', k, 'expires') or '0') > now then
+    return report({'OK', '0', current}, b, current, false, ARGV[4])
+  end
+  unindex(b, current)
+  redis.call('DEL', k)
 end
-return out
+local seq = redis.call('INCR', b .. 'seq')
+redis.call('HSET', b .. 't:' .. ARGV[1], 'user', ARGV[2], 'concert', ARGV[3], 'issued', ARGV[4],
+  'version', 1, 'status', 'WAITING', 'seq', seq, 'admitted', '', 'expires', ARGV[5], 'reason', '')
+index(b, ARGV[1], 'WAITING', seq, ARGV[5])
+redis.call('SET', ukey, ARGV[1])
+return report({'OK', '1', ARGV[1]}, b, ARGV[1], true, ARGV[4])
 ";
 
 /// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
@@ -230,6 +268,7 @@ struct Scripts {
     update: redis::Script,
     snapshot: redis::Script,
     poll: redis::Script,
+    join: redis::Script,
     admit: redis::Script,
     sweep: redis::Script,
 }
@@ -253,6 +292,24 @@ fn at_ms(text: &str) -> StoreResult<DateTime<Utc>> {
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("redis token: {what}"))
+}
+
+/// A token as the `report` of the POLL and JOIN scripts gives it: the number of its hash entries,
+/// the entries, and, while it waits, its position and the admission state.
+fn polled(token: QueueToken, concert: ConcertId, v: &[String]) -> StoreResult<Polled> {
+    let n: usize = v.first().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("poll"))?;
+    let entries = v.get(1..=n).ok_or_else(|| corrupt("poll"))?;
+    let fields: HashMap<String, String> =
+        entries.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    let record = record(token, concert, &fields)?;
+    let line = match v.get(n + 1..) {
+        Some([position, rest @ ..]) if !rest.is_empty() => Some(InLine {
+            position: position.parse().map_err(|_| corrupt("position"))?,
+            snapshot: snapshot(rest)?,
+        }),
+        _ => None,
+    };
+    Ok(Polled { record, line })
 }
 
 /// The admission state as the SNAPSHOT and POLL scripts report it: active, waiting, version,
@@ -292,7 +349,8 @@ impl RedisQueueStore {
                 insert: script(INSERT),
                 update: script(UPDATE),
                 snapshot: script(SNAPSHOT),
-                poll: script(POLL),
+                poll: script(&format!("{PLACE}\n{POLL}")),
+                join: script(&format!("{PLACE}\n{JOIN}")),
                 admit: script(ADMIT),
                 sweep: script(SWEEP),
             }),
@@ -517,23 +575,37 @@ impl QueueStore for RedisQueueStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("poll"))?;
-        let v = match answer(values, "queue token") {
-            Err(StoreError::Missing(_)) => return Ok(None),
-            other => other?,
+        match answer(values, "queue token") {
+            Err(StoreError::Missing(_)) => Ok(None),
+            other => polled(token.clone(), concert, &other?).map(Some),
+        }
+    }
+
+    async fn join(&self, new: NewToken, now: DateTime<Utc>) -> StoreResult<Joined> {
+        if new.token.concert() != new.concert_id {
+            return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
+        }
+        self.register_concert(new.concert_id).await?;
+        let values: Vec<String> = self
+            .scripts
+            .join
+            .key(self.base(new.concert_id))
+            .arg(new.token.as_str())
+            .arg(new.user_id.as_str())
+            .arg(new.concert_id.to_string())
+            .arg(ms(now))
+            .arg(ms(new.expires_at))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend("join"))?;
+        let v = answer(values, "queue token of user")?;
+        let (created, token) = match v.as_slice() {
+            [created, token, ..] => {
+                (created == "1", QueueToken::parse(token).map_err(|_| corrupt("user token"))?)
+            }
+            _ => return Err(corrupt("join")),
         };
-        let n: usize = v.first().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("poll"))?;
-        let entries = v.get(1..=n).ok_or_else(|| corrupt("poll"))?;
-        let fields: HashMap<String, String> =
-            entries.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
-        let record = record(token.clone(), concert, &fields)?;
-        let line = match v.get(n + 1..) {
-            Some([position, rest @ ..]) if !rest.is_empty() => Some(InLine {
-                position: position.parse().map_err(|_| corrupt("position"))?,
-                snapshot: snapshot(rest)?,
-            }),
-            _ => None,
-        };
-        Ok(Some(Polled { record, line }))
+        Ok(Joined { polled: polled(token, new.concert_id, &v[2..])?, created })
     }
 
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
