@@ -382,6 +382,15 @@ impl RedisQueueStore {
 
     /// Puts `concert` in the `concerts` set the sweeper walks, unless this process did so
     /// recently. Idempotent, and done before the insert script: see the module docs.
+    /// Before a new token is put in line: it must name its concert (filed under another, it could
+    /// never be found from the token), and the concert is registered for the sweeper.
+    async fn before_insert(&self, new: &NewToken) -> StoreResult<()> {
+        if new.token.concert() != new.concert_id {
+            return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
+        }
+        self.register_concert(new.concert_id).await
+    }
+
     async fn register_concert(&self, concert: ConcertId) -> StoreResult<()> {
         if self.recently_registered(concert) {
             return Ok(());
@@ -482,11 +491,7 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn insert_token(&self, new: NewToken, replacing: Option<&TokenRecord>) -> StoreResult<TokenRecord> {
-        if new.token.concert() != new.concert_id {
-            // Filed under its concert, it could never be found from the token.
-            return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
-        }
-        self.register_concert(new.concert_id).await?;
+        self.before_insert(&new).await?;
         let (old, old_version) = replacing
             .map_or((String::new(), String::new()), |r| (r.token.to_string(), r.version.to_string()));
         let values: Vec<String> = self
@@ -582,10 +587,7 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn join(&self, new: NewToken, now: DateTime<Utc>) -> StoreResult<Joined> {
-        if new.token.concert() != new.concert_id {
-            return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
-        }
-        self.register_concert(new.concert_id).await?;
+        self.before_insert(&new).await?;
         let values: Vec<String> = self
             .scripts
             .join
