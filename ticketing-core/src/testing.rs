@@ -24,7 +24,7 @@ pub const MYSQL_URL_ENV: &str = "TICKETING_TEST_MYSQL_URL";
 pub const REDIS_URL_ENV: &str = "TICKETING_TEST_REDIS_URL";
 
 const POSTGRES_START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
-const MYSQL_START: &str = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd";
+const MYSQL_START: &str = "install -d -o mysql -g mysql /run/mysqld && start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql  (or scripts/test.sh, which also installs it)";
 const REDIS_START: &str = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log";
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
