@@ -581,7 +581,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let now = self.now();
         // Any token of the user identifies it here: a replay must answer after the payment
         // expired the token, and an expired hold is reported as such (410) rather than hidden
-        // behind the token's expiry. A fresh payment still needs an active token, below.
+        // behind the token's expiry. Who may pay afresh is `payment::require_payer`, below.
         let record = self.authenticate(token).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
         let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
