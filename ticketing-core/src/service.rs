@@ -26,7 +26,7 @@ use crate::limits::{
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
 use crate::queue::{self, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
-use crate::store::{BookingStore, QueueStore};
+use crate::store::{BookingStore, ChargeInputs, HoldInputs, PaymentInputs, QueueStore};
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,14 +165,21 @@ where
     Ok(loaded)
 }
 
-/// One attempt at a keyed step.
-enum Attempt<T> {
-    /// The effect (and the key, if any) was written.
-    Done(T),
+/// Why a keyed step's decision writes nothing.
+enum Stop<T> {
+    /// The key's stored outcome answers the request (boxed: it is the rare path).
+    Replay(Box<Result<T, DomainError>>),
     /// A rule refused; the refusal is the outcome to remember under the key.
     Refused(DomainError),
-    /// A compare-and-set lost; read again.
-    Retry,
+    /// The request fails without touching the key (the token, a missing record, the key
+    /// used for another request).
+    Failed(Error),
+}
+
+impl<T> Stop<T> {
+    fn failed(error: impl Into<Error>) -> Self {
+        Self::Failed(error.into())
+    }
 }
 
 /// The idempotency context of one request.
@@ -197,14 +204,24 @@ impl KeyCtx {
             })
             .transpose()
     }
-}
 
-/// Maps the store's answer to a compare-and-set write onto the next step of a retry loop.
-fn cas<T>(result: Result<(), StoreError>, done: T) -> Result<Attempt<T>, Error> {
-    match result {
-        Ok(()) => Ok(Attempt::Done(done)),
-        Err(StoreError::Conflict(_)) => Ok(Attempt::Retry),
-        Err(error) => Err(error.into()),
+    /// The record to store with a successful write of `value`.
+    fn success<T: Serialize + Clone>(&self, value: &T) -> Result<Option<IdempotencyRecord>, Stop<T>> {
+        self.record(&Ok(value.clone())).map_err(Stop::Failed)
+    }
+
+    /// Judges what the step read under the request's key: go on (`Ok`) when the request has
+    /// no key or the key is fresh; otherwise the stored outcome, or the key's misuse.
+    fn check<T: DeserializeOwned>(&self, stored: Option<&IdempotencyRecord>) -> Result<(), Stop<T>> {
+        if self.key.is_none() {
+            return Ok(());
+        }
+        match idempotency::check::<T>(stored, &self.fingerprint, self.now) {
+            Ok(KeyCheck::Fresh) => Ok(()),
+            Ok(KeyCheck::Replay(outcome)) => Err(Stop::Replay(Box::new(outcome))),
+            Err(CheckError::Reused) => Err(Stop::failed(DomainError::IdempotencyKeyReused)),
+            Err(CheckError::Corrupt(message)) => Err(Stop::failed(StoreError::Corrupt(message))),
+        }
     }
 }
 
@@ -425,28 +442,24 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(seats.into_iter().map(|record| SeatView::at(record, now)).collect())
     }
 
-    /// Runs a keyed step: answers a replay from the stored outcome, otherwise runs `attempt`
-    /// until it writes, is refused (the refusal is stored under the key) or runs out of retries.
-    async fn keyed<T, F, Fut>(&self, ctx: KeyCtx, mut attempt: F) -> Result<T, Error>
+    /// Runs a keyed step (one store call that reads, lets the step's pure rules decide, and
+    /// writes) until it writes, stops, or runs out of retries. A refusal is stored under the
+    /// key, so a replay gets it back.
+    async fn keyed<T, F, Fut>(&self, ctx: KeyCtx, mut step: F) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(KeyCtx) -> Fut,
-        Fut: Future<Output = Result<Attempt<T>, Error>>,
+        Fut: Future<Output = Result<Result<T, Stop<T>>, StoreError>>,
     {
         for _ in 0..CAS_RETRIES {
-            if let Some(key) = &ctx.key {
-                let stored = self.booking.idempotency(&ctx.user, key).await?;
-                match idempotency::check::<T>(stored.as_ref(), &ctx.fingerprint, ctx.now) {
-                    Ok(KeyCheck::Fresh) => {}
-                    Ok(KeyCheck::Replay(outcome)) => return outcome.map_err(Error::Domain),
-                    Err(CheckError::Reused) => return Err(DomainError::IdempotencyKeyReused.into()),
-                    Err(CheckError::Corrupt(message)) => return Err(StoreError::Corrupt(message).into()),
-                }
-            }
-            match attempt(ctx.clone()).await? {
-                Attempt::Done(value) => return Ok(value),
-                Attempt::Retry => {}
-                Attempt::Refused(refusal) => {
+            match step(ctx.clone()).await {
+                Ok(Ok(value)) => return Ok(value),
+                // A compare-and-set lost: read again and decide again.
+                Err(StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error.into()),
+                Ok(Err(Stop::Replay(outcome))) => return (*outcome).map_err(Error::Domain),
+                Ok(Err(Stop::Failed(error))) => return Err(error),
+                Ok(Err(Stop::Refused(refusal))) => {
                     if let Some(record) = ctx.record::<T>(&Err(refusal.clone()))? {
                         match self.booking.save_outcome(&record).await {
                             Ok(()) => {}
@@ -477,33 +490,35 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         key: Option<IdempotencyKey>,
     ) -> Result<Reservation, Error> {
         let now = self.now();
+        // The token as read once for this request: the hold's own step decides.
         let record = self.authenticate(token).await?;
+        let position = self.position_if_waiting(&record, now).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("hold:{seat_id}"), now };
         let reservation_id = ReservationId::random();
+        let limit = self.config.holds_per_token;
+        let hold_ttl = self.hold_ttl();
         let reservation = self
             .keyed(ctx, |ctx| {
-                let record = record.clone();
+                let record = &record;
                 async move {
-                    // The token as read once for this request: the hold's own step decides.
-                    let position = self.position_if_waiting(&record, now).await?;
-                    queue::require_active(&record, None, now, || position)?;
-                    let seat = self.booking.seat(seat_id).await?.ok_or(DomainError::SeatNotFound)?;
-                    if seat.seat.concert_id != record.concert_id {
-                        return Err(DomainError::WrongConcert.into());
-                    }
-                    let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
-                    let limit = self.config.holds_per_token;
-                    let plan =
-                        match hold::plan_hold(&seat, holder, reservation_id, self.hold_ttl(), limit, now) {
-                            Ok(plan) => plan,
-                            Err(refusal) => return Ok(Attempt::Refused(refusal)),
-                        };
-                    let key = ctx.record(&Ok(plan.reservation.clone()))?;
-                    match self.booking.claim_seat(&plan, key.as_ref()).await {
-                        Err(StoreError::HoldLimitReached) => {
-                            Ok(Attempt::Refused(DomainError::HoldLimitReached { limit }))
+                    let decide = |inputs: HoldInputs| {
+                        ctx.check(inputs.key.as_ref())?;
+                        queue::require_active(record, None, now, || position).map_err(Stop::failed)?;
+                        let seat = inputs.seat.ok_or(Stop::failed(DomainError::SeatNotFound))?;
+                        if seat.seat.concert_id != record.concert_id {
+                            return Err(Stop::failed(DomainError::WrongConcert));
                         }
-                        result => cas(result, plan.reservation),
+                        let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
+                        let plan = hold::plan_hold(&seat, holder, reservation_id, hold_ttl, limit, now)
+                            .map_err(Stop::Refused)?;
+                        let key = ctx.success(&plan.reservation)?;
+                        Ok((plan, key))
+                    };
+                    match self.booking.hold(seat_id, &ctx.user, ctx.key.as_ref(), decide).await {
+                        Err(StoreError::HoldLimitReached) => {
+                            Ok(Err(Stop::Refused(DomainError::HoldLimitReached { limit })))
+                        }
+                        written => written.map(|decided| decided.map(|plan| plan.reservation)),
                     }
                 }
             })
@@ -585,40 +600,41 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let record = self.authenticate(token).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
         let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
+        let position = self.position_if_waiting(&record, now).await?;
         let receipt = self
             .keyed(ctx, |ctx| {
-                let record = record.clone();
+                let record = &record;
                 async move {
-                    // The wallet is read before the hold and its seat. A payment writes all three
-                    // at once, so a wallet that already shows a racing payment of this hold is
-                    // followed by reads that show the hold paid: the loser hears "already paid",
-                    // never "insufficient balance" for points the winner just spent.
-                    let wallet = self.booking.wallet(&record.user_id).await?;
-                    let reservation = self.own_reservation(&record, id).await?;
-                    let seat =
-                        self.booking.seat(reservation.seat_id).await?.ok_or(StoreError::Missing("seat"))?;
-                    // The reservation's own state answers first: paying twice is "already paid",
-                    // not "token expired" (the first payment expired the token).
-                    if let Err(refusal) = hold::require_live_hold(&reservation, &seat, &record.user_id, now) {
-                        return Ok(Attempt::Refused(refusal));
-                    }
-                    let position = self.position_if_waiting(&record, now).await?;
-                    payment::require_payer(&record, &reservation, now, || position)?;
-                    let plan = match payment::plan_payment(
-                        &reservation,
-                        &seat,
-                        &wallet,
-                        &record.user_id,
-                        ids,
-                        now,
-                    ) {
-                        Ok(plan) => plan,
-                        Err(refusal) => return Ok(Attempt::Refused(refusal)),
+                    let decide = |inputs: PaymentInputs| {
+                        ctx.check(inputs.key.as_ref())?;
+                        let reservation =
+                            inputs.reservation.ok_or(Stop::failed(DomainError::ReservationNotFound))?;
+                        hold::require_own(&reservation, &record.user_id, record.concert_id)
+                            .map_err(Stop::failed)?;
+                        let seat = inputs.seat.ok_or(Stop::failed(StoreError::Missing("seat")))?;
+                        // The reservation's own state answers first: paying twice is "already
+                        // paid", not "token expired" (the first payment expired the token).
+                        hold::require_live_hold(&reservation, &seat, &record.user_id, now)
+                            .map_err(Stop::Refused)?;
+                        payment::require_payer(record, &reservation, now, || position)
+                            .map_err(Stop::failed)?;
+                        let plan = payment::plan_payment(
+                            &reservation,
+                            &seat,
+                            &inputs.wallet,
+                            &record.user_id,
+                            ids,
+                            now,
+                        )
+                        .map_err(Stop::Refused)?;
+                        let receipt =
+                            PaymentReceipt { payment: plan.payment.clone(), balance: plan.wallet.balance };
+                        let key = ctx.success(&receipt)?;
+                        Ok((plan, key))
                     };
-                    let receipt =
-                        PaymentReceipt { payment: plan.payment.clone(), balance: plan.wallet.balance };
-                    let key = ctx.record(&Ok(receipt.clone()))?;
-                    cas(self.booking.commit_payment(&plan, key.as_ref()).await, receipt)
+                    let written = self.booking.pay(&ctx.user, id, ctx.key.as_ref(), decide).await?;
+                    Ok(written
+                        .map(|plan| PaymentReceipt { payment: plan.payment, balance: plan.wallet.balance }))
                 }
             })
             .await?;
@@ -690,13 +706,14 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("charge:{amount}"), now };
         let entry = LedgerEntryId::random();
         self.keyed(ctx, |ctx| async move {
-            let wallet = self.booking.wallet(&ctx.user).await?;
-            let plan = match payment::plan_charge(&wallet, amount, entry, now) {
-                Ok(plan) => plan,
-                Err(refusal) => return Ok(Attempt::Refused(refusal)),
+            let decide = |inputs: ChargeInputs| {
+                ctx.check(inputs.key.as_ref())?;
+                let plan = payment::plan_charge(&inputs.wallet, amount, entry, now).map_err(Stop::Refused)?;
+                let key = ctx.success(&plan.wallet)?;
+                Ok((plan, key))
             };
-            let key = ctx.record(&Ok(plan.wallet.clone()))?;
-            cas(self.booking.apply_charge(&plan, key.as_ref()).await, plan.wallet)
+            let written = self.booking.charge(&ctx.user, ctx.key.as_ref(), decide).await?;
+            Ok(written.map(|plan| plan.wallet))
         })
         .await
     }

@@ -25,7 +25,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use super::{BookingStore, CatalogStore, QueueStore, StoreResult, WalletStore};
+use super::{
+    BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, PaymentInputs, QueueStore, StoreResult,
+    WalletStore,
+};
 use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -235,6 +238,27 @@ impl<S: WalletStore> WalletStore for Counting<S> {
     fn save_outcome(&self, record: &IdempotencyRecord) -> impl Future<Output = StoreResult<()>> + Send {
         self.count("save_outcome", self.inner.save_outcome(record))
     }
+
+    fn charge_inputs(
+        &self,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<ChargeInputs>> + Send {
+        self.count("charge_inputs", self.inner.charge_inputs(user, key))
+    }
+
+    fn charge<D, E>(
+        &self,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<ChargePlan, E>>> + Send
+    where
+        D: FnOnce(ChargeInputs) -> Decided<ChargePlan, E> + Send,
+        E: Send,
+    {
+        self.count("charge", self.inner.charge(user, key, decide))
+    }
 }
 
 impl<S: BookingStore> BookingStore for Counting<S> {
@@ -278,6 +302,52 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         reservation: ReservationId,
     ) -> impl Future<Output = StoreResult<Option<Payment>>> + Send {
         self.count("payment_of", self.inner.payment_of(reservation))
+    }
+
+    fn hold_inputs(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<HoldInputs>> + Send {
+        self.count("hold_inputs", self.inner.hold_inputs(seat, user, key))
+    }
+
+    fn hold<D, E>(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<HoldPlan, E>>> + Send
+    where
+        D: FnOnce(HoldInputs) -> Decided<HoldPlan, E> + Send,
+        E: Send,
+    {
+        self.count("hold", self.inner.hold(seat, user, key, decide))
+    }
+
+    fn payment_inputs(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<PaymentInputs>> + Send {
+        self.count("payment_inputs", self.inner.payment_inputs(user, reservation, key))
+    }
+
+    fn pay<D, E>(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<PaymentPlan, E>>> + Send
+    where
+        D: FnOnce(PaymentInputs) -> Decided<PaymentPlan, E> + Send,
+        E: Send,
+    {
+        self.count("pay", self.inner.pay(user, reservation, key, decide))
     }
 
     fn sweep_holds(

@@ -306,6 +306,83 @@ pub trait WalletStore: Send + Sync + 'static {
     /// record for the same user and key is a [`StoreError::Conflict`]; one past its lifetime is
     /// replaced.
     fn save_outcome(&self, record: &IdempotencyRecord) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// What a charge of `user` is decided from: the wallet and, when the request has a key, what
+    /// is stored for it. The default reads them one after the other; a backend may read them in
+    /// one round trip.
+    fn charge_inputs(
+        &self,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<ChargeInputs>> + Send {
+        async move {
+            let wallet = self.wallet(user).await?;
+            let key = match key {
+                Some(key) => self.idempotency(user, key).await?,
+                None => None,
+            };
+            Ok(ChargeInputs { wallet, key })
+        }
+    }
+
+    /// One charge as one store call: reads [`WalletStore::charge_inputs`], lets `decide` (the
+    /// caller's pure rules) plan it, and writes the plan with [`WalletStore::apply_charge`].
+    /// Answers the written plan, or what `decide` stopped with (nothing written);
+    /// [`StoreError::Conflict`] when the write's compare-and-set lost (the caller decides again).
+    fn charge<D, E>(
+        &self,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<ChargePlan, E>>> + Send
+    where
+        D: FnOnce(ChargeInputs) -> Decided<ChargePlan, E> + Send,
+        E: Send,
+    {
+        async move {
+            let (plan, record) = match decide(self.charge_inputs(user, key).await?) {
+                Ok(decided) => decided,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            self.apply_charge(&plan, record.as_ref()).await?;
+            Ok(Ok(plan))
+        }
+    }
+}
+
+/// What a decision inside a store step returns: the plan to write with the outcome to store under
+/// the request's key, or why nothing is written (`E`, the caller's own).
+pub type Decided<P, E> = Result<(P, Option<IdempotencyRecord>), E>;
+
+/// What a charge is decided from ([`WalletStore::charge_inputs`]).
+#[derive(Debug, Clone)]
+pub struct ChargeInputs {
+    /// The user's wallet.
+    pub wallet: Wallet,
+    /// What is stored under the request's key (`None` without a key).
+    pub key: Option<IdempotencyRecord>,
+}
+
+/// What a hold is decided from ([`BookingStore::hold_inputs`]).
+#[derive(Debug, Clone)]
+pub struct HoldInputs {
+    /// The seat as stored, if it exists.
+    pub seat: Option<SeatRecord>,
+    /// What is stored under the request's key (`None` without a key).
+    pub key: Option<IdempotencyRecord>,
+}
+
+/// What a payment is decided from ([`BookingStore::payment_inputs`]).
+#[derive(Debug, Clone)]
+pub struct PaymentInputs {
+    /// The paying user's wallet.
+    pub wallet: Wallet,
+    /// The reservation, if it exists.
+    pub reservation: Option<Reservation>,
+    /// The reservation's seat, when the reservation exists.
+    pub seat: Option<SeatRecord>,
+    /// What is stored under the request's key (`None` without a key).
+    pub key: Option<IdempotencyRecord>,
 }
 
 /// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
@@ -359,6 +436,102 @@ pub trait BookingStore: CatalogStore + WalletStore {
         &self,
         reservation: ReservationId,
     ) -> impl Future<Output = StoreResult<Option<Payment>>> + Send;
+
+    /// What a hold of `seat` by `user` is decided from: the seat and, when the request has a key,
+    /// what is stored for it. The default reads them one after the other; a backend may read
+    /// them in one round trip.
+    fn hold_inputs(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<HoldInputs>> + Send {
+        async move {
+            let seat = self.seat(seat).await?;
+            let key = match key {
+                Some(key) => self.idempotency(user, key).await?,
+                None => None,
+            };
+            Ok(HoldInputs { seat, key })
+        }
+    }
+
+    /// One hold as one store call: reads [`BookingStore::hold_inputs`], lets `decide` (the
+    /// caller's pure rules) plan it, and writes the plan with [`BookingStore::claim_seat`].
+    /// Answers the written plan, or what `decide` stopped with (nothing written); the errors of
+    /// `claim_seat` otherwise ([`StoreError::Conflict`]: decide again).
+    fn hold<D, E>(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<HoldPlan, E>>> + Send
+    where
+        D: FnOnce(HoldInputs) -> Decided<HoldPlan, E> + Send,
+        E: Send,
+    {
+        async move {
+            let (plan, record) = match decide(self.hold_inputs(seat, user, key).await?) {
+                Ok(decided) => decided,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            self.claim_seat(&plan, record.as_ref()).await?;
+            Ok(Ok(plan))
+        }
+    }
+
+    /// What a payment of `reservation` by `user` is decided from, as one consistent view: the
+    /// wallet, the reservation, its seat and, when the request has a key, what is stored for
+    /// it. The default reads the wallet first, then the reservation and its seat: a payment
+    /// writes all three at once, so a wallet that already shows a racing payment of this hold is
+    /// followed by reads that show the hold paid. A backend may read them in one round trip (one
+    /// statement sees one snapshot).
+    fn payment_inputs(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<PaymentInputs>> + Send {
+        async move {
+            let wallet = self.wallet(user).await?;
+            let reservation = self.reservation(reservation).await?;
+            let seat = match &reservation {
+                Some(reservation) => self.seat(reservation.seat_id).await?,
+                None => None,
+            };
+            let key = match key {
+                Some(key) => self.idempotency(user, key).await?,
+                None => None,
+            };
+            Ok(PaymentInputs { wallet, reservation, seat, key })
+        }
+    }
+
+    /// One payment as one store call: reads [`BookingStore::payment_inputs`], lets `decide` (the
+    /// caller's pure rules) plan it, and writes the plan with [`BookingStore::commit_payment`].
+    /// Answers the written plan, or what `decide` stopped with (nothing written);
+    /// [`StoreError::Conflict`] when the write's compare-and-set lost (decide again).
+    fn pay<D, E>(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<PaymentPlan, E>>> + Send
+    where
+        D: FnOnce(PaymentInputs) -> Decided<PaymentPlan, E> + Send,
+        E: Send,
+    {
+        async move {
+            let (plan, record) = match decide(self.payment_inputs(user, reservation, key).await?) {
+                Ok(decided) => decided,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            self.commit_payment(&plan, record.as_ref()).await?;
+            Ok(Ok(plan))
+        }
+    }
 
     /// Tidies up to `limit` holds that lapsed at or before `now`: each seat becomes AVAILABLE
     /// with the next fence (only if it still has the hold's fence) and its reservation EXPIRED;
