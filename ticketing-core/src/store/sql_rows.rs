@@ -408,3 +408,155 @@ pub(crate) fn admission_snapshot(
     snapshot.waiting = u64_of(waiting)?;
     Ok(snapshot)
 }
+
+/// The columns of a step's inputs read in one statement, every table of them `LEFT JOIN`ed to
+/// `(SELECT 1) one` under a prefix (`s_` seat, `r_` reservation, `w_` wallet, `k_` the
+/// idempotency key): `seat_input_columns!()` and its siblings name them, and a statement names
+/// only those it reads (the others default to absent). One statement sees one snapshot, so what
+/// the step decides from is consistent.
+#[derive(Debug, Default, sqlx::FromRow)]
+#[sqlx(default)]
+pub(crate) struct InputsRow {
+    s_id: Option<Uuid>,
+    s_schedule_id: Option<Uuid>,
+    s_concert_id: Option<Uuid>,
+    s_number: Option<i32>,
+    s_price: Option<i64>,
+    s_state: Option<String>,
+    s_reservation_id: Option<Uuid>,
+    s_holder: Option<String>,
+    s_hold_expires_at: Option<DateTime<Utc>>,
+    s_fence: Option<i64>,
+    r_id: Option<Uuid>,
+    r_user_id: Option<String>,
+    r_token: Option<String>,
+    r_seat_id: Option<Uuid>,
+    r_schedule_id: Option<Uuid>,
+    r_concert_id: Option<Uuid>,
+    r_price: Option<i64>,
+    r_fence: Option<i64>,
+    r_status: Option<String>,
+    r_held_at: Option<DateTime<Utc>>,
+    r_expires_at: Option<DateTime<Utc>>,
+    w_user_id: Option<String>,
+    w_balance: Option<i64>,
+    w_version: Option<i64>,
+    k_user_id: Option<String>,
+    k_key: Option<String>,
+    k_fingerprint: Option<String>,
+    k_outcome: Option<String>,
+    k_created_at: Option<DateTime<Utc>>,
+    k_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A column of a row the join found (its key is present) that is null: the row is corrupt.
+fn present<T>(value: Option<T>, what: &str) -> StoreResult<T> {
+    value.ok_or_else(|| missing(what))
+}
+
+impl InputsRow {
+    /// The seat, if the join found it.
+    pub(crate) fn seat(&mut self) -> StoreResult<Option<SeatRecord>> {
+        let Some(id) = self.s_id else { return Ok(None) };
+        SeatRow {
+            id,
+            schedule_id: present(self.s_schedule_id, "seat's schedule")?,
+            concert_id: present(self.s_concert_id, "seat's concert")?,
+            number: present(self.s_number, "seat's number")?,
+            price: present(self.s_price, "seat's price")?,
+            state: present(self.s_state.take(), "seat's state")?,
+            reservation_id: self.s_reservation_id,
+            holder: self.s_holder.take(),
+            hold_expires_at: self.s_hold_expires_at,
+            fence: present(self.s_fence, "seat's fence")?,
+        }
+        .try_into()
+        .map(Some)
+    }
+
+    /// The reservation, if the join found it.
+    pub(crate) fn reservation(&mut self) -> StoreResult<Option<Reservation>> {
+        let Some(id) = self.r_id else { return Ok(None) };
+        ReservationRow {
+            id,
+            user_id: present(self.r_user_id.take(), "reservation's user")?,
+            token: present(self.r_token.take(), "reservation's token")?,
+            seat_id: present(self.r_seat_id, "reservation's seat")?,
+            schedule_id: present(self.r_schedule_id, "reservation's schedule")?,
+            concert_id: present(self.r_concert_id, "reservation's concert")?,
+            price: present(self.r_price, "reservation's price")?,
+            fence: present(self.r_fence, "reservation's fence")?,
+            status: present(self.r_status.take(), "reservation's status")?,
+            held_at: present(self.r_held_at, "reservation's time")?,
+            expires_at: present(self.r_expires_at, "reservation's deadline")?,
+        }
+        .try_into()
+        .map(Some)
+    }
+
+    /// The wallet of `user` ([`Wallet::empty`] when it has no row).
+    pub(crate) fn wallet(&mut self, user: &UserId) -> StoreResult<Wallet> {
+        let Some(user_id) = self.w_user_id.take() else { return Ok(Wallet::empty(user.clone())) };
+        WalletRow {
+            user_id,
+            balance: present(self.w_balance, "wallet's balance")?,
+            version: present(self.w_version, "wallet's version")?,
+        }
+        .try_into()
+    }
+
+    /// The idempotency record, if the join found one.
+    pub(crate) fn key(&mut self) -> StoreResult<Option<IdempotencyRecord>> {
+        let Some(user_id) = self.k_user_id.take() else { return Ok(None) };
+        KeyRow {
+            user_id,
+            key: present(self.k_key.take(), "key")?,
+            fingerprint: present(self.k_fingerprint.take(), "key's fingerprint")?,
+            outcome: present(self.k_outcome.take(), "key's outcome")?,
+            created_at: present(self.k_created_at, "key's time")?,
+            expires_at: present(self.k_expires_at, "key's deadline")?,
+        }
+        .try_into()
+        .map(Some)
+    }
+}
+
+/// The seat's columns of an [`InputsRow`] (table alias `s`).
+macro_rules! seat_input_columns {
+    () => {
+        "s.id AS s_id, s.schedule_id AS s_schedule_id, s.concert_id AS s_concert_id, s.number AS s_number,
+         s.price AS s_price, s.state AS s_state, s.reservation_id AS s_reservation_id, s.holder AS s_holder,
+         s.hold_expires_at AS s_hold_expires_at, s.fence AS s_fence"
+    };
+}
+
+/// The reservation's columns of an [`InputsRow`] (table alias `r`).
+macro_rules! reservation_input_columns {
+    () => {
+        "r.id AS r_id, r.user_id AS r_user_id, r.token AS r_token, r.seat_id AS r_seat_id,
+         r.schedule_id AS r_schedule_id, r.concert_id AS r_concert_id, r.price AS r_price, r.fence AS r_fence,
+         r.status AS r_status, r.held_at AS r_held_at, r.expires_at AS r_expires_at"
+    };
+}
+
+/// The wallet's columns of an [`InputsRow`] (table alias `w`).
+macro_rules! wallet_input_columns {
+    () => {
+        "w.user_id AS w_user_id, w.balance AS w_balance, w.version AS w_version"
+    };
+}
+
+/// The idempotency key's columns of an [`InputsRow`] (table alias `k`); `$key` is the `key`
+/// column as the dialect quotes it.
+macro_rules! key_input_columns {
+    ($key:literal) => {
+        concat!(
+            "k.user_id AS k_user_id, k.",
+            $key,
+            " AS k_key, k.fingerprint AS k_fingerprint, k.outcome AS k_outcome,
+             k.created_at AS k_created_at, k.expires_at AS k_expires_at"
+        )
+    };
+}
+
+pub(crate) use {key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns};

@@ -31,9 +31,11 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
-    self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
+    self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
 };
-use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use crate::store::{
+    BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
+};
 
 /// How long a caller waits for a pooled connection before the store reports the backend busy.
 pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
@@ -104,13 +106,17 @@ fn one_row(result: sqlx::mysql::MySqlQueryResult, what: &'static str) -> StoreRe
 }
 
 impl MyStore {
-    /// Connects with a pool of at most `max_connections`.
+    /// Connects with a pool of at most `max_connections`. A connection is not pinged when it is
+    /// taken from the pool (sqlx pings it when it is given back): a store step costs its own
+    /// round trips and no more. After the database restarts, each stale pooled connection fails
+    /// one call ([`StoreError::Backend`]) and is dropped.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be reached.
     pub async fn connect(url: &str, max_connections: u32, strategy: ClaimStrategy) -> StoreResult<Self> {
         let options = MySqlPoolOptions::new()
             .max_connections(max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS));
         Self::connect_with(url, options, strategy).await
     }
@@ -362,6 +368,25 @@ impl WalletStore for MyStore {
         insert_entry(&mut tx, &plan.entry).await?;
         put_key(&mut tx, idempotency).await?;
         tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn charge_inputs(&self, user: &UserId, key: Option<&IdempotencyKey>) -> StoreResult<ChargeInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::wallet_input_columns!(),
+            ", ",
+            rows::key_input_columns!("`key`"),
+            " FROM (SELECT 1) one
+               LEFT JOIN wallets w ON w.user_id = ?
+               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+        ))
+        .bind(user.as_str())
+        .bind(user.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("charge inputs"))?;
+        Ok(ChargeInputs { wallet: row.wallet(user)?, key: row.key()? })
     }
 
     async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
@@ -680,6 +705,66 @@ impl BookingStore for MyStore {
             .map_err(db("payment"))?;
         put_key(&mut tx, idempotency).await?;
         tx.commit().await.map_err(db("commit"))
+    }
+
+    async fn hold_inputs(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> StoreResult<HoldInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::seat_input_columns!(),
+            ", ",
+            rows::key_input_columns!("`key`"),
+            " FROM (SELECT 1) one
+               LEFT JOIN seats s ON s.id = ?
+               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+        ))
+        .bind(seat.as_uuid())
+        .bind(user.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("hold inputs"))?;
+        Ok(HoldInputs { seat: row.seat()?, key: row.key()? })
+    }
+
+    async fn payment_inputs(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> StoreResult<PaymentInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::wallet_input_columns!(),
+            ", ",
+            rows::reservation_input_columns!(),
+            ", ",
+            rows::seat_input_columns!(),
+            ", ",
+            rows::key_input_columns!("`key`"),
+            " FROM (SELECT 1) one
+               LEFT JOIN wallets w ON w.user_id = ?
+               LEFT JOIN reservations r ON r.id = ?
+               LEFT JOIN seats s ON s.id = r.seat_id
+               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+        ))
+        .bind(user.as_str())
+        .bind(reservation.as_uuid())
+        .bind(user.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("payment inputs"))?;
+        Ok(PaymentInputs {
+            wallet: row.wallet(user)?,
+            reservation: row.reservation()?,
+            seat: row.seat()?,
+            key: row.key()?,
+        })
     }
 
     async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {

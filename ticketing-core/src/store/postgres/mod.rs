@@ -29,9 +29,11 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
-    self as rows, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
+    self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
 };
-use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use crate::store::{
+    BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
+};
 
 /// How long a caller waits for a pooled connection before the store reports the backend busy.
 pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
@@ -85,12 +87,25 @@ pub struct PgStore {
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| {
         if let sqlx::Error::Database(db) = &error {
-            if matches!(db.code().as_deref(), Some("23505" | "40001" | "40P01")) {
-                return StoreError::Conflict(what);
+            match db.code().as_deref() {
+                Some("23505" | "40001" | "40P01") => return StoreError::Conflict(what),
+                // Raised by the step functions (migration `…_one_round_trip_steps`): a
+                // compare-and-set lost, the message naming what; or the per-token hold limit.
+                Some("TKCNF") => return StoreError::Conflict(conflict_on(db.message())),
+                Some("TKLIM") => return StoreError::HoldLimitReached,
+                _ => {}
             }
         }
         StoreError::Backend { message: format!("postgres: {what}"), source: Some(Box::new(error)) }
     }
+}
+
+/// What a step function's lost compare-and-set names.
+fn conflict_on(message: &str) -> &'static str {
+    ["seat", "reservation", "wallet", "idempotency key"]
+        .into_iter()
+        .find(|what| *what == message)
+        .unwrap_or("store step")
 }
 
 /// Zero rows written by a conditional statement means the compare-and-set lost.
@@ -100,13 +115,17 @@ fn one_row(result: sqlx::postgres::PgQueryResult, what: &'static str) -> StoreRe
 
 impl PgStore {
     /// Connects with a pool of at most `max_connections` (acquiring waits at most
-    /// [`ACQUIRE_TIMEOUT_MS`]).
+    /// [`ACQUIRE_TIMEOUT_MS`]). A connection is not pinged when it is taken from the pool (sqlx
+    /// pings it when it is given back, so a pooled connection was sound a moment ago): a store
+    /// step costs its own round trip and no more. After the database restarts, each stale pooled
+    /// connection fails one call ([`StoreError::Backend`]) and is dropped.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be reached.
     pub async fn connect(url: &str, max_connections: u32, strategy: ClaimStrategy) -> StoreResult<Self> {
         let options = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS));
         Self::connect_with(url, options, strategy).await
     }
@@ -158,71 +177,60 @@ impl PgStore {
     }
 }
 
-/// Stores an idempotency record in `tx`, unless a live one exists for the key
-/// ([`StoreError::Conflict`]); a record past its lifetime is replaced.
-async fn put_key(tx: &mut Transaction<'_, Postgres>, record: Option<&IdempotencyRecord>) -> StoreResult<()> {
-    let Some(r) = record else { return Ok(()) };
-    let result = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint, outcome, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (user_id, key) DO UPDATE
-           SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
-               created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-         WHERE idempotency_keys.expires_at <= EXCLUDED.created_at",
-    )
-    .bind(r.user_id.as_str())
-    .bind(r.key.as_str())
-    .bind(&r.fingerprint)
-    .bind(&r.outcome)
-    .bind(r.created_at)
-    .bind(r.expires_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("idempotency key"))?;
-    one_row(result, "idempotency key")
+/// The columns of an idempotency record to store, as the step functions take them (all `NULL`
+/// without a key: nothing is stored).
+type KeyBinds<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+fn key_binds(record: Option<&IdempotencyRecord>) -> KeyBinds<'_> {
+    match record {
+        None => (None, None, None, None, None, None),
+        Some(r) => (
+            Some(r.user_id.as_str()),
+            Some(r.key.as_str()),
+            Some(r.fingerprint.as_str()),
+            Some(r.outcome.as_str()),
+            Some(r.created_at),
+            Some(r.expires_at),
+        ),
+    }
 }
 
-async fn insert_entry(tx: &mut Transaction<'_, Postgres>, entry: &LedgerEntry) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, at, payment_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(entry.id.as_uuid())
-    .bind(entry.user_id.as_str())
-    .bind(rows::name(&entry.kind))
-    .bind(entry.amount.get())
-    .bind(entry.balance_after.get())
-    .bind(entry.at)
-    .bind(entry.payment_id.map(|p| p.as_uuid()))
-    .execute(&mut **tx)
-    .await
-    .map_err(db("ledger"))?;
-    Ok(())
+/// Binds an idempotency record's six columns (see [`key_binds`]).
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    record: Option<&'q IdempotencyRecord>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let (user, key, fingerprint, outcome, created_at, expires_at) = key_binds(record);
+    query.bind(user).bind(key).bind(fingerprint).bind(outcome).bind(created_at).bind(expires_at)
 }
 
-/// Writes a wallet if its version is still `expected` (a wallet never written has version 0
-/// and no row).
-async fn put_wallet(tx: &mut Transaction<'_, Postgres>, expected: u64, wallet: &Wallet) -> StoreResult<()> {
-    let result = if expected == 0 {
-        sqlx::query(
-            "INSERT INTO wallets (user_id, balance, version) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id) DO NOTHING",
-        )
+/// Binds a wallet write and its ledger entry, as `ticketing_put_wallet` takes them after the
+/// user: expected version, balance, version, then the entry's id, user, kind, amount, balance
+/// after and time.
+fn bind_wallet<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    expected: u64,
+    wallet: &'q Wallet,
+    entry: &'q LedgerEntry,
+) -> StoreResult<sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>> {
+    Ok(query
         .bind(wallet.user_id.as_str())
+        .bind(i64_of(expected)?)
         .bind(wallet.balance.get())
         .bind(i64_of(wallet.version)?)
-        .execute(&mut **tx)
-        .await
-    } else {
-        sqlx::query("UPDATE wallets SET balance = $2, version = $3 WHERE user_id = $1 AND version = $4")
-            .bind(wallet.user_id.as_str())
-            .bind(wallet.balance.get())
-            .bind(i64_of(wallet.version)?)
-            .bind(i64_of(expected)?)
-            .execute(&mut **tx)
-            .await
-    };
-    one_row(result.map_err(db("wallet"))?, "wallet")
+        .bind(entry.id.as_uuid())
+        .bind(entry.user_id.as_str())
+        .bind(rows::name(&entry.kind))
+        .bind(entry.amount.get())
+        .bind(entry.balance_after.get())
+        .bind(entry.at))
 }
 
 impl CatalogStore for PgStore {
@@ -361,11 +369,32 @@ impl WalletStore for PgStore {
         plan: &ChargePlan,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        put_wallet(&mut tx, plan.expected_version, &plan.wallet).await?;
-        insert_entry(&mut tx, &plan.entry).await?;
-        put_key(&mut tx, idempotency).await?;
-        tx.commit().await.map_err(db("commit"))
+        let query = sqlx::query(
+            "SELECT ticketing_apply_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        );
+        bind_key(bind_wallet(query, plan.expected_version, &plan.wallet, &plan.entry)?, idempotency)
+            .execute(&self.pool)
+            .await
+            .map_err(db("charge"))?;
+        Ok(())
+    }
+
+    async fn charge_inputs(&self, user: &UserId, key: Option<&IdempotencyKey>) -> StoreResult<ChargeInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::wallet_input_columns!(),
+            ", ",
+            rows::key_input_columns!("key"),
+            " FROM (SELECT 1) one
+               LEFT JOIN wallets w ON w.user_id = $1
+               LEFT JOIN idempotency_keys k ON k.user_id = $1 AND k.key = $2"
+        ))
+        .bind(user.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("charge inputs"))?;
+        Ok(ChargeInputs { wallet: row.wallet(user)?, key: row.key()? })
     }
 
     async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
@@ -393,63 +422,15 @@ impl WalletStore for PgStore {
     }
 
     async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        put_key(&mut tx, Some(record)).await?;
-        tx.commit().await.map_err(db("commit"))
+        bind_key(sqlx::query("SELECT ticketing_put_key($1, $2, $3, $4, $5, $6)"), Some(record))
+            .execute(&self.pool)
+            .await
+            .map_err(db("idempotency key"))?;
+        Ok(())
     }
 }
 
 impl PgStore {
-    /// The seat write of a hold, behind the configured strategy. `lock_fence` is the Redis
-    /// lock's fence for the Redis strategy (0 otherwise).
-    async fn write_hold(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        plan: &HoldPlan,
-        lock_fence: i64,
-    ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        match &self.strategy {
-            ClaimStrategy::ConditionalUpdate => {}
-            #[cfg(feature = "redis")]
-            ClaimStrategy::RedisLock(_) => {}
-            ClaimStrategy::ForUpdate => {
-                let fence: Option<i64> =
-                    sqlx::query_scalar("SELECT fence FROM seats WHERE id = $1 FOR UPDATE")
-                        .bind(r.seat_id.as_uuid())
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(db("seat"))?;
-                if fence != Some(i64_of(plan.expected_fence.get())?) {
-                    return Err(StoreError::Conflict("seat"));
-                }
-            }
-            ClaimStrategy::AdvisoryLock => {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 1))")
-                    .bind(r.seat_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db("seat lock"))?;
-            }
-        }
-        let result = sqlx::query(
-            "UPDATE seats SET state = 'HELD', reservation_id = $3, holder = $4, hold_expires_at = $5,
-                              fence = $6, lock_fence = GREATEST(lock_fence, $7)
-             WHERE id = $1 AND fence = $2 AND ($7 = 0 OR lock_fence < $7)",
-        )
-        .bind(r.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(r.id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(r.expires_at)
-        .bind(i64_of(r.fence.get())?)
-        .bind(lock_fence)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(result, "seat")
-    }
-
     /// Claims a seat as [`BookingStore::claim_seat`] does, with the fence of an external lock
     /// (the Redis strategy's, or a caller's own lock service): the write also requires the
     /// fence to be newer than every fence that wrote this seat before, so a holder whose lock
@@ -464,63 +445,42 @@ impl PgStore {
         idempotency: Option<&IdempotencyRecord>,
         lock_fence: u64,
     ) -> StoreResult<()> {
-        self.claim_in_tx(plan, idempotency, i64_of(lock_fence)?).await
+        self.claim(plan, idempotency, i64_of(lock_fence)?).await
     }
 
-    async fn claim_in_tx(
+    /// The hold's one statement: `ticketing_claim_seat` (migration `…_one_round_trip_steps`)
+    /// runs what the strategy puts in front of the seat's compare-and-set, the write, the
+    /// per-token limit under a lock keyed by the token, the superseded hold, the reservation and
+    /// the key, in the statement's own transaction.
+    async fn claim(
         &self,
         plan: &HoldPlan,
         idempotency: Option<&IdempotencyRecord>,
         lock_fence: i64,
     ) -> StoreResult<()> {
         let r = &plan.reservation;
-        let mut tx = self.begin().await?;
-        self.write_hold(&mut tx, plan, lock_fence).await?;
-        // Holds of one token are serialised by a lock keyed by the token (a per-buyer lock, not
-        // a row every buyer shares), so the count below cannot be raced by the same token.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))")
-            .bind(r.token.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("token lock"))?;
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM reservations
-             WHERE token = $1 AND (status = 'CONFIRMED' OR (status = 'HELD' AND expires_at > $2))",
+        let query = sqlx::query(
+            "SELECT ticketing_claim_seat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                         $17, $18, $19, $20, $21, $22)",
         )
-        .bind(r.token.as_str())
-        .bind(plan.now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("open holds"))?;
-        if open >= i64::from(plan.holds_per_token) {
-            return Err(StoreError::HoldLimitReached);
-        }
-        if let Some(previous) = plan.supersedes {
-            sqlx::query("UPDATE reservations SET status = 'EXPIRED' WHERE id = $1 AND status = 'HELD'")
-                .bind(previous.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("superseded reservation"))?;
-        }
-        sqlx::query(
-            "INSERT INTO reservations (id, user_id, token, seat_id, schedule_id, concert_id, price, fence, status, held_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'HELD', $9, $10)",
-        )
+        .bind(self.strategy.name())
+        .bind(r.seat_id.as_uuid())
+        .bind(i64_of(plan.expected_fence.get())?)
+        .bind(lock_fence)
         .bind(r.id.as_uuid())
         .bind(r.user_id.as_str())
         .bind(r.token.as_str())
-        .bind(r.seat_id.as_uuid())
         .bind(r.schedule_id.as_uuid())
         .bind(r.concert_id.as_uuid())
         .bind(r.price.get())
         .bind(i64_of(r.fence.get())?)
         .bind(r.held_at)
         .bind(r.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("reservation"))?;
-        put_key(&mut tx, idempotency).await?;
-        tx.commit().await.map_err(db("commit"))
+        .bind(plan.now)
+        .bind(rows::i32_of(plan.holds_per_token)?)
+        .bind(plan.supersedes.map(|id| id.as_uuid()));
+        bind_key(query, idempotency).execute(&self.pool).await.map_err(db("seat"))?;
+        Ok(())
     }
 }
 
@@ -555,35 +515,22 @@ impl BookingStore for PgStore {
             let Some(guard) = lock.acquire_waiting(seat, plan.now).await? else {
                 return Err(StoreError::Conflict("seat lock"));
             };
-            let result = self.claim_in_tx(plan, idempotency, i64_of(guard.fence)?).await;
+            let result = self.claim(plan, idempotency, i64_of(guard.fence)?).await;
             lock.release(seat, &guard).await;
             return result;
         }
-        self.claim_in_tx(plan, idempotency, 0).await
+        self.claim(plan, idempotency, 0).await
     }
 
     async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let freed = sqlx::query(
-            "UPDATE seats SET state = 'AVAILABLE', reservation_id = NULL, holder = NULL, hold_expires_at = NULL,
-                              fence = fence + 1
-             WHERE id = $1 AND fence = $2 AND reservation_id = $3 AND state = 'HELD'",
-        )
-        .bind(plan.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(plan.reservation_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(freed, "seat")?;
-        let released =
-            sqlx::query("UPDATE reservations SET status = 'RELEASED' WHERE id = $1 AND status = 'HELD'")
-                .bind(plan.reservation_id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("reservation"))?;
-        one_row(released, "reservation")?;
-        tx.commit().await.map_err(db("commit"))
+        sqlx::query("SELECT ticketing_release_seat($1, $2, $3)")
+            .bind(plan.seat_id.as_uuid())
+            .bind(i64_of(plan.expected_fence.get())?)
+            .bind(plan.reservation_id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(db("seat"))?;
+        Ok(())
     }
 
     async fn commit_payment(
@@ -592,43 +539,88 @@ impl BookingStore for PgStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         let r = &plan.reservation;
-        let mut tx = self.begin().await?;
-        let booked = sqlx::query(
-            "UPDATE seats SET state = 'BOOKED', holder = NULL, hold_expires_at = NULL, fence = $4
-             WHERE id = $1 AND fence = $2 AND reservation_id = $3 AND state = 'HELD'",
+        let p = &plan.payment;
+        let query = sqlx::query(
+            "SELECT ticketing_commit_payment($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                                             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
         )
         .bind(r.seat_id.as_uuid())
         .bind(i64_of(plan.expected_fence.get())?)
         .bind(r.id.as_uuid())
-        .bind(i64_of(plan.new_fence.get())?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(booked, "seat")?;
-        let confirmed =
-            sqlx::query("UPDATE reservations SET status = 'CONFIRMED' WHERE id = $1 AND status = 'HELD'")
-                .bind(r.id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("reservation"))?;
-        one_row(confirmed, "reservation")?;
-        put_wallet(&mut tx, plan.expected_wallet_version, &plan.wallet).await?;
-        insert_entry(&mut tx, &plan.entry).await?;
-        let p = &plan.payment;
-        sqlx::query(
-            "INSERT INTO payments (id, reservation_id, seat_id, user_id, amount, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        .bind(i64_of(plan.new_fence.get())?);
+        bind_key(
+            bind_wallet(query, plan.expected_wallet_version, &plan.wallet, &plan.entry)?
+                .bind(p.id.as_uuid())
+                .bind(p.reservation_id.as_uuid())
+                .bind(p.seat_id.as_uuid())
+                .bind(p.user_id.as_str())
+                .bind(p.amount.get())
+                .bind(p.at),
+            idempotency,
         )
-        .bind(p.id.as_uuid())
-        .bind(p.reservation_id.as_uuid())
-        .bind(p.seat_id.as_uuid())
-        .bind(p.user_id.as_str())
-        .bind(p.amount.get())
-        .bind(p.at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(db("payment"))?;
-        put_key(&mut tx, idempotency).await?;
-        tx.commit().await.map_err(db("commit"))
+        Ok(())
+    }
+
+    async fn hold_inputs(
+        &self,
+        seat: SeatId,
+        user: &UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> StoreResult<HoldInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::seat_input_columns!(),
+            ", ",
+            rows::key_input_columns!("key"),
+            " FROM (SELECT 1) one
+               LEFT JOIN seats s ON s.id = $1
+               LEFT JOIN idempotency_keys k ON k.user_id = $2 AND k.key = $3"
+        ))
+        .bind(seat.as_uuid())
+        .bind(user.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("hold inputs"))?;
+        Ok(HoldInputs { seat: row.seat()?, key: row.key()? })
+    }
+
+    async fn payment_inputs(
+        &self,
+        user: &UserId,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> StoreResult<PaymentInputs> {
+        let mut row: InputsRow = sqlx::query_as(concat!(
+            "SELECT ",
+            rows::wallet_input_columns!(),
+            ", ",
+            rows::reservation_input_columns!(),
+            ", ",
+            rows::seat_input_columns!(),
+            ", ",
+            rows::key_input_columns!("key"),
+            " FROM (SELECT 1) one
+               LEFT JOIN wallets w ON w.user_id = $1
+               LEFT JOIN reservations r ON r.id = $2
+               LEFT JOIN seats s ON s.id = r.seat_id
+               LEFT JOIN idempotency_keys k ON k.user_id = $1 AND k.key = $3"
+        ))
+        .bind(user.as_str())
+        .bind(reservation.as_uuid())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("payment inputs"))?;
+        Ok(PaymentInputs {
+            wallet: row.wallet(user)?,
+            reservation: row.reservation()?,
+            seat: row.seat()?,
+            key: row.key()?,
+        })
     }
 
     async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
