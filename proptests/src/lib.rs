@@ -289,11 +289,11 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                 match (&expected, actual) {
                     (Expect::Seats(statuses), Ok(views)) => {
                         for (s, status) in statuses {
-                            let view = views
+                            let (_, seen) = views
                                 .iter()
-                                .find(|v| v.record.seat.id == self.seats[*s])
+                                .find(|(seat, _)| seat.id == self.seats[*s])
                                 .ok_or("seat missing")?;
-                            let seen = serde_json::to_value(view.status).map_err(|e| e.to_string())?;
+                            let seen = serde_json::to_value(seen).map_err(|e| e.to_string())?;
                             if seen != *status {
                                 return Err(format!("seat {s}: {seen} but model {status}"));
                             }

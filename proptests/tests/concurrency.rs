@@ -111,8 +111,8 @@ async fn buyer<Q: QueueStore, B: BookingStore>(
         history.charges_ok += 1;
     }
     let seats = patiently(|| svc.seats(&token, schedule)).await.map_err(|e| format!("seats: {e:?}"))?;
-    for seat in seats.iter().filter(|s| s.status == SeatStatus::Available) {
-        let hold = match patiently(|| svc.hold(&token, seat.record.seat.id, None)).await {
+    for (seat, _) in seats.iter().filter(|(_, status)| *status == SeatStatus::Available) {
+        let hold = match patiently(|| svc.hold(&token, seat.id, None)).await {
             Ok(hold) => hold,
             Err(Error::Domain(DomainError::SeatUnavailable)) => continue,
             Err(other) => return Err(format!("hold: {other:?}")),

@@ -108,11 +108,12 @@ async fn buy(
             TokenStatus::Expired => return Ok(false),
         }
     }
-    for seat in service.seats(&token, schedule).await? {
-        if seat.status != SeatStatus::Available {
+    let seats = service.seats(&token, schedule).await?;
+    for (seat, status) in seats.iter() {
+        if status != SeatStatus::Available {
             continue;
         }
-        match service.hold(&token, seat.record.seat.id, None).await {
+        match service.hold(&token, seat.id, None).await {
             Ok(hold) => {
                 service.charge(&token, PRICE, None).await?;
                 service.pay(&token, hold.id, None).await?;

@@ -184,12 +184,111 @@ impl SeatRecord {
     /// sweeper has tidied it yet.
     #[must_use]
     pub fn status_at(&self, now: DateTime<Utc>) -> SeatStatus {
-        match &self.state {
-            SeatState::Available => SeatStatus::Available,
-            SeatState::Held { expires_at, .. } if *expires_at <= now => SeatStatus::Available,
-            SeatState::Held { .. } => SeatStatus::Held,
-            SeatState::Booked { .. } => SeatStatus::Booked,
+        Occupancy::status_at(self.state.occupancy(), now)
+    }
+}
+
+impl SeatState {
+    /// What a seat list needs of this state: nothing when the seat is AVAILABLE.
+    #[must_use]
+    pub fn occupancy(&self) -> Option<Occupancy> {
+        match self {
+            Self::Available => None,
+            Self::Held { expires_at, .. } => Some(Occupancy::Held { expires_at: *expires_at }),
+            Self::Booked { .. } => Some(Occupancy::Booked),
         }
+    }
+}
+
+/// What a seat list needs of a seat's stored state, when the seat is not AVAILABLE: held until
+/// when, or booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    /// Held until `expires_at`.
+    Held {
+        /// When the hold lapses.
+        expires_at: DateTime<Utc>,
+    },
+    /// Paid for.
+    Booked,
+}
+
+impl Occupancy {
+    /// The status at `now` of a seat with this occupancy (`None`: stored AVAILABLE). A hold past
+    /// its deadline counts as available whether or not a sweeper has tidied it yet.
+    #[must_use]
+    pub fn status_at(occupancy: Option<Self>, now: DateTime<Utc>) -> SeatStatus {
+        match occupancy {
+            None => SeatStatus::Available,
+            Some(Self::Held { expires_at }) if expires_at <= now => SeatStatus::Available,
+            Some(Self::Held { .. }) => SeatStatus::Held,
+            Some(Self::Booked) => SeatStatus::Booked,
+        }
+    }
+}
+
+/// A seat of a schedule that is not AVAILABLE as stored, by its number
+/// ([`crate::store::CatalogStore::occupied_seats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OccupiedSeat {
+    /// The seat's number within its schedule.
+    pub number: u32,
+    /// Held until when, or booked.
+    pub occupancy: Occupancy,
+}
+
+/// A schedule's seats with their status at one instant, as a seat list shows them: the seats
+/// themselves (which never change once created, so a process keeps them) and each one's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatList {
+    /// The schedule's seats by number.
+    pub seats: std::sync::Arc<[Seat]>,
+    /// The status of `seats[i]` at the instant of the list.
+    pub statuses: Vec<SeatStatus>,
+}
+
+impl SeatList {
+    /// `seats` at `now`, given those of them not AVAILABLE as stored (in any order; a number
+    /// that names no seat of the list is ignored).
+    #[must_use]
+    pub fn at(seats: std::sync::Arc<[Seat]>, occupied: &[OccupiedSeat], now: DateTime<Utc>) -> Self {
+        let mut statuses = vec![SeatStatus::Available; seats.len()];
+        for o in occupied {
+            // Seats are numbered 1..=n in order (`plan_concert`); look the number up in case a
+            // store's list has gaps.
+            let index = usize::try_from(o.number).ok().and_then(|n| n.checked_sub(1));
+            let index = match index {
+                Some(i) if seats.get(i).is_some_and(|s| s.number == o.number) => Some(i),
+                _ => seats.iter().position(|s| s.number == o.number),
+            };
+            if let Some(i) = index {
+                statuses[i] = Occupancy::status_at(Some(o.occupancy), now);
+            }
+        }
+        Self { seats, statuses }
+    }
+
+    /// Each seat with its status, by number.
+    pub fn iter(&self) -> impl Iterator<Item = (&Seat, SeatStatus)> {
+        self.seats.iter().zip(self.statuses.iter().copied())
+    }
+
+    /// The `index`th seat (by number, from 0) with its status.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<(&Seat, SeatStatus)> {
+        Some((self.seats.get(index)?, *self.statuses.get(index)?))
+    }
+
+    /// How many seats the list has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.seats.len()
+    }
+
+    /// Whether the list has no seat.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_empty()
     }
 }
 

@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use chrono::DateTime;
-//! use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
+//! use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings, SeatStatus};
 //! use ticketing_core::hold::ReservationStatus;
 //! use ticketing_core::ids::{Points, UserId};
 //! use ticketing_core::queue::TokenStatus;
@@ -77,8 +77,10 @@
 //! assert_eq!(service.token_status(&token).await?.status, TokenStatus::Active);
 //!
 //! let schedule = &service.schedules(&token, concert.concert.id).await?[0];
-//! let seat = &service.seats(&token, schedule.schedule.id).await?[0];
-//! let hold = service.hold(&token, seat.record.seat.id, None).await?;
+//! let seats = service.seats(&token, schedule.schedule.id).await?;
+//! let (seat, status) = seats.get(0).expect("the schedule has seats");
+//! assert_eq!(status, SeatStatus::Available);
+//! let hold = service.hold(&token, seat.id, None).await?;
 //! assert_eq!(hold.status, ReservationStatus::Held);
 //!
 //! service.charge(&token, 60_000, None).await?;

@@ -64,3 +64,7 @@ pub const ADMIT_RATE_EWMA_EIGHTHS: u32 = 2;
 pub const ETA_MAX_SECS: u64 = 86_400;
 /// At most this many concerts (and, apart, schedules) a service keeps in its catalog cache.
 pub const CATALOG_CACHE_MAX: usize = 10_000;
+
+/// Schedules whose seat maps (every seat's id, number and price) one process keeps; past it the
+/// cache starts again (a few thousand seats are a few hundred kilobytes each).
+pub const SEAT_MAP_CACHE_MAX: usize = 256;

@@ -10,7 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
-    self, Concert, NewConcert, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus, secs,
+    self, Concert, NewConcert, OccupiedSeat, Schedule, ScheduleAvailability, Seat, SeatList, SeatRecord,
+    SeatState, SeatStatus, secs,
 };
 use crate::clock::{Clock, truncate_to_millis};
 use crate::error::{DomainError, Error, StoreError};
@@ -21,8 +22,8 @@ use crate::ids::{
     UserId,
 };
 use crate::limits::{
-    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SWEEP_BATCH,
-    TOKEN_RETENTION_SECS,
+    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SEAT_MAP_CACHE_MAX,
+    SWEEP_BATCH, TOKEN_RETENTION_SECS,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
 use crate::queue::{self, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
@@ -141,6 +142,9 @@ pub struct Ticketing<Q, B, C> {
 struct CatalogCache {
     concerts: RwLock<HashMap<ConcertId, Concert>>,
     schedules: RwLock<HashMap<ScheduleId, Schedule>>,
+    /// Each schedule's seats by number (ids, numbers, prices: fixed at creation). A seat list
+    /// reads only which of them are occupied, on every request.
+    seat_maps: RwLock<HashMap<ScheduleId, Arc<[Seat]>>>,
 }
 
 /// Reads `key` from a cache map, or loads it and keeps what was found.
@@ -434,12 +438,38 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// [`DomainError::ScheduleNotFound`], token errors; store errors.
-    pub async fn seats(&self, token: &QueueToken, schedule_id: ScheduleId) -> Result<Vec<SeatView>, Error> {
+    ///
+    /// Never stale: the seats themselves (fixed at creation) come from the process's catalog
+    /// cache, and which of them are held or booked is read from the booking store on every call
+    /// ([`CatalogStore::occupied_seats`](crate::store::CatalogStore::occupied_seats)), so a list
+    /// shows every hold and payment committed before it was read, whichever node wrote it.
+    pub async fn seats(&self, token: &QueueToken, schedule_id: ScheduleId) -> Result<SeatList, Error> {
         let now = self.now();
         let schedule = self.schedule(schedule_id).await?;
         self.active_token(token, Some(schedule.concert_id), now).await?;
-        let seats = self.booking.seats(schedule_id).await?;
-        Ok(seats.into_iter().map(|record| SeatView::at(record, now)).collect())
+        let map =
+            self.catalog.seat_maps.read().unwrap_or_else(PoisonError::into_inner).get(&schedule_id).cloned();
+        if let Some(seats) = map {
+            let occupied = self.booking.occupied_seats(schedule_id).await?;
+            return Ok(SeatList::at(seats, &occupied, now));
+        }
+        // The schedule's first list in this process reads the seats whole.
+        let records = self.booking.seats(schedule_id).await?;
+        let occupied: Vec<OccupiedSeat> = records
+            .iter()
+            .filter_map(|r| {
+                r.state.occupancy().map(|occupancy| OccupiedSeat { number: r.seat.number, occupancy })
+            })
+            .collect();
+        let seats: Arc<[Seat]> = records.into_iter().map(|r| r.seat).collect();
+        if !seats.is_empty() {
+            let mut maps = self.catalog.seat_maps.write().unwrap_or_else(PoisonError::into_inner);
+            if maps.len() >= SEAT_MAP_CACHE_MAX {
+                maps.clear();
+            }
+            maps.insert(schedule_id, Arc::clone(&seats));
+        }
+        Ok(SeatList::at(seats, &occupied, now))
     }
 
     /// Runs a keyed step (one store call that reads, lets the step's pure rules decide, and

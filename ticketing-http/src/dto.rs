@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
-use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability};
+use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability, Seat, SeatStatus};
 use ticketing_core::hold::Reservation;
 use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
-use ticketing_core::{Account, ScheduleSales, SeatSale, SeatView, TokenView};
+use ticketing_core::{Account, ScheduleSales, SeatSale, TokenView};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -128,19 +128,18 @@ pub struct SeatBody {
     /// Its price in points.
     pub price: i64,
     /// `AVAILABLE`, `HELD` or `BOOKED`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: SeatStatus,
 }
 
-impl From<&SeatView> for SeatBody {
-    fn from(s: &SeatView) -> Self {
-        Self {
-            seat_id: s.record.seat.id.as_uuid(),
-            number: s.record.seat.number,
-            price: s.record.seat.price.get(),
-            status: screaming(&s.status),
-        }
+impl From<(&Seat, SeatStatus)> for SeatBody {
+    fn from((seat, status): (&Seat, SeatStatus)) -> Self {
+        Self { seat_id: seat.id.as_uuid(), number: seat.number, price: seat.price.get(), status }
     }
 }
+
+/// Bytes of one [`SeatBody`] in JSON, a little over (a list's buffer is sized from it).
+pub const SEAT_BODY_JSON_BYTES: usize = 96;
 
 /// `POST /api/v1/reservations`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -29,7 +29,7 @@ use super::{
     BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, PaymentInputs, QueueStore, StoreResult,
     WalletStore,
 };
-use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
@@ -203,6 +203,13 @@ impl<S: CatalogStore> CatalogStore for Counting<S> {
 
     fn seat(&self, id: SeatId) -> impl Future<Output = StoreResult<Option<SeatRecord>>> + Send {
         self.count("seat", self.inner.seat(id))
+    }
+
+    fn occupied_seats(
+        &self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = StoreResult<Vec<OccupiedSeat>>> + Send {
+        self.count("occupied_seats", self.inner.occupied_seats(schedule))
     }
 
     fn ping_catalog(&self) -> impl Future<Output = StoreResult<()>> + Send {

@@ -34,7 +34,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -273,6 +273,25 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// One seat as stored now.
     fn seat(&self, id: SeatId) -> impl Future<Output = StoreResult<Option<SeatRecord>>> + Send;
+
+    /// The seats of `schedule` that are not AVAILABLE as stored now, in any order: what a seat
+    /// list reads on every request (the seats themselves never change once created, so the
+    /// service keeps them). The default reads [`CatalogStore::seats`]; a backend should read
+    /// only the occupied seats' numbers and deadlines.
+    fn occupied_seats(
+        &self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = StoreResult<Vec<OccupiedSeat>>> + Send {
+        async move {
+            let seats = self.seats(schedule).await?;
+            Ok(seats
+                .iter()
+                .filter_map(|r| {
+                    r.state.occupancy().map(|occupancy| OccupiedSeat { number: r.seat.number, occupancy })
+                })
+                .collect())
+        }
+    }
 
     /// Whether the backend answers.
     fn ping_catalog(&self) -> impl Future<Output = StoreResult<()>> + Send;

@@ -8,7 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::catalog::{Concert, QueueSettings, Schedule, ScheduleAvailability, Seat, SeatRecord, SeatState};
+use crate::catalog::{
+    Concert, Occupancy, OccupiedSeat, QueueSettings, Schedule, ScheduleAvailability, Seat, SeatRecord,
+    SeatState,
+};
 use crate::error::StoreError;
 use crate::hold::Reservation;
 use crate::idempotency::IdempotencyRecord;
@@ -157,6 +160,26 @@ impl TryFrom<SeatRow> for SeatRecord {
             fence: Fence::new(u64_of(r.fence)?),
         })
     }
+}
+
+/// Occupied seats from their numbers and hold deadlines (`None`: booked), index by index.
+pub(crate) fn occupied(
+    numbers: Vec<i32>,
+    deadlines: Vec<Option<DateTime<Utc>>>,
+) -> StoreResult<Vec<OccupiedSeat>> {
+    if numbers.len() != deadlines.len() {
+        return Err(StoreError::Corrupt("occupied seats: numbers and deadlines differ in length".into()));
+    }
+    numbers
+        .into_iter()
+        .zip(deadlines)
+        .map(|(number, deadline)| {
+            Ok(OccupiedSeat {
+                number: u32_of(number)?,
+                occupancy: deadline.map_or(Occupancy::Booked, |expires_at| Occupancy::Held { expires_at }),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -457,12 +457,17 @@ pub async fn seats_and_schedules_show_live_status<Q: QueueStore, B: BookingStore
     assert!(schedules[0].schedule.starts_at < schedules[1].schedule.starts_at, "by start time");
     let main = schedules.iter().find(|s| s.schedule.id == fx.concert.schedules[0].id).unwrap();
     assert_eq!(main.available_seats, 4);
+    // The first list reads the seats whole (and keeps the seat map); every later one reads only
+    // which seats are occupied. Both see the store as it is.
+    let before = fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap();
+    assert!(before.iter().all(|(_, status)| status == SeatStatus::Available));
     fx.svc.hold(&token, fx.seat(1), None).await.unwrap();
     let seats = fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap();
-    let numbers: Vec<u32> = seats.iter().map(|s| s.record.seat.number).collect();
+    let numbers: Vec<u32> = seats.iter().map(|(seat, _)| seat.number).collect();
     assert_eq!(numbers, vec![1, 2, 3, 4]);
-    assert_eq!(seats[1].status, SeatStatus::Held);
-    assert_eq!(seats[1].record.seat.price.get(), PRICE);
+    assert_eq!(seats.get(1).unwrap().1, SeatStatus::Held);
+    assert_eq!(seats.get(1).unwrap().0.id, fx.seat(1));
+    assert_eq!(seats.get(1).unwrap().0.price.get(), PRICE);
     let count = |v: &[ticketing_core::catalog::ScheduleAvailability]| {
         v.iter().find(|s| s.schedule.id == fx.concert.schedules[0].id).unwrap().available_seats
     };
@@ -470,7 +475,7 @@ pub async fn seats_and_schedules_show_live_status<Q: QueueStore, B: BookingStore
     fx.clock.advance_secs(300);
     // The hold lapsed: available again on every read, without any sweep.
     assert_eq!(
-        fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap()[1].status,
+        fx.svc.seats(&token, fx.concert.schedules[0].id).await.unwrap().get(1).unwrap().1,
         SeatStatus::Available
     );
     assert_eq!(count(&fx.svc.schedules(&token, fx.concert_id()).await.unwrap()), 4);

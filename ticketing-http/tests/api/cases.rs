@@ -11,7 +11,7 @@ use ticketing_core::queue::TokenStatus;
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_http::auth::AuthMode;
 
-use crate::harness::{ADMIN_KEY, open_queue, spawn};
+use crate::harness::{ADMIN_KEY, open_queue, spawn, spawn_node};
 
 fn none() -> AuthMode {
     AuthMode::None
@@ -1026,4 +1026,50 @@ pub async fn requests_keep_to_their_store_call_budget<
         "calls by method: {:#?}",
         seen.iter().map(|s| (s.0, &s.3)).collect::<Vec<_>>()
     );
+}
+
+/// Two servers on one database (each with its own caches): whatever one answered, a hold, a
+/// payment or a release, the other's next seat list shows.
+pub async fn a_seat_list_is_fresh_on_every_node<
+    Q: QueueStore + Clone,
+    B: BookingStore + Clone,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let one = spawn(fresh().await, none(), open_queue()).await;
+    let two = spawn_node(&one).await;
+    let alice = one.admitted("alice").await;
+    let bob = one.admitted("bob").await;
+    let status = |seats: &[serde_json::Value], i: usize| seats[i]["status"].as_str().unwrap().to_owned();
+    // Both nodes have listed (and keep the seat map) before anything is held.
+    for node in [&one, &two] {
+        assert!(node.seats(&alice).await.iter().all(|s| s["status"] == "AVAILABLE"));
+    }
+
+    let seat = one.seat_id(&alice, 3).await;
+    let held = one.hold(&alice, &seat).await;
+    assert_eq!(held.status, 201, "{held:?}");
+    assert_eq!(status(&two.seats(&bob).await, 3), "HELD", "a hold answered by one node shows on the other");
+
+    let reservation = held.body["reservationId"].as_str().unwrap().to_owned();
+    assert_eq!(two.charge(&alice, 50_000).await.status, 200);
+    let paid = two.pay(&alice, &reservation).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+    assert_eq!(
+        status(&one.seats(&bob).await, 3),
+        "BOOKED",
+        "a payment answered by the other shows on the first"
+    );
+
+    let other = two.seat_id(&bob, 7).await;
+    let held = two.hold(&bob, &other).await;
+    assert_eq!(held.status, 201, "{held:?}");
+    assert_eq!(status(&one.seats(&bob).await, 7), "HELD");
+    let released = two
+        .delete(&format!("/api/v1/reservations/{}", held.body["reservationId"].as_str().unwrap()), &bob)
+        .await;
+    assert_eq!(released.status, 204, "{released:?}");
+    let seats = one.seats(&bob).await;
+    assert_eq!((status(&seats, 7), status(&seats, 3)), ("AVAILABLE".to_owned(), "BOOKED".to_owned()));
 }

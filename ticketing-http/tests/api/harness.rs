@@ -96,6 +96,37 @@ pub async fn spawn_with<Q: QueueStore, B: BookingStore>(
     Server { _guard: stores.2, base, client: reqwest::Client::new(), state, clock, demo, stop: Some(stop) }
 }
 
+/// A second server (another node) over the same stores as `first`, with its own service (and
+/// so its own catalog and seat-map caches), clones of the stores' handles and the
+/// same clock; it serves `first`'s demo concert.
+pub async fn spawn_node<Q: QueueStore + Clone, B: BookingStore + Clone>(
+    first: &Server<Q, B>,
+) -> Server<Q, B> {
+    let service = Ticketing::new(
+        first.state.service.queue_store().clone(),
+        first.state.service.booking_store().clone(),
+        first.clock.clone(),
+        *first.state.service.config(),
+    );
+    let state =
+        Arc::new(AppState::new(service, AuthMode::None, Some(ADMIN_KEY.to_owned()), Duration::from_secs(10)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(ticketing_http::serve(listener, Arc::clone(&state), async {
+        let _ = stopped.await;
+    }));
+    Server {
+        _guard: None,
+        base,
+        client: reqwest::Client::new(),
+        state,
+        clock: first.clock.clone(),
+        demo: first.demo,
+        stop: Some(stop),
+    }
+}
+
 impl<Q, B> Drop for Server<Q, B> {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -36,6 +36,7 @@ macro_rules! api_suite {
                 client_mistakes_are_never_server_errors,
                 two_hundred_concurrent_holds_of_one_seat_have_one_winner,
                 background_tasks_admit_and_stop_on_shutdown,
+                a_seat_list_is_fresh_on_every_node,
             );
         }
     };

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryStore, read, write};
 use crate::catalog::{
-    Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus,
+    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus,
 };
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
@@ -171,6 +171,21 @@ impl CatalogStore for MemoryStore {
             ids.iter().filter_map(|id| self.inner.seats.lock(id).get(id).cloned()).collect();
         seats.sort_by_key(|s| s.seat.number);
         Ok(seats)
+    }
+
+    async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
+        let ids = read(&self.inner.catalog).seats_of.get(&schedule).cloned().unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let seats = self.inner.seats.lock(id);
+                let record = seats.get(id)?;
+                record
+                    .state
+                    .occupancy()
+                    .map(|occupancy| OccupiedSeat { number: record.seat.number, occupancy })
+            })
+            .collect())
     }
 
     async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Transaction};
 
-use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -340,6 +340,18 @@ impl CatalogStore for MyStore {
             .await
             .map_err(db("seat"))?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
+        let rows: Vec<(i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT number, hold_expires_at FROM seats WHERE schedule_id = ? AND state <> 'AVAILABLE'",
+        )
+        .bind(schedule.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("occupied seats"))?;
+        let (numbers, deadlines) = rows.into_iter().unzip();
+        rows::occupied(numbers, deadlines)
     }
 
     async fn ping_catalog(&self) -> StoreResult<()> {

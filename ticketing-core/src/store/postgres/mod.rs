@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use crate::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -346,6 +346,21 @@ impl CatalogStore for PgStore {
             .await
             .map_err(db("seat"))?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
+        // One row of two arrays rather than a row per seat: the numbers and the hold deadlines
+        // (NULL for a booked seat), from the partial index `seats_occupied`.
+        let (numbers, deadlines): (Vec<i32>, Vec<Option<DateTime<Utc>>>) = sqlx::query_as(
+            "SELECT coalesce(array_agg(number), '{}'), coalesce(array_agg(hold_expires_at), '{}')
+             FROM (SELECT number, hold_expires_at FROM seats
+                   WHERE schedule_id = $1 AND state <> 'AVAILABLE') occupied",
+        )
+        .bind(schedule.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("occupied seats"))?;
+        rows::occupied(numbers, deadlines)
     }
 
     async fn ping_catalog(&self) -> StoreResult<()> {
