@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::catalog::{
-    Concert, Occupancy, OccupiedSeat, QueueSettings, Schedule, ScheduleAvailability, Seat, SeatRecord,
-    SeatState,
+    Concert, ConcertPlan, Occupancy, OccupiedSeat, QueueSettings, Schedule, ScheduleAvailability, Seat,
+    SeatRecord, SeatState,
 };
 use crate::error::StoreError;
 use crate::hold::Reservation;
@@ -160,6 +160,12 @@ impl TryFrom<SeatRow> for SeatRecord {
             fence: Fence::new(u64_of(r.fence)?),
         })
     }
+}
+
+/// How many of `plan`'s seats belong to `schedule` (stored with the schedule).
+pub(crate) fn seat_count(plan: &ConcertPlan, schedule: ScheduleId) -> StoreResult<i32> {
+    let count = plan.seats.iter().filter(|s| s.schedule_id == schedule).count();
+    i32::try_from(count).map_err(|_| StoreError::Corrupt(format!("{count} seats do not fit an integer")))
 }
 
 /// Occupied seats from their numbers and hold deadlines (`None`: booked), index by index.

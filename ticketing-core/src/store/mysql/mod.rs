@@ -248,10 +248,11 @@ impl CatalogStore for MyStore {
         .await
         .map_err(db("concert id"))?;
         for s in &plan.schedules {
-            sqlx::query("INSERT INTO schedules (id, concert_id, starts_at) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO schedules (id, concert_id, starts_at, seat_count) VALUES (?, ?, ?, ?)")
                 .bind(s.id.as_uuid())
                 .bind(s.concert_id.as_uuid())
                 .bind(s.starts_at)
+                .bind(rows::seat_count(plan, s.id)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(db("schedule"))?;
@@ -309,12 +310,16 @@ impl CatalogStore for MyStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ScheduleAvailability>> {
         let rows: Vec<ScheduleRow> = sqlx::query_as(
+            // A seat is taken at the first `?` when it is booked (no deadline) or held past it:
+            // the rest of the schedule's seats are available (a lapsed hold counts as available).
             "SELECT s.id, s.concert_id, s.starts_at,
-                    CAST(COALESCE(SUM(seat.state = 'AVAILABLE' OR (seat.state = 'HELD' AND seat.hold_expires_at <= ?)), 0)
+                    CAST(s.seat_count - (SELECT count(*) FROM seats o
+                                         WHERE o.schedule_id = s.id AND o.state <> 'AVAILABLE'
+                                           AND (o.hold_expires_at IS NULL OR o.hold_expires_at > ?))
                          AS SIGNED) AS available
-             FROM schedules s LEFT JOIN seats seat ON seat.schedule_id = s.id
+             FROM schedules s
              WHERE s.concert_id = ?
-             GROUP BY s.id, s.concert_id, s.starts_at ORDER BY s.starts_at",
+             ORDER BY s.starts_at",
         )
         .bind(now)
         .bind(concert.as_uuid())

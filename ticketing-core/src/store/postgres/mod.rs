@@ -253,13 +253,16 @@ impl CatalogStore for PgStore {
         .await
         .map_err(db("concert id"))?;
         for s in &plan.schedules {
-            sqlx::query("INSERT INTO schedules (id, concert_id, starts_at) VALUES ($1, $2, $3)")
-                .bind(s.id.as_uuid())
-                .bind(s.concert_id.as_uuid())
-                .bind(s.starts_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("schedule"))?;
+            sqlx::query(
+                "INSERT INTO schedules (id, concert_id, starts_at, seat_count) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(s.id.as_uuid())
+            .bind(s.concert_id.as_uuid())
+            .bind(s.starts_at)
+            .bind(rows::seat_count(plan, s.id)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("schedule"))?;
         }
         let ids: Vec<_> = plan.seats.iter().map(|s| s.id.as_uuid()).collect();
         let schedules: Vec<_> = plan.seats.iter().map(|s| s.schedule_id.as_uuid()).collect();
@@ -315,12 +318,15 @@ impl CatalogStore for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ScheduleAvailability>> {
         let rows: Vec<ScheduleRow> = sqlx::query_as(
+            // A seat is taken at $2 when it is booked (no deadline) or held past $2: the rest
+            // of the schedule's seats are available (a lapsed hold counts as available).
             "SELECT s.id, s.concert_id, s.starts_at,
-                    count(seat.id) FILTER (WHERE seat.state = 'AVAILABLE'
-                                           OR (seat.state = 'HELD' AND seat.hold_expires_at <= $2)) AS available
-             FROM schedules s LEFT JOIN seats seat ON seat.schedule_id = s.id
+                    s.seat_count - (SELECT count(*) FROM seats o
+                                    WHERE o.schedule_id = s.id AND o.state <> 'AVAILABLE'
+                                      AND (o.hold_expires_at IS NULL OR o.hold_expires_at > $2)) AS available
+             FROM schedules s
              WHERE s.concert_id = $1
-             GROUP BY s.id ORDER BY s.starts_at",
+             ORDER BY s.starts_at",
         )
         .bind(concert.as_uuid())
         .bind(now)
