@@ -6,7 +6,8 @@
 #
 #   scripts/sale.sh [memory | pg-redis]      (default: both, one after the other)
 #
-# Env: USERS (2000), RUN_TIME (30s), SEATS (2000), and LOADTEST_ARGS for more load-test flags.
+# Env: USERS (2000), RUN_TIME (30s), SEATS (2000), LOADTEST_ARGS for more load-test flags, and
+# SERVER_BIN to measure another server binary (an older commit's, say) with the same load test.
 # The queue is opened up (max-active = seats, 500 admitted every 250 ms) so the stores, not the
 # queue's pace, bound the sale; the run ends for good once every seat is sold (no one new
 # arrives), so the CPU measured is the sale's. PostgreSQL + Redis use a fresh database and a fresh
@@ -30,6 +31,7 @@ mkdir -p "$OUT"
 
 cargo build --release -q -p ticketing-http -p loadtest
 bin="$CARGO_TARGET_DIR/release"
+server_bin=${SERVER_BIN:-$bin/ticketing-http}
 
 server_pid=""
 database=""
@@ -75,11 +77,11 @@ postmaster() { head -1 "$(psql -h 127.0.0.1 -U postgres -Atqc 'SHOW data_directo
 rows=()
 run() { # name, store, queue
   local name=$1 store=$2 queue=$3
-  if [ "$store" != memory ]; then TICKETING_STORE="$store" "$bin/ticketing-http" migrate >/dev/null; fi
+  if [ "$store" != memory ]; then TICKETING_STORE="$store" "$server_bin" migrate >/dev/null; fi
   TICKETING_LISTEN="127.0.0.1:$PORT" TICKETING_STORE="$store" TICKETING_QUEUE="$queue" \
     TICKETING_ADMIN_KEY="$ADMIN_KEY" TICKETING_DEMO_SEED=false TICKETING_INSECURE_DEMO_AUTH=true \
     TICKETING_REDIS_PREFIX="sale:$$:" RUST_LOG=warn \
-    "$bin/ticketing-http" >"$OUT/server-$name.log" 2>&1 &
+    "$server_bin" >"$OUT/server-$name.log" 2>&1 &
   server_pid=$!
   wait_for "the server" curl -sf "$BASE/readyz"
   local pg redis
