@@ -1,6 +1,8 @@
 -- Each write step of the store as one function, so that a step is one statement and one network
 -- round trip (the function runs in the statement's own transaction: all or nothing), where it
--- was a transaction of four to eight statements, each a round trip.
+-- was a transaction of four to eight statements, each a round trip. The same steps, with the
+-- same arguments in the same order, as MySQL's procedures; ticketing-core/src/store/sql_steps.rs
+-- calls both.
 --
 -- The functions decide nothing: the service's pure rules planned the write; a function writes
 -- the plan only where what it was planned from is unchanged (a fence, a version, a status) and
@@ -30,6 +32,15 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'idempotency key' USING ERRCODE = 'TKCNF';
     END IF;
+END $$;
+
+-- The outcome of a refused request (the step `save_outcome`).
+CREATE FUNCTION ticketing_save_outcome(
+    p_user text, p_key text, p_fingerprint text, p_outcome text,
+    p_created_at timestamptz, p_expires_at timestamptz
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ticketing_put_key(p_user, p_key, p_fingerprint, p_outcome, p_created_at, p_expires_at);
 END $$;
 
 -- A wallet written if its version is still p_expected (a wallet never written has version 0 and

@@ -55,6 +55,8 @@ pub mod postgres;
 pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql_rows;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql_steps;
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration};
 use ticketing_core::catalog::{ConcertPlan, NewConcert, NewSchedule, QueueSettings, SeatStatus};
 use ticketing_core::hold::{self, Holder, ReservationStatus};
-use ticketing_core::ids::{Fence, IdempotencyKey, Points, QueueToken, ReservationId, SeatId, UserId};
+use ticketing_core::ids::{
+    Fence, IdempotencyKey, LedgerEntryId, Points, QueueToken, ReservationId, SeatId, UserId,
+};
 use ticketing_core::payment::LedgerKind;
 use ticketing_core::queue::{self, TokenStatus};
 use ticketing_core::store::{BookingStore, QueueStore};
@@ -1092,6 +1094,50 @@ pub async fn concurrent_charges_with_one_key_make_one_ledger_entry<Q: QueueStore
     assert_eq!(wins, 1);
     assert_eq!(fx.svc.booking_store().ledger(&user("bob")).await.unwrap().len(), 1);
     assert!(fx.svc.booking_store().idempotency(&user("bob"), &key("k").unwrap()).await.unwrap().is_some());
+}
+
+/// The store's half of the key contract, without the service's check in front: a write that
+/// carries a key already stored (live) for the user is refused whole, as if the key had been
+/// stored by a racing request between this one's read and its write; past its lifetime the
+/// record is replaced.
+pub async fn a_write_under_a_live_key_writes_nothing<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let store = fx.svc.booking_store();
+    let alice = user("alice");
+    let now = fx.clock.now();
+    let record =
+        |fingerprint: &str, at: DateTime<chrono::Utc>| ticketing_core::idempotency::IdempotencyRecord {
+            user_id: alice.clone(),
+            key: IdempotencyKey::parse("k-1").unwrap(),
+            fingerprint: fingerprint.to_owned(),
+            outcome: "{\"Ok\":null}".to_owned(),
+            created_at: at,
+            expires_at: at + Duration::seconds(60),
+        };
+    store.save_outcome(&record("first", now)).await.unwrap();
+    let wallet = store.wallet(&alice).await.unwrap();
+    let plan = ticketing_core::payment::plan_charge(&wallet, 500, LedgerEntryId::random(), now).unwrap();
+    assert!(matches!(
+        store.apply_charge(&plan, Some(&record("second", now))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.wallet(&alice).await.unwrap(), wallet, "nothing written");
+    assert!(store.ledger(&alice).await.unwrap().is_empty());
+    assert_eq!(
+        store.idempotency(&alice, &IdempotencyKey::parse("k-1").unwrap()).await.unwrap().unwrap().fingerprint,
+        "first"
+    );
+    // Past its lifetime, the record is replaced and the write goes through.
+    let later = now + Duration::seconds(61);
+    let plan = ticketing_core::payment::plan_charge(&wallet, 500, LedgerEntryId::random(), later).unwrap();
+    store.apply_charge(&plan, Some(&record("third", later))).await.unwrap();
+    assert_eq!(store.wallet(&alice).await.unwrap().balance.get(), 500);
+    assert_eq!(
+        store.idempotency(&alice, &IdempotencyKey::parse("k-1").unwrap()).await.unwrap().unwrap().fingerprint,
+        "third"
+    );
 }
 
 pub async fn a_key_reused_for_another_request_is_refused<Q: QueueStore, B: BookingStore>(

@@ -54,6 +54,7 @@ macro_rules! conformance {
                 a_charge_replayed_with_its_key_takes_effect_once,
                 concurrent_charges_with_one_key_make_one_ledger_entry,
                 a_key_reused_for_another_request_is_refused,
+                a_write_under_a_live_key_writes_nothing,
                 a_refusal_is_replayed_under_its_key,
                 a_payment_replayed_after_its_token_expired_returns_the_receipt,
                 a_hold_replayed_with_its_key_holds_once,

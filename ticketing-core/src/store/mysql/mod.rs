@@ -12,12 +12,17 @@
 //! in the default isolation, and `tests/conformance` shows the lost update a naive
 //! read-modify-write would suffer.
 //!
+//! Each write step is one `CALL` of a stored procedure (migration `…_one_round_trip_steps`),
+//! with the arguments PostgreSQL's functions take, bound by `store/sql_steps.rs`: the
+//! procedure runs the step's statements in its own transaction and rolls back on any error.
+//!
 //! As in PostgreSQL: one transaction per method; the seat's fence decides the one winner; no row
 //! shared by every buyer in a purchase; row locks in the order seat → reservation → wallet; a
 //! bounded pool; `now` from the caller.
 
 mod queue;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +38,7 @@ use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
     self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
 };
+use crate::store::sql_steps::{self, Dialect, Steps};
 use crate::store::{
     BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
 };
@@ -92,6 +98,9 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
             if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
                 if matches!(mysql.number(), 1062 | 1213 | 1205) {
                     return StoreError::Conflict(what);
+                }
+                if let Some(error) = sql_steps::routine_error(mysql.code(), mysql.message()) {
+                    return error;
                 }
             }
         }
@@ -162,71 +171,8 @@ impl MyStore {
     }
 }
 
-/// Stores an idempotency record in `tx`, unless a live one exists for the key
-/// ([`StoreError::Conflict`], from the primary key); a record past its lifetime is replaced.
-async fn put_key(tx: &mut Transaction<'_, MySql>, record: Option<&IdempotencyRecord>) -> StoreResult<()> {
-    let Some(r) = record else { return Ok(()) };
-    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND `key` = ? AND expires_at <= ?")
-        .bind(r.user_id.as_str())
-        .bind(r.key.as_str())
-        .bind(r.created_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("idempotency key"))?;
-    sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, `key`, fingerprint, outcome, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(r.user_id.as_str())
-    .bind(r.key.as_str())
-    .bind(&r.fingerprint)
-    .bind(&r.outcome)
-    .bind(r.created_at)
-    .bind(r.expires_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("idempotency key"))?;
-    Ok(())
-}
-
-async fn insert_entry(tx: &mut Transaction<'_, MySql>, entry: &LedgerEntry) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO ledger (id, user_id, kind, amount, balance_after, at, payment_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(entry.id.as_uuid())
-    .bind(entry.user_id.as_str())
-    .bind(rows::name(&entry.kind))
-    .bind(entry.amount.get())
-    .bind(entry.balance_after.get())
-    .bind(entry.at)
-    .bind(entry.payment_id.map(|p| p.as_uuid()))
-    .execute(&mut **tx)
-    .await
-    .map_err(db("ledger"))?;
-    Ok(())
-}
-
-/// Writes a wallet if its version is still `expected` (a wallet never written has version 0
-/// and no row: the insert's primary key refuses a second first write).
-async fn put_wallet(tx: &mut Transaction<'_, MySql>, expected: u64, wallet: &Wallet) -> StoreResult<()> {
-    let result = if expected == 0 {
-        sqlx::query("INSERT INTO wallets (user_id, balance, version) VALUES (?, ?, ?)")
-            .bind(wallet.user_id.as_str())
-            .bind(wallet.balance.get())
-            .bind(i64_of(wallet.version)?)
-            .execute(&mut **tx)
-            .await
-    } else {
-        sqlx::query("UPDATE wallets SET balance = ?, version = ? WHERE user_id = ? AND version = ?")
-            .bind(wallet.balance.get())
-            .bind(i64_of(wallet.version)?)
-            .bind(wallet.user_id.as_str())
-            .bind(i64_of(expected)?)
-            .execute(&mut **tx)
-            .await
-    };
-    one_row(result.map_err(db("wallet"))?, "wallet")
-}
+/// The statements calling the step procedures.
+static STEPS: LazyLock<Steps> = LazyLock::new(|| Steps::new(Dialect::MySql));
 
 impl CatalogStore for MyStore {
     async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
@@ -380,11 +326,11 @@ impl WalletStore for MyStore {
         plan: &ChargePlan,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        put_wallet(&mut tx, plan.expected_version, &plan.wallet).await?;
-        insert_entry(&mut tx, &plan.entry).await?;
-        put_key(&mut tx, idempotency).await?;
-        tx.commit().await.map_err(db("commit"))
+        sql_steps::apply_charge_args!(sqlx::query(&STEPS.apply_charge), plan, idempotency)?
+            .execute(&self.pool)
+            .await
+            .map_err(db("charge"))?;
+        Ok(())
     }
 
     async fn charge_inputs(&self, user: &UserId, key: Option<&IdempotencyKey>) -> StoreResult<ChargeInputs> {
@@ -431,9 +377,11 @@ impl WalletStore for MyStore {
     }
 
     async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        put_key(&mut tx, Some(record)).await?;
-        tx.commit().await.map_err(db("commit"))
+        sql_steps::bind_key!(sqlx::query(&STEPS.save_outcome), Some(record))
+            .execute(&self.pool)
+            .await
+            .map_err(db("idempotency key"))?;
+        Ok(())
     }
 }
 
@@ -478,105 +426,6 @@ impl Drop for NamedLock {
 }
 
 impl MyStore {
-    /// The seat write of a hold. `lock_fence` is the Redis lock's fence (0 otherwise).
-    async fn write_hold(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        plan: &HoldPlan,
-        lock_fence: i64,
-    ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        if matches!(self.strategy, ClaimStrategy::ForUpdate) {
-            let fence: Option<i64> = sqlx::query_scalar("SELECT fence FROM seats WHERE id = ? FOR UPDATE")
-                .bind(r.seat_id.as_uuid())
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db("seat"))?;
-            if fence != Some(i64_of(plan.expected_fence.get())?) {
-                return Err(StoreError::Conflict("seat"));
-            }
-        }
-        let result = sqlx::query(
-            "UPDATE seats SET state = 'HELD', reservation_id = ?, holder = ?, hold_expires_at = ?, fence = ?,
-                              lock_fence = GREATEST(lock_fence, ?)
-             WHERE id = ? AND fence = ? AND (? = 0 OR lock_fence < ?)",
-        )
-        .bind(r.id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(r.expires_at)
-        .bind(i64_of(r.fence.get())?)
-        .bind(lock_fence)
-        .bind(r.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(lock_fence)
-        .bind(lock_fence)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(result, "seat")
-    }
-
-    async fn claim_in_tx(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        plan: &HoldPlan,
-        idempotency: Option<&IdempotencyRecord>,
-        lock_fence: i64,
-    ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        self.write_hold(tx, plan, lock_fence).await?;
-        // Holds of one token are serialised on the token's own row, and the count is a locking
-        // read: under REPEATABLE READ a plain SELECT could count from an old snapshot.
-        sqlx::query("INSERT IGNORE INTO token_holds (token) VALUES (?)")
-            .bind(r.token.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(db("token lock"))?;
-        sqlx::query("SELECT token FROM token_holds WHERE token = ? FOR UPDATE")
-            .bind(r.token.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(db("token lock"))?;
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM reservations
-             WHERE token = ? AND (status = 'CONFIRMED' OR (status = 'HELD' AND expires_at > ?))
-             LOCK IN SHARE MODE",
-        )
-        .bind(r.token.as_str())
-        .bind(plan.now)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("open holds"))?;
-        if open >= i64::from(plan.holds_per_token) {
-            return Err(StoreError::HoldLimitReached);
-        }
-        if let Some(previous) = plan.supersedes {
-            sqlx::query("UPDATE reservations SET status = 'EXPIRED' WHERE id = ? AND status = 'HELD'")
-                .bind(previous.as_uuid())
-                .execute(&mut **tx)
-                .await
-                .map_err(db("superseded reservation"))?;
-        }
-        sqlx::query(
-            "INSERT INTO reservations (id, user_id, token, seat_id, schedule_id, concert_id, price, fence, status, held_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'HELD', ?, ?)",
-        )
-        .bind(r.id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(r.token.as_str())
-        .bind(r.seat_id.as_uuid())
-        .bind(r.schedule_id.as_uuid())
-        .bind(r.concert_id.as_uuid())
-        .bind(r.price.get())
-        .bind(i64_of(r.fence.get())?)
-        .bind(r.held_at)
-        .bind(r.expires_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("reservation"))?;
-        put_key(tx, idempotency).await
-    }
-
     /// Claims a seat with the fence of an external lock, as
     /// [`crate::store::postgres::PgStore::claim_seat_fenced`] does. `lock_fence` 0 means no
     /// external lock.
@@ -589,13 +438,21 @@ impl MyStore {
         idempotency: Option<&IdempotencyRecord>,
         lock_fence: u64,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        self.claim_in_tx(&mut tx, plan, idempotency, i64_of(lock_fence)?).await?;
-        tx.commit().await.map_err(db("commit"))
+        sql_steps::claim_seat_args!(
+            sqlx::query(&STEPS.claim_seat),
+            self.strategy.name(),
+            plan,
+            i64_of(lock_fence)?,
+            idempotency
+        )?
+        .execute(&self.pool)
+        .await
+        .map_err(db("seat"))?;
+        Ok(())
     }
 
-    /// The named-lock strategy: lock, claim in a transaction on the same connection, then
-    /// release whatever happened.
+    /// The named-lock strategy: lock, claim (`ticketing_claim_seat`, its own transaction) on the
+    /// same connection, then release whatever happened.
     async fn claim_with_named_lock(
         &self,
         plan: &HoldPlan,
@@ -605,9 +462,17 @@ impl MyStore {
             return Err(StoreError::Conflict("seat lock"));
         };
         let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *lock.conn).await.map_err(db("begin"))?;
-            self.claim_in_tx(&mut tx, plan, idempotency, 0).await?;
-            tx.commit().await.map_err(db("commit"))
+            sql_steps::claim_seat_args!(
+                sqlx::query(&STEPS.claim_seat),
+                self.strategy.name(),
+                plan,
+                0_i64,
+                idempotency
+            )?
+            .execute(&mut *lock.conn)
+            .await
+            .map_err(db("seat"))?;
+            Ok(())
         }
         .await;
         lock.release().await;
@@ -658,27 +523,11 @@ impl BookingStore for MyStore {
     }
 
     async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let freed = sqlx::query(
-            "UPDATE seats SET state = 'AVAILABLE', reservation_id = NULL, holder = NULL, hold_expires_at = NULL,
-                              fence = fence + 1
-             WHERE id = ? AND fence = ? AND reservation_id = ? AND state = 'HELD'",
-        )
-        .bind(plan.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(plan.reservation_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(freed, "seat")?;
-        let released =
-            sqlx::query("UPDATE reservations SET status = 'RELEASED' WHERE id = ? AND status = 'HELD'")
-                .bind(plan.reservation_id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("reservation"))?;
-        one_row(released, "reservation")?;
-        tx.commit().await.map_err(db("commit"))
+        sql_steps::release_seat_args!(sqlx::query(&STEPS.release_seat), plan)?
+            .execute(&self.pool)
+            .await
+            .map_err(db("seat"))?;
+        Ok(())
     }
 
     async fn commit_payment(
@@ -686,42 +535,11 @@ impl BookingStore for MyStore {
         plan: &PaymentPlan,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        let mut tx = self.begin().await?;
-        let booked = sqlx::query(
-            "UPDATE seats SET state = 'BOOKED', holder = NULL, hold_expires_at = NULL, fence = ?
-             WHERE id = ? AND fence = ? AND reservation_id = ? AND state = 'HELD'",
-        )
-        .bind(i64_of(plan.new_fence.get())?)
-        .bind(r.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(r.id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("seat"))?;
-        one_row(booked, "seat")?;
-        let confirmed =
-            sqlx::query("UPDATE reservations SET status = 'CONFIRMED' WHERE id = ? AND status = 'HELD'")
-                .bind(r.id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("reservation"))?;
-        one_row(confirmed, "reservation")?;
-        put_wallet(&mut tx, plan.expected_wallet_version, &plan.wallet).await?;
-        insert_entry(&mut tx, &plan.entry).await?;
-        let p = &plan.payment;
-        sqlx::query("INSERT INTO payments (id, reservation_id, seat_id, user_id, amount, at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(p.id.as_uuid())
-            .bind(p.reservation_id.as_uuid())
-            .bind(p.seat_id.as_uuid())
-            .bind(p.user_id.as_str())
-            .bind(p.amount.get())
-            .bind(p.at)
-            .execute(&mut *tx)
+        sql_steps::commit_payment_args!(sqlx::query(&STEPS.commit_payment), plan, idempotency)?
+            .execute(&self.pool)
             .await
             .map_err(db("payment"))?;
-        put_key(&mut tx, idempotency).await?;
-        tx.commit().await.map_err(db("commit"))
+        Ok(())
     }
 
     async fn hold_inputs(

@@ -2,7 +2,9 @@
 //!
 //! # How it keeps the contract
 //!
-//! - Each method is one transaction (or one statement), committed before it returns.
+//! - Each method is one transaction (or one statement), committed before it returns. Each write
+//!   step is one statement calling a PL/pgSQL function (migration `…_one_round_trip_steps`),
+//!   bound by `store/sql_steps.rs`, so it costs one round trip.
 //! - The database decides the one winner of a seat: the write is
 //!   `UPDATE seats … WHERE id = $1 AND fence = $2`, and a loser matches no row. The
 //!   [`ClaimStrategy`] only chooses what runs in front of that write to reduce contention.
@@ -16,6 +18,7 @@
 
 mod queue;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +34,7 @@ use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::store::sql_rows::{
     self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
 };
+use crate::store::sql_steps::{self, Dialect, Steps};
 use crate::store::{
     BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
 };
@@ -87,25 +91,15 @@ pub struct PgStore {
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| {
         if let sqlx::Error::Database(db) = &error {
-            match db.code().as_deref() {
-                Some("23505" | "40001" | "40P01") => return StoreError::Conflict(what),
-                // Raised by the step functions (migration `…_one_round_trip_steps`): a
-                // compare-and-set lost, the message naming what; or the per-token hold limit.
-                Some("TKCNF") => return StoreError::Conflict(conflict_on(db.message())),
-                Some("TKLIM") => return StoreError::HoldLimitReached,
-                _ => {}
+            if matches!(db.code().as_deref(), Some("23505" | "40001" | "40P01")) {
+                return StoreError::Conflict(what);
+            }
+            if let Some(error) = sql_steps::routine_error(db.code().as_deref(), db.message()) {
+                return error;
             }
         }
         StoreError::Backend { message: format!("postgres: {what}"), source: Some(Box::new(error)) }
     }
-}
-
-/// What a step function's lost compare-and-set names.
-fn conflict_on(message: &str) -> &'static str {
-    ["seat", "reservation", "wallet", "idempotency key"]
-        .into_iter()
-        .find(|what| *what == message)
-        .unwrap_or("store step")
 }
 
 /// Zero rows written by a conditional statement means the compare-and-set lost.
@@ -177,61 +171,8 @@ impl PgStore {
     }
 }
 
-/// The columns of an idempotency record to store, as the step functions take them (all `NULL`
-/// without a key: nothing is stored).
-type KeyBinds<'a> = (
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
-
-fn key_binds(record: Option<&IdempotencyRecord>) -> KeyBinds<'_> {
-    match record {
-        None => (None, None, None, None, None, None),
-        Some(r) => (
-            Some(r.user_id.as_str()),
-            Some(r.key.as_str()),
-            Some(r.fingerprint.as_str()),
-            Some(r.outcome.as_str()),
-            Some(r.created_at),
-            Some(r.expires_at),
-        ),
-    }
-}
-
-/// Binds an idempotency record's six columns (see [`key_binds`]).
-fn bind_key<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    record: Option<&'q IdempotencyRecord>,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let (user, key, fingerprint, outcome, created_at, expires_at) = key_binds(record);
-    query.bind(user).bind(key).bind(fingerprint).bind(outcome).bind(created_at).bind(expires_at)
-}
-
-/// Binds a wallet write and its ledger entry, as `ticketing_put_wallet` takes them after the
-/// user: expected version, balance, version, then the entry's id, user, kind, amount, balance
-/// after and time.
-fn bind_wallet<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    expected: u64,
-    wallet: &'q Wallet,
-    entry: &'q LedgerEntry,
-) -> StoreResult<sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>> {
-    Ok(query
-        .bind(wallet.user_id.as_str())
-        .bind(i64_of(expected)?)
-        .bind(wallet.balance.get())
-        .bind(i64_of(wallet.version)?)
-        .bind(entry.id.as_uuid())
-        .bind(entry.user_id.as_str())
-        .bind(rows::name(&entry.kind))
-        .bind(entry.amount.get())
-        .bind(entry.balance_after.get())
-        .bind(entry.at))
-}
+/// The statements calling the step functions.
+static STEPS: LazyLock<Steps> = LazyLock::new(|| Steps::new(Dialect::Postgres));
 
 impl CatalogStore for PgStore {
     async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
@@ -390,10 +331,7 @@ impl WalletStore for PgStore {
         plan: &ChargePlan,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let query = sqlx::query(
-            "SELECT ticketing_apply_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        );
-        bind_key(bind_wallet(query, plan.expected_version, &plan.wallet, &plan.entry)?, idempotency)
+        sql_steps::apply_charge_args!(sqlx::query(&STEPS.apply_charge), plan, idempotency)?
             .execute(&self.pool)
             .await
             .map_err(db("charge"))?;
@@ -443,7 +381,7 @@ impl WalletStore for PgStore {
     }
 
     async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        bind_key(sqlx::query("SELECT ticketing_put_key($1, $2, $3, $4, $5, $6)"), Some(record))
+        sql_steps::bind_key!(sqlx::query(&STEPS.save_outcome), Some(record))
             .execute(&self.pool)
             .await
             .map_err(db("idempotency key"))?;
@@ -479,28 +417,16 @@ impl PgStore {
         idempotency: Option<&IdempotencyRecord>,
         lock_fence: i64,
     ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        let query = sqlx::query(
-            "SELECT ticketing_claim_seat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                         $17, $18, $19, $20, $21, $22)",
-        )
-        .bind(self.strategy.name())
-        .bind(r.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(lock_fence)
-        .bind(r.id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(r.token.as_str())
-        .bind(r.schedule_id.as_uuid())
-        .bind(r.concert_id.as_uuid())
-        .bind(r.price.get())
-        .bind(i64_of(r.fence.get())?)
-        .bind(r.held_at)
-        .bind(r.expires_at)
-        .bind(plan.now)
-        .bind(rows::i32_of(plan.holds_per_token)?)
-        .bind(plan.supersedes.map(|id| id.as_uuid()));
-        bind_key(query, idempotency).execute(&self.pool).await.map_err(db("seat"))?;
+        sql_steps::claim_seat_args!(
+            sqlx::query(&STEPS.claim_seat),
+            self.strategy.name(),
+            plan,
+            lock_fence,
+            idempotency
+        )?
+        .execute(&self.pool)
+        .await
+        .map_err(db("seat"))?;
         Ok(())
     }
 }
@@ -544,10 +470,7 @@ impl BookingStore for PgStore {
     }
 
     async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
-        sqlx::query("SELECT ticketing_release_seat($1, $2, $3)")
-            .bind(plan.seat_id.as_uuid())
-            .bind(i64_of(plan.expected_fence.get())?)
-            .bind(plan.reservation_id.as_uuid())
+        sql_steps::release_seat_args!(sqlx::query(&STEPS.release_seat), plan)?
             .execute(&self.pool)
             .await
             .map_err(db("seat"))?;
@@ -559,29 +482,10 @@ impl BookingStore for PgStore {
         plan: &PaymentPlan,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let r = &plan.reservation;
-        let p = &plan.payment;
-        let query = sqlx::query(
-            "SELECT ticketing_commit_payment($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                                             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
-        )
-        .bind(r.seat_id.as_uuid())
-        .bind(i64_of(plan.expected_fence.get())?)
-        .bind(r.id.as_uuid())
-        .bind(i64_of(plan.new_fence.get())?);
-        bind_key(
-            bind_wallet(query, plan.expected_wallet_version, &plan.wallet, &plan.entry)?
-                .bind(p.id.as_uuid())
-                .bind(p.reservation_id.as_uuid())
-                .bind(p.seat_id.as_uuid())
-                .bind(p.user_id.as_str())
-                .bind(p.amount.get())
-                .bind(p.at),
-            idempotency,
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(db("payment"))?;
+        sql_steps::commit_payment_args!(sqlx::query(&STEPS.commit_payment), plan, idempotency)?
+            .execute(&self.pool)
+            .await
+            .map_err(db("payment"))?;
         Ok(())
     }
 
