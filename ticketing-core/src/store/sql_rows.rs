@@ -575,16 +575,12 @@ macro_rules! wallet_input_columns {
     };
 }
 
-/// The idempotency key's columns of an [`InputsRow`] (table alias `k`); `$key` is the `key`
-/// column as the dialect quotes it.
+/// The idempotency key's columns of an [`InputsRow`] (table alias `k`), in MySQL's spelling
+/// (`` `key` `` quoted; see `sql_steps::Dialect::sql`).
 macro_rules! key_input_columns {
-    ($key:literal) => {
-        concat!(
-            "k.user_id AS k_user_id, k.",
-            $key,
-            " AS k_key, k.fingerprint AS k_fingerprint, k.outcome AS k_outcome,
-             k.created_at AS k_created_at, k.expires_at AS k_expires_at"
-        )
+    () => {
+        "k.user_id AS k_user_id, k.`key` AS k_key, k.fingerprint AS k_fingerprint, k.outcome AS k_outcome,
+         k.created_at AS k_created_at, k.expires_at AS k_expires_at"
     };
 }
 

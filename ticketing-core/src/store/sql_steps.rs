@@ -16,11 +16,20 @@
 //! error is named ([`routine_error`] reads the SQLSTATE both raise). The arguments are bound by
 //! the macros below, which expand to the same `.bind(…)` chain on either driver's query.
 //!
+//! The reads both dialects state alike are here too, written once in MySQL's spelling (`?`
+//! placeholders, `` `key` `` quoted) and turned into PostgreSQL's by [`Dialect::sql`]; the
+//! macros `catalog_reads!`, `wallet_steps!` and `booking_steps!` expand to those trait
+//! methods in each backend's `impl` (which must have a `db(what)` error mapper, a `STEPS:
+//! Steps` of its dialect and a `pool` field).
+//!
 //! The routines decide nothing: the service's pure rules planned the write; a routine writes the
 //! plan only where what it was planned from is unchanged, and raises SQLSTATE `TKCNF` (a
 //! compare-and-set lost; the message names what) or `TKLIM` (the per-token hold limit).
 
 use crate::error::StoreError;
+use crate::store::sql_rows::{
+    key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns,
+};
 
 /// How a SQL dialect calls a step's routine.
 #[derive(Debug, Clone, Copy)]
@@ -44,9 +53,73 @@ impl Dialect {
         };
         format!("{verb} {routine}({})", placeholders.join(", "))
     }
+
+    /// `template`, written in MySQL's spelling (`?` placeholders, `` `key` `` quoted), in this
+    /// dialect: PostgreSQL numbers the placeholders (`$1`, `$2`, …) and needs no quotes around
+    /// `key`. Templates hold no string literal with a `?` or a backquote.
+    pub(crate) fn sql(self, template: &str) -> String {
+        match self {
+            Self::MySql => template.to_owned(),
+            Self::Postgres => {
+                let mut out = String::with_capacity(template.len() + 16);
+                let mut n = 0;
+                for c in template.chars() {
+                    match c {
+                        '?' => {
+                            n += 1;
+                            out.push('$');
+                            out.push_str(&n.to_string());
+                        }
+                        '`' => {}
+                        c => out.push(c),
+                    }
+                }
+                out
+            }
+        }
+    }
 }
 
-/// The statements of the steps in one dialect, built once per process.
+/// A step's inputs: the seat and what is stored under the request's key.
+const HOLD_INPUTS: &str = concat!(
+    "SELECT ",
+    seat_input_columns!(),
+    ", ",
+    key_input_columns!(),
+    " FROM (SELECT 1) one
+       LEFT JOIN seats s ON s.id = ?
+       LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+);
+
+/// A payment's inputs: the wallet, the reservation, its seat and the key's record.
+const PAYMENT_INPUTS: &str = concat!(
+    "SELECT ",
+    wallet_input_columns!(),
+    ", ",
+    reservation_input_columns!(),
+    ", ",
+    seat_input_columns!(),
+    ", ",
+    key_input_columns!(),
+    " FROM (SELECT 1) one
+       LEFT JOIN wallets w ON w.user_id = ?
+       LEFT JOIN reservations r ON r.id = ?
+       LEFT JOIN seats s ON s.id = r.seat_id
+       LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+);
+
+/// A charge's inputs: the wallet and the key's record.
+const CHARGE_INPUTS: &str = concat!(
+    "SELECT ",
+    wallet_input_columns!(),
+    ", ",
+    key_input_columns!(),
+    " FROM (SELECT 1) one
+       LEFT JOIN wallets w ON w.user_id = ?
+       LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+);
+
+/// The statements of one dialect, built once per process.
 #[derive(Debug)]
 pub(crate) struct Steps {
     pub claim_seat: String,
@@ -54,6 +127,19 @@ pub(crate) struct Steps {
     pub release_seat: String,
     pub apply_charge: String,
     pub save_outcome: String,
+    pub hold_inputs: String,
+    pub payment_inputs: String,
+    pub charge_inputs: String,
+    pub concerts: String,
+    pub concert: String,
+    pub seats: String,
+    pub seat: String,
+    pub wallet: String,
+    pub ledger: String,
+    pub idempotency: String,
+    pub reservation: String,
+    pub reservations_of_token: String,
+    pub payment_of: String,
 }
 
 impl Steps {
@@ -64,6 +150,19 @@ impl Steps {
             release_seat: dialect.call("ticketing_release_seat", 3),
             apply_charge: dialect.call("ticketing_apply_charge", 16),
             save_outcome: dialect.call("ticketing_save_outcome", 6),
+            hold_inputs: dialect.sql(HOLD_INPUTS),
+            payment_inputs: dialect.sql(PAYMENT_INPUTS),
+            charge_inputs: dialect.sql(CHARGE_INPUTS),
+            concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
+            concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
+            seats: dialect.sql("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number"),
+            seat: dialect.sql("SELECT * FROM seats WHERE id = ?"),
+            wallet: dialect.sql("SELECT * FROM wallets WHERE user_id = ?"),
+            ledger: dialect.sql("SELECT * FROM ledger WHERE user_id = ? ORDER BY seq"),
+            idempotency: dialect.sql("SELECT * FROM idempotency_keys WHERE user_id = ? AND `key` = ?"),
+            reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
+            reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
+            payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
         }
     }
 }
@@ -197,6 +296,255 @@ macro_rules! release_seat_args {
             .map(|fence| $query.bind(plan.seat_id.as_uuid()).bind(fence).bind(plan.reservation_id.as_uuid()))
     }};
 }
+
+/// The [`CatalogStore`](crate::store::CatalogStore) reads both dialects share: `concerts`,
+/// `concert`, `seats`, `seat`, `ping_catalog`.
+macro_rules! catalog_reads {
+    () => {
+        async fn concerts(&self) -> $crate::store::StoreResult<Vec<$crate::catalog::Concert>> {
+            let rows: Vec<$crate::store::sql_rows::ConcertRow> =
+                sqlx::query_as(&STEPS.concerts).fetch_all(&self.pool).await.map_err(db("concerts"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn concert(
+            &self,
+            id: $crate::ids::ConcertId,
+        ) -> $crate::store::StoreResult<Option<$crate::catalog::Concert>> {
+            let row: Option<$crate::store::sql_rows::ConcertRow> = sqlx::query_as(&STEPS.concert)
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("concert"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn seats(
+            &self,
+            schedule: $crate::ids::ScheduleId,
+        ) -> $crate::store::StoreResult<Vec<$crate::catalog::SeatRecord>> {
+            let rows: Vec<$crate::store::sql_rows::SeatRow> = sqlx::query_as(&STEPS.seats)
+                .bind(schedule.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("seats"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn seat(
+            &self,
+            id: $crate::ids::SeatId,
+        ) -> $crate::store::StoreResult<Option<$crate::catalog::SeatRecord>> {
+            let row: Option<$crate::store::sql_rows::SeatRow> = sqlx::query_as(&STEPS.seat)
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("seat"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn ping_catalog(&self) -> $crate::store::StoreResult<()> {
+            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
+            Ok(())
+        }
+    };
+}
+
+/// The [`WalletStore`](crate::store::WalletStore) methods both dialects share: the reads, the
+/// charge's inputs in one statement, the charge and a refusal's outcome as one routine call.
+macro_rules! wallet_steps {
+    () => {
+        async fn wallet(
+            &self,
+            user: &$crate::ids::UserId,
+        ) -> $crate::store::StoreResult<$crate::payment::Wallet> {
+            let row: Option<$crate::store::sql_rows::WalletRow> = sqlx::query_as(&STEPS.wallet)
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("wallet"))?;
+            row.map_or_else(|| Ok($crate::payment::Wallet::empty(user.clone())), TryInto::try_into)
+        }
+
+        async fn apply_charge(
+            &self,
+            plan: &$crate::payment::ChargePlan,
+            idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+        ) -> $crate::store::StoreResult<()> {
+            $crate::store::sql_steps::apply_charge_args!(
+                sqlx::query(&STEPS.apply_charge),
+                plan,
+                idempotency
+            )?
+            .execute(&self.pool)
+            .await
+            .map_err(db("charge"))?;
+            Ok(())
+        }
+
+        async fn charge_inputs(
+            &self,
+            user: &$crate::ids::UserId,
+            key: Option<&$crate::ids::IdempotencyKey>,
+        ) -> $crate::store::StoreResult<$crate::store::ChargeInputs> {
+            let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.charge_inputs)
+                .bind(user.as_str())
+                .bind(user.as_str())
+                .bind(key.map($crate::ids::IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("charge inputs"))?;
+            Ok($crate::store::ChargeInputs { wallet: row.wallet(user)?, key: row.key()? })
+        }
+
+        async fn ledger(
+            &self,
+            user: &$crate::ids::UserId,
+        ) -> $crate::store::StoreResult<Vec<$crate::payment::LedgerEntry>> {
+            let rows: Vec<$crate::store::sql_rows::LedgerRow> = sqlx::query_as(&STEPS.ledger)
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("ledger"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn idempotency(
+            &self,
+            user: &$crate::ids::UserId,
+            key: &$crate::ids::IdempotencyKey,
+        ) -> $crate::store::StoreResult<Option<$crate::idempotency::IdempotencyRecord>> {
+            let row: Option<$crate::store::sql_rows::KeyRow> = sqlx::query_as(&STEPS.idempotency)
+                .bind(user.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("idempotency key"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn save_outcome(
+            &self,
+            record: &$crate::idempotency::IdempotencyRecord,
+        ) -> $crate::store::StoreResult<()> {
+            $crate::store::sql_steps::bind_key!(sqlx::query(&STEPS.save_outcome), Some(record))
+                .execute(&self.pool)
+                .await
+                .map_err(db("idempotency key"))?;
+            Ok(())
+        }
+    };
+}
+
+/// The [`BookingStore`](crate::store::BookingStore) methods both dialects share: the reads, the
+/// inputs of a hold and of a payment in one statement each, the release and the payment as one
+/// routine call each. (`claim_seat` differs by the strategies each dialect offers, and
+/// `sweep_holds` by its SQL.)
+macro_rules! booking_steps {
+    () => {
+        async fn reservation(
+            &self,
+            id: $crate::ids::ReservationId,
+        ) -> $crate::store::StoreResult<Option<$crate::hold::Reservation>> {
+            let row: Option<$crate::store::sql_rows::ReservationRow> = sqlx::query_as(&STEPS.reservation)
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reservation"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn reservations_of_token(
+            &self,
+            _user: &$crate::ids::UserId,
+            token: &$crate::ids::QueueToken,
+        ) -> $crate::store::StoreResult<Vec<$crate::hold::Reservation>> {
+            let rows: Vec<$crate::store::sql_rows::ReservationRow> =
+                sqlx::query_as(&STEPS.reservations_of_token)
+                    .bind(token.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("reservations of token"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn release_seat(&self, plan: &$crate::hold::ReleasePlan) -> $crate::store::StoreResult<()> {
+            $crate::store::sql_steps::release_seat_args!(sqlx::query(&STEPS.release_seat), plan)?
+                .execute(&self.pool)
+                .await
+                .map_err(db("seat"))?;
+            Ok(())
+        }
+
+        async fn commit_payment(
+            &self,
+            plan: &$crate::payment::PaymentPlan,
+            idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+        ) -> $crate::store::StoreResult<()> {
+            $crate::store::sql_steps::commit_payment_args!(
+                sqlx::query(&STEPS.commit_payment),
+                plan,
+                idempotency
+            )?
+            .execute(&self.pool)
+            .await
+            .map_err(db("payment"))?;
+            Ok(())
+        }
+
+        async fn hold_inputs(
+            &self,
+            seat: $crate::ids::SeatId,
+            user: &$crate::ids::UserId,
+            key: Option<&$crate::ids::IdempotencyKey>,
+        ) -> $crate::store::StoreResult<$crate::store::HoldInputs> {
+            let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.hold_inputs)
+                .bind(seat.as_uuid())
+                .bind(user.as_str())
+                .bind(key.map($crate::ids::IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("hold inputs"))?;
+            Ok($crate::store::HoldInputs { seat: row.seat()?, key: row.key()? })
+        }
+
+        async fn payment_inputs(
+            &self,
+            user: &$crate::ids::UserId,
+            reservation: $crate::ids::ReservationId,
+            key: Option<&$crate::ids::IdempotencyKey>,
+        ) -> $crate::store::StoreResult<$crate::store::PaymentInputs> {
+            let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.payment_inputs)
+                .bind(user.as_str())
+                .bind(reservation.as_uuid())
+                .bind(user.as_str())
+                .bind(key.map($crate::ids::IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("payment inputs"))?;
+            Ok($crate::store::PaymentInputs {
+                wallet: row.wallet(user)?,
+                reservation: row.reservation()?,
+                seat: row.seat()?,
+                key: row.key()?,
+            })
+        }
+
+        async fn payment_of(
+            &self,
+            reservation: $crate::ids::ReservationId,
+        ) -> $crate::store::StoreResult<Option<$crate::payment::Payment>> {
+            let row: Option<$crate::store::sql_rows::PaymentRow> = sqlx::query_as(&STEPS.payment_of)
+                .bind(reservation.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("payment"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+    };
+}
+
+pub(crate) use {booking_steps, catalog_reads, wallet_steps};
 
 pub(crate) use {
     apply_charge_args, bind_key, bind_wallet, claim_seat_args, commit_payment_args, release_seat_args,

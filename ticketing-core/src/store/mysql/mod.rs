@@ -29,19 +29,14 @@ use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Transaction};
 
-use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability};
 use crate::error::StoreError;
-use crate::hold::{HoldPlan, ReleasePlan, Reservation};
+use crate::hold::HoldPlan;
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
-use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::store::sql_rows::{
-    self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
-};
+use crate::ids::{ConcertId, ScheduleId, SeatId};
+use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{
-    BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
-};
+use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
 /// How long a caller waits for a pooled connection before the store reports the backend busy.
 pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
@@ -175,6 +170,8 @@ impl MyStore {
 static STEPS: LazyLock<Steps> = LazyLock::new(|| Steps::new(Dialect::MySql));
 
 impl CatalogStore for MyStore {
+    sql_steps::catalog_reads!();
+
     async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let c = &plan.concert;
@@ -222,23 +219,6 @@ impl CatalogStore for MyStore {
         tx.commit().await.map_err(db("commit"))
     }
 
-    async fn concerts(&self) -> StoreResult<Vec<Concert>> {
-        let rows: Vec<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts ORDER BY created")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("concerts"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
-        let row: Option<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts WHERE id = ?")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("concert"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         let row: Option<ScheduleRow> = sqlx::query_as(
             "SELECT id, concert_id, starts_at, CAST(0 AS SIGNED) AS available FROM schedules WHERE id = ?",
@@ -275,24 +255,6 @@ impl CatalogStore for MyStore {
         Ok(rows.into_iter().map(ScheduleRow::into_availability).collect())
     }
 
-    async fn seats(&self, schedule: ScheduleId) -> StoreResult<Vec<SeatRecord>> {
-        let rows: Vec<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number")
-            .bind(schedule.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("seats"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {
-        let row: Option<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE id = ?")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("seat"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
     async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
         let rows: Vec<(i32, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT number, hold_expires_at FROM seats WHERE schedule_id = ? AND state <> 'AVAILABLE'",
@@ -304,85 +266,10 @@ impl CatalogStore for MyStore {
         let (numbers, deadlines) = rows.into_iter().unzip();
         rows::occupied(numbers, deadlines)
     }
-
-    async fn ping_catalog(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
-        Ok(())
-    }
 }
 
 impl WalletStore for MyStore {
-    async fn wallet(&self, user: &UserId) -> StoreResult<Wallet> {
-        let row: Option<WalletRow> = sqlx::query_as("SELECT * FROM wallets WHERE user_id = ?")
-            .bind(user.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("wallet"))?;
-        row.map_or_else(|| Ok(Wallet::empty(user.clone())), TryInto::try_into)
-    }
-
-    async fn apply_charge(
-        &self,
-        plan: &ChargePlan,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> StoreResult<()> {
-        sql_steps::apply_charge_args!(sqlx::query(&STEPS.apply_charge), plan, idempotency)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("charge"))?;
-        Ok(())
-    }
-
-    async fn charge_inputs(&self, user: &UserId, key: Option<&IdempotencyKey>) -> StoreResult<ChargeInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::wallet_input_columns!(),
-            ", ",
-            rows::key_input_columns!("`key`"),
-            " FROM (SELECT 1) one
-               LEFT JOIN wallets w ON w.user_id = ?
-               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
-        ))
-        .bind(user.as_str())
-        .bind(user.as_str())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("charge inputs"))?;
-        Ok(ChargeInputs { wallet: row.wallet(user)?, key: row.key()? })
-    }
-
-    async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
-        let rows: Vec<LedgerRow> = sqlx::query_as("SELECT * FROM ledger WHERE user_id = ? ORDER BY seq")
-            .bind(user.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("ledger"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn idempotency(
-        &self,
-        user: &UserId,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        let row: Option<rows::KeyRow> =
-            sqlx::query_as("SELECT * FROM idempotency_keys WHERE user_id = ? AND `key` = ?")
-                .bind(user.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("idempotency key"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        sql_steps::bind_key!(sqlx::query(&STEPS.save_outcome), Some(record))
-            .execute(&self.pool)
-            .await
-            .map_err(db("idempotency key"))?;
-        Ok(())
-    }
+    sql_steps::wallet_steps!();
 }
 
 /// A pooled connection holding a named lock. If it is dropped before [`NamedLock::release`]
@@ -481,27 +368,7 @@ impl MyStore {
 }
 
 impl BookingStore for MyStore {
-    async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
-        let row: Option<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE id = ?")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reservation"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn reservations_of_token(
-        &self,
-        _user: &UserId,
-        token: &QueueToken,
-    ) -> StoreResult<Vec<Reservation>> {
-        let rows: Vec<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE token = ?")
-            .bind(token.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("reservations of token"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
+    sql_steps::booking_steps!();
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
         match &self.strategy {
@@ -520,95 +387,6 @@ impl BookingStore for MyStore {
                 self.claim_seat_fenced(plan, idempotency, 0).await
             }
         }
-    }
-
-    async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
-        sql_steps::release_seat_args!(sqlx::query(&STEPS.release_seat), plan)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("seat"))?;
-        Ok(())
-    }
-
-    async fn commit_payment(
-        &self,
-        plan: &PaymentPlan,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> StoreResult<()> {
-        sql_steps::commit_payment_args!(sqlx::query(&STEPS.commit_payment), plan, idempotency)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("payment"))?;
-        Ok(())
-    }
-
-    async fn hold_inputs(
-        &self,
-        seat: SeatId,
-        user: &UserId,
-        key: Option<&IdempotencyKey>,
-    ) -> StoreResult<HoldInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::seat_input_columns!(),
-            ", ",
-            rows::key_input_columns!("`key`"),
-            " FROM (SELECT 1) one
-               LEFT JOIN seats s ON s.id = ?
-               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
-        ))
-        .bind(seat.as_uuid())
-        .bind(user.as_str())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("hold inputs"))?;
-        Ok(HoldInputs { seat: row.seat()?, key: row.key()? })
-    }
-
-    async fn payment_inputs(
-        &self,
-        user: &UserId,
-        reservation: ReservationId,
-        key: Option<&IdempotencyKey>,
-    ) -> StoreResult<PaymentInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::wallet_input_columns!(),
-            ", ",
-            rows::reservation_input_columns!(),
-            ", ",
-            rows::seat_input_columns!(),
-            ", ",
-            rows::key_input_columns!("`key`"),
-            " FROM (SELECT 1) one
-               LEFT JOIN wallets w ON w.user_id = ?
-               LEFT JOIN reservations r ON r.id = ?
-               LEFT JOIN seats s ON s.id = r.seat_id
-               LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
-        ))
-        .bind(user.as_str())
-        .bind(reservation.as_uuid())
-        .bind(user.as_str())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("payment inputs"))?;
-        Ok(PaymentInputs {
-            wallet: row.wallet(user)?,
-            reservation: row.reservation()?,
-            seat: row.seat()?,
-            key: row.key()?,
-        })
-    }
-
-    async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
-        let row: Option<PaymentRow> = sqlx::query_as("SELECT * FROM payments WHERE reservation_id = ?")
-            .bind(reservation.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("payment"))?;
-        row.map(TryInto::try_into).transpose()
     }
 
     async fn sweep_holds(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<usize> {

@@ -25,19 +25,14 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability};
 use crate::error::StoreError;
-use crate::hold::{HoldPlan, ReleasePlan, Reservation};
+use crate::hold::HoldPlan;
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
-use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::store::sql_rows::{
-    self as rows, InputsRow, LedgerRow, PaymentRow, ReservationRow, ScheduleRow, SeatRow, WalletRow, i64_of,
-};
+use crate::ids::{ConcertId, ScheduleId};
+use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{
-    BookingStore, CatalogStore, ChargeInputs, HoldInputs, PaymentInputs, StoreResult, WalletStore,
-};
+use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
 /// How long a caller waits for a pooled connection before the store reports the backend busy.
 pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
@@ -175,6 +170,8 @@ impl PgStore {
 static STEPS: LazyLock<Steps> = LazyLock::new(|| Steps::new(Dialect::Postgres));
 
 impl CatalogStore for PgStore {
+    sql_steps::catalog_reads!();
+
     async fn create_concert(&self, plan: &ConcertPlan) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let c = &plan.concert;
@@ -225,23 +222,6 @@ impl CatalogStore for PgStore {
         tx.commit().await.map_err(db("commit"))
     }
 
-    async fn concerts(&self) -> StoreResult<Vec<Concert>> {
-        let rows: Vec<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts ORDER BY created")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("concerts"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
-        let row: Option<rows::ConcertRow> = sqlx::query_as("SELECT * FROM concerts WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("concert"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         let row: Option<ScheduleRow> = sqlx::query_as(
             "SELECT id, concert_id, starts_at, 0::bigint AS available FROM schedules WHERE id = $1",
@@ -277,24 +257,6 @@ impl CatalogStore for PgStore {
         Ok(rows.into_iter().map(ScheduleRow::into_availability).collect())
     }
 
-    async fn seats(&self, schedule: ScheduleId) -> StoreResult<Vec<SeatRecord>> {
-        let rows: Vec<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE schedule_id = $1 ORDER BY number")
-            .bind(schedule.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("seats"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {
-        let row: Option<SeatRow> = sqlx::query_as("SELECT * FROM seats WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("seat"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
     async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
         // One row of two arrays rather than a row per seat: the numbers and the hold deadlines
         // (NULL for a booked seat), from the partial index `seats_occupied`.
@@ -309,84 +271,10 @@ impl CatalogStore for PgStore {
         .map_err(db("occupied seats"))?;
         rows::occupied(numbers, deadlines)
     }
-
-    async fn ping_catalog(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
-        Ok(())
-    }
 }
 
 impl WalletStore for PgStore {
-    async fn wallet(&self, user: &UserId) -> StoreResult<Wallet> {
-        let row: Option<WalletRow> = sqlx::query_as("SELECT * FROM wallets WHERE user_id = $1")
-            .bind(user.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("wallet"))?;
-        row.map_or_else(|| Ok(Wallet::empty(user.clone())), TryInto::try_into)
-    }
-
-    async fn apply_charge(
-        &self,
-        plan: &ChargePlan,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> StoreResult<()> {
-        sql_steps::apply_charge_args!(sqlx::query(&STEPS.apply_charge), plan, idempotency)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("charge"))?;
-        Ok(())
-    }
-
-    async fn charge_inputs(&self, user: &UserId, key: Option<&IdempotencyKey>) -> StoreResult<ChargeInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::wallet_input_columns!(),
-            ", ",
-            rows::key_input_columns!("key"),
-            " FROM (SELECT 1) one
-               LEFT JOIN wallets w ON w.user_id = $1
-               LEFT JOIN idempotency_keys k ON k.user_id = $1 AND k.key = $2"
-        ))
-        .bind(user.as_str())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("charge inputs"))?;
-        Ok(ChargeInputs { wallet: row.wallet(user)?, key: row.key()? })
-    }
-
-    async fn ledger(&self, user: &UserId) -> StoreResult<Vec<LedgerEntry>> {
-        let rows: Vec<LedgerRow> = sqlx::query_as("SELECT * FROM ledger WHERE user_id = $1 ORDER BY seq")
-            .bind(user.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("ledger"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn idempotency(
-        &self,
-        user: &UserId,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        let row: Option<rows::KeyRow> =
-            sqlx::query_as("SELECT * FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-                .bind(user.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("idempotency key"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        sql_steps::bind_key!(sqlx::query(&STEPS.save_outcome), Some(record))
-            .execute(&self.pool)
-            .await
-            .map_err(db("idempotency key"))?;
-        Ok(())
-    }
+    sql_steps::wallet_steps!();
 }
 
 impl PgStore {
@@ -432,27 +320,7 @@ impl PgStore {
 }
 
 impl BookingStore for PgStore {
-    async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
-        let row: Option<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reservation"))?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn reservations_of_token(
-        &self,
-        _user: &UserId,
-        token: &QueueToken,
-    ) -> StoreResult<Vec<Reservation>> {
-        let rows: Vec<ReservationRow> = sqlx::query_as("SELECT * FROM reservations WHERE token = $1")
-            .bind(token.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("reservations of token"))?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
+    sql_steps::booking_steps!();
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
         #[cfg(feature = "redis")]
@@ -467,94 +335,6 @@ impl BookingStore for PgStore {
             return result;
         }
         self.claim(plan, idempotency, 0).await
-    }
-
-    async fn release_seat(&self, plan: &ReleasePlan) -> StoreResult<()> {
-        sql_steps::release_seat_args!(sqlx::query(&STEPS.release_seat), plan)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("seat"))?;
-        Ok(())
-    }
-
-    async fn commit_payment(
-        &self,
-        plan: &PaymentPlan,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> StoreResult<()> {
-        sql_steps::commit_payment_args!(sqlx::query(&STEPS.commit_payment), plan, idempotency)?
-            .execute(&self.pool)
-            .await
-            .map_err(db("payment"))?;
-        Ok(())
-    }
-
-    async fn hold_inputs(
-        &self,
-        seat: SeatId,
-        user: &UserId,
-        key: Option<&IdempotencyKey>,
-    ) -> StoreResult<HoldInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::seat_input_columns!(),
-            ", ",
-            rows::key_input_columns!("key"),
-            " FROM (SELECT 1) one
-               LEFT JOIN seats s ON s.id = $1
-               LEFT JOIN idempotency_keys k ON k.user_id = $2 AND k.key = $3"
-        ))
-        .bind(seat.as_uuid())
-        .bind(user.as_str())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("hold inputs"))?;
-        Ok(HoldInputs { seat: row.seat()?, key: row.key()? })
-    }
-
-    async fn payment_inputs(
-        &self,
-        user: &UserId,
-        reservation: ReservationId,
-        key: Option<&IdempotencyKey>,
-    ) -> StoreResult<PaymentInputs> {
-        let mut row: InputsRow = sqlx::query_as(concat!(
-            "SELECT ",
-            rows::wallet_input_columns!(),
-            ", ",
-            rows::reservation_input_columns!(),
-            ", ",
-            rows::seat_input_columns!(),
-            ", ",
-            rows::key_input_columns!("key"),
-            " FROM (SELECT 1) one
-               LEFT JOIN wallets w ON w.user_id = $1
-               LEFT JOIN reservations r ON r.id = $2
-               LEFT JOIN seats s ON s.id = r.seat_id
-               LEFT JOIN idempotency_keys k ON k.user_id = $1 AND k.key = $3"
-        ))
-        .bind(user.as_str())
-        .bind(reservation.as_uuid())
-        .bind(key.map(IdempotencyKey::as_str))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("payment inputs"))?;
-        Ok(PaymentInputs {
-            wallet: row.wallet(user)?,
-            reservation: row.reservation()?,
-            seat: row.seat()?,
-            key: row.key()?,
-        })
-    }
-
-    async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
-        let row: Option<PaymentRow> = sqlx::query_as("SELECT * FROM payments WHERE reservation_id = $1")
-            .bind(reservation.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("payment"))?;
-        row.map(TryInto::try_into).transpose()
     }
 
     async fn sweep_holds(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<usize> {
