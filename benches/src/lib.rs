@@ -75,7 +75,7 @@ pub async fn bookings() -> Vec<(String, Booking)> {
         for strategy in [
             mysql::ClaimStrategy::ConditionalUpdate,
             mysql::ClaimStrategy::ForUpdate,
-            mysql::ClaimStrategy::NamedLock,
+            mysql::ClaimStrategy::AdvisoryLock,
         ] {
             let name = format!("mysql/{}", strategy.name());
             let store = MyStore::connect(&url, POOL, strategy).await.expect("connect to MySQL");

@@ -68,3 +68,14 @@ pub const CATALOG_CACHE_MAX: usize = 10_000;
 /// Schedules whose seat maps (every seat's id, number and price) one process keeps; past it the
 /// cache starts again (a few thousand seats are a few hundred kilobytes each).
 pub const SEAT_MAP_CACHE_MAX: usize = 256;
+
+/// How long a SQL store's caller waits for a pooled connection before the store reports the
+/// backend busy.
+pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// A SQL store's pool size when none is given.
+pub const POOL_SIZE_DEFAULT: u32 = 16;
+/// How long MySQL's `GET_LOCK` waits for a seat's named lock (the advisory claim strategy), in
+/// seconds.
+pub const NAMED_LOCK_WAIT_SECS: u32 = 5;
+/// Seats inserted per statement when a MySQL store creates a concert.
+pub const SEAT_INSERT_CHUNK: usize = 1_000;

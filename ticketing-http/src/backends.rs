@@ -2,9 +2,10 @@
 //! (booking and/or queue) and Redis (queue) works; each combination is a concrete type, so the
 //! server is statically dispatched.
 
+use ticketing_core::store::ClaimStrategy;
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::mysql::{self, MyStore};
-use ticketing_core::store::postgres::{ClaimStrategy, PgStore};
+use ticketing_core::store::postgres::PgStore;
 use ticketing_core::store::redis::{LOCK_TTL_MS, RedisQueueStore, RedisSeatLock};
 
 use crate::config::Config;
@@ -58,26 +59,19 @@ async fn redis_lock(config: &Config) -> Result<RedisSeatLock, SetupError> {
 }
 
 fn unknown_strategy(name: &str, known: &str) -> SetupError {
-    format!("unknown TICKETING_SEAT_CLAIM {name:?} for this store: {known}").into()
+    format!("unknown TICKETING_SEAT_CLAIM {name:?}: {known}").into()
 }
 
-async fn pg_strategy(config: &Config) -> Result<ClaimStrategy, SetupError> {
-    Ok(match config.seat_claim.as_str() {
-        "conditional" => ClaimStrategy::ConditionalUpdate,
-        "for-update" => ClaimStrategy::ForUpdate,
-        "advisory" => ClaimStrategy::AdvisoryLock,
-        "redis-lock" => ClaimStrategy::RedisLock(redis_lock(config).await?),
-        other => return Err(unknown_strategy(other, "conditional, for-update, advisory or redis-lock")),
-    })
-}
-
-async fn my_strategy(config: &Config) -> Result<mysql::ClaimStrategy, SetupError> {
-    Ok(match config.seat_claim.as_str() {
-        "conditional" => mysql::ClaimStrategy::ConditionalUpdate,
-        "for-update" => mysql::ClaimStrategy::ForUpdate,
-        "named-lock" => mysql::ClaimStrategy::NamedLock,
-        "redis-lock" => mysql::ClaimStrategy::RedisLock(redis_lock(config).await?),
-        other => return Err(unknown_strategy(other, "conditional, for-update, named-lock or redis-lock")),
+/// The configured seat-claim strategy (every one works on both SQL dialects).
+async fn strategy(config: &Config) -> Result<ClaimStrategy, SetupError> {
+    if config.seat_claim == "redis-lock" {
+        return Ok(ClaimStrategy::RedisLock(redis_lock(config).await?));
+    }
+    ClaimStrategy::from_name(&config.seat_claim).ok_or_else(|| {
+        unknown_strategy(
+            &config.seat_claim,
+            "conditional, for-update, advisory (or named-lock) or redis-lock",
+        )
     })
 }
 
@@ -90,12 +84,12 @@ pub async fn booking(config: &Config) -> Result<BookingBackend, SetupError> {
         return Ok(BookingBackend::Memory(MemoryStore::new()));
     }
     if is_postgres(&config.store) {
-        let store = PgStore::connect(&config.store, config.db_pool, pg_strategy(config).await?).await?;
+        let store = PgStore::connect(&config.store, config.db_pool, strategy(config).await?).await?;
         store.migrate().await?;
         return Ok(BookingBackend::Postgres(store));
     }
     if is_mysql(&config.store) {
-        let store = MyStore::connect(&config.store, config.db_pool, my_strategy(config).await?).await?;
+        let store = MyStore::connect(&config.store, config.db_pool, strategy(config).await?).await?;
         store.migrate().await?;
         return Ok(BookingBackend::Mysql(store));
     }

@@ -57,9 +57,10 @@ pub struct Config {
     pub queue: String,
 
     /// How a SQL store claims a seat: `conditional` (a conditional UPDATE), `for-update`
-    /// (SELECT … FOR UPDATE first), `advisory` (PostgreSQL: pg_advisory_xact_lock first),
-    /// `named-lock` (MySQL: GET_LOCK first) or `redis-lock` (a fenced Redis lock first, at
-    /// `TICKETING_LOCK_REDIS`). The database decides the winner under every one of them.
+    /// (SELECT … FOR UPDATE first), `advisory` or its other name `named-lock` (a database lock
+    /// keyed by the seat first: pg_advisory_xact_lock on PostgreSQL, GET_LOCK on MySQL) or
+    /// `redis-lock` (a fenced Redis lock first, at `TICKETING_LOCK_REDIS`). The database decides
+    /// the winner under every one of them.
     #[arg(long, env = "TICKETING_SEAT_CLAIM", default_value = "conditional")]
     pub seat_claim: String,
 

@@ -44,6 +44,8 @@ use crate::queue::{
     self, AdmissionPlan, AdmissionSnapshot, InLine, IssueDecision, Joined, NewToken, Polled, TokenRecord,
 };
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod claim;
 pub mod counting;
 #[cfg(feature = "memory")]
 pub mod memory;
@@ -57,6 +59,9 @@ pub mod redis;
 mod sql_rows;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql_steps;
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use claim::ClaimStrategy;
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

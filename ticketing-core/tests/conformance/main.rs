@@ -128,7 +128,7 @@ conformance!(mysql_conditional, mysql!(ticketing_core::store::mysql::ClaimStrate
 #[cfg(feature = "mysql")]
 conformance!(mysql_for_update, mysql!(ticketing_core::store::mysql::ClaimStrategy::ForUpdate));
 #[cfg(feature = "mysql")]
-conformance!(mysql_named_lock, mysql!(ticketing_core::store::mysql::ClaimStrategy::NamedLock));
+conformance!(mysql_named_lock, mysql!(ticketing_core::store::mysql::ClaimStrategy::AdvisoryLock));
 #[cfg(all(feature = "mysql", feature = "redis"))]
 conformance!(
     mysql_redis_lock,

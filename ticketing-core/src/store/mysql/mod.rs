@@ -38,45 +38,9 @@ use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
 use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
-/// How long a caller waits for a pooled connection before the store reports the backend busy.
-pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
-/// How long `GET_LOCK` waits for a seat's named lock, in seconds.
-pub const NAMED_LOCK_WAIT_SECS: u32 = 5;
-/// Seats inserted per statement when a concert is created.
-const SEAT_INSERT_CHUNK: usize = 1_000;
-
-/// What runs in front of the seat's compare-and-set write when a hold claims a seat. Every
-/// strategy ends in the same conditional write, so none of them is needed for safety.
-#[derive(Debug, Clone, Default)]
-pub enum ClaimStrategy {
-    /// Just the conditional `UPDATE … WHERE fence = ?` (the default).
-    #[default]
-    ConditionalUpdate,
-    /// `SELECT … FOR UPDATE` of the seat row first, then the write.
-    ForUpdate,
-    /// The named lock `GET_LOCK('seat:<id>')` around the transaction, released with
-    /// `RELEASE_LOCK` on every path (on a path that cannot run it, the connection is closed,
-    /// which releases it).
-    NamedLock,
-    /// A fenced Redis lock in front of the database, as for PostgreSQL.
-    #[cfg(feature = "redis")]
-    RedisLock(crate::store::redis::RedisSeatLock),
-}
-
-impl ClaimStrategy {
-    /// The strategy's name as configured (`conditional`, `for-update`, `named-lock`,
-    /// `redis-lock`).
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ConditionalUpdate => "conditional",
-            Self::ForUpdate => "for-update",
-            Self::NamedLock => "named-lock",
-            #[cfg(feature = "redis")]
-            Self::RedisLock(_) => "redis-lock",
-        }
-    }
-}
+use crate::limits::SEAT_INSERT_CHUNK;
+pub use crate::limits::{ACQUIRE_TIMEOUT_MS, NAMED_LOCK_WAIT_SECS};
+pub use crate::store::ClaimStrategy;
 
 /// The MySQL / MariaDB store. Clones share one pool.
 #[derive(Debug, Clone)]
@@ -372,7 +336,7 @@ impl BookingStore for MyStore {
 
     async fn claim_seat(&self, plan: &HoldPlan, idempotency: Option<&IdempotencyRecord>) -> StoreResult<()> {
         match &self.strategy {
-            ClaimStrategy::NamedLock => self.claim_with_named_lock(plan, idempotency).await,
+            ClaimStrategy::AdvisoryLock => self.claim_with_named_lock(plan, idempotency).await,
             #[cfg(feature = "redis")]
             ClaimStrategy::RedisLock(lock) => {
                 let seat = plan.reservation.seat_id;

@@ -34,45 +34,8 @@ use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
 use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
 
-/// How long a caller waits for a pooled connection before the store reports the backend busy.
-pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
-/// The pool size when none is given.
-pub const POOL_SIZE_DEFAULT: u32 = 16;
-
-/// What runs in front of the seat's compare-and-set write when a hold claims a seat. Every
-/// strategy ends in the same conditional write, so none of them is needed for safety; they
-/// differ in how losers wait.
-#[derive(Debug, Clone, Default)]
-pub enum ClaimStrategy {
-    /// Just the conditional `UPDATE … WHERE fence = $expected` (the default): a loser waits only
-    /// for the winner's commit, then matches no row.
-    #[default]
-    ConditionalUpdate,
-    /// `SELECT … FOR UPDATE` of the seat row first, then the write.
-    ForUpdate,
-    /// `pg_advisory_xact_lock` on the seat first, then the write.
-    AdvisoryLock,
-    /// A Redis lock with a fencing number in front of the database: losers wait in Redis (bounded)
-    /// instead of on the seat's row; the winner's write also requires the Redis fence to be newer than any that wrote the seat
-    /// before, so a holder whose lock lapsed while it was paused can never write.
-    #[cfg(feature = "redis")]
-    RedisLock(crate::store::redis::RedisSeatLock),
-}
-
-impl ClaimStrategy {
-    /// The strategy's name as configured (`conditional`, `for-update`, `advisory`,
-    /// `redis-lock`).
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ConditionalUpdate => "conditional",
-            Self::ForUpdate => "for-update",
-            Self::AdvisoryLock => "advisory",
-            #[cfg(feature = "redis")]
-            Self::RedisLock(_) => "redis-lock",
-        }
-    }
-}
+pub use crate::limits::{ACQUIRE_TIMEOUT_MS, POOL_SIZE_DEFAULT};
+pub use crate::store::ClaimStrategy;
 
 /// The PostgreSQL store. Clones share one pool.
 #[derive(Debug, Clone)]
