@@ -2,8 +2,11 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
-use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability, Seat, SeatStatus};
+use std::sync::Arc;
+
+use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability, Seat, SeatList, SeatStatus};
 use ticketing_core::hold::Reservation;
+use ticketing_core::ids::ScheduleId;
 use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
 use ticketing_core::{Account, ScheduleSales, SeatSale, TokenView};
 use utoipa::ToSchema;
@@ -140,6 +143,84 @@ impl From<(&Seat, SeatStatus)> for SeatBody {
 
 /// Bytes of one [`SeatBody`] in JSON, a little over (a list's buffer is sized from it).
 pub const SEAT_BODY_JSON_BYTES: usize = 96;
+
+/// Seat lists as JSON, written from each seat's JSON kept up to its status: a schedule's seats
+/// never change, so what [`SeatBody`]'s serializer writes for a seat before the status value is
+/// written once per seat map and copied afterwards; only the status is new in each list. The
+/// bytes are exactly what serializing `Vec<SeatBody>` writes (a test checks it).
+#[derive(Debug, Default)]
+pub struct SeatListJson {
+    /// Per schedule: the seat map the fragments were made for, and each seat's fragment.
+    cache: std::sync::RwLock<std::collections::HashMap<ScheduleId, SeatFragments>>,
+}
+
+/// A seat map and the JSON fragment of each of its seats.
+type SeatFragments = (Arc<[Seat]>, Arc<[Box<str>]>);
+
+/// Schedules whose seat fragments one process keeps (as the core keeps their seat maps).
+const SEAT_LIST_JSON_CACHE_MAX: usize = 256;
+
+impl SeatListJson {
+    /// `list` (of `schedule`) as a JSON array of [`SeatBody`].
+    #[must_use]
+    pub fn render(&self, schedule: ScheduleId, list: &SeatList) -> Vec<u8> {
+        let fragments = self.fragments(schedule, &list.seats);
+        let mut out = Vec::with_capacity(list.len().saturating_mul(SEAT_BODY_JSON_BYTES) + 2);
+        out.push(b'[');
+        for (i, (fragment, status)) in fragments.iter().zip(list.statuses.iter()).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(fragment.as_bytes());
+            out.extend_from_slice(status_json(*status).as_bytes());
+            out.push(b'}');
+        }
+        out.push(b']');
+        out
+    }
+
+    /// The seats' fragments, made once per seat map.
+    fn fragments(&self, schedule: ScheduleId, seats: &Arc<[Seat]>) -> Arc<[Box<str>]> {
+        let read = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((map, fragments)) = read.get(&schedule) {
+            if Arc::ptr_eq(map, seats) {
+                return Arc::clone(fragments);
+            }
+        }
+        drop(read);
+        let fragments: Arc<[Box<str>]> = seats.iter().map(fragment).collect();
+        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= SEAT_LIST_JSON_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(schedule, (Arc::clone(seats), Arc::clone(&fragments)));
+        fragments
+    }
+}
+
+/// What [`SeatBody`]'s serializer writes for `seat` up to its status value: the body as
+/// serialized with any status, cut before that status's JSON string.
+fn fragment(seat: &Seat) -> Box<str> {
+    let status = SeatStatus::Available;
+    let body = SeatBody::from((seat, status));
+    let json = serde_json::to_string(&body).unwrap_or_default();
+    let tail = format!("{}}}", status_json(status));
+    json.strip_suffix(&tail).unwrap_or_default().into()
+}
+
+/// A status as its JSON string, quotes included (`"AVAILABLE"`).
+fn status_json(status: SeatStatus) -> &'static str {
+    static NAMES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+        [SeatStatus::Available, SeatStatus::Held, SeatStatus::Booked]
+            .map(|s| serde_json::to_string(&s).unwrap_or_default())
+    });
+    let i = match status {
+        SeatStatus::Available => 0,
+        SeatStatus::Held => 1,
+        SeatStatus::Booked => 2,
+    };
+    NAMES[i].as_str()
+}
 
 /// `POST /api/v1/reservations`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -497,5 +578,63 @@ impl From<&LedgerEntry> for LedgerEntryBody {
             payment_id: entry.payment_id.map(|id| id.as_uuid()),
             at: entry.at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use chrono::DateTime;
+    use ticketing_core::catalog::{Occupancy, OccupiedSeat, Seat, SeatList, SeatStatus};
+    use ticketing_core::ids::{ConcertId, Points, ScheduleId, SeatId};
+
+    use super::{SeatBody, SeatListJson};
+
+    fn seats(schedule: ScheduleId, n: u32) -> Arc<[Seat]> {
+        let concert = ConcertId::random();
+        (1..=n)
+            .map(|number| Seat {
+                id: SeatId::random(),
+                schedule_id: schedule,
+                concert_id: concert,
+                number,
+                price: Points::new(i64::from(number) * 1_000 + 7).unwrap(),
+            })
+            .collect()
+    }
+
+    fn serde_json_of(list: &SeatList) -> Vec<u8> {
+        serde_json::to_vec(&list.iter().map(SeatBody::from).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn seat_lists_are_written_as_serde_writes_them_from_cached_fragments() {
+        let schedule = ScheduleId::random();
+        let map = seats(schedule, 12);
+        let now = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let occupied = [
+            OccupiedSeat { number: 2, occupancy: Occupancy::Booked },
+            OccupiedSeat {
+                number: 5,
+                occupancy: Occupancy::Held { expires_at: now + chrono::Duration::seconds(9) },
+            },
+            OccupiedSeat { number: 7, occupancy: Occupancy::Held { expires_at: now } },
+        ];
+        let list = SeatList::at(Arc::clone(&map), &occupied, now);
+        assert_eq!(list.get(1).unwrap().1, SeatStatus::Booked);
+        assert_eq!(list.get(4).unwrap().1, SeatStatus::Held);
+        assert_eq!(list.get(6).unwrap().1, SeatStatus::Available, "a lapsed hold");
+        let json = SeatListJson::default();
+        assert_eq!(json.render(schedule, &list), serde_json_of(&list), "first list");
+        let later = SeatList::at(Arc::clone(&map), &occupied[..1], now);
+        assert_eq!(json.render(schedule, &later), serde_json_of(&later), "from the kept fragments");
+        // Another seat map for the schedule (the core's cache started again): new fragments.
+        let other = SeatList::at(seats(schedule, 3), &[], now);
+        assert_eq!(json.render(schedule, &other), serde_json_of(&other));
+        let empty = SeatList::at(seats(schedule, 0), &[], now);
+        assert_eq!(json.render(schedule, &empty), b"[]".to_vec());
     }
 }

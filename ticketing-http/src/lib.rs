@@ -58,6 +58,8 @@ pub struct AppState<Q, B, C> {
     pub metrics: PrometheusHandle,
     /// Every request is answered within this.
     pub request_timeout: Duration,
+    /// Seat lists as JSON, from fragments kept per seat map.
+    pub seat_lists: dto::SeatListJson,
 }
 
 impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
@@ -68,7 +70,14 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
         admin_key: Option<String>,
         request_timeout: Duration,
     ) -> Self {
-        Self { service, auth, admin_key, metrics: metrics_handle(), request_timeout }
+        Self {
+            service,
+            auth,
+            admin_key,
+            metrics: metrics_handle(),
+            request_timeout,
+            seat_lists: dto::SeatListJson::default(),
+        }
     }
 
     /// A concert's queue settings.

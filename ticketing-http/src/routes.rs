@@ -20,8 +20,8 @@ use ticketing_core::{Clock, DomainError, TokenView};
 use crate::AppState;
 use crate::dto::{
     AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
-    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, SEAT_BODY_JSON_BYTES, SalesBody,
-    ScheduleBody, SeatBody, TokenBody,
+    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, SalesBody, ScheduleBody, SeatBody,
+    TokenBody,
 };
 use crate::error::{ApiError, Problem};
 
@@ -187,29 +187,11 @@ pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Bearer(token): Bearer,
     Path(schedule_id): Path<String>,
-) -> Result<SizedJson<Vec<SeatBody>>, ApiError> {
+) -> Result<Response, ApiError> {
     let schedule_id = path_id(&schedule_id, ScheduleId::parse, DomainError::ScheduleNotFound)?;
     let seats = state.service.seats(&token, schedule_id).await?;
-    let bytes = seats.seats.len().saturating_mul(SEAT_BODY_JSON_BYTES);
-    Ok(SizedJson(seats.iter().map(SeatBody::from).collect(), bytes))
-}
-
-/// A JSON body written into a buffer sized up front, so that a large list (a seat map of
-/// thousands of seats) is not copied again and again while its buffer grows, as with `Json`
-/// (which starts at 128 bytes).
-pub struct SizedJson<T>(pub T, pub usize);
-
-impl<T: serde::Serialize> IntoResponse for SizedJson<T> {
-    fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(self.1);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => {
-                ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-            }
-            // What `Json` answers when a value cannot be written.
-            Err(_) => Json(self.0).into_response(),
-        }
-    }
+    let body = state.seat_lists.render(schedule_id, &seats);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// Hold a seat for `TICKETING_HOLD_TTL_SECS` (the whole time, whenever the token's active time
