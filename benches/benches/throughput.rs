@@ -89,11 +89,7 @@ fn purchase(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(3));
     for (name, booking) in rt.block_on(bookings()) {
         // One strategy per database is enough here: purchases do not contend.
-        if name.ends_with("for-update")
-            || name.ends_with("advisory")
-            || name.ends_with("named-lock")
-            || name.ends_with("redis-lock")
-        {
+        if name.ends_with("for-update") || name.ends_with("advisory") || name.ends_with("redis-lock") {
             continue;
         }
         group.bench_function(BenchmarkId::from_parameter(&name), |b| {

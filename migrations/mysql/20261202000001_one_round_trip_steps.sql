@@ -9,6 +9,9 @@
 --   SQLSTATE 'TKCNF' — a compare-and-set lost; the message names what (seat, reservation,
 --                      wallet, idempotency key); the service reads again and re-decides.
 --   SQLSTATE 'TKLIM' — the token already has as many open holds as the plan allows.
+-- String parameters are utf8mb4 with that character set's default collation, as every table's
+-- columns are, whatever the database's defaults. Procedures run with the caller's rights
+-- (SQL SECURITY INVOKER), so they do not depend on the account that ran the migration.
 -- Duplicate keys (1062), deadlocks (1213) and lock wait timeouts (1205) still report the races
 -- InnoDB decides. Under REPEATABLE READ every write is a compare-and-set and every deciding read
 -- is a locking read, as before. Every time comes from the caller (never NOW()); row locks are
@@ -18,9 +21,10 @@
 -- record past its lifetime is replaced). A NULL key stores nothing. Runs inside its caller's
 -- transaction.
 CREATE PROCEDURE ticketing_put_key(
-    IN p_user VARCHAR(64), IN p_key VARCHAR(128), IN p_fingerprint VARCHAR(200), IN p_outcome TEXT,
+    IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_key VARCHAR(128) CHARACTER SET utf8mb4, IN p_fingerprint VARCHAR(200) CHARACTER SET utf8mb4, IN p_outcome TEXT CHARACTER SET utf8mb4,
     IN p_created_at DATETIME(3), IN p_expires_at DATETIME(3)
 )
+SQL SECURITY INVOKER
 BEGIN
     IF p_key IS NOT NULL THEN
         DELETE FROM idempotency_keys WHERE user_id = p_user AND `key` = p_key AND expires_at <= p_created_at;
@@ -31,11 +35,14 @@ END;
 
 -- The outcome of a refused request, in a transaction of its own.
 CREATE PROCEDURE ticketing_save_outcome(
-    IN p_user VARCHAR(64), IN p_key VARCHAR(128), IN p_fingerprint VARCHAR(200), IN p_outcome TEXT,
+    IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_key VARCHAR(128) CHARACTER SET utf8mb4, IN p_fingerprint VARCHAR(200) CHARACTER SET utf8mb4, IN p_outcome TEXT CHARACTER SET utf8mb4,
     IN p_created_at DATETIME(3), IN p_expires_at DATETIME(3)
 )
+SQL SECURITY INVOKER
 BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    -- A transaction a stopped call left open on this connection is discarded, not committed.
+    ROLLBACK;
     START TRANSACTION;
     CALL ticketing_put_key(p_user, p_key, p_fingerprint, p_outcome, p_created_at, p_expires_at);
     COMMIT;
@@ -45,10 +52,11 @@ END;
 -- no row: the insert's primary key refuses a second first write), and its ledger entry. Runs
 -- inside its caller's transaction.
 CREATE PROCEDURE ticketing_put_wallet(
-    IN p_user VARCHAR(64), IN p_expected BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
-    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64), IN p_kind VARCHAR(16), IN p_amount BIGINT,
+    IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_expected BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
+    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_kind VARCHAR(16) CHARACTER SET utf8mb4, IN p_amount BIGINT,
     IN p_balance_after BIGINT, IN p_at DATETIME(3), IN p_payment BINARY(16)
 )
+SQL SECURITY INVOKER
 BEGIN
     IF p_expected = 0 THEN
         INSERT INTO wallets (user_id, balance, version) VALUES (p_user, p_balance, p_version);
@@ -65,14 +73,17 @@ END;
 
 -- A charge: the wallet, its entry and the request's key.
 CREATE PROCEDURE ticketing_apply_charge(
-    IN p_user VARCHAR(64), IN p_expected BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
-    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64), IN p_kind VARCHAR(16), IN p_amount BIGINT,
+    IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_expected BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
+    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_kind VARCHAR(16) CHARACTER SET utf8mb4, IN p_amount BIGINT,
     IN p_balance_after BIGINT, IN p_at DATETIME(3),
-    IN p_key_user VARCHAR(64), IN p_key VARCHAR(128), IN p_fingerprint VARCHAR(200), IN p_outcome TEXT,
+    IN p_key_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_key VARCHAR(128) CHARACTER SET utf8mb4, IN p_fingerprint VARCHAR(200) CHARACTER SET utf8mb4, IN p_outcome TEXT CHARACTER SET utf8mb4,
     IN p_key_created_at DATETIME(3), IN p_key_expires_at DATETIME(3)
 )
+SQL SECURITY INVOKER
 BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    -- A transaction a stopped call left open on this connection is discarded, not committed.
+    ROLLBACK;
     START TRANSACTION;
     CALL ticketing_put_wallet(p_user, p_expected, p_balance, p_version, p_entry, p_entry_user, p_kind,
                               p_amount, p_balance_after, p_at, NULL);
@@ -84,18 +95,21 @@ END;
 -- named-lock strategy takes its lock around the call). p_lock_fence is an external lock's fence
 -- (0: none); the write then also requires it to be newer than every fence that wrote the seat.
 CREATE PROCEDURE ticketing_claim_seat(
-    IN p_strategy VARCHAR(16), IN p_seat BINARY(16), IN p_expected_fence BIGINT, IN p_lock_fence BIGINT,
-    IN p_reservation BINARY(16), IN p_user VARCHAR(64), IN p_token VARCHAR(72), IN p_schedule BINARY(16),
+    IN p_strategy VARCHAR(16) CHARACTER SET utf8mb4, IN p_seat BINARY(16), IN p_expected_fence BIGINT, IN p_lock_fence BIGINT,
+    IN p_reservation BINARY(16), IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_token VARCHAR(72) CHARACTER SET utf8mb4, IN p_schedule BINARY(16),
     IN p_concert BINARY(16), IN p_price BIGINT, IN p_fence BIGINT, IN p_held_at DATETIME(3),
     IN p_expires_at DATETIME(3), IN p_now DATETIME(3), IN p_holds_per_token INT, IN p_supersedes BINARY(16),
-    IN p_key_user VARCHAR(64), IN p_key VARCHAR(128), IN p_fingerprint VARCHAR(200), IN p_outcome TEXT,
+    IN p_key_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_key VARCHAR(128) CHARACTER SET utf8mb4, IN p_fingerprint VARCHAR(200) CHARACTER SET utf8mb4, IN p_outcome TEXT CHARACTER SET utf8mb4,
     IN p_key_created_at DATETIME(3), IN p_key_expires_at DATETIME(3)
 )
+SQL SECURITY INVOKER
 BEGIN
     DECLARE current_fence BIGINT DEFAULT NULL;
-    DECLARE locked_token VARCHAR(72);
+    DECLARE locked_token VARCHAR(72) CHARACTER SET utf8mb4;
     DECLARE open_holds BIGINT;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    -- A transaction a stopped call left open on this connection is discarded, not committed.
+    ROLLBACK;
     START TRANSACTION;
     IF p_strategy = 'for-update' THEN
         SELECT fence INTO current_fence FROM seats WHERE id = p_seat FOR UPDATE;
@@ -133,8 +147,11 @@ END;
 
 -- Frees a held seat if its fence and reservation are unchanged.
 CREATE PROCEDURE ticketing_release_seat(IN p_seat BINARY(16), IN p_expected_fence BIGINT, IN p_reservation BINARY(16))
+SQL SECURITY INVOKER
 BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    -- A transaction a stopped call left open on this connection is discarded, not committed.
+    ROLLBACK;
     START TRANSACTION;
     UPDATE seats SET state = 'AVAILABLE', reservation_id = NULL, holder = NULL,
                      hold_expires_at = NULL, fence = fence + 1
@@ -154,16 +171,19 @@ END;
 -- and the request's key.
 CREATE PROCEDURE ticketing_commit_payment(
     IN p_seat BINARY(16), IN p_expected_fence BIGINT, IN p_reservation BINARY(16), IN p_new_fence BIGINT,
-    IN p_user VARCHAR(64), IN p_expected_version BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
-    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64), IN p_kind VARCHAR(16), IN p_amount BIGINT,
+    IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_expected_version BIGINT, IN p_balance BIGINT, IN p_version BIGINT,
+    IN p_entry BINARY(16), IN p_entry_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_kind VARCHAR(16) CHARACTER SET utf8mb4, IN p_amount BIGINT,
     IN p_balance_after BIGINT, IN p_at DATETIME(3), IN p_payment BINARY(16),
-    IN p_payment_reservation BINARY(16), IN p_payment_seat BINARY(16), IN p_payment_user VARCHAR(64),
+    IN p_payment_reservation BINARY(16), IN p_payment_seat BINARY(16), IN p_payment_user VARCHAR(64) CHARACTER SET utf8mb4,
     IN p_payment_amount BIGINT, IN p_payment_at DATETIME(3),
-    IN p_key_user VARCHAR(64), IN p_key VARCHAR(128), IN p_fingerprint VARCHAR(200), IN p_outcome TEXT,
+    IN p_key_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_key VARCHAR(128) CHARACTER SET utf8mb4, IN p_fingerprint VARCHAR(200) CHARACTER SET utf8mb4, IN p_outcome TEXT CHARACTER SET utf8mb4,
     IN p_key_created_at DATETIME(3), IN p_key_expires_at DATETIME(3)
 )
+SQL SECURITY INVOKER
 BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    -- A transaction a stopped call left open on this connection is discarded, not committed.
+    ROLLBACK;
     START TRANSACTION;
     UPDATE seats SET state = 'BOOKED', holder = NULL, hold_expires_at = NULL, fence = p_new_fence
      WHERE id = p_seat AND fence = p_expected_fence AND reservation_id = p_reservation

@@ -237,6 +237,14 @@ pub struct OccupiedSeat {
     pub occupancy: Occupancy,
 }
 
+impl OccupiedSeat {
+    /// `record` as an occupied seat, unless it is stored AVAILABLE.
+    #[must_use]
+    pub fn of(record: &SeatRecord) -> Option<Self> {
+        record.state.occupancy().map(|occupancy| Self { number: record.seat.number, occupancy })
+    }
+}
+
 /// A schedule's seats with their status at one instant, as a seat list shows them: the seats
 /// themselves (which never change once created, so a process keeps them) and each one's status.
 #[derive(Debug, Clone, PartialEq, Eq)]

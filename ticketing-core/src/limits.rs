@@ -65,9 +65,9 @@ pub const ETA_MAX_SECS: u64 = 86_400;
 /// At most this many concerts (and, apart, schedules) a service keeps in its catalog cache.
 pub const CATALOG_CACHE_MAX: usize = 10_000;
 
-/// Schedules whose seat maps (every seat's id, number and price) one process keeps; past it the
-/// cache starts again (a few thousand seats are a few hundred kilobytes each).
-pub const SEAT_MAP_CACHE_MAX: usize = 256;
+/// Seats whose seat maps (each seat's id, number and price, about 64 bytes) one process keeps,
+/// over all schedules; past it the cache starts again. A million seats are about 64 MB.
+pub const SEAT_MAP_CACHE_SEATS_MAX: usize = 1_000_000;
 
 /// How long a SQL store's caller waits for a pooled connection before the store reports the
 /// backend busy.

@@ -22,7 +22,7 @@ use crate::ids::{
     UserId,
 };
 use crate::limits::{
-    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SEAT_MAP_CACHE_MAX,
+    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SEAT_MAP_CACHE_SEATS_MAX,
     SWEEP_BATCH, TOKEN_RETENTION_SECS,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
@@ -67,7 +67,8 @@ impl TokenView {
     }
 }
 
-/// A seat as a buyer sees it.
+/// A seat with its stored state and its status at one instant, as the sales report shows it
+/// (a buyer's seat list is a [`SeatList`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeatView {
     /// The seat and its stored state.
@@ -455,16 +456,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         }
         // The schedule's first list in this process reads the seats whole.
         let records = self.booking.seats(schedule_id).await?;
-        let occupied: Vec<OccupiedSeat> = records
-            .iter()
-            .filter_map(|r| {
-                r.state.occupancy().map(|occupancy| OccupiedSeat { number: r.seat.number, occupancy })
-            })
-            .collect();
+        let occupied: Vec<OccupiedSeat> = records.iter().filter_map(OccupiedSeat::of).collect();
         let seats: Arc<[Seat]> = records.into_iter().map(|r| r.seat).collect();
         if !seats.is_empty() {
             let mut maps = self.catalog.seat_maps.write().unwrap_or_else(PoisonError::into_inner);
-            if maps.len() >= SEAT_MAP_CACHE_MAX {
+            if maps.values().map(|m| m.len()).sum::<usize>() + seats.len() > SEAT_MAP_CACHE_SEATS_MAX {
                 maps.clear();
             }
             maps.insert(schedule_id, Arc::clone(&seats));

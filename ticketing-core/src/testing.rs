@@ -267,7 +267,15 @@ pub async fn fresh_mysql() -> FreshMysql {
         }
     }
     let name = format!("tkt_{pid}_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-    admin.execute(format!("CREATE DATABASE `{name}`").as_str()).await.expect("create a fresh database");
+    // Not the server's default collation, on purpose: the schema and the step procedures must
+    // not depend on the database's defaults (a procedure's string parameters take them unless
+    // they say otherwise, and then compare with the tables' columns as an illegal mix).
+    admin
+        .execute(
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci").as_str(),
+        )
+        .await
+        .expect("create a fresh database");
     let database_url = match url.rfind('/') {
         Some(i) if i > url.find("://").map_or(0, |j| j + 2) => format!("{}/{name}", &url[..i]),
         _ => format!("{url}/{name}"),

@@ -141,33 +141,42 @@ impl From<(&Seat, SeatStatus)> for SeatBody {
     }
 }
 
-/// Bytes of one [`SeatBody`] in JSON, a little over (a list's buffer is sized from it).
-pub const SEAT_BODY_JSON_BYTES: usize = 96;
-
 /// Seat lists as JSON, written from each seat's JSON kept up to its status: a schedule's seats
 /// never change, so what [`SeatBody`]'s serializer writes for a seat before the status value is
 /// written once per seat map and copied afterwards; only the status is new in each list. The
-/// bytes are exactly what serializing `Vec<SeatBody>` writes (a test checks it).
+/// bytes are exactly what serializing `Vec<SeatBody>` writes (a test checks it); should the two
+/// ever disagree on a seat, the list is serialized as a whole instead.
 #[derive(Debug, Default)]
 pub struct SeatListJson {
-    /// Per schedule: the seat map the fragments were made for, and each seat's fragment.
+    /// Per schedule: the seat map the fragments were made for, and the fragments.
     cache: std::sync::RwLock<std::collections::HashMap<ScheduleId, SeatFragments>>,
 }
 
-/// A seat map and the JSON fragment of each of its seats.
-type SeatFragments = (Arc<[Seat]>, Arc<[Box<str>]>);
+/// A seat map and the JSON of each of its seats up to the status value.
+#[derive(Debug, Clone)]
+struct SeatFragments {
+    seats: Arc<[Seat]>,
+    fragments: Arc<[Box<str>]>,
+    /// The fragments' total length.
+    bytes: usize,
+}
 
-/// Schedules whose seat fragments one process keeps (as the core keeps their seat maps).
-const SEAT_LIST_JSON_CACHE_MAX: usize = 256;
+/// Seats whose fragments (about 100 bytes each) one process keeps, over all schedules, as the
+/// core bounds its seat maps ([`ticketing_core::limits::SEAT_MAP_CACHE_SEATS_MAX`]).
+const SEAT_LIST_JSON_CACHE_SEATS_MAX: usize = ticketing_core::limits::SEAT_MAP_CACHE_SEATS_MAX;
 
 impl SeatListJson {
     /// `list` (of `schedule`) as a JSON array of [`SeatBody`].
     #[must_use]
     pub fn render(&self, schedule: ScheduleId, list: &SeatList) -> Vec<u8> {
-        let fragments = self.fragments(schedule, &list.seats);
-        let mut out = Vec::with_capacity(list.len().saturating_mul(SEAT_BODY_JSON_BYTES) + 2);
+        let Some(kept) = self.fragments(schedule, &list.seats) else {
+            return serde_json::to_vec(&list.iter().map(SeatBody::from).collect::<Vec<_>>())
+                .unwrap_or_default();
+        };
+        // Each seat adds its status (at most 11 bytes with quotes), `}` and `,`.
+        let mut out = Vec::with_capacity(kept.bytes + list.len() * 13 + 2);
         out.push(b'[');
-        for (i, (fragment, status)) in fragments.iter().zip(list.statuses.iter()).enumerate() {
+        for (i, (fragment, status)) in kept.fragments.iter().zip(list.statuses.iter()).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -179,47 +188,46 @@ impl SeatListJson {
         out
     }
 
-    /// The seats' fragments, made once per seat map.
-    fn fragments(&self, schedule: ScheduleId, seats: &Arc<[Seat]>) -> Arc<[Box<str>]> {
+    /// The seats' fragments, made once per seat map; `None` if a seat's JSON does not have the
+    /// expected shape.
+    fn fragments(&self, schedule: ScheduleId, seats: &Arc<[Seat]>) -> Option<SeatFragments> {
         let read = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((map, fragments)) = read.get(&schedule) {
-            if Arc::ptr_eq(map, seats) {
-                return Arc::clone(fragments);
+        if let Some(kept) = read.get(&schedule) {
+            if Arc::ptr_eq(&kept.seats, seats) {
+                return Some(kept.clone());
             }
         }
         drop(read);
-        let fragments: Arc<[Box<str>]> = seats.iter().map(fragment).collect();
+        let fragments: Arc<[Box<str>]> = seats.iter().map(fragment).collect::<Option<_>>()?;
+        let bytes = fragments.iter().map(|f| f.len()).sum();
+        let kept = SeatFragments { seats: Arc::clone(seats), fragments, bytes };
         let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= SEAT_LIST_JSON_CACHE_MAX {
+        if cache.values().map(|k| k.seats.len()).sum::<usize>() + seats.len() > SEAT_LIST_JSON_CACHE_SEATS_MAX
+        {
             cache.clear();
         }
-        cache.insert(schedule, (Arc::clone(seats), Arc::clone(&fragments)));
-        fragments
+        cache.insert(schedule, kept.clone());
+        Some(kept)
     }
 }
 
 /// What [`SeatBody`]'s serializer writes for `seat` up to its status value: the body as
-/// serialized with any status, cut before that status's JSON string.
-fn fragment(seat: &Seat) -> Box<str> {
+/// serialized with any status, cut before that status's JSON string (`None` if it does not end
+/// with it).
+fn fragment(seat: &Seat) -> Option<Box<str>> {
     let status = SeatStatus::Available;
-    let body = SeatBody::from((seat, status));
-    let json = serde_json::to_string(&body).unwrap_or_default();
-    let tail = format!("{}}}", status_json(status));
-    json.strip_suffix(&tail).unwrap_or_default().into()
+    let json = serde_json::to_string(&SeatBody::from((seat, status))).ok()?;
+    json.strip_suffix(&format!("{}}}", status_json(status))).map(Into::into)
 }
 
-/// A status as its JSON string, quotes included (`"AVAILABLE"`).
+/// A status as its JSON string, quotes included (`SeatStatus`'s serde names; the seat-list test
+/// compares the whole output with serde's).
 fn status_json(status: SeatStatus) -> &'static str {
-    static NAMES: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
-        [SeatStatus::Available, SeatStatus::Held, SeatStatus::Booked]
-            .map(|s| serde_json::to_string(&s).unwrap_or_default())
-    });
-    let i = match status {
-        SeatStatus::Available => 0,
-        SeatStatus::Held => 1,
-        SeatStatus::Booked => 2,
-    };
-    NAMES[i].as_str()
+    match status {
+        SeatStatus::Available => "\"AVAILABLE\"",
+        SeatStatus::Held => "\"HELD\"",
+        SeatStatus::Booked => "\"BOOKED\"",
+    }
 }
 
 /// `POST /api/v1/reservations`.

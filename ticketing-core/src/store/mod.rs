@@ -291,12 +291,7 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<OccupiedSeat>>> + Send {
         async move {
             let seats = self.seats(schedule).await?;
-            Ok(seats
-                .iter()
-                .filter_map(|r| {
-                    r.state.occupancy().map(|occupancy| OccupiedSeat { number: r.seat.number, occupancy })
-                })
-                .collect())
+            Ok(seats.iter().filter_map(OccupiedSeat::of).collect())
         }
     }
 

@@ -168,17 +168,11 @@ pub(crate) fn seat_count(plan: &ConcertPlan, schedule: ScheduleId) -> StoreResul
     i32::try_from(count).map_err(|_| StoreError::Corrupt(format!("{count} seats do not fit an integer")))
 }
 
-/// Occupied seats from their numbers and hold deadlines (`None`: booked), index by index.
+/// Occupied seats from their numbers and hold deadlines (`None`: booked).
 pub(crate) fn occupied(
-    numbers: Vec<i32>,
-    deadlines: Vec<Option<DateTime<Utc>>>,
+    rows: impl IntoIterator<Item = (i32, Option<DateTime<Utc>>)>,
 ) -> StoreResult<Vec<OccupiedSeat>> {
-    if numbers.len() != deadlines.len() {
-        return Err(StoreError::Corrupt("occupied seats: numbers and deadlines differ in length".into()));
-    }
-    numbers
-        .into_iter()
-        .zip(deadlines)
+    rows.into_iter()
         .map(|(number, deadline)| {
             Ok(OccupiedSeat {
                 number: u32_of(number)?,

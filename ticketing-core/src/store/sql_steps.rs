@@ -549,3 +549,49 @@ pub(crate) use {booking_steps, catalog_reads, wallet_steps};
 pub(crate) use {
     apply_charge_args, bind_key, bind_wallet, claim_seat_args, commit_payment_args, release_seat_args,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::{Dialect, Steps};
+
+    /// Each statement, in both dialects, with the number of values its callers bind.
+    fn statements(steps: &Steps) -> Vec<(&str, usize)> {
+        vec![
+            (&steps.claim_seat, 22),
+            (&steps.commit_payment, 26),
+            (&steps.release_seat, 3),
+            (&steps.apply_charge, 16),
+            (&steps.save_outcome, 6),
+            (&steps.hold_inputs, 3),
+            (&steps.payment_inputs, 4),
+            (&steps.charge_inputs, 3),
+            (&steps.concerts, 0),
+            (&steps.concert, 1),
+            (&steps.seats, 1),
+            (&steps.seat, 1),
+            (&steps.wallet, 1),
+            (&steps.ledger, 1),
+            (&steps.idempotency, 2),
+            (&steps.reservation, 1),
+            (&steps.reservations_of_token, 1),
+            (&steps.payment_of, 1),
+        ]
+    }
+
+    #[test]
+    fn every_statement_has_as_many_placeholders_as_its_callers_bind() {
+        for (sql, binds) in statements(&Steps::new(Dialect::MySql)) {
+            assert_eq!(sql.matches('?').count(), binds, "{sql}");
+        }
+        for (sql, binds) in statements(&Steps::new(Dialect::Postgres)) {
+            assert!(!sql.contains('?') && !sql.contains('`'), "{sql}");
+            assert_eq!(sql.matches('$').count(), binds, "{sql}");
+            if binds > 0 {
+                assert!(
+                    sql.contains(&format!("${binds}")) && !sql.contains(&format!("${}", binds + 1)),
+                    "{sql}"
+                );
+            }
+        }
+    }
+}

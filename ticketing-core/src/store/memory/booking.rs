@@ -179,11 +179,7 @@ impl CatalogStore for MemoryStore {
             .iter()
             .filter_map(|id| {
                 let seats = self.inner.seats.lock(id);
-                let record = seats.get(id)?;
-                record
-                    .state
-                    .occupancy()
-                    .map(|occupancy| OccupiedSeat { number: record.seat.number, occupancy })
+                OccupiedSeat::of(seats.get(id)?)
             })
             .collect())
     }

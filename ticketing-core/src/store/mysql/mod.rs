@@ -50,7 +50,8 @@ pub struct MyStore {
 }
 
 /// Maps a driver error: a duplicate key, a deadlock or a lock wait timeout lost a race
-/// ([`StoreError::Conflict`]); anything else is the backend failing.
+/// ([`StoreError::Conflict`]), as does a step procedure's `TKCNF`; its `TKLIM` is
+/// [`StoreError::HoldLimitReached`]; anything else is the backend failing.
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| {
         if let sqlx::Error::Database(db) = &error {
@@ -67,8 +68,8 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-/// Zero rows written by a conditional statement means the compare-and-set lost. (Every
-/// conditional write here changes a fence or a version, so "matched" and "changed" agree.)
+/// Zero rows written by a conditional statement means the compare-and-set lost (sqlx counts
+/// matched rows: it connects with `CLIENT_FOUND_ROWS`).
 fn one_row(result: sqlx::mysql::MySqlQueryResult, what: &'static str) -> StoreResult<()> {
     if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict(what)) }
 }
@@ -227,8 +228,7 @@ impl CatalogStore for MyStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db("occupied seats"))?;
-        let (numbers, deadlines) = rows.into_iter().unzip();
-        rows::occupied(numbers, deadlines)
+        rows::occupied(rows)
     }
 }
 

@@ -45,7 +45,8 @@ pub struct PgStore {
 }
 
 /// Maps a driver error: a unique violation, a serialization failure or a deadlock lost a race
-/// ([`StoreError::Conflict`]); anything else is the backend failing.
+/// ([`StoreError::Conflict`]), as does a step function's `TKCNF`; its `TKLIM` is
+/// [`StoreError::HoldLimitReached`]; anything else is the backend failing.
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| {
         if let sqlx::Error::Database(db) = &error {
@@ -232,7 +233,10 @@ impl CatalogStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db("occupied seats"))?;
-        rows::occupied(numbers, deadlines)
+        if numbers.len() != deadlines.len() {
+            return Err(StoreError::Corrupt("occupied seats: numbers and deadlines differ in length".into()));
+        }
+        rows::occupied(numbers.into_iter().zip(deadlines))
     }
 }
 
