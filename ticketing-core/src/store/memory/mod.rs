@@ -52,7 +52,6 @@ struct Inner {
     seats: Sharded<HashMap<SeatId, SeatRecord>>,
     users: Sharded<UserShard>,
     queues: RwLock<HashMap<ConcertId, Arc<Mutex<ConcertQueue>>>>,
-    token_index: Sharded<HashMap<crate::ids::QueueToken, ConcertId>>,
     owners: Sharded<HashMap<crate::ids::ReservationId, crate::ids::UserId>>,
 }
 

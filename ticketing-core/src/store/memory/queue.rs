@@ -133,22 +133,19 @@ impl ConcertQueue {
         due.len()
     }
 
-    /// Forgets expired tokens that expired before `before`; returns them so the token index can
-    /// drop them too.
-    fn forget(&mut self, before: DateTime<Utc>, limit: usize) -> Vec<QueueToken> {
+    /// Forgets up to `limit` tokens that expired before `before`; returns how many.
+    fn forget(&mut self, before: DateTime<Utc>, limit: usize) -> usize {
         let due: Vec<(DateTime<Utc>, QueueToken)> =
             self.expired.range(..(before, min_token())).take(limit).cloned().collect();
-        let mut forgotten = Vec::with_capacity(due.len());
-        for (at, token) in due {
-            self.expired.remove(&(at, token.clone()));
-            if let Some(record) = self.tokens.remove(&token) {
-                if self.by_user.get(&record.user_id) == Some(&token) {
+        for (at, token) in &due {
+            self.expired.remove(&(*at, token.clone()));
+            if let Some(record) = self.tokens.remove(token) {
+                if self.by_user.get(&record.user_id) == Some(token) {
                     self.by_user.remove(&record.user_id);
                 }
             }
-            forgotten.push(token);
         }
-        forgotten
+        due.len()
     }
 }
 
@@ -172,10 +169,6 @@ impl MemoryStore {
         }
         Arc::clone(write(&self.inner.queues).entry(concert).or_default())
     }
-
-    fn concert_of_token(&self, token: &QueueToken) -> Option<ConcertId> {
-        self.inner.token_index.lock(token).get(token).copied()
-    }
 }
 
 impl MemoryStore {
@@ -189,21 +182,20 @@ impl MemoryStore {
         if let Some(old) = replacing {
             queue.unindex(old);
             queue.tokens.remove(&old.token);
-            self.inner.token_index.lock(&old.token).remove(&old.token);
         }
         queue.last_seq += 1;
         let record = new.waiting(queue.last_seq);
         queue.by_user.insert(record.user_id.clone(), record.token.clone());
         queue.put(record.clone());
-        self.inner.token_index.lock(&record.token).insert(record.token.clone(), record.concert_id);
         record
     }
 }
 
 impl QueueStore for MemoryStore {
     async fn token(&self, token: &QueueToken) -> StoreResult<Option<TokenRecord>> {
-        let Some(concert) = self.concert_of_token(token) else { return Ok(None) };
-        let Some(queue) = self.queue_of(concert) else { return Ok(None) };
+        // The token names its concert; a token with another concert's prefix is not in that
+        // concert's line.
+        let Some(queue) = self.queue_of(token.concert()) else { return Ok(None) };
         Ok(lock(&queue).tokens.get(token).cloned())
     }
 
@@ -258,8 +250,9 @@ impl QueueStore for MemoryStore {
         now: DateTime<Utc>,
         deadline: DateTime<Utc>,
     ) -> StoreResult<Option<Polled>> {
-        let Some(concert) = self.concert_of_token(token) else { return Ok(None) };
-        let Some(queue) = self.queue_of(concert) else { return Ok(None) };
+        // The token names its concert; a token with another concert's prefix is not in that
+        // concert's line.
+        let Some(queue) = self.queue_of(token.concert()) else { return Ok(None) };
         let mut queue = lock(&queue);
         let Some(read) = queue.tokens.get(token).cloned() else { return Ok(None) };
         let record = match queue::refresh_to(&read, deadline, now) {
@@ -338,16 +331,10 @@ impl QueueStore for MemoryStore {
         let queues: Vec<Arc<Mutex<ConcertQueue>>> = read(&self.inner.queues).values().cloned().collect();
         let mut touched = 0;
         for queue in queues {
-            let forgotten = {
-                let mut queue = lock(&queue);
-                touched += queue.expire_idle(now, limit.saturating_sub(touched));
-                touched += queue.expire_timed_out(now, limit.saturating_sub(touched));
-                queue.forget(forget_before, limit.saturating_sub(touched))
-            };
-            touched += forgotten.len();
-            for token in forgotten {
-                self.inner.token_index.lock(&token).remove(&token);
-            }
+            let mut queue = lock(&queue);
+            touched += queue.expire_idle(now, limit.saturating_sub(touched));
+            touched += queue.expire_timed_out(now, limit.saturating_sub(touched));
+            touched += queue.forget(forget_before, limit.saturating_sub(touched));
         }
         Ok(touched)
     }
