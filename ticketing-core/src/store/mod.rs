@@ -56,12 +56,16 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql_pool;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql_rows;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql_steps;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use claim::ClaimStrategy;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use sql_pool::{SqlConn, SqlPool, SqlTx};
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

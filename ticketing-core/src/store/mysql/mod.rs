@@ -26,8 +26,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::{MySql, QueryBuilder, Transaction};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::{MySql, QueryBuilder};
 
 use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability};
 use crate::error::StoreError;
@@ -36,7 +36,7 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, ScheduleId, SeatId};
 use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use crate::store::{BookingStore, CatalogStore, SqlConn, SqlPool, SqlTx, StoreResult, WalletStore};
 
 use crate::limits::SEAT_INSERT_CHUNK;
 pub use crate::limits::{ACQUIRE_TIMEOUT_MS, NAMED_LOCK_WAIT_SECS};
@@ -45,7 +45,7 @@ pub use crate::store::ClaimStrategy;
 /// The MySQL / MariaDB store. Clones share one pool.
 #[derive(Debug, Clone)]
 pub struct MyStore {
-    pool: MySqlPool,
+    pool: SqlPool<MySql>,
     strategy: ClaimStrategy,
 }
 
@@ -100,7 +100,13 @@ impl MyStore {
         strategy: ClaimStrategy,
     ) -> StoreResult<Self> {
         let pool = options.connect(url).await.map_err(db("connect"))?;
-        Ok(Self { pool, strategy })
+        Ok(Self { pool: SqlPool::new(pool), strategy })
+    }
+
+    /// A store over an existing pool.
+    #[must_use]
+    pub fn from_pool(pool: sqlx::MySqlPool, strategy: ClaimStrategy) -> Self {
+        Self { pool: SqlPool::new(pool), strategy }
     }
 
     /// Applies the migrations in `migrations/mysql`.
@@ -108,15 +114,19 @@ impl MyStore {
     /// # Errors
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrations::MYSQL
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Backend { message: "mysql: migrate".into(), source: Some(Box::new(e)) })
+        let mut conn = self.pool.get().await.map_err(db("connection"))?;
+        migrations::MYSQL.run(&mut *conn).await.map_err(|e| StoreError::Backend {
+            message: "mysql: migrate".into(),
+            source: Some(Box::new(e)),
+        })?;
+        conn.sound();
+        Ok(())
     }
 
-    /// The pool.
+    /// The pool: `&store.pool()` runs a statement on the store's connections (a connection
+    /// that finished its statement is reused without sqlx's ping; see [`SqlPool`]).
     #[must_use]
-    pub fn pool(&self) -> &MySqlPool {
+    pub fn pool(&self) -> &SqlPool<MySql> {
         &self.pool
     }
 
@@ -126,7 +136,7 @@ impl MyStore {
         &self.strategy
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, MySql>> {
+    async fn begin(&self) -> StoreResult<SqlTx<'_, MySql>> {
         self.pool.begin().await.map_err(db("begin"))
     }
 }
@@ -237,24 +247,25 @@ impl WalletStore for MyStore {
 }
 
 /// A pooled connection holding a named lock. If it is dropped before [`NamedLock::release`]
-/// ran (the caller's future was cancelled), the connection is closed instead of returned to the
-/// pool, which releases the lock: a session lock must never ride back into the pool.
-struct NamedLock {
-    conn: sqlx::pool::PoolConnection<MySql>,
+/// ran (the caller's future was cancelled), the connection is closed instead of reused, which
+/// releases the lock: a session lock must never ride back into the pool.
+struct NamedLock<'p> {
+    conn: SqlConn<'p, MySql>,
     name: String,
     released: bool,
 }
 
-impl NamedLock {
-    async fn acquire(pool: &MySqlPool, seat: SeatId) -> StoreResult<Option<Self>> {
-        let mut conn = pool.acquire().await.map_err(db("connection"))?;
+impl<'p> NamedLock<'p> {
+    async fn acquire(pool: &'p SqlPool<MySql>, seat: SeatId) -> StoreResult<Option<Self>> {
+        let mut conn = pool.get().await.map_err(db("connection"))?;
         let name = format!("ticketing:seat:{seat}");
-        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        let got: Result<Option<i64>, _> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(&name)
             .bind(NAMED_LOCK_WAIT_SECS)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(db("named lock"))?;
+            .await;
+        conn.settle(&got);
+        let got = got.map_err(db("named lock"))?;
         Ok((got == Some(1)).then_some(Self { conn, name, released: false }))
     }
 
@@ -268,7 +279,7 @@ impl NamedLock {
     }
 }
 
-impl Drop for NamedLock {
+impl Drop for NamedLock<'_> {
     fn drop(&mut self) {
         if !self.released {
             self.conn.close_on_drop();

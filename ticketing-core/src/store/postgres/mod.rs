@@ -22,8 +22,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 
 use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability};
 use crate::error::StoreError;
@@ -32,7 +32,7 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, ScheduleId};
 use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use crate::store::{BookingStore, CatalogStore, SqlPool, SqlTx, StoreResult, WalletStore};
 
 pub use crate::limits::{ACQUIRE_TIMEOUT_MS, POOL_SIZE_DEFAULT};
 pub use crate::store::ClaimStrategy;
@@ -40,7 +40,7 @@ pub use crate::store::ClaimStrategy;
 /// The PostgreSQL store. Clones share one pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pool: SqlPool<Postgres>,
     strategy: ClaimStrategy,
 }
 
@@ -93,13 +93,13 @@ impl PgStore {
         strategy: ClaimStrategy,
     ) -> StoreResult<Self> {
         let pool = options.connect(url).await.map_err(db("connect"))?;
-        Ok(Self { pool, strategy })
+        Ok(Self { pool: SqlPool::new(pool), strategy })
     }
 
     /// A store over an existing pool.
     #[must_use]
     pub fn from_pool(pool: PgPool, strategy: ClaimStrategy) -> Self {
-        Self { pool, strategy }
+        Self { pool: SqlPool::new(pool), strategy }
     }
 
     /// Applies the migrations in `migrations/postgres`.
@@ -107,15 +107,19 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrations::POSTGRES.run(&self.pool).await.map_err(|e| StoreError::Backend {
+        let mut conn = self.pool.get().await.map_err(db("connection"))?;
+        migrations::POSTGRES.run(&mut *conn).await.map_err(|e| StoreError::Backend {
             message: "postgres: migrate".into(),
             source: Some(Box::new(e)),
-        })
+        })?;
+        conn.sound();
+        Ok(())
     }
 
-    /// The pool.
+    /// The pool: `&store.pool()` runs a statement on the store's connections (a connection
+    /// that finished its statement is reused without sqlx's ping; see [`SqlPool`]).
     #[must_use]
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &SqlPool<Postgres> {
         &self.pool
     }
 
@@ -125,7 +129,7 @@ impl PgStore {
         &self.strategy
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    async fn begin(&self) -> StoreResult<SqlTx<'_, Postgres>> {
         self.pool.begin().await.map_err(db("begin"))
     }
 }
