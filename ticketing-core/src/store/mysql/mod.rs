@@ -75,9 +75,9 @@ fn one_row(result: sqlx::mysql::MySqlQueryResult, what: &'static str) -> StoreRe
 }
 
 impl MyStore {
-    /// Connects with a pool of at most `max_connections`. A connection is not pinged when it is
-    /// taken from the pool (sqlx pings it when it is given back): a store step costs its own
-    /// round trips and no more. After the database restarts, each stale pooled connection fails
+    /// Connects with a pool of at most `max_connections`. A connection is pinged neither when it
+    /// is taken nor when it is given back after its statement completed ([`SqlPool`]): a store
+    /// step costs its own round trips and no more. After the database restarts, each stale pooled connection fails
     /// one call ([`StoreError::Backend`]) and is dropped.
     ///
     /// # Errors

@@ -68,10 +68,10 @@ fn one_row(result: sqlx::postgres::PgQueryResult, what: &'static str) -> StoreRe
 
 impl PgStore {
     /// Connects with a pool of at most `max_connections` (acquiring waits at most
-    /// [`ACQUIRE_TIMEOUT_MS`]). A connection is not pinged when it is taken from the pool (sqlx
-    /// pings it when it is given back, so a pooled connection was sound a moment ago): a store
-    /// step costs its own round trip and no more. After the database restarts, each stale pooled
-    /// connection fails one call ([`StoreError::Backend`]) and is dropped.
+    /// [`ACQUIRE_TIMEOUT_MS`]). A connection is pinged neither when it is taken nor when it is
+    /// given back after its statement completed ([`SqlPool`]): a statement costs its own round
+    /// trip and no more. After the database restarts, each stale pooled connection fails one call
+    /// ([`StoreError::Backend`]) and is dropped.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be reached.
