@@ -82,3 +82,11 @@ pub const POOL_SIZE_DEFAULT: u32 = 16;
 pub const NAMED_LOCK_WAIT_SECS: u32 = 5;
 /// Seats inserted per statement when a MySQL store creates a concert.
 pub const SEAT_INSERT_CHUNK: usize = 1_000;
+
+/// How long an HTTP client has to send a request's head (its request line and headers), counted
+/// from when its connection opens or its previous response went out, unless configured
+/// otherwise: it cuts off clients that send headers a byte at a time and connections left idle.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// At most this many HTTP connections are open at once per server, unless configured otherwise;
+/// past it, new connections wait in the listen backlog until one closes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;

@@ -11,8 +11,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use ticketing_core::catalog::{Concert, QueueSettings};
 use ticketing_core::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
-    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT,
-    MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT, WAITING_IDLE_SECS_DEFAULT,
+    ADMIT_INTERVAL_MS_MIN, CONNECTIONS_MAX_DEFAULT, DURATION_SECS_MAX, HEADER_READ_TIMEOUT_MS_DEFAULT,
+    HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
+    WAITING_IDLE_SECS_DEFAULT,
 };
 
 use crate::auth::AuthMode;
@@ -33,6 +34,12 @@ pub const SWEEP_MS_MAX: u64 = 3_600_000;
 pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
 /// The longest request timeout: ten minutes.
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
+/// The shortest header-read timeout.
+pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 100;
+/// The longest header-read timeout: ten minutes.
+pub const HEADER_READ_TIMEOUT_MS_MAX: u64 = 600_000;
+/// The most connections one server may be configured to keep open.
+pub const CONNECTIONS_MAX: u64 = 1_000_000;
 
 /// The ticketing server: a virtual waiting room, seat holds and point payments for concert
 /// sale days.
@@ -148,6 +155,19 @@ pub struct Config {
     #[arg(long, env = "TICKETING_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
         value_parser = bounded::<u64>(REQUEST_TIMEOUT_MS_MIN, REQUEST_TIMEOUT_MS_MAX))]
     pub request_timeout_ms: u64,
+
+    /// A client has this many milliseconds to send a request's head (request line and
+    /// headers), counted from when its connection opens or its previous response went out; a
+    /// connection slower than that, or idle that long between requests, is closed.
+    #[arg(long, env = "TICKETING_HEADER_READ_TIMEOUT_MS", default_value_t = HEADER_READ_TIMEOUT_MS_DEFAULT,
+        value_parser = bounded::<u64>(HEADER_READ_TIMEOUT_MS_MIN, HEADER_READ_TIMEOUT_MS_MAX))]
+    pub header_read_timeout_ms: u64,
+
+    /// At most this many connections are open at once; past it, new ones wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "TICKETING_MAX_CONNECTIONS", default_value_t = CONNECTIONS_MAX_DEFAULT,
+        value_parser = bounded::<usize>(1, CONNECTIONS_MAX))]
+    pub max_connections: usize,
 
     /// The ids of the demo concert's queue settings given on the command line or in the
     /// environment (not defaulted); filled by [`Config::try_parse_args`].
@@ -350,7 +370,7 @@ mod tests {
     use super::*;
 
     /// Every numeric setting: its flag, its environment variable and the range it accepts.
-    const RANGES: [(&str, &str, u64, u64); 11] = [
+    const RANGES: [(&str, &str, u64, u64); 13] = [
         ("--hold-ttl-secs", "TICKETING_HOLD_TTL_SECS", 1, DURATION_SECS_MAX),
         ("--holds-per-token", "TICKETING_HOLDS_PER_TOKEN", 1, HOLDS_PER_TOKEN_MAX as u64),
         ("--max-active", "TICKETING_MAX_ACTIVE", 1, MAX_ACTIVE_LIMIT as u64),
@@ -372,6 +392,13 @@ mod tests {
             REQUEST_TIMEOUT_MS_MAX,
         ),
         ("--db-pool", "TICKETING_DB_POOL", 1, DB_POOL_MAX as u64),
+        (
+            "--header-read-timeout-ms",
+            "TICKETING_HEADER_READ_TIMEOUT_MS",
+            HEADER_READ_TIMEOUT_MS_MIN,
+            HEADER_READ_TIMEOUT_MS_MAX,
+        ),
+        ("--max-connections", "TICKETING_MAX_CONNECTIONS", 1, CONNECTIONS_MAX),
     ];
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {

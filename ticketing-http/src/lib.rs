@@ -32,6 +32,7 @@ use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{ConcertId, Points};
+use ticketing_core::limits;
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Clock, SystemClock, Ticketing};
 use tokio::net::TcpListener;
@@ -60,6 +61,29 @@ pub struct AppState<Q, B, C> {
     pub request_timeout: Duration,
     /// Seat lists as JSON, from fragments kept per seat map.
     pub seat_lists: dto::SeatListJson,
+    /// How [`serve`] bounds connections.
+    pub connections: ConnectionLimits,
+}
+
+/// How [`serve`] bounds its connections, so that clients cannot hoard them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a request's head, counted from when its connection opens or
+    /// its previous response went out: a connection that sends its headers too slowly, or sits
+    /// idle between requests for this long, is closed.
+    pub header_read_timeout: Duration,
+    /// At most this many connections are open at once; past it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_millis(limits::HEADER_READ_TIMEOUT_MS_DEFAULT),
+            max_connections: limits::CONNECTIONS_MAX_DEFAULT,
+        }
+    }
 }
 
 impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
@@ -77,7 +101,15 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
             metrics: metrics_handle(),
             request_timeout,
             seat_lists: dto::SeatListJson::default(),
+            connections: ConnectionLimits::default(),
         }
+    }
+
+    /// The same state with other connection limits.
+    #[must_use]
+    pub fn with_connection_limits(mut self, connections: ConnectionLimits) -> Self {
+        self.connections = connections;
+        self
     }
 
     /// A concert's queue settings.
@@ -240,8 +272,11 @@ async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` completes, then finishes the requests
-/// in flight.
+/// Serves `router(state)` over HTTP/1.1 on `listener` until `shutdown` completes, then finishes
+/// the requests in flight. Connections are bounded by `state.connections` ([`ConnectionLimits`]): at most
+/// `max_connections` open (the listener waits for one to close before accepting another), and
+/// each closed when a request's head takes longer than `header_read_timeout` to arrive (idle
+/// keep-alive connections included).
 ///
 /// # Errors
 /// I/O errors of the listener.
@@ -250,7 +285,62 @@ pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
     state: Arc<AppState<Q, B, C>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let limits = state.connections;
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1.1 only: its header-read timer runs from the connection's first moment. (Telling
+    // HTTP/2 apart first reads the connection's opening bytes with no timeout at all, so a client
+    // that sends nothing, or its preface a byte at a time, would hold the connection forever.)
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = async {
+                let permit = Arc::clone(&open).acquire_owned().await.expect("the semaphore is never closed");
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (permit, stream) = match accepted {
+            (permit, Ok((stream, _))) => (permit, stream),
+            (_, Err(error)) => {
+                accept_error(error).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|request: Request<hyper::body::Incoming>| request.map(axum::body::Body::new)),
+        );
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// What the accept loop does with a failed `accept`: a connection that failed before it was
+/// accepted is skipped; anything else (out of file descriptors, say) is logged and waited out
+/// for a moment, as hyper's own server did.
+async fn accept_error(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "accept failed; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Starts the admission ticker and the sweeper; both stop when `stop` changes.
@@ -385,12 +475,18 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
         );
     }
     seed_or_report(config, &service).await?;
-    let state = Arc::new(AppState::new(
-        service,
-        config.auth.clone(),
-        config.admin_key.clone(),
-        Duration::from_millis(config.request_timeout_ms),
-    ));
+    let state = Arc::new(
+        AppState::new(
+            service,
+            config.auth.clone(),
+            config.admin_key.clone(),
+            Duration::from_millis(config.request_timeout_ms),
+        )
+        .with_connection_limits(ConnectionLimits {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            max_connections: config.max_connections,
+        }),
+    );
     let listener = TcpListener::bind(config.listen).await?;
     println!("ticketing listening on http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = watch::channel(false);
