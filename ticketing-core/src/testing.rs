@@ -305,3 +305,99 @@ pub async fn fresh_my_store(
         .expect("connect to the fresh database");
     (store, database)
 }
+
+/// A TCP proxy for tests, in front of a real server: it counts its clients' turns (each time a
+/// client sends after the server answered is one round trip) and can take the server away
+/// (`set_up(false)` cuts every open connection and closes new ones at once) and bring it back.
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// Where clients connect.
+    pub address: std::net::SocketAddr,
+    turns: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `upstream` on a free loopback port, up.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let address = listener.local_addr().expect("the proxy's address");
+        let turns = Arc::new(AtomicU64::new(0));
+        let (up, _) = tokio::sync::watch::channel(true);
+        let (counted, watch) = (Arc::clone(&turns), up.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut live = watch.subscribe();
+                if !*live.borrow_and_update() {
+                    continue; // down: the client is closed at once
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let client_talking = Arc::new(AtomicBool::new(false));
+                let (talking, turns) = (Arc::clone(&client_talking), Arc::clone(&counted));
+                let upstream_half = async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        if !talking.swap(true, Ordering::SeqCst) {
+                            turns.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let downstream_half = async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        client_talking.store(false, Ordering::SeqCst);
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::spawn(async move {
+                    // Either half ending, or the proxy going down, drops both sockets.
+                    tokio::select! {
+                        () = upstream_half => {}
+                        () = downstream_half => {}
+                        _ = live.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { address, turns, up }
+    }
+
+    /// The turns counted so far, over every connection.
+    #[must_use]
+    pub fn turns(&self) -> u64 {
+        self.turns.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the server away (`false`: open connections are cut, new ones closed at once) or
+    /// brings it back.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// The first address `host:port` resolves to.
+///
+/// # Panics
+/// When it does not resolve.
+pub async fn resolve(host: &str, port: u16) -> std::net::SocketAddr {
+    tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .unwrap_or_else(|| panic!("{host}:{port} does not resolve"))
+}

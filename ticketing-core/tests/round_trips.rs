@@ -1,78 +1,38 @@
 //! Network round trips per service call on the SQL backends, counted on the wire.
 //!
-//! The store talks to the database through a TCP proxy that counts the client's turns: each
-//! time the client sends after the database has answered is one round trip. The queue is the
+//! The store talks to the database through a TCP proxy (`testing::TcpProxy`) that counts the
+//! client's turns: each time the client sends after the database has answered is one round trip. The queue is the
 //! in-memory store, so every turn counted is the booking store's. These are the figures of the
 //! README's round-trip table ("What a call costs in round trips"); a statement that costs a
 //! second round trip (a ping when the connection goes back to the pool, a `BEGIN` of its own)
 //! fails here.
 
-#![cfg(any(feature = "postgres", feature = "mysql"))]
+#![cfg(all(feature = "testing", feature = "memory", any(feature = "postgres", feature = "mysql")))]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use chrono::DateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use ticketing_core::catalog::{ConcertPlan, NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{Points, QueueToken, UserId};
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::{BookingStore, ClaimStrategy};
+use ticketing_core::testing::{TcpProxy, resolve};
 use ticketing_core::{Config, ManualClock, Ticketing};
 
-/// A proxy to `upstream` that counts the turns of its clients.
-async fn turn_counting_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let turns = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&turns);
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = TcpStream::connect(upstream).await.unwrap();
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            let client_talking = Arc::new(AtomicBool::new(false));
-            let (talking, turns) = (Arc::clone(&client_talking), Arc::clone(&counted));
-            tokio::spawn(async move {
-                let mut buf = vec![0; 64 * 1024];
-                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                    if !talking.swap(true, Ordering::SeqCst) {
-                        turns.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if server_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = vec![0; 64 * 1024];
-                while let Ok(n @ 1..) = server_read.read(&mut buf).await {
-                    client_talking.store(false, Ordering::SeqCst);
-                    if client_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (address, turns)
-}
-
-/// The round trips `call` costs, counted once whatever it set off in the background (a
-/// connection given back to a pool) has had time to happen.
-async fn round_trips<T>(turns: &AtomicU64, call: impl Future<Output = T>) -> (T, u64) {
-    let before = turns.load(Ordering::SeqCst);
+/// The round trips `call` costs on `store`'s one connection, counted once whatever it set off
+/// in the background (a connection checked as it is given back) is done: a readiness ping (one
+/// round trip, not counted) waits for the connection before the count is read.
+async fn round_trips<T, B: BookingStore>(
+    proxy: &TcpProxy,
+    store: &B,
+    call: impl Future<Output = T>,
+) -> (T, u64) {
+    let before = proxy.turns();
     let out = call.await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    (out, turns.load(Ordering::SeqCst) - before)
+    store.ping_catalog().await.unwrap();
+    (out, proxy.turns() - before - 1)
 }
 
 fn concert() -> NewConcert {
@@ -93,10 +53,10 @@ fn concert() -> NewConcert {
     }
 }
 
-/// Runs a purchase for each of two buyers on `store` (one connection, reached through the
-/// proxy whose turns are `turns`) and checks the second buyer's calls, once every statement has
+/// Runs a purchase for each of two buyers on `store` (one connection, reached through
+/// `proxy`) and checks the second buyer's calls, once every statement has
 /// been prepared on the connection by the first.
-async fn each_call_costs_its_round_trips<B: BookingStore>(store: B, turns: &AtomicU64, hold_trips: u64) {
+async fn each_call_costs_its_round_trips<B: BookingStore>(store: B, proxy: &TcpProxy, hold_trips: u64) {
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
     let service = Ticketing::new(MemoryStore::new(), store, clock, Config::default());
     let plan: ConcertPlan = service.create_concert(&concert()).await.unwrap();
@@ -110,6 +70,7 @@ async fn each_call_costs_its_round_trips<B: BookingStore>(store: B, turns: &Atom
 
     // The first buyer prepares every statement on the connection.
     let first = &tokens[0];
+    service.booking_store().ping_catalog().await.unwrap();
     service.charge(first, 100, None).await.unwrap();
     service.balance(first).await.unwrap();
     // A process's first list of a schedule reads its seats whole; later ones the occupied seats.
@@ -119,16 +80,18 @@ async fn each_call_costs_its_round_trips<B: BookingStore>(store: B, turns: &Atom
     service.pay(first, held.id, None).await.unwrap();
 
     let second = &tokens[1];
-    let (_, trips) = round_trips(turns, service.charge(second, 100, None)).await;
+    let (_, trips) = round_trips(proxy, service.booking_store(), service.charge(second, 100, None)).await;
     assert_eq!(trips, 2, "a charge: one read of its inputs, one call of its step");
-    let (_, trips) = round_trips(turns, service.balance(second)).await;
+    let (_, trips) = round_trips(proxy, service.booking_store(), service.balance(second)).await;
     assert_eq!(trips, 1, "a balance: one read");
-    let (list, trips) = round_trips(turns, service.seats(second, schedule)).await;
+    let (list, trips) = round_trips(proxy, service.booking_store(), service.seats(second, schedule)).await;
     assert_eq!(trips, 1, "a seat list: one read of the occupied seats");
     assert_eq!(list.unwrap().seats.len(), 10);
-    let (held, trips) = round_trips(turns, service.hold(second, plan.seats[1].id, None)).await;
+    let (held, trips) =
+        round_trips(proxy, service.booking_store(), service.hold(second, plan.seats[1].id, None)).await;
     assert_eq!(trips, hold_trips, "a hold");
-    let (_, trips) = round_trips(turns, service.pay(second, held.unwrap().id, None)).await;
+    let (_, trips) =
+        round_trips(proxy, service.booking_store(), service.pay(second, held.unwrap().id, None)).await;
     assert_eq!(trips, 2, "a payment: one read of its inputs, one call of its step");
 }
 
@@ -139,16 +102,14 @@ async fn postgres_calls_cost_their_round_trips_and_no_ping() {
     for (strategy, hold_trips) in [(ClaimStrategy::ConditionalUpdate, 2), (ClaimStrategy::AdvisoryLock, 2)] {
         let database = ticketing_core::testing::fresh_postgres().await;
         let options = PgConnectOptions::from_str(&database.url).unwrap();
-        let upstream =
-            tokio::net::lookup_host((options.get_host(), options.get_port())).await.unwrap().next().unwrap();
-        let (proxy, turns) = turn_counting_proxy(upstream).await;
+        let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(options.host("127.0.0.1").port(proxy.port()))
+            .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
             .await
             .unwrap();
         let store = ticketing_core::store::postgres::PgStore::from_pool(pool, strategy);
-        each_call_costs_its_round_trips(store, &turns, hold_trips).await;
+        each_call_costs_its_round_trips(store, &proxy, hold_trips).await;
     }
 }
 
@@ -160,15 +121,72 @@ async fn mysql_calls_cost_their_round_trips_and_no_ping() {
     for (strategy, hold_trips) in [(ClaimStrategy::ConditionalUpdate, 2), (ClaimStrategy::AdvisoryLock, 4)] {
         let database = ticketing_core::testing::fresh_mysql().await;
         let options = MySqlConnectOptions::from_str(&database.url).unwrap();
-        let upstream =
-            tokio::net::lookup_host((options.get_host(), options.get_port())).await.unwrap().next().unwrap();
-        let (proxy, turns) = turn_counting_proxy(upstream).await;
+        let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(1)
-            .connect_with(options.host("127.0.0.1").port(proxy.port()))
+            .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
             .await
             .unwrap();
         let store = ticketing_core::store::mysql::MyStore::from_pool(pool, strategy);
-        each_call_costs_its_round_trips(store, &turns, hold_trips).await;
+        each_call_costs_its_round_trips(store, &proxy, hold_trips).await;
     }
 }
+
+/// After a statement whose future was dropped half-way, and after one the database refused, the
+/// one connection answers the next statement correctly; after the refusal, in one round trip.
+macro_rules! a_cancelled_or_refused_statement_leaves_the_connection_clean {
+    ($name:ident, $feature:literal, $options:ty, $pool:ty, $fresh:path, $store:path, $sleep:literal, $seven:literal) => {
+        #[cfg(feature = $feature)]
+        #[tokio::test]
+        async fn $name() {
+            let database = $fresh().await;
+            let options = <$options>::from_str(&database.url).unwrap();
+            let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
+            let pool = <$pool>::new()
+                .max_connections(1)
+                .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
+                .await
+                .unwrap();
+            let store = $store(pool, ClaimStrategy::ConditionalUpdate);
+            let seven =
+                || async { sqlx::query_scalar::<_, i64>($seven).fetch_one(store.pool()).await.unwrap() };
+            assert_eq!(seven().await, 7);
+
+            let cancelled = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                sqlx::query($sleep).execute(store.pool()),
+            )
+            .await;
+            assert!(cancelled.is_err(), "the sleep was cut off");
+            assert_eq!(seven().await, 7, "the connection answers its next statement, not the cancelled one");
+
+            let refused = sqlx::query("SELECT * FROM no_such_table").execute(store.pool()).await;
+            assert!(matches!(refused, Err(sqlx::Error::Database(_))), "{refused:?}");
+            let before = proxy.turns();
+            assert_eq!(seven().await, 7);
+            assert_eq!(proxy.turns() - before, 1, "a refused statement leaves its connection ready");
+        }
+    };
+}
+
+a_cancelled_or_refused_statement_leaves_the_connection_clean!(
+    postgres_connection_is_clean_after_a_cancelled_or_refused_statement,
+    "postgres",
+    sqlx::postgres::PgConnectOptions,
+    sqlx::postgres::PgPoolOptions,
+    ticketing_core::testing::fresh_postgres,
+    ticketing_core::store::postgres::PgStore::from_pool,
+    "SELECT pg_sleep(1)",
+    "SELECT CAST(7 AS BIGINT)"
+);
+
+a_cancelled_or_refused_statement_leaves_the_connection_clean!(
+    mysql_connection_is_clean_after_a_cancelled_or_refused_statement,
+    "mysql",
+    sqlx::mysql::MySqlConnectOptions,
+    sqlx::mysql::MySqlPoolOptions,
+    ticketing_core::testing::fresh_mysql,
+    ticketing_core::store::mysql::MyStore::from_pool,
+    "SELECT SLEEP(1)",
+    "SELECT CAST(7 AS SIGNED)"
+);

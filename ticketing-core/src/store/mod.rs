@@ -65,7 +65,9 @@ mod sql_steps;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use claim::ClaimStrategy;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub use sql_pool::{SqlConn, SqlPool, SqlTx};
+pub use sql_pool::SqlPool;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) use sql_pool::{SqlConn, SqlTx};
 
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

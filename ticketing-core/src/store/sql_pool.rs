@@ -6,25 +6,40 @@
 //! the database. The ping is there for connections whose statement was cancelled half-way or
 //! broke: they may be mid-protocol.
 //!
-//! [`SqlPool`] keeps a connection whose statement ran to completion (its answer, or an error the
-//! database reported) on a stack of its own and hands it out again as it is; only a connection
-//! whose future was dropped, whose I/O failed, or that sat unused longer than
-//! [`HOT_CONNECTION_IDLE_MS`] goes back to sqlx, whose ping settles it (or closes it). A
-//! semaphore sized like sqlx's pool bounds the connections in use, so a caller never waits on
-//! sqlx while a connection lies idle on the stack. `&SqlPool` is an [`Executor`]: every
-//! statement of the SQL stores runs through it; a transaction is a [`SqlTx`] (from
-//! [`SqlPool::begin`]), whose connection is reused only once it committed.
+//! [`SqlPool`] keeps the connections itself, on a stack, and knows in what state each comes
+//! back:
+//!
+//! - **ready**: its statement ran to completion (an answer, or an error the database reported
+//!   that leaves the session usable) and no transaction is open: back on the stack as it is;
+//! - **to check**: its future was dropped half-way, its I/O failed, a transaction was left open,
+//!   or the database reported an error that may have ended the session: a task of the pool's
+//!   rolls back what is open and pings it, then puts it back on the stack or closes it, holding
+//!   its place in the pool meanwhile (so no caller waits on a connection being checked while
+//!   another lies idle);
+//! - **to close**: it was cancelled while it could hold something the session keeps (a `BEGIN`
+//!   whose answer was not read, a named lock): closed, which lets the database drop it.
+//!
+//! A connection idle longer than [`HOT_CONNECTION_IDLE_MS`] is pinged before it is handed out
+//! again. A semaphore sized like sqlx's pool bounds the connections out at once (those being
+//! checked included), and one deadline, the pool's acquire timeout, bounds a caller's wait.
+//! `&SqlPool` is an [`Executor`]: every statement of the SQL stores runs through it (its rows
+//! are read whole before they are yielded, so the connection is settled when the statement
+//! ends), and a transaction is a [`SqlTx`]. sqlx's pool underneath only opens and closes
+//! connections: its `max_lifetime` and its acquire and release hooks do not apply to a
+//! connection while the stack holds it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use sqlx::pool::PoolConnection;
-use sqlx::{Database, Describe, Either, Execute, Executor, Pool, TransactionManager};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use sqlx::{Connection, Database, Describe, Either, Execute, Executor, Pool, TransactionManager};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::limits::HOT_CONNECTION_IDLE_MS;
 
@@ -36,8 +51,43 @@ pub struct SqlPool<DB: Database> {
 
 struct Inner<DB: Database> {
     pool: Pool<DB>,
-    idle: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
-    permits: Semaphore,
+    /// Ready connections and since when; the back is the most recently used.
+    idle: Mutex<VecDeque<(PoolConnection<DB>, Instant)>>,
+    permits: Arc<Semaphore>,
+}
+
+impl<DB: Database> Inner<DB> {
+    fn acquire_timeout(&self) -> Duration {
+        self.pool.options().get_acquire_timeout()
+    }
+
+    /// Puts a ready connection on the stack; connections idle past the limit at its bottom go
+    /// back to sqlx (which pings them), dropped outside the lock.
+    fn push(&self, conn: PoolConnection<DB>) {
+        let now = Instant::now();
+        let stale: Vec<_> = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.push_back((conn, now));
+            let cut = idle.iter().take_while(|(_, since)| now - *since >= idle_limit()).count();
+            idle.drain(..cut).collect()
+        };
+        drop(stale);
+    }
+}
+
+impl<DB: Database> Drop for Inner<DB> {
+    fn drop(&mut self) {
+        // Synchronously, so a pool may be dropped outside an async runtime: each connection
+        // leaves sqlx's pool and closes its socket as it drops.
+        let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for (conn, _) in idle.drain(..) {
+            drop(conn.detach());
+        }
+    }
+}
+
+fn idle_limit() -> Duration {
+    Duration::from_millis(HOT_CONNECTION_IDLE_MS)
 }
 
 impl<DB: Database> Clone for SqlPool<DB> {
@@ -56,142 +106,119 @@ impl<DB: Database> fmt::Debug for SqlPool<DB> {
 }
 
 impl<DB: Database> SqlPool<DB> {
-    /// Takes over `pool`: at most its `max_connections` are in use at once, and a caller waits at
-    /// most its acquire timeout for one.
+    /// Takes over `pool`: at most its `max_connections` are out at once, and a caller waits at
+    /// most its acquire timeout for one. The pool must not be used by anything else.
     #[must_use]
     pub fn new(pool: Pool<DB>) -> Self {
         let permits = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
         Self {
             inner: Arc::new(Inner {
                 pool,
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(permits.clamp(1, Semaphore::MAX_PERMITS)),
+                idle: Mutex::new(VecDeque::new()),
+                permits: Arc::new(Semaphore::new(permits.clamp(1, Semaphore::MAX_PERMITS))),
             }),
         }
     }
 
-    /// The sqlx pool underneath (it opens and closes the connections).
-    #[must_use]
-    pub fn sqlx_pool(&self) -> &Pool<DB> {
-        &self.inner.pool
-    }
-
-    /// A connection: one that finished its last statement cleanly if there is one, else one from
-    /// sqlx's pool.
+    /// A connection: the most recently used ready one if there is one (pinged first if it sat
+    /// idle past the limit), else a new one from sqlx's pool.
     ///
     /// # Errors
-    /// [`sqlx::Error::PoolTimedOut`] when every connection stayed in use for the acquire
-    /// timeout; what sqlx reports when it cannot open a connection.
-    pub async fn get(&self) -> Result<SqlConn<'_, DB>, sqlx::Error> {
-        let inner = &*self.inner;
-        let timeout = inner.pool.options().get_acquire_timeout();
-        let permit = match tokio::time::timeout(timeout, inner.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return Err(sqlx::Error::PoolClosed),
-            Err(_elapsed) => return Err(sqlx::Error::PoolTimedOut),
-        };
-        let reused = inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let conn = match reused {
-            Some((conn, since)) if since.elapsed() < Duration::from_millis(HOT_CONNECTION_IDLE_MS) => conn,
-            stale => {
-                // A connection idle for long goes back through sqlx's ping (which closes it if
-                // the database dropped it meanwhile); a fresh one comes from sqlx's pool.
-                drop(stale);
-                inner.pool.acquire().await?
-            }
-        };
-        Ok(SqlConn { inner, conn: Some(conn), sound: false, _permit: permit })
+    /// [`sqlx::Error::PoolTimedOut`] when no connection was free within the acquire timeout;
+    /// what sqlx reports when it cannot open a connection.
+    pub(crate) async fn get(&self) -> Result<SqlConn<DB>, sqlx::Error> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.acquire_timeout();
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&inner.permits).acquire_owned())
+            .await
+            .map_err(|_elapsed| sqlx::Error::PoolTimedOut)?
+            .map_err(|_closed| sqlx::Error::PoolClosed)?;
+        loop {
+            let top = inner.idle.lock().unwrap_or_else(PoisonError::into_inner).pop_back();
+            let conn = match top {
+                Some((conn, since)) if since.elapsed() < idle_limit() => conn,
+                Some((mut conn, _)) => match tokio::time::timeout_at(deadline, conn.ping()).await {
+                    Ok(Ok(())) => conn,
+                    _ => {
+                        conn.close_on_drop();
+                        continue;
+                    }
+                },
+                None => tokio::time::timeout_at(deadline, inner.pool.acquire())
+                    .await
+                    .map_err(|_elapsed| sqlx::Error::PoolTimedOut)??,
+            };
+            return Ok(SqlConn {
+                inner: Arc::clone(inner),
+                conn: Some(conn),
+                reuse: Reuse::Check,
+                permit: Some(permit),
+            });
+        }
     }
 
     /// Begins a transaction on a connection from [`SqlPool::get`].
     ///
     /// # Errors
     /// As [`SqlPool::get`], and what the database answers to `BEGIN`.
-    pub async fn begin(&self) -> Result<SqlTx<'_, DB>, sqlx::Error> {
+    pub(crate) async fn begin(&self) -> Result<SqlTx<DB>, sqlx::Error> {
         let mut conn = self.get().await?;
+        // Cancelled before `BEGIN`'s answer was read, the session would hold a transaction sqlx
+        // does not know of: close it rather than reuse it.
+        conn.reuse = Reuse::Close;
         DB::TransactionManager::begin(&mut conn, None).await?;
+        conn.reuse = Reuse::Check;
         Ok(SqlTx { conn, open: true })
     }
 }
 
-/// A transaction on a connection of a [`SqlPool`]; `&mut *tx` is the connection to run its
-/// statements on. Dropped before [`SqlTx::commit`], it is rolled back and its connection goes
-/// back to sqlx (whose ping sends the rollback).
-pub struct SqlTx<'p, DB: Database> {
-    conn: SqlConn<'p, DB>,
-    open: bool,
+/// What becomes of a connection when it is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Between statements, no transaction open: back on the stack as it is.
+    Ready,
+    /// Unknown (a statement did not complete, a transaction is open): rolled back if need be
+    /// and pinged first.
+    Check,
+    /// Never reused: closed.
+    Close,
 }
 
-impl<DB: Database> SqlTx<'_, DB> {
-    /// Commits the transaction; its connection is then reused as it is.
-    ///
-    /// # Errors
-    /// What the database answers to `COMMIT`.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        DB::TransactionManager::commit(&mut self.conn).await?;
-        self.open = false;
-        self.conn.sound();
-        Ok(())
-    }
-}
-
-impl<DB: Database> Deref for SqlTx<'_, DB> {
-    type Target = DB::Connection;
-
-    fn deref(&self) -> &Self::Target {
-        &self.conn
-    }
-}
-
-impl<DB: Database> DerefMut for SqlTx<'_, DB> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
-    }
-}
-
-impl<DB: Database> Drop for SqlTx<'_, DB> {
-    fn drop(&mut self) {
-        if self.open {
-            DB::TransactionManager::start_rollback(&mut self.conn);
-        }
-    }
-}
-
-/// A connection taken from a [`SqlPool`]. Dropped after [`SqlConn::sound`] (or a
-/// [`SqlConn::settle`] of a completed statement), it goes back on the pool's stack as it is;
-/// otherwise back to sqlx, which pings it first.
-pub struct SqlConn<'p, DB: Database> {
-    inner: &'p Inner<DB>,
+/// A connection taken from a [`SqlPool`]; it derefs to the driver's connection. Given back when
+/// dropped, as its last [`SqlConn::settle`] (or [`SqlConn::close_unless_settled`]) says.
+pub(crate) struct SqlConn<DB: Database> {
+    inner: Arc<Inner<DB>>,
     conn: Option<PoolConnection<DB>>,
-    sound: bool,
-    _permit: SemaphorePermit<'p>,
+    reuse: Reuse,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
-impl<DB: Database> SqlConn<'_, DB> {
-    /// Marks the connection as between statements, with no transaction open: it can be reused as
-    /// it is.
-    pub fn sound(&mut self) {
-        self.sound = true;
+impl<DB: Database> SqlConn<DB> {
+    /// Judges the connection by `result`, a statement's that ran to completion: ready after an
+    /// answer or an error the database reported while the session goes on; to check after
+    /// anything else (an I/O or protocol error, or a database error that may have ended the
+    /// session: SQLSTATE classes 08 connection, 57 operator intervention, 70 (MariaDB's
+    /// killed connection) and HY (MySQL's unclassified errors)).
+    pub(crate) fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        self.reuse = match result {
+            Ok(_) | Err(sqlx::Error::RowNotFound) => Reuse::Ready,
+            Err(sqlx::Error::Database(error)) => match error.code().as_deref().map(|c| c.get(..2)) {
+                Some(Some("08" | "57" | "70" | "HY")) => Reuse::Check,
+                _ => Reuse::Ready,
+            },
+            Err(_) => Reuse::Check,
+        };
     }
 
-    /// Marks the connection sound if `result` is a completed statement's: an answer, or an error
-    /// the database reported (after which the connection is ready again). A failed I/O or
-    /// protocol error leaves it to sqlx.
-    pub fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
-        self.sound = matches!(result, Ok(_) | Err(sqlx::Error::Database(_) | sqlx::Error::RowNotFound));
-    }
-
-    /// Closes the connection when it is dropped instead of reusing it (a session lock must never
-    /// outlive its holder).
-    pub fn close_on_drop(&mut self) {
-        self.sound = false;
-        if let Some(conn) = self.conn.as_mut() {
-            conn.close_on_drop();
-        }
+    /// Closes the connection when it is given back unless a later [`SqlConn::settle`] says
+    /// otherwise: for a statement that may leave something held by the session (a named lock)
+    /// until another undoes it.
+    pub(crate) fn close_unless_settled(&mut self) {
+        self.reuse = Reuse::Close;
     }
 }
 
-impl<DB: Database> Deref for SqlConn<'_, DB> {
+impl<DB: Database> Deref for SqlConn<DB> {
     type Target = DB::Connection;
 
     fn deref(&self) -> &Self::Target {
@@ -199,32 +226,106 @@ impl<DB: Database> Deref for SqlConn<'_, DB> {
     }
 }
 
-impl<DB: Database> DerefMut for SqlConn<'_, DB> {
+impl<DB: Database> DerefMut for SqlConn<DB> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         self.conn.as_mut().expect("a SqlConn holds its connection until dropped")
     }
 }
 
-impl<DB: Database> Drop for SqlConn<'_, DB> {
+impl<DB: Database> Drop for SqlConn<DB> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if !self.sound || DB::TransactionManager::get_transaction_depth(&conn) != 0 {
-            // Dropped here: sqlx pings it and keeps or closes it.
-            return;
+        let Some(mut conn) = self.conn.take() else { return };
+        let permit = self.permit.take();
+        let in_transaction = DB::TransactionManager::get_transaction_depth(&conn) > 0;
+        match self.reuse {
+            Reuse::Ready if !in_transaction => self.inner.push(conn),
+            Reuse::Close => {
+                conn.close_on_drop();
+                drop(conn);
+            }
+            Reuse::Ready | Reuse::Check => {
+                if in_transaction {
+                    DB::TransactionManager::start_rollback(&mut conn);
+                }
+                let inner = Arc::clone(&self.inner);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            // The ping sends what is queued (a rollback) and reads whatever the
+                            // cancelled statement left unread.
+                            match tokio::time::timeout(inner.acquire_timeout(), conn.ping()).await {
+                                Ok(Ok(())) => inner.push(conn),
+                                _ => conn.close_on_drop(),
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => drop(conn.detach()),
+                }
+            }
         }
-        let now = Instant::now();
-        let evicted = {
-            let mut idle = self.inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            idle.push((conn, now));
-            // The stack is used from the top, so the connection at the bottom is the one idle
-            // longest: past the limit it goes back to sqlx (dropped outside the lock).
-            let stale = idle.first().is_some_and(|(_, since)| {
-                now.duration_since(*since) >= Duration::from_millis(HOT_CONNECTION_IDLE_MS)
-            });
-            stale.then(|| idle.remove(0))
-        };
-        drop(evicted);
     }
+}
+
+/// A transaction on a connection of a [`SqlPool`]; `&mut *tx` is the connection to run its
+/// statements on. Dropped before [`SqlTx::commit`], it is rolled back before its connection is
+/// reused.
+pub(crate) struct SqlTx<DB: Database> {
+    conn: SqlConn<DB>,
+    open: bool,
+}
+
+impl<DB: Database> SqlTx<DB> {
+    /// Commits the transaction; its connection is then reused as it is.
+    ///
+    /// # Errors
+    /// What the database answers to `COMMIT`.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        DB::TransactionManager::commit(&mut self.conn).await?;
+        self.open = false;
+        self.conn.reuse = Reuse::Ready;
+        Ok(())
+    }
+}
+
+impl<DB: Database> Deref for SqlTx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<DB: Database> DerefMut for SqlTx<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<DB: Database> Drop for SqlTx<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued here, sent by the check that follows (the connection is not ready).
+            DB::TransactionManager::start_rollback(&mut self.conn);
+            self.conn.reuse = Reuse::Check;
+        }
+    }
+}
+
+/// Runs `query` to its end on a connection of `pool` and gives the connection back settled.
+async fn run_whole<'q, DB, E>(
+    pool: &SqlPool<DB>,
+    query: E,
+) -> Result<Vec<Either<DB::QueryResult, DB::Row>>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    E: 'q + Execute<'q, DB>,
+{
+    let mut conn = pool.get().await?;
+    let all = (&mut *conn).fetch_many(query).try_collect().await;
+    conn.settle(&all);
+    all
 }
 
 impl<'p, DB: Database> Executor<'p> for &'p SqlPool<DB>
@@ -241,17 +342,12 @@ where
         'p: 'e,
         E: 'q + Execute<'q, DB>,
     {
-        // Collected before they are yielded, so the connection is settled as soon as the
-        // statement completes (every caller here collects anyway: execute, fetch_all, fetch_one).
-        stream::once(async move {
-            let mut conn = self.get().await?;
-            let all: Result<Vec<_>, sqlx::Error> = (&mut *conn).fetch_many(query).try_collect().await;
-            conn.settle(&all);
-            all
-        })
-        .map_ok(|all| stream::iter(all.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
+        // Read whole before yielding, so the connection is settled as soon as the statement
+        // ends (every caller here collects anyway: execute, fetch_all, fetch_one).
+        stream::once(run_whole(self, query))
+            .map_ok(|all| stream::iter(all.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
@@ -259,12 +355,9 @@ where
         'p: 'e,
         E: 'q + Execute<'q, DB>,
     {
-        Box::pin(async move {
-            let mut conn = self.get().await?;
-            let row = (&mut *conn).fetch_optional(query).await;
-            conn.settle(&row);
-            row
-        })
+        // The whole answer is read (MySQL's driver would stop at the first row and leave the
+        // rest, an error packet of a procedure included, to whoever uses the connection next).
+        Box::pin(async move { Ok(run_whole(self, query).await?.into_iter().find_map(Either::right)) })
     }
 
     fn prepare_with<'e, 'q: 'e>(

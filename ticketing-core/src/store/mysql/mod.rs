@@ -119,7 +119,7 @@ impl MyStore {
             message: "mysql: migrate".into(),
             source: Some(Box::new(e)),
         })?;
-        conn.sound();
+        conn.settle(&Ok(()));
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl MyStore {
         &self.strategy
     }
 
-    async fn begin(&self) -> StoreResult<SqlTx<'_, MySql>> {
+    async fn begin(&self) -> StoreResult<SqlTx<MySql>> {
         self.pool.begin().await.map_err(db("begin"))
     }
 }
@@ -246,43 +246,39 @@ impl WalletStore for MyStore {
     sql_steps::wallet_steps!();
 }
 
-/// A pooled connection holding a named lock. If it is dropped before [`NamedLock::release`]
-/// ran (the caller's future was cancelled), the connection is closed instead of reused, which
-/// releases the lock: a session lock must never ride back into the pool.
-struct NamedLock<'p> {
-    conn: SqlConn<'p, MySql>,
+/// A pooled connection holding a named lock. Until [`NamedLock::release`] succeeds, the
+/// connection is closed rather than reused when it is given back (the caller's future was
+/// cancelled, say), which releases the lock: a session lock must never ride back into the pool.
+struct NamedLock {
+    conn: SqlConn<MySql>,
     name: String,
-    released: bool,
 }
 
-impl<'p> NamedLock<'p> {
-    async fn acquire(pool: &'p SqlPool<MySql>, seat: SeatId) -> StoreResult<Option<Self>> {
+impl NamedLock {
+    async fn acquire(pool: &SqlPool<MySql>, seat: SeatId) -> StoreResult<Option<Self>> {
         let mut conn = pool.get().await.map_err(db("connection"))?;
         let name = format!("ticketing:seat:{seat}");
+        // Cancelled before its answer is read, `GET_LOCK` may still take the lock.
+        conn.close_unless_settled();
         let got: Result<Option<i64>, _> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(&name)
             .bind(NAMED_LOCK_WAIT_SECS)
             .fetch_one(&mut *conn)
             .await;
+        if matches!(got, Ok(Some(1))) {
+            return Ok(Some(Self { conn, name }));
+        }
         conn.settle(&got);
-        let got = got.map_err(db("named lock"))?;
-        Ok((got == Some(1)).then_some(Self { conn, name, released: false }))
+        got.map_err(db("named lock"))?;
+        Ok(None)
     }
 
     async fn release(mut self) {
         let released: Result<Option<i64>, _> =
             sqlx::query_scalar("SELECT RELEASE_LOCK(?)").bind(&self.name).fetch_one(&mut *self.conn).await;
-        self.released = released.is_ok();
-        if let Err(error) = released {
-            tracing::warn!(%error, "could not release a named lock; closing its connection");
-        }
-    }
-}
-
-impl Drop for NamedLock<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            self.conn.close_on_drop();
+        match released {
+            Ok(_) => self.conn.settle(&released),
+            Err(error) => tracing::warn!(%error, "could not release a named lock; closing its connection"),
         }
     }
 }

@@ -112,7 +112,7 @@ impl PgStore {
             message: "postgres: migrate".into(),
             source: Some(Box::new(e)),
         })?;
-        conn.sound();
+        conn.settle(&Ok(()));
         Ok(())
     }
 
@@ -129,7 +129,7 @@ impl PgStore {
         &self.strategy
     }
 
-    async fn begin(&self) -> StoreResult<SqlTx<'_, Postgres>> {
+    async fn begin(&self) -> StoreResult<SqlTx<Postgres>> {
         self.pool.begin().await.map_err(db("begin"))
     }
 }
