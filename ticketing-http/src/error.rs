@@ -37,6 +37,35 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The handler ran past its timeout.
     Timeout,
+    /// `/readyz`: a store does not answer.
+    NotReady(StoreHealth),
+}
+
+/// Whether each store answered a readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct StoreHealth {
+    /// The queue store (tokens, the line, admission).
+    pub queue: Health,
+    /// The booking store (catalog, holds, balances, payments).
+    pub booking: Health,
+}
+
+impl StoreHealth {
+    /// Both stores answered.
+    #[must_use]
+    pub fn ready(self) -> bool {
+        self.queue == Health::Up && self.booking == Health::Up
+    }
+}
+
+/// Whether a store answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// It answered.
+    Up,
+    /// It failed or did not answer in time.
+    Down,
 }
 
 impl From<Error> for ApiError {
@@ -80,6 +109,9 @@ pub struct Problem {
     /// For `insufficient_balance`: the price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required: Option<i64>,
+    /// For `not_ready`: which store answered and which did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stores: Option<StoreHealth>,
 }
 
 fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem {
@@ -92,6 +124,7 @@ fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem
         position: None,
         balance: None,
         required: None,
+        stores: None,
     }
 }
 
@@ -145,14 +178,13 @@ impl ApiError {
                 problem(StatusCode::SERVICE_UNAVAILABLE, "contention", "too much contention, try again"),
                 true,
             ),
-            Self::Core(Error::Store(StoreError::Backend { .. })) => {
+            // A store down, or a record it gave a moment ago gone (its data lost or being
+            // restored): an outage, not a fault of the request or of this code.
+            Self::Core(Error::Store(StoreError::Backend { .. } | StoreError::Missing(_))) => {
                 (problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service unavailable"), true)
             }
             Self::Core(Error::Store(
-                StoreError::Conflict(_)
-                | StoreError::HoldLimitReached
-                | StoreError::Missing(_)
-                | StoreError::Corrupt(_),
+                StoreError::Conflict(_) | StoreError::HoldLimitReached | StoreError::Corrupt(_),
             )) => (internal(), false),
             Self::MissingToken => (
                 problem(StatusCode::UNAUTHORIZED, "missing_token", "send Authorization: Bearer <token>"),
@@ -183,6 +215,12 @@ impl ApiError {
             ),
             Self::Timeout => {
                 (problem(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long"), true)
+            }
+            Self::NotReady(stores) => {
+                let mut body =
+                    problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "a store does not answer");
+                body.stores = Some(*stores);
+                (body, true)
             }
         }
     }

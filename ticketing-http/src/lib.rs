@@ -166,7 +166,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
         routes::create_concert, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
-    components(schemas(error::Problem)),
+    components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

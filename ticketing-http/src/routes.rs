@@ -8,7 +8,9 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use ticketing_core::StoreError;
 use ticketing_core::catalog::{NewConcert, NewSchedule};
 use ticketing_core::ids::{
     ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId, UserId,
@@ -23,7 +25,7 @@ use crate::dto::{
     NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, SalesBody, ScheduleBody, SeatBody,
     TokenBody,
 };
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Health, Problem, StoreHealth};
 
 /// The header carrying an idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -366,15 +368,48 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: every store answers.
+/// Readiness: whether each store answers, both checked at once, each given half the request
+/// timeout (so the answer can say which one did not).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "a store does not answer", body = Problem)))]
+    responses(
+        (status = 200, description = "every store answers", body = ReadyBody),
+        (status = 503, description = "a store does not answer (`not_ready`, with `stores`); Retry-After: 1",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn readyz<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
-) -> Result<&'static str, ApiError> {
-    state.service.queue_store().ping_queue().await.map_err(|e| ApiError::Core(e.into()))?;
-    state.service.booking_store().ping_catalog().await.map_err(|e| ApiError::Core(e.into()))?;
-    Ok("ready")
+) -> Result<Json<ReadyBody>, ApiError> {
+    let limit = state.request_timeout / 2;
+    let health = |answer: Result<Result<(), StoreError>, tokio::time::error::Elapsed>| match answer {
+        Ok(Ok(())) => Health::Up,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: a store does not answer");
+            Health::Down
+        }
+        Err(_) => {
+            tracing::warn!(?limit, "readiness: a store did not answer in time");
+            Health::Down
+        }
+    };
+    let (queue, booking) = tokio::join!(
+        tokio::time::timeout(limit, state.service.queue_store().ping_queue()),
+        tokio::time::timeout(limit, state.service.booking_store().ping_catalog())
+    );
+    let stores = StoreHealth { queue: health(queue), booking: health(booking) };
+    if stores.ready() {
+        Ok(Json(ReadyBody { status: "ready", stores }))
+    } else {
+        Err(ApiError::NotReady(stores))
+    }
+}
+
+/// `/readyz` when every store answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadyBody {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// Each store: `up`.
+    pub stores: StoreHealth,
 }
 
 /// Prometheus metrics.
