@@ -138,6 +138,7 @@ pub struct Observations {
     users: Mutex<HashMap<String, UserRecord>>,
     contract_violations: AtomicU64,
     server_errors: AtomicU64,
+    shed: AtomicU64,
 }
 
 impl Observations {
@@ -162,6 +163,18 @@ impl Observations {
     /// Counts a 5xx answer or a request with no answer.
     pub fn server_error(&self) {
         self.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request the server shed (503 `overloaded` with Retry-After), retried after the
+    /// pause it asked for.
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests shed by the server so far.
+    #[must_use]
+    pub fn sheds(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Responses that broke the contract so far.

@@ -184,6 +184,9 @@ impl From<Box<TransactionError>> for Stop {
 
 type Flow<T> = Result<T, Stop>;
 
+/// How many times a request the server shed is sent again before its 503 counts as an error.
+const SHED_RETRIES: u32 = 10;
+
 /// One answer, read whole.
 struct Reply {
     status: u16,
@@ -209,33 +212,53 @@ impl Person<'_> {
         self.run.obs.update(&self.user_id, change);
     }
 
-    /// Sends one request; `Ok(None)` when no answer came (goose has counted the error).
+    /// Sends one request; `Ok(None)` when no answer came (goose has counted the error). A
+    /// request the server shed (503 `overloaded` with Retry-After) is sent again after the pause
+    /// it asked for, as a careful client does, up to [`SHED_RETRIES`] times; it is counted as
+    /// shed, not as a server error, and marked handled for goose.
     async fn send(
         &self,
         user: &mut GooseUser,
         name: &str,
         method: GooseMethod,
         path: &str,
-        prepare: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        prepare: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Flow<Option<Reply>> {
-        let builder = prepare(user.get_request_builder(&method, path)?);
-        let request = GooseRequest::builder().name(name).set_request_builder(builder).build();
-        let GooseResponse { request: metric, response } = user.request(request).await?;
-        let Ok(response) = response else {
-            self.run.obs.server_error();
-            return Ok(None);
-        };
-        let status = response.status().as_u16();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let Ok(body) = response.text().await else {
-            self.run.obs.server_error();
-            return Ok(None);
-        };
-        if status >= 500 {
-            self.run.obs.server_error();
+        for attempt in 0.. {
+            let builder = prepare(user.get_request_builder(&method, path)?);
+            let request = GooseRequest::builder().name(name).set_request_builder(builder).build();
+            let GooseResponse { request: metric, response } = user.request(request).await?;
+            let Ok(response) = response else {
+                self.run.obs.server_error();
+                return Ok(None);
+            };
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let Ok(body) = response.text().await else {
+                self.run.obs.server_error();
+                return Ok(None);
+            };
+            let mut reply = Reply { status, retry_after, body, metric };
+            if status == 503
+                && retry_after.is_some()
+                && reply.code() == "overloaded"
+                && attempt < SHED_RETRIES
+            {
+                self.run.obs.shed();
+                self.handled(user, &mut reply)?;
+                pause_for_retry(self.run, retry_after).await;
+                continue;
+            }
+            if status >= 500 {
+                self.run.obs.server_error();
+            }
+            return Ok(Some(reply));
         }
-        Ok(Some(Reply { status, retry_after, body, metric }))
+        unreachable!("the loop returns")
     }
 
     /// Marks a non-2xx answer the contract allows as a handled outcome.

@@ -129,6 +129,9 @@ pub struct Errors {
     pub contract_violations: u64,
     /// 5xx answers and requests with no answer.
     pub server_errors: u64,
+    /// Requests the server shed (503 `overloaded`), each retried after its Retry-After (not
+    /// server errors: the answer a careful client retries).
+    pub shed: u64,
     /// goose's error table: error → occurrences.
     pub goose: BTreeMap<String, usize>,
 }
@@ -154,6 +157,8 @@ pub struct Inputs<'a> {
     pub contract_violations: u64,
     /// Server errors counted by clients.
     pub server_errors: u64,
+    /// Requests the server shed, counted by clients.
+    pub shed: u64,
 }
 
 impl Summary {
@@ -170,6 +175,7 @@ impl Summary {
             started_at,
             contract_violations,
             server_errors,
+            shed,
         } = inputs;
         let seats: Vec<_> = sales.schedules.iter().flat_map(|s| &s.seats).collect();
         let booked: Vec<_> = seats.iter().filter(|s| s.status == SeatStatus::Booked).collect();
@@ -245,7 +251,7 @@ impl Summary {
             outcomes,
             fifo_inversions: audit.fifo_inversions,
             steps,
-            errors: Errors { contract_violations, server_errors, goose: goose_errors },
+            errors: Errors { contract_violations, server_errors, shed, goose: goose_errors },
             audit: audit.clone(),
         }
     }
@@ -283,8 +289,8 @@ impl Summary {
             ));
         }
         out.push_str(&format!(
-            "errors: {} contract violations, {} server errors\n",
-            self.errors.contract_violations, self.errors.server_errors
+            "errors: {} contract violations, {} server errors ({} requests shed and retried)\n",
+            self.errors.contract_violations, self.errors.server_errors, self.errors.shed
         ));
         out
     }

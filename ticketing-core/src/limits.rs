@@ -90,3 +90,10 @@ pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// At most this many HTTP connections are open at once per server, unless configured otherwise;
 /// past it, new connections wait in the listen backlog until one closes.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// At most this many HTTP requests are worked on at once per server, unless configured
+/// otherwise; past it, new ones are answered 503 `overloaded` (a quarter of the places is kept
+/// for buyers finishing a purchase).
+pub const IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
+/// How long a buyer finishing a purchase (paying, charging) waits for a place in a full server
+/// before being answered 503 `overloaded`.
+pub const PRIORITY_WAIT_MS: u64 = 1_000;

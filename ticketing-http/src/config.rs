@@ -12,8 +12,8 @@ use ticketing_core::catalog::{Concert, QueueSettings};
 use ticketing_core::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
     ADMIT_INTERVAL_MS_MIN, CONNECTIONS_MAX_DEFAULT, DURATION_SECS_MAX, HEADER_READ_TIMEOUT_MS_DEFAULT,
-    HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
-    WAITING_IDLE_SECS_DEFAULT,
+    HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, IN_FLIGHT_MAX_DEFAULT, MAX_ACTIVE_DEFAULT,
+    MAX_ACTIVE_LIMIT, WAITING_IDLE_SECS_DEFAULT,
 };
 
 use crate::auth::AuthMode;
@@ -40,6 +40,8 @@ pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 100;
 pub const HEADER_READ_TIMEOUT_MS_MAX: u64 = 600_000;
 /// The most connections one server may be configured to keep open.
 pub const CONNECTIONS_MAX: u64 = 1_000_000;
+/// The most requests one server may be configured to work on at once.
+pub const IN_FLIGHT_MAX: u64 = 1_000_000;
 
 /// The ticketing server: a virtual waiting room, seat holds and point payments for concert
 /// sale days.
@@ -168,6 +170,12 @@ pub struct Config {
     #[arg(long, env = "TICKETING_MAX_CONNECTIONS", default_value_t = CONNECTIONS_MAX_DEFAULT,
         value_parser = bounded::<usize>(1, CONNECTIONS_MAX))]
     pub max_connections: usize,
+
+    /// At most this many requests are worked on at once; past it, new ones are answered 503
+    /// `overloaded` with Retry-After (a quarter of the places is kept for buyers paying).
+    #[arg(long, env = "TICKETING_MAX_IN_FLIGHT", default_value_t = IN_FLIGHT_MAX_DEFAULT,
+        value_parser = bounded::<usize>(1, IN_FLIGHT_MAX))]
+    pub max_in_flight: usize,
 
     /// The ids of the demo concert's queue settings given on the command line or in the
     /// environment (not defaulted); filled by [`Config::try_parse_args`].
@@ -370,7 +378,7 @@ mod tests {
     use super::*;
 
     /// Every numeric setting: its flag, its environment variable and the range it accepts.
-    const RANGES: [(&str, &str, u64, u64); 13] = [
+    const RANGES: [(&str, &str, u64, u64); 14] = [
         ("--hold-ttl-secs", "TICKETING_HOLD_TTL_SECS", 1, DURATION_SECS_MAX),
         ("--holds-per-token", "TICKETING_HOLDS_PER_TOKEN", 1, HOLDS_PER_TOKEN_MAX as u64),
         ("--max-active", "TICKETING_MAX_ACTIVE", 1, MAX_ACTIVE_LIMIT as u64),
@@ -399,6 +407,7 @@ mod tests {
             HEADER_READ_TIMEOUT_MS_MAX,
         ),
         ("--max-connections", "TICKETING_MAX_CONNECTIONS", 1, CONNECTIONS_MAX),
+        ("--max-in-flight", "TICKETING_MAX_IN_FLIGHT", 1, IN_FLIGHT_MAX),
     ];
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {

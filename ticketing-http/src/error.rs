@@ -39,6 +39,8 @@ pub enum ApiError {
     Timeout,
     /// `/readyz`: a store does not answer.
     NotReady(StoreHealth),
+    /// The server is at its bound of requests in flight.
+    Overloaded,
 }
 
 /// Whether each store answered a readiness check.
@@ -216,6 +218,14 @@ impl ApiError {
             Self::Timeout => {
                 (problem(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long"), true)
             }
+            Self::Overloaded => (
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the server is at capacity, try again",
+                ),
+                true,
+            ),
             Self::NotReady(stores) => {
                 let mut body =
                     problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "a store does not answer");

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod routes;
+pub mod shed;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +64,8 @@ pub struct AppState<Q, B, C> {
     pub seat_lists: dto::SeatListJson,
     /// How [`serve`] bounds connections.
     pub connections: ConnectionLimits,
+    /// The places for requests in flight.
+    pub shedder: shed::Shedder,
 }
 
 /// How [`serve`] bounds its connections, so that clients cannot hoard them.
@@ -102,7 +105,15 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
             request_timeout,
             seat_lists: dto::SeatListJson::default(),
             connections: ConnectionLimits::default(),
+            shedder: shed::Shedder::default(),
         }
+    }
+
+    /// The same state with another bound on requests in flight ([`shed`]).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.shedder = shed::Shedder::new(max_in_flight);
+        self
     }
 
     /// The same state with other connection limits.
@@ -221,6 +232,7 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(state.shedder.clone(), shed))
         .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
         .layer(middleware::from_fn(track));
     api.with_state(state)
@@ -250,6 +262,23 @@ async fn timeout(State(limit): State<Duration>, request: Request, next: Next) ->
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Sheds a request the server has no place for ([`shed`]), before any work is done for it.
+async fn shed(State(shedder): State<shed::Shedder>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let class = shed::Class::of(request.method(), route);
+    match shedder.admit(class).await {
+        Ok(place) => {
+            let response = next.run(request).await;
+            drop(place);
+            response
+        }
+        Err(error) => {
+            metrics::counter!("ticketing_http_shed_total", "class" => class.name()).increment(1);
+            error.into_response()
+        }
     }
 }
 
@@ -482,6 +511,7 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
             config.admin_key.clone(),
             Duration::from_millis(config.request_timeout_ms),
         )
+        .with_max_in_flight(config.max_in_flight)
         .with_connection_limits(ConnectionLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_connections: config.max_connections,

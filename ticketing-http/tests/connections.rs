@@ -20,11 +20,17 @@ const LIVENESS: Duration = Duration::from_secs(30);
 
 /// Starts a server with these limits and returns its address.
 async fn server(limits: ConnectionLimits) -> String {
+    server_with(limits, ticketing_http::shed::IN_FLIGHT_MAX_DEFAULT).await
+}
+
+/// [`server`] with a bound on requests in flight.
+async fn server_with(limits: ConnectionLimits, max_in_flight: usize) -> String {
     let store = MemoryStore::new();
     let service =
         Ticketing::new(store.clone(), store, ManualClock::at_epoch_secs(1_900_000_000), Config::default());
-    let state =
-        AppState::new(service, AuthMode::None, None, Duration::from_secs(10)).with_connection_limits(limits);
+    let state = AppState::new(service, AuthMode::None, None, Duration::from_secs(10))
+        .with_connection_limits(limits)
+        .with_max_in_flight(max_in_flight);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(ticketing_http::serve(listener, Arc::new(state), std::future::pending()));
@@ -120,4 +126,59 @@ async fn at_most_max_connections_are_open_and_a_closed_one_makes_room() {
     drop(hoarders.pop());
     let answered = tokio::time::timeout(LIVENESS, waiting).await.expect("answered once a connection closed");
     assert_eq!(answered.unwrap().unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_sheds_new_work_at_once_but_keeps_room_for_buyers_paying() {
+    let address = server_with(ConnectionLimits::default(), 4).await;
+    let client = reqwest::Client::new();
+    // Three requests stay in flight: their bodies never finish arriving.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(
+                b"POST /api/v1/queue/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"",
+            )
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    // With three of four places taken, the last is kept: new browsing is shed at once …
+    let shed = tokio::time::timeout(LIVENESS, async {
+        loop {
+            let answer = client.get(format!("http://{address}/api/v1/concerts")).send().await.unwrap();
+            if answer.status() == 503 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a normal request is shed while the server is full");
+    assert_eq!(shed.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        shed.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    assert_eq!(shed.json::<serde_json::Value>().await.unwrap()["code"], "overloaded");
+    // … a buyer paying still gets the kept place (here: to be told its token is missing) …
+    let paying =
+        client.post(format!("http://{address}/api/v1/payments")).json(&serde_json::json!({})).send().await;
+    assert_eq!(paying.unwrap().status(), 401, "a payment is not shed");
+    // … operations are never shed …
+    assert_eq!(healthz(&client, &address).await.unwrap(), 200);
+    // … and once the stalled requests go, browsing is answered again.
+    drop(stalled);
+    let answered = tokio::time::timeout(LIVENESS, async {
+        loop {
+            let answer = client.get(format!("http://{address}/api/v1/concerts")).send().await.unwrap();
+            if answer.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "the server answers once places are free");
 }
