@@ -95,20 +95,51 @@ async fn each_call_costs_its_round_trips<B: BookingStore>(store: B, proxy: &TcpP
     assert_eq!(trips, 2, "a payment: one read of its inputs, one call of its step");
 }
 
-#[cfg(feature = "postgres")]
-#[tokio::test]
-async fn postgres_calls_cost_their_round_trips_and_no_ping() {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    for (strategy, hold_trips) in [(ClaimStrategy::ConditionalUpdate, 2), (ClaimStrategy::AdvisoryLock, 2)] {
-        let database = ticketing_core::testing::fresh_postgres().await;
-        let options = PgConnectOptions::from_str(&database.url).unwrap();
+/// A store over one connection to a fresh database, reached through a new proxy: the store, the
+/// proxy and the database's guard.
+macro_rules! proxied_store {
+    ($fresh:path, $options:ty, $pool:ty, $store:path, $strategy:expr) => {{
+        let database = $fresh().await;
+        let options = <$options>::from_str(&database.url).unwrap();
         let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
-        let pool = PgPoolOptions::new()
+        let pool = <$pool>::new()
             .max_connections(1)
             .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
             .await
             .unwrap();
-        let store = ticketing_core::store::postgres::PgStore::from_pool(pool, strategy);
+        ($store(pool, $strategy), proxy, database)
+    }};
+}
+
+macro_rules! postgres_store {
+    ($strategy:expr) => {
+        proxied_store!(
+            ticketing_core::testing::fresh_postgres,
+            sqlx::postgres::PgConnectOptions,
+            sqlx::postgres::PgPoolOptions,
+            ticketing_core::store::postgres::PgStore::from_pool,
+            $strategy
+        )
+    };
+}
+
+macro_rules! mysql_store {
+    ($strategy:expr) => {
+        proxied_store!(
+            ticketing_core::testing::fresh_mysql,
+            sqlx::mysql::MySqlConnectOptions,
+            sqlx::mysql::MySqlPoolOptions,
+            ticketing_core::store::mysql::MyStore::from_pool,
+            $strategy
+        )
+    };
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_calls_cost_their_round_trips_and_no_ping() {
+    for (strategy, hold_trips) in [(ClaimStrategy::ConditionalUpdate, 2), (ClaimStrategy::AdvisoryLock, 2)] {
+        let (store, proxy, _database) = postgres_store!(strategy);
         each_call_costs_its_round_trips(store, &proxy, hold_trips).await;
     }
 }
@@ -116,18 +147,9 @@ async fn postgres_calls_cost_their_round_trips_and_no_ping() {
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mysql_calls_cost_their_round_trips_and_no_ping() {
-    use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
     // The advisory strategy takes and releases a named lock around the claim: two more.
     for (strategy, hold_trips) in [(ClaimStrategy::ConditionalUpdate, 2), (ClaimStrategy::AdvisoryLock, 4)] {
-        let database = ticketing_core::testing::fresh_mysql().await;
-        let options = MySqlConnectOptions::from_str(&database.url).unwrap();
-        let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
-            .await
-            .unwrap();
-        let store = ticketing_core::store::mysql::MyStore::from_pool(pool, strategy);
+        let (store, proxy, _database) = mysql_store!(strategy);
         each_call_costs_its_round_trips(store, &proxy, hold_trips).await;
     }
 }
@@ -135,19 +157,11 @@ async fn mysql_calls_cost_their_round_trips_and_no_ping() {
 /// After a statement whose future was dropped half-way, and after one the database refused, the
 /// one connection answers the next statement correctly; after the refusal, in one round trip.
 macro_rules! a_cancelled_or_refused_statement_leaves_the_connection_clean {
-    ($name:ident, $feature:literal, $options:ty, $pool:ty, $fresh:path, $store:path, $sleep:literal, $seven:literal) => {
+    ($name:ident, $feature:literal, $store:ident, $sleep:literal, $seven:literal) => {
         #[cfg(feature = $feature)]
         #[tokio::test]
         async fn $name() {
-            let database = $fresh().await;
-            let options = <$options>::from_str(&database.url).unwrap();
-            let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
-            let pool = <$pool>::new()
-                .max_connections(1)
-                .connect_with(options.host("127.0.0.1").port(proxy.address.port()))
-                .await
-                .unwrap();
-            let store = $store(pool, ClaimStrategy::ConditionalUpdate);
+            let (store, proxy, _database) = $store!(ClaimStrategy::ConditionalUpdate);
             let seven =
                 || async { sqlx::query_scalar::<_, i64>($seven).fetch_one(store.pool()).await.unwrap() };
             assert_eq!(seven().await, 7);
@@ -172,10 +186,7 @@ macro_rules! a_cancelled_or_refused_statement_leaves_the_connection_clean {
 a_cancelled_or_refused_statement_leaves_the_connection_clean!(
     postgres_connection_is_clean_after_a_cancelled_or_refused_statement,
     "postgres",
-    sqlx::postgres::PgConnectOptions,
-    sqlx::postgres::PgPoolOptions,
-    ticketing_core::testing::fresh_postgres,
-    ticketing_core::store::postgres::PgStore::from_pool,
+    postgres_store,
     "SELECT pg_sleep(1)",
     "SELECT CAST(7 AS BIGINT)"
 );
@@ -183,10 +194,7 @@ a_cancelled_or_refused_statement_leaves_the_connection_clean!(
 a_cancelled_or_refused_statement_leaves_the_connection_clean!(
     mysql_connection_is_clean_after_a_cancelled_or_refused_statement,
     "mysql",
-    sqlx::mysql::MySqlConnectOptions,
-    sqlx::mysql::MySqlPoolOptions,
-    ticketing_core::testing::fresh_mysql,
-    ticketing_core::store::mysql::MyStore::from_pool,
+    mysql_store,
     "SELECT SLEEP(1)",
     "SELECT CAST(7 AS SIGNED)"
 );
