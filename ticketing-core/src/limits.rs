@@ -73,7 +73,7 @@ pub const SEAT_MAP_CACHE_SEATS_MAX: usize = 1_000_000;
 /// backend busy.
 pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 /// How long a SQL store keeps a connection that finished its statement for reuse without a
-/// check; past it, the connection goes back through sqlx's ping (`store::SqlPool`).
+/// check; past it, the connection is pinged before it is reused (`store::SqlPool`).
 pub const HOT_CONNECTION_IDLE_MS: u64 = 30_000;
 /// A SQL store's pool size when none is given.
 pub const POOL_SIZE_DEFAULT: u32 = 16;

@@ -308,13 +308,15 @@ pub async fn fresh_my_store(
 
 /// A TCP proxy for tests, in front of a real server: it counts its clients' turns (each time a
 /// client sends after the server answered is one round trip) and can take the server away
-/// (`set_up(false)` cuts every open connection and closes new ones at once) and bring it back.
+/// (`set_up(false)` cuts every open connection and closes new ones at once) and bring it back,
+/// or make it hang (`set_stalled(true)`: nothing is forwarded either way until it is lifted).
 #[derive(Debug)]
 pub struct TcpProxy {
     /// Where clients connect.
     pub address: std::net::SocketAddr,
     turns: std::sync::Arc<std::sync::atomic::AtomicU64>,
     up: tokio::sync::watch::Sender<bool>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -331,7 +333,8 @@ impl TcpProxy {
         let address = listener.local_addr().expect("the proxy's address");
         let turns = Arc::new(AtomicU64::new(0));
         let (up, _) = tokio::sync::watch::channel(true);
-        let (counted, watch) = (Arc::clone(&turns), up.clone());
+        let (stalled, _) = tokio::sync::watch::channel(false);
+        let (counted, watch, stall) = (Arc::clone(&turns), up.clone(), stalled.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let mut live = watch.subscribe();
@@ -344,9 +347,13 @@ impl TcpProxy {
                 let (mut server_read, mut server_write) = server.into_split();
                 let client_talking = Arc::new(AtomicBool::new(false));
                 let (talking, turns) = (Arc::clone(&client_talking), Arc::clone(&counted));
+                let (mut stall_up, mut stall_down) = (stall.subscribe(), stall.subscribe());
                 let upstream_half = async move {
                     let mut buf = vec![0; 64 * 1024];
                     while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        if stall_up.wait_for(|stalled| !*stalled).await.is_err() {
+                            break;
+                        }
                         if !talking.swap(true, Ordering::SeqCst) {
                             turns.fetch_add(1, Ordering::SeqCst);
                         }
@@ -358,6 +365,9 @@ impl TcpProxy {
                 let downstream_half = async move {
                     let mut buf = vec![0; 64 * 1024];
                     while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        if stall_down.wait_for(|stalled| !*stalled).await.is_err() {
+                            break;
+                        }
                         client_talking.store(false, Ordering::SeqCst);
                         if client_write.write_all(&buf[..n]).await.is_err() {
                             break;
@@ -374,7 +384,7 @@ impl TcpProxy {
                 });
             }
         });
-        Self { address, turns, up }
+        Self { address, turns, up, stalled }
     }
 
     /// The turns counted so far, over every connection.
@@ -387,6 +397,11 @@ impl TcpProxy {
     /// brings it back.
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
+    }
+
+    /// Makes the server hang (`true`: bytes are held, either way, until `false`).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
     }
 }
 

@@ -41,6 +41,10 @@ pub enum ApiError {
     NotReady(StoreHealth),
     /// The server is at its bound of requests in flight.
     Overloaded,
+    /// The request's body is larger than the server accepts.
+    BodyTooLarge,
+    /// The request's body could not be read (the client went away while sending it).
+    BodyUnreadable,
 }
 
 /// Whether each store answered a readiness check.
@@ -218,6 +222,14 @@ impl ApiError {
             Self::Timeout => {
                 (problem(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long"), true)
             }
+            Self::BodyTooLarge => (
+                problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large"),
+                false,
+            ),
+            Self::BodyUnreadable => (
+                problem(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read"),
+                false,
+            ),
             Self::Overloaded => (
                 problem(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -255,6 +267,8 @@ impl IntoResponse for ApiError {
                 Self::Core(error) => {
                     tracing::error!(error = %error_chain(error), code = %body.code, "request failed")
                 }
+                // Shedding and readiness answer by design, often under load: counted, not logged.
+                Self::Overloaded | Self::NotReady(_) => {}
                 other => tracing::warn!(?other, code = %body.code, "request failed"),
             }
         }

@@ -233,6 +233,7 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(state.shedder.clone(), shed))
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
         .layer(middleware::from_fn(track));
     api.with_state(state)
@@ -265,10 +266,26 @@ async fn timeout(State(limit): State<Duration>, request: Request, next: Next) ->
     }
 }
 
+/// Reads a request's body whole (at most [`BODY_LIMIT_BYTES`]), within the request timeout,
+/// before the request may take a place in the server ([`shed`]): a client sending its body
+/// slowly holds its own connection, never a place others need.
+async fn read_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large { ApiError::BodyTooLarge } else { ApiError::BodyUnreadable }.into_response()
+        }
+    }
+}
+
 /// Sheds a request the server has no place for ([`shed`]), before any work is done for it.
 async fn shed(State(shedder): State<shed::Shedder>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-    let class = shed::Class::of(request.method(), route);
+    let token = routes::Bearer::of(request.headers()).is_ok();
+    let class = shed::Class::of(request.method(), route, token);
     match shedder.admit(class).await {
         Ok(place) => {
             let response = next.run(request).await;
@@ -308,7 +325,8 @@ async fn track(request: Request, next: Next) -> Response {
 /// keep-alive connections included).
 ///
 /// # Errors
-/// I/O errors of the listener.
+/// None at present: a failed `accept` is logged and retried (the `Result` leaves room for
+/// errors of setting up).
 pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
     listener: TcpListener,
     state: Arc<AppState<Q, B, C>>,
@@ -319,7 +337,9 @@ pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
     use tower::ServiceExt as _;
 
     let limits = state.connections;
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        limits.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // HTTP/1.1 only: its header-read timer runs from the connection's first moment. (Telling
@@ -339,8 +359,10 @@ pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
         let (permit, stream) = match accepted {
             (permit, Ok((stream, _))) => (permit, stream),
             (_, Err(error)) => {
-                accept_error(error).await;
-                continue;
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = accept_error(error) => continue,
+                }
             }
         };
         let service = TowerToHyperService::new(

@@ -38,17 +38,27 @@ type St<Q, B, C> = State<Arc<AppState<Q, B, C>>>;
 #[derive(Debug)]
 pub struct Bearer(pub QueueToken);
 
-impl<S: Send + Sync> FromRequestParts<S> for Bearer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
+impl Bearer {
+    /// The token of these headers.
+    ///
+    /// # Errors
+    /// [`ApiError::MissingToken`], [`ApiError::MalformedToken`].
+    pub fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
         let text = value.to_str().map_err(|_| ApiError::MalformedToken)?;
         let token = text
             .strip_prefix("Bearer ")
             .or_else(|| text.strip_prefix("bearer "))
             .ok_or(ApiError::MalformedToken)?;
         QueueToken::parse(token.trim()).map(Self).map_err(|_| ApiError::MalformedToken)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::of(&parts.headers)
     }
 }
 

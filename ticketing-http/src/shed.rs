@@ -4,7 +4,8 @@
 //!
 //! A quarter of the places is kept for buyers who already hold a seat (a payment is worth more
 //! than a poll): a [`Class::Priority`] request (paying, charging, reading the balance, reading
-//! or releasing a reservation) may take any place and waits up to [`PRIORITY_WAIT_MS`] for one;
+//! or releasing a reservation, with a well-formed queue token) may take any place and waits up
+//! to [`PRIORITY_WAIT_MS`] for one;
 //! a [`Class::Normal`] request (joining, polling, browsing, holding) only finds a place while
 //! more than the kept quarter is free, and never waits. Operations routes are never shed.
 
@@ -30,13 +31,20 @@ pub enum Class {
 }
 
 impl Class {
-    /// The class of a request to `route` (the matched route pattern) with `method`.
+    /// The class of a request to `route` (the matched route pattern) with `method`; `token`
+    /// says whether it carries a well-formed queue token (only such a request can be a buyer's
+    /// finishing a purchase).
     #[must_use]
-    pub fn of(method: &Method, route: &str) -> Self {
-        match route {
-            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => Self::Exempt,
-            "/api/v1/payments" | "/api/v1/balance" | "/api/v1/balance/charges" => Self::Priority,
-            "/api/v1/reservations/{reservation_id}" if method != Method::POST => Self::Priority,
+    pub fn of(method: &Method, route: &str, token: bool) -> Self {
+        match (method.as_str(), route) {
+            (_, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => Self::Exempt,
+            ("POST", "/api/v1/payments" | "/api/v1/balance/charges")
+            | ("GET", "/api/v1/balance")
+            | ("GET" | "DELETE", "/api/v1/reservations/{reservation_id}")
+                if token =>
+            {
+                Self::Priority
+            }
             _ => Self::Normal,
         }
     }
@@ -75,7 +83,7 @@ impl Shedder {
         self.max_in_flight
     }
 
-    /// A place for a request of `class`, held until the answer is written (`None` for
+    /// A place for a request of `class`, held until the handler has answered (`None` for
     /// [`Class::Exempt`]).
     ///
     /// # Errors
@@ -114,16 +122,29 @@ mod tests {
 
     #[test]
     fn buyers_finishing_a_purchase_are_priority_and_operations_are_never_shed() {
-        assert_eq!(Class::of(&Method::POST, "/api/v1/payments"), Class::Priority);
-        assert_eq!(Class::of(&Method::POST, "/api/v1/balance/charges"), Class::Priority);
-        assert_eq!(Class::of(&Method::GET, "/api/v1/balance"), Class::Priority);
-        assert_eq!(Class::of(&Method::DELETE, "/api/v1/reservations/{reservation_id}"), Class::Priority);
-        assert_eq!(Class::of(&Method::GET, "/api/v1/reservations/{reservation_id}"), Class::Priority);
-        assert_eq!(Class::of(&Method::POST, "/api/v1/reservations"), Class::Normal);
-        assert_eq!(Class::of(&Method::GET, "/api/v1/queue/tokens/current"), Class::Normal);
-        assert_eq!(Class::of(&Method::GET, "/api/v1/schedules/{schedule_id}/seats"), Class::Normal);
-        assert_eq!(Class::of(&Method::GET, "/readyz"), Class::Exempt);
-        assert_eq!(Class::of(&Method::GET, "/healthz"), Class::Exempt);
+        assert_eq!(Class::of(&Method::POST, "/api/v1/payments", true), Class::Priority);
+        assert_eq!(Class::of(&Method::POST, "/api/v1/balance/charges", true), Class::Priority);
+        assert_eq!(Class::of(&Method::GET, "/api/v1/balance", true), Class::Priority);
+        assert_eq!(
+            Class::of(&Method::DELETE, "/api/v1/reservations/{reservation_id}", true),
+            Class::Priority
+        );
+        assert_eq!(Class::of(&Method::GET, "/api/v1/reservations/{reservation_id}", true), Class::Priority);
+        assert_eq!(
+            Class::of(&Method::POST, "/api/v1/payments", false),
+            Class::Normal,
+            "no token, no priority"
+        );
+        assert_eq!(
+            Class::of(&Method::GET, "/api/v1/payments", true),
+            Class::Normal,
+            "a 405 is not a payment"
+        );
+        assert_eq!(Class::of(&Method::POST, "/api/v1/reservations", true), Class::Normal);
+        assert_eq!(Class::of(&Method::GET, "/api/v1/queue/tokens/current", true), Class::Normal);
+        assert_eq!(Class::of(&Method::GET, "/api/v1/schedules/{schedule_id}/seats", true), Class::Normal);
+        assert_eq!(Class::of(&Method::GET, "/readyz", false), Class::Exempt);
+        assert_eq!(Class::of(&Method::GET, "/healthz", false), Class::Exempt);
     }
 
     #[tokio::test]

@@ -18,6 +18,10 @@ use tokio::net::TcpStream;
 /// on liveness, far above what it takes).
 const LIVENESS: Duration = Duration::from_secs(30);
 
+/// A cut-off under test must come well before this: hyper's own header-read timeout (30 s,
+/// once a timer is set) must not be what cuts the client.
+const BEFORE_HYPERS_DEFAULT: Duration = Duration::from_secs(10);
+
 /// Starts a server with these limits and returns its address.
 async fn server(limits: ConnectionLimits) -> String {
     server_with(limits, ticketing_http::shed::IN_FLIGHT_MAX_DEFAULT).await
@@ -37,10 +41,11 @@ async fn server_with(limits: ConnectionLimits, max_in_flight: usize) -> String {
     address
 }
 
-/// Waits until the server closes `stream` (a read returns end of file or an error).
+/// Waits until the server closes `stream` (a read returns end of file or an error), well before
+/// hyper's default would.
 async fn closed_by_the_server(stream: &mut TcpStream) -> bool {
     let mut buf = [0_u8; 1024];
-    tokio::time::timeout(LIVENESS, async {
+    tokio::time::timeout(BEFORE_HYPERS_DEFAULT, async {
         loop {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -89,7 +94,7 @@ async fn a_slow_or_silent_client_is_cut_off_and_the_server_keeps_answering() {
     let client = reqwest::Client::new();
     assert_eq!(healthz(&client, &address).await.unwrap(), 200);
 
-    let slow_cut = tokio::time::timeout(LIVENESS, async {
+    let slow_cut = tokio::time::timeout(BEFORE_HYPERS_DEFAULT, async {
         tokio::select! {
             () = cut_off => true,
             () = dribble => false,
@@ -98,6 +103,13 @@ async fn a_slow_or_silent_client_is_cut_off_and_the_server_keeps_answering() {
     .await;
     assert_eq!(slow_cut, Ok(true), "the client sending its head a byte at a time was cut off");
     assert!(closed_by_the_server(&mut silent).await, "the silent connection was closed");
+    // A keep-alive connection answered once and then left idle is closed too.
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0_u8; 1024];
+    let n = tokio::time::timeout(LIVENESS, idle.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(closed_by_the_server(&mut idle).await, "the idle keep-alive connection was closed");
     assert_eq!(healthz(&reqwest::Client::new(), &address).await.unwrap(), 200, "the server still answers");
 }
 
@@ -129,12 +141,11 @@ async fn at_most_max_connections_are_open_and_a_closed_one_makes_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_server_sheds_new_work_at_once_but_keeps_room_for_buyers_paying() {
+async fn a_body_sent_slowly_holds_its_connection_but_no_place_others_need() {
+    // Four places, one kept for payments: three requests in flight would fill the rest.
     let address = server_with(ConnectionLimits::default(), 4).await;
-    let client = reqwest::Client::new();
-    // Three requests stay in flight: their bodies never finish arriving.
     let mut stalled = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let mut stream = TcpStream::connect(&address).await.unwrap();
         stream
             .write_all(
@@ -144,41 +155,11 @@ async fn a_full_server_sheds_new_work_at_once_but_keeps_room_for_buyers_paying()
             .unwrap();
         stalled.push(stream);
     }
-    // With three of four places taken, the last is kept: new browsing is shed at once …
-    let shed = tokio::time::timeout(LIVENESS, async {
-        loop {
-            let answer = client.get(format!("http://{address}/api/v1/concerts")).send().await.unwrap();
-            if answer.status() == 503 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("a normal request is shed while the server is full");
-    assert_eq!(shed.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
-    assert_eq!(
-        shed.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    assert_eq!(shed.json::<serde_json::Value>().await.unwrap()["code"], "overloaded");
-    // … a buyer paying still gets the kept place (here: to be told its token is missing) …
-    let paying =
-        client.post(format!("http://{address}/api/v1/payments")).json(&serde_json::json!({})).send().await;
-    assert_eq!(paying.unwrap().status(), 401, "a payment is not shed");
-    // … operations are never shed …
-    assert_eq!(healthz(&client, &address).await.unwrap(), 200);
-    // … and once the stalled requests go, browsing is answered again.
-    drop(stalled);
-    let answered = tokio::time::timeout(LIVENESS, async {
-        loop {
-            let answer = client.get(format!("http://{address}/api/v1/concerts")).send().await.unwrap();
-            if answer.status() == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(answered.is_ok(), "the server answers once places are free");
+    // Give the server every chance to have taken them in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let answer = client.get(format!("http://{address}/api/v1/concerts")).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "requests whose bodies have not arrived take no place");
+    }
 }

@@ -1,7 +1,8 @@
 //! A store outage, end to end: PostgreSQL (the booking store) is taken away behind a proxy and
 //! brought back. While it is away, requests that need it answer 503 `unavailable` with
 //! `Retry-After` (never 500), requests that do not (a queue poll) are answered, and `/readyz`
-//! says which store is down; once it is back, the same server answers again by itself.
+//! says which store is down; once it is back, the same server answers again by itself. And a
+//! full server (its store hanging) sheds new work at once while a payment is served.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use ticketing_core::catalog::QueueSettings;
+use ticketing_core::ids::{ConcertId, QueueToken};
 use ticketing_core::store::ClaimStrategy;
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::postgres::PgStore;
@@ -31,8 +33,17 @@ async fn json_of(response: Response) -> (u16, Option<String>, Option<String>, Va
     (status, content_type, retry_after, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() {
+/// A server over PostgreSQL (the booking store, reached through a proxy) and the in-memory
+/// queue, on the demo concert.
+struct Deployment {
+    base: String,
+    state: Arc<AppState<MemoryStore, PgStore, ManualClock>>,
+    proxy: TcpProxy,
+    concert: ConcertId,
+    _database: ticketing_core::testing::FreshDatabase,
+}
+
+async fn deployment(max_in_flight: usize) -> Deployment {
     let database = ticketing_core::testing::fresh_postgres().await;
     let options = sqlx::postgres::PgConnectOptions::from_str(&database.url).unwrap();
     let proxy = TcpProxy::start(resolve(options.get_host(), options.get_port()).await).await;
@@ -57,23 +68,30 @@ async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() 
         active_ttl_secs: 600,
     };
     let concert = ticketing_http::seed_demo(&service, queue).await.unwrap();
-    let state = Arc::new(AppState::new(service, AuthMode::None, None, Duration::from_secs(10)));
+    let state = Arc::new(
+        AppState::new(service, AuthMode::None, None, Duration::from_secs(10))
+            .with_max_in_flight(max_in_flight),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(ticketing_http::serve(listener, Arc::clone(&state), std::future::pending()));
-    let client = Client::new();
+    Deployment { base, state, proxy, concert, _database: database }
+}
 
+/// An admitted token of a new user, and the URL of the first schedule's seat list.
+async fn admitted(client: &Client, deployment: &Deployment, user: &str) -> (String, String) {
+    let base = &deployment.base;
     let joined = client
         .post(format!("{base}/api/v1/queue/tokens"))
-        .json(&json!({"userId": "alice", "concertId": concert.to_string()}))
+        .json(&json!({"userId": user, "concertId": deployment.concert.to_string()}))
         .send()
         .await
         .unwrap();
     let token = json_of(joined).await.3["token"].as_str().unwrap().to_owned();
-    state.service.admission_tick(concert).await.unwrap();
+    deployment.state.service.admission_tick(deployment.concert).await.unwrap();
     let schedules = json_of(
         client
-            .get(format!("{base}/api/v1/concerts/{concert}/schedules"))
+            .get(format!("{base}/api/v1/concerts/{}/schedules", deployment.concert))
             .bearer_auth(&token)
             .send()
             .await
@@ -83,6 +101,15 @@ async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() 
     assert_eq!(schedules.0, 200, "{schedules:?}");
     let seats_url =
         format!("{base}/api/v1/schedules/{}/seats", schedules.3[0]["scheduleId"].as_str().unwrap());
+    (token, seats_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() {
+    let deployment = deployment(ticketing_http::shed::IN_FLIGHT_MAX_DEFAULT).await;
+    let (base, proxy) = (&deployment.base, &deployment.proxy);
+    let client = Client::new();
+    let (token, seats_url) = admitted(&client, &deployment, "alice").await;
     let seats = || async { json_of(client.get(&seats_url).bearer_auth(&token).send().await.unwrap()).await };
     let poll = || async {
         json_of(
@@ -135,4 +162,69 @@ async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() 
     })
     .await;
     assert!(recovered.is_ok(), "the server answers again once the database is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_sheds_new_work_at_once_but_keeps_room_for_buyers_paying() {
+    // Four places, one kept for buyers finishing a purchase.
+    let deployment = deployment(4).await;
+    let (base, proxy) = (&deployment.base, &deployment.proxy);
+    let client = Client::new();
+    let (token, seats_url) = admitted(&client, &deployment, "alice").await;
+
+    // The database hangs: three seat lists wait on it, holding three places.
+    proxy.set_stalled(true);
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), seats_url.clone(), token.clone());
+            tokio::spawn(async move {
+                client.get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let poll = || async {
+        json_of(
+            client
+                .get(format!("{base}/api/v1/queue/tokens/current"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    // New work (a poll, which needs no database) is shed at once …
+    let shed = tokio::time::timeout(LIVENESS, async {
+        loop {
+            let answer = poll().await;
+            if answer.0 == 503 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a poll is shed while the server is full");
+    assert_eq!(
+        (shed.1.as_deref(), shed.2.as_deref(), shed.3["code"].as_str()),
+        (Some("application/problem+json"), Some("1"), Some("overloaded"))
+    );
+    // … a buyer paying gets the kept place (here to learn its token is unknown: no database) …
+    let stranger = QueueToken::generate(deployment.concert);
+    let paying = client
+        .post(format!("{base}/api/v1/payments"))
+        .bearer_auth(stranger.as_str())
+        .json(&json!({"reservationId": uuid::Uuid::new_v4().to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paying.status(), 401, "a payment is not shed");
+    // … operations are never shed …
+    assert_eq!(client.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    // … and once the database answers, the waiting lists and new work are answered.
+    proxy.set_stalled(false);
+    for list in waiting {
+        assert_eq!(tokio::time::timeout(LIVENESS, list).await.unwrap().unwrap().unwrap(), 200);
+    }
+    assert_eq!(poll().await.0, 200);
 }
