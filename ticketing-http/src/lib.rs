@@ -178,7 +178,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::create_concert, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ServiceUnavailable),
 )]
 pub struct ApiDoc;
 
@@ -192,6 +192,47 @@ impl utoipa::Modify for BearerScheme {
             "queueToken",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents the 503 every API operation may answer, with its `Retry-After`.
+struct ServiceUnavailable;
+
+impl utoipa::Modify for ServiceUnavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description(
+                "the server cannot answer now: `unavailable` (a store is down or lost data), `overloaded` \
+                 (at capacity), `timeout` or `contention`; retry after `Retry-After` seconds",
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("seconds to wait before retrying"))
+                    .build(),
+            )
+            .build();
+        for (path, item) in &mut openapi.paths.paths {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
     }
 }
 
@@ -251,11 +292,9 @@ async fn require_admin<Q: QueueStore, B: BookingStore, C: Clock>(
 }
 
 async fn openapi() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
-    )
-        .into_response()
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document.as_str()).into_response()
 }
 
 /// Answers 503 `timeout` when a handler runs longer than the configured timeout.

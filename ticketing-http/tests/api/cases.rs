@@ -654,6 +654,18 @@ pub async fn operations_routes_answer<
     ] {
         assert!(openapi.body["paths"][path].is_object(), "{path} documented");
     }
+    // Every API operation documents the 503 it may answer, as a problem with Retry-After.
+    let paths = openapi.body["paths"].as_object().unwrap();
+    for (path, item) in paths.iter().filter(|(path, _)| path.starts_with("/api/")) {
+        for (method, operation) in item.as_object().unwrap() {
+            let unavailable = &operation["responses"]["503"];
+            assert!(
+                unavailable["content"]["application/problem+json"].is_object()
+                    && unavailable["headers"]["Retry-After"].is_object(),
+                "{method} {path} documents its 503: {unavailable}"
+            );
+        }
+    }
 }
 
 pub async fn client_mistakes_are_never_server_errors<
