@@ -97,3 +97,7 @@ pub const IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
 /// How long a buyer finishing a purchase (paying, charging) waits for a place in a full server
 /// before being answered 503 `overloaded`.
 pub const PRIORITY_WAIT_MS: u64 = 1_000;
+/// A readiness answer (`/readyz`, which pings every store) is reused for this long, and
+/// concurrent checks wait for one another, so a flood of probes costs the stores one ping each
+/// per interval.
+pub const READINESS_CACHE_MS: u64 = 1_000;

@@ -66,6 +66,8 @@ pub struct AppState<Q, B, C> {
     pub connections: ConnectionLimits,
     /// The places for requests in flight.
     pub shedder: shed::Shedder,
+    /// The last readiness answer and when it was found ([`limits::READINESS_CACHE_MS`]).
+    pub readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, error::StoreHealth)>>,
 }
 
 /// How [`serve`] bounds its connections, so that clients cannot hoard them.
@@ -106,6 +108,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
             seat_lists: dto::SeatListJson::default(),
             connections: ConnectionLimits::default(),
             shedder: shed::Shedder::default(),
+            readiness: tokio::sync::Mutex::new(None),
         }
     }
 

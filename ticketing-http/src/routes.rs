@@ -379,7 +379,9 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Readiness: whether each store answers, both checked at once, each given half the request
-/// timeout (so the answer can say which one did not).
+/// timeout (so the answer can say which one did not). An answer is reused for
+/// `READINESS_CACHE_MS`, and concurrent checks wait for the one running, so probes cannot flood
+/// the stores.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "every store answers", body = ReadyBody),
@@ -389,6 +391,26 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
 ) -> Result<Json<ReadyBody>, ApiError> {
+    let mut last = state.readiness.lock().await;
+    let fresh = std::time::Duration::from_millis(ticketing_core::limits::READINESS_CACHE_MS);
+    let stores = match *last {
+        Some((at, stores)) if at.elapsed() < fresh => stores,
+        _ => {
+            let stores = check_stores(&state).await;
+            *last = Some((tokio::time::Instant::now(), stores));
+            stores
+        }
+    };
+    drop(last);
+    if stores.ready() {
+        Ok(Json(ReadyBody { status: "ready", stores }))
+    } else {
+        Err(ApiError::NotReady(stores))
+    }
+}
+
+/// Pings both stores at once, each within half the request timeout.
+async fn check_stores<Q: QueueStore, B: BookingStore, C: Clock>(state: &AppState<Q, B, C>) -> StoreHealth {
     let limit = state.request_timeout / 2;
     let health = |answer: Result<Result<(), StoreError>, tokio::time::error::Elapsed>| match answer {
         Ok(Ok(())) => Health::Up,
@@ -405,12 +427,7 @@ pub async fn readyz<Q: QueueStore, B: BookingStore, C: Clock>(
         tokio::time::timeout(limit, state.service.queue_store().ping_queue()),
         tokio::time::timeout(limit, state.service.booking_store().ping_catalog())
     );
-    let stores = StoreHealth { queue: health(queue), booking: health(booking) };
-    if stores.ready() {
-        Ok(Json(ReadyBody { status: "ready", stores }))
-    } else {
-        Err(ApiError::NotReady(stores))
-    }
+    StoreHealth { queue: health(queue), booking: health(booking) }
 }
 
 /// `/readyz` when every store answers.
