@@ -101,3 +101,14 @@ pub const PRIORITY_WAIT_MS: u64 = 1_000;
 /// concurrent checks wait for one another, so a flood of probes costs the stores one ping each
 /// per interval.
 pub const READINESS_CACHE_MS: u64 = 1_000;
+
+/// The longest wait between two attempts to reconnect to Redis (the wait starts at 1 s and
+/// doubles), in milliseconds.
+pub const REDIS_RECONNECT_MAX_DELAY_MS: u64 = 2_000;
+/// Attempts to reconnect to Redis before a command fails (the next command starts again).
+pub const REDIS_RECONNECT_RETRIES: usize = 4;
+/// How long one attempt to connect to Redis may take.
+pub const REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// How long a Redis command may wait for its answer before it fails (the store reports the
+/// backend failing: 503, never a hung request).
+pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = 2_000;

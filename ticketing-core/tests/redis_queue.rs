@@ -110,3 +110,41 @@ async fn redis_refuses_a_token_filed_under_another_concert() {
     assert!(keys(&conn, &prefix).await.is_empty(), "nothing written");
     assert_eq!(store.token_of_user(concert, &UserId::parse("alice").unwrap()).await.unwrap(), None);
 }
+
+/// Redis going away for two seconds and coming back: while it is away a call fails (it does not
+/// hang: the store answers the backend failing), and once it is back calls succeed again within
+/// seconds, on the same store (redis-rs's default reconnect backoff left every call hanging for
+/// about a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_store_fails_fast_while_redis_is_away_and_recovers_by_itself() {
+    use ticketing_core::testing::{TcpProxy, resolve};
+    let url = redis::ConnectionInfo::from(
+        redis::IntoConnectionInfo::into_connection_info(ticketing_core::testing::redis_url().as_str())
+            .unwrap(),
+    );
+    let (host, port) = match &url.addr {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        other => panic!("the test Redis is reached over TCP, not {other:?}"),
+    };
+    let proxy = TcpProxy::start(resolve(&host, port).await).await;
+    let conn = ticketing_core::store::redis::connect(&format!("redis://127.0.0.1:{}/", proxy.address.port()))
+        .await
+        .unwrap();
+    let store = RedisQueueStore::new(conn, fresh_redis_prefix());
+    store.ping_queue().await.unwrap();
+
+    proxy.set_up(false);
+    let away = tokio::time::timeout(std::time::Duration::from_secs(30), store.ping_queue()).await;
+    assert!(matches!(away, Ok(Err(StoreError::Backend { .. }))), "a call fails, not hangs: {away:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    proxy.set_up(true);
+
+    // Far less than the minute the default backoff took, far more than the few seconds it takes.
+    let back = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while store.ping_queue().await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the store answers again once Redis is back");
+}
