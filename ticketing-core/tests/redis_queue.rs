@@ -118,10 +118,8 @@ async fn redis_refuses_a_token_filed_under_another_concert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_store_fails_fast_while_redis_is_away_and_recovers_by_itself() {
     use ticketing_core::testing::{TcpProxy, resolve};
-    let url = redis::ConnectionInfo::from(
-        redis::IntoConnectionInfo::into_connection_info(ticketing_core::testing::redis_url().as_str())
-            .unwrap(),
-    );
+    let url = redis::IntoConnectionInfo::into_connection_info(ticketing_core::testing::redis_url().as_str())
+        .unwrap();
     let (host, port) = match &url.addr {
         redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
         other => panic!("the test Redis is reached over TCP, not {other:?}"),

@@ -325,7 +325,7 @@ async fn read_body(request: Request, next: Next) -> Response {
 
 /// Sheds a request the server has no place for ([`shed`]), before any work is done for it.
 async fn shed(State(shedder): State<shed::Shedder>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let route = request.extensions().get::<MatchedPath>().map_or(shed::UNMATCHED, MatchedPath::as_str);
     let token = routes::Bearer::of(request.headers()).is_ok();
     let class = shed::Class::of(request.method(), route, token);
     match shedder.admit(class).await {
@@ -346,7 +346,7 @@ async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| shed::UNMATCHED.to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(request).await;

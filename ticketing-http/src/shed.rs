@@ -19,10 +19,14 @@ use crate::error::ApiError;
 
 pub use ticketing_core::limits::{IN_FLIGHT_MAX_DEFAULT, PRIORITY_WAIT_MS};
 
+/// What the router's middleware calls the route of a request that matched none.
+pub const UNMATCHED: &str = "unmatched";
+
 /// How a request is treated when the server is busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Operations (health, readiness, metrics, the description): never shed, not counted.
+    /// Operations (health, readiness, metrics, the description) and requests matching no route:
+    /// never shed, not counted.
     Exempt,
     /// A buyer holding a seat finishing the purchase: may use every place, waits briefly.
     Priority,
@@ -37,7 +41,8 @@ impl Class {
     #[must_use]
     pub fn of(method: &Method, route: &str, token: bool) -> Self {
         match (method.as_str(), route) {
-            (_, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => Self::Exempt,
+            // Operations, and requests that match no route (a 404 or 405 costs nothing).
+            (_, "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | UNMATCHED) => Self::Exempt,
             ("POST", "/api/v1/payments" | "/api/v1/balance/charges")
             | ("GET", "/api/v1/balance")
             | ("GET" | "DELETE", "/api/v1/reservations/{reservation_id}")
@@ -60,11 +65,12 @@ impl Class {
     }
 }
 
-/// The places for requests in flight.
+/// The places for requests in flight: a shared pool every class may use, and the kept places
+/// only [`Class::Priority`] may use, so the quarter is kept exactly.
 #[derive(Debug, Clone)]
 pub struct Shedder {
-    places: Arc<Semaphore>,
-    kept: usize,
+    shared: Arc<Semaphore>,
+    kept: Arc<Semaphore>,
     max_in_flight: usize,
 }
 
@@ -74,7 +80,12 @@ impl Shedder {
     #[must_use]
     pub fn new(max_in_flight: usize) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-        Self { places: Arc::new(Semaphore::new(max_in_flight)), kept: max_in_flight / 4, max_in_flight }
+        let kept = max_in_flight / 4;
+        Self {
+            shared: Arc::new(Semaphore::new(max_in_flight - kept)),
+            kept: Arc::new(Semaphore::new(kept)),
+            max_in_flight,
+        }
     }
 
     /// The bound on requests in flight.
@@ -92,14 +103,20 @@ impl Shedder {
         match class {
             Class::Exempt => Ok(None),
             Class::Normal => {
-                if self.places.available_permits() <= self.kept {
-                    return Err(ApiError::Overloaded);
-                }
-                Arc::clone(&self.places).try_acquire_owned().map(Some).map_err(|_| ApiError::Overloaded)
+                Arc::clone(&self.shared).try_acquire_owned().map(Some).map_err(|_| ApiError::Overloaded)
             }
             Class::Priority => {
+                if let Ok(place) = Arc::clone(&self.shared).try_acquire_owned() {
+                    return Ok(Some(place));
+                }
                 let wait = Duration::from_millis(PRIORITY_WAIT_MS);
-                match tokio::time::timeout(wait, Arc::clone(&self.places).acquire_owned()).await {
+                let either = async {
+                    tokio::select! {
+                        place = Arc::clone(&self.kept).acquire_owned() => place,
+                        place = Arc::clone(&self.shared).acquire_owned() => place,
+                    }
+                };
+                match tokio::time::timeout(wait, either).await {
                     Ok(Ok(place)) => Ok(Some(place)),
                     Ok(Err(_)) | Err(_) => Err(ApiError::Overloaded),
                 }
@@ -145,6 +162,7 @@ mod tests {
         assert_eq!(Class::of(&Method::GET, "/api/v1/schedules/{schedule_id}/seats", true), Class::Normal);
         assert_eq!(Class::of(&Method::GET, "/readyz", false), Class::Exempt);
         assert_eq!(Class::of(&Method::GET, "/healthz", false), Class::Exempt);
+        assert_eq!(Class::of(&Method::GET, UNMATCHED, false), Class::Exempt, "a wrong URL is a 404");
     }
 
     #[tokio::test]

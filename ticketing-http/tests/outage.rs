@@ -78,6 +78,14 @@ async fn deployment(max_in_flight: usize) -> Deployment {
     Deployment { base, state, proxy, concert, _database: database }
 }
 
+/// A poll of `token`'s status.
+async fn poll(client: &Client, base: &str, token: &str) -> (u16, Option<String>, Option<String>, Value) {
+    json_of(
+        client.get(format!("{base}/api/v1/queue/tokens/current")).bearer_auth(token).send().await.unwrap(),
+    )
+    .await
+}
+
 /// An admitted token of a new user, and the URL of the first schedule's seat list.
 async fn admitted(client: &Client, deployment: &Deployment, user: &str) -> (String, String) {
     let base = &deployment.base;
@@ -111,17 +119,7 @@ async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() 
     let client = Client::new();
     let (token, seats_url) = admitted(&client, &deployment, "alice").await;
     let seats = || async { json_of(client.get(&seats_url).bearer_auth(&token).send().await.unwrap()).await };
-    let poll = || async {
-        json_of(
-            client
-                .get(format!("{base}/api/v1/queue/tokens/current"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
+    let poll = || poll(&client, base, &token);
     let ready = || async { json_of(client.get(format!("{base}/readyz")).send().await.unwrap()).await };
 
     assert_eq!(seats().await.0, 200);
@@ -200,17 +198,7 @@ async fn a_full_server_sheds_new_work_at_once_but_keeps_room_for_buyers_paying()
             })
         })
         .collect();
-    let poll = || async {
-        json_of(
-            client
-                .get(format!("{base}/api/v1/queue/tokens/current"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
+    let poll = || poll(&client, base, &token);
     // New work (a poll, which needs no database) is shed at once …
     let shed = tokio::time::timeout(LIVENESS, async {
         loop {
