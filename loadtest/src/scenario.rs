@@ -224,7 +224,8 @@ impl Person<'_> {
         path: &str,
         prepare: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Flow<Option<Reply>> {
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             let builder = prepare(user.get_request_builder(&method, path)?);
             let request = GooseRequest::builder().name(name).set_request_builder(builder).build();
             let GooseResponse { request: metric, response } = user.request(request).await?;
@@ -248,6 +249,7 @@ impl Person<'_> {
                 && reply.code() == "overloaded"
                 && attempt < SHED_RETRIES
             {
+                attempt += 1;
                 self.run.obs.shed();
                 self.handled(user, &mut reply)?;
                 pause_for_retry(self.run, retry_after).await;
@@ -258,7 +260,6 @@ impl Person<'_> {
             }
             return Ok(Some(reply));
         }
-        unreachable!("the loop returns")
     }
 
     /// Marks a non-2xx answer the contract allows as a handled outcome.

@@ -157,6 +157,27 @@ impl<DB: Database> SqlPool<DB> {
         }
     }
 
+    /// Applies `migrator`'s migrations on one connection. A connection whose migration failed
+    /// may still hold the migrator's session lock: it is closed, never reused.
+    ///
+    /// # Errors
+    /// As [`SqlPool::get`] (as a [`sqlx::migrate::MigrateError::Execute`]), and what the
+    /// migrator reports.
+    pub(crate) async fn migrate(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> Result<(), sqlx::migrate::MigrateError>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Acquire<'c, Database = DB>,
+        DB::Connection: sqlx::migrate::Migrate,
+    {
+        let mut conn = self.get().await?;
+        conn.reuse = Reuse::Close;
+        migrator.run(&mut *conn).await?;
+        conn.reuse = Reuse::Ready;
+        Ok(())
+    }
+
     /// Begins a transaction on a connection from [`SqlPool::get`].
     ///
     /// # Errors

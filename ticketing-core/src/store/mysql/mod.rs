@@ -77,8 +77,8 @@ fn one_row(result: sqlx::mysql::MySqlQueryResult, what: &'static str) -> StoreRe
 impl MyStore {
     /// Connects with a pool of at most `max_connections`. A connection is pinged neither when it
     /// is taken nor when it is given back after its statement completed ([`SqlPool`]): a store
-    /// step costs its own round trips and no more. After the database restarts, each stale pooled connection fails
-    /// one call ([`StoreError::Backend`]) and is dropped.
+    /// step costs its own round trips and no more. After the database restarts, each stale
+    /// pooled connection fails one call ([`StoreError::Backend`]) and is dropped.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the database cannot be reached.
@@ -114,15 +114,10 @@ impl MyStore {
     /// # Errors
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> StoreResult<()> {
-        let mut conn = self.pool.get().await.map_err(db("connection"))?;
-        // A migration that fails may leave its session lock held: such a connection is closed.
-        conn.close_unless_settled();
-        migrations::MYSQL.run(&mut *conn).await.map_err(|e| StoreError::Backend {
-            message: "mysql: migrate".into(),
-            source: Some(Box::new(e)),
-        })?;
-        conn.settle(&Ok(()));
-        Ok(())
+        self.pool
+            .migrate(&migrations::MYSQL)
+            .await
+            .map_err(|e| StoreError::Backend { message: "mysql: migrate".into(), source: Some(Box::new(e)) })
     }
 
     /// The pool: `&store.pool()` runs a statement on the store's connections (a connection

@@ -107,15 +107,10 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> StoreResult<()> {
-        let mut conn = self.pool.get().await.map_err(db("connection"))?;
-        // A migration that fails may leave its session lock held: such a connection is closed.
-        conn.close_unless_settled();
-        migrations::POSTGRES.run(&mut *conn).await.map_err(|e| StoreError::Backend {
+        self.pool.migrate(&migrations::POSTGRES).await.map_err(|e| StoreError::Backend {
             message: "postgres: migrate".into(),
             source: Some(Box::new(e)),
-        })?;
-        conn.settle(&Ok(()));
-        Ok(())
+        })
     }
 
     /// The pool: `&store.pool()` runs a statement on the store's connections (a connection
