@@ -41,6 +41,7 @@ database=ticketing_drill
 store="${postgres%/*}/$database"
 prefix="ticketing-drill:$(date +%s):"
 admin_key="drill-$(date +%s)-$RANDOM$RANDOM"
+token_secret="drill-token-secret-$(date +%s)-$RANDOM$RANDOM$RANDOM$RANDOM"
 ports=(8281 8282 8283)
 out=loadtest-results/drill-$fault
 mkdir -p "$out"
@@ -62,6 +63,7 @@ hosts=()
 for port in "${ports[@]}"; do
   TICKETING_LISTEN="127.0.0.1:$port" TICKETING_STORE="$store" TICKETING_QUEUE="redis://127.0.0.1:6379/" \
     TICKETING_REDIS_PREFIX="$prefix" TICKETING_ADMIN_KEY="$admin_key" TICKETING_DEMO_SEED=false \
+    TICKETING_TOKEN_SECRET="$token_secret" \
     TICKETING_INSECURE_DEMO_AUTH=true TICKETING_HOLD_TTL_SECS="$HOLD_TTL_SECS" RUST_LOG=warn \
     "$bin/ticketing-http" >"$out/node-$port.log" 2>&1 &
   pids+=("$!")

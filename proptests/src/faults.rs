@@ -13,7 +13,10 @@ use ticketing_core::hold::{HoldPlan, ReleasePlan, Reservation};
 use ticketing_core::idempotency::IdempotencyRecord;
 use ticketing_core::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use ticketing_core::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use ticketing_core::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use ticketing_core::queue::TokenRecord;
+use ticketing_core::store::{
+    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, WalletStore,
+};
 
 /// What happens to the next write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,20 @@ impl<B: BookingStore> WalletStore for Faulty<B> {
     }
     async fn save_outcome(&self, record: &IdempotencyRecord) -> StoreResult<()> {
         self.write(self.inner.save_outcome(record)).await
+    }
+}
+
+/// The admission log is passed through without faults: these tests inject them into the
+/// booking steps.
+impl<B: BookingStore> AdmissionLog for Faulty<B> {
+    async fn log_admissions(&self, admitted: &[TokenRecord]) -> StoreResult<()> {
+        self.inner.log_admissions(admitted).await
+    }
+    async fn admission(&self, token: &QueueToken) -> StoreResult<Option<Admission>> {
+        self.inner.admission(token).await
+    }
+    async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
+        self.inner.admissions(concert, now).await
     }
 }
 

@@ -166,12 +166,19 @@ impl From<UserId> for String {
 
 /// The queue token: the buyer's credential after it has proven who it is.
 ///
-/// 72 lowercase hex digits: the concert's UUID (32 digits, its `simple` form), then 160 bits
-/// from the operating system's random source (40 digits), so it cannot be guessed. The token
-/// carries its concert so that a store can find its record without an index from token to
-/// concert (Redis keeps each concert's keys in one hash slot). It is bound to one user by the
+/// Its identity is 72 lowercase hex digits: the concert's UUID (32 digits, its `simple` form),
+/// then 160 bits from the operating system's random source (40 digits), so it cannot be guessed.
+/// The token carries its concert so that a store can find its record without an index from token
+/// to concert (Redis keeps each concert's keys in one hash slot). It is bound to one user by the
 /// record the queue store keeps for it; a token whose concert part was changed names no record.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// The credential a client is given may go on after the identity with `.` and a claim: the
+/// token's place in line, issue time and user, signed by the service
+/// ([`crate::claim::TokenSigner`]), so that a queue store that lost its data can be given the
+/// token back ([`crate::Ticketing`] does it on the token's next request). The identity alone
+/// is what stores key on ([`QueueToken::as_str`]), what equality compares and what acts: the
+/// claim adds no authority, it only lets a lost record be rebuilt.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct QueueToken(String);
 
@@ -180,8 +187,10 @@ impl QueueToken {
     const CONCERT_LEN: usize = 32;
     /// Random bytes after the concert part.
     const RANDOM_BYTES: usize = 20;
-    /// Hex digits of a whole token.
+    /// Hex digits of a token's identity.
     const LEN: usize = Self::CONCERT_LEN + Self::RANDOM_BYTES * 2;
+    /// The longest credential accepted: the identity, `.` and a claim.
+    pub const CREDENTIAL_MAX_LEN: usize = 512;
 
     /// A new token of `concert`, its random part from the operating system's random source.
     ///
@@ -200,19 +209,31 @@ impl QueueToken {
         Self(text)
     }
 
-    /// Checks the shape of a token presented by a client.
+    /// Checks the shape of a token presented by a client: the identity, then optionally `.`
+    /// and a claim of URL-safe base64 characters and dots (whether the claim is genuine is
+    /// [`crate::claim::TokenSigner::verify`]'s to say).
     ///
     /// # Errors
-    /// [`ParseError`] when it is not 72 lowercase hex digits.
+    /// [`ParseError`] when it is not 72 lowercase hex digits, optionally followed by `.` and a
+    /// claim, [`QueueToken::CREDENTIAL_MAX_LEN`] characters in all at most.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let well_formed =
-            text.len() == Self::LEN && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if well_formed {
+        let (id, claim) = match text.split_once('.') {
+            Some((id, claim)) => (id, Some(claim)),
+            None => (text, None),
+        };
+        let id_ok =
+            id.len() == Self::LEN && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let claim_ok = claim.is_none_or(|claim| {
+            !claim.is_empty()
+                && claim.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        if id_ok && claim_ok && text.len() <= Self::CREDENTIAL_MAX_LEN {
             Ok(Self(text.to_owned()))
         } else {
             Err(ParseError::new(
                 "queue token",
-                "expected 72 lowercase hex digits (the concert id's 32, then 40 random)",
+                "expected 72 lowercase hex digits (the concert id's 32, then 40 random), optionally \
+                 followed by '.' and the claim the token was issued with",
             ))
         }
     }
@@ -225,10 +246,60 @@ impl QueueToken {
         ConcertId::from_uuid(Uuid::from_u128(uuid))
     }
 
-    /// The token as text.
+    /// The token's identity: its 72 hex digits, what stores key on.
     #[must_use]
     pub fn as_str(&self) -> &str {
+        &self.0[..Self::LEN]
+    }
+
+    /// The whole credential as given to the client: the identity and the claim, if any.
+    #[must_use]
+    pub fn credential(&self) -> &str {
         &self.0
+    }
+
+    /// The claim after the identity, if the credential has one.
+    #[must_use]
+    pub fn claim(&self) -> Option<&str> {
+        self.0.get(Self::LEN + 1..)
+    }
+
+    /// This token's identity with `claim` after it.
+    #[must_use]
+    pub fn with_claim(&self, claim: &str) -> Self {
+        Self(format!("{}.{claim}", self.as_str()))
+    }
+
+    /// This token's identity alone (what a store keeps).
+    #[must_use]
+    pub fn identity(&self) -> Self {
+        Self(self.as_str().to_owned())
+    }
+}
+
+impl PartialEq for QueueToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for QueueToken {}
+
+impl std::hash::Hash for QueueToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for QueueToken {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for QueueToken {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -236,14 +307,15 @@ impl fmt::Debug for QueueToken {
     /// The concert part and four random digits only: tokens are credentials and must not end up
     /// whole in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (concert, random) = self.0.split_at(Self::CONCERT_LEN);
+        let (concert, random) = self.as_str().split_at(Self::CONCERT_LEN);
         write!(f, "QueueToken({concert}:{}…)", &random[..4])
     }
 }
 
 impl fmt::Display for QueueToken {
+    /// The identity (what stores key on); [`QueueToken::credential`] is the whole credential.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -94,6 +94,7 @@
 //! ```
 
 pub mod catalog;
+pub mod claim;
 pub mod clock;
 pub mod error;
 pub mod hold;

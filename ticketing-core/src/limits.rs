@@ -112,3 +112,18 @@ pub const REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// How long a Redis command may wait for its answer before it fails (the store reports the
 /// backend failing: 503, never a hung request).
 pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = 2_000;
+
+/// Most admissions one statement writes to the admission log (a tick's admissions are written
+/// in statements of at most this many rows).
+pub const ADMISSION_LOG_BATCH: usize = 500;
+
+/// Seconds added to the longest pause a waiting client is told to keep between polls, to give the
+/// time admission waits after a line began again with tokens lost (see
+/// [`crate::Ticketing::admission_tick`]): long enough for every waiting buyer who obeys
+/// `Retry-After` to come back with its place before anyone is admitted past it.
+pub const LINE_REBUILD_MARGIN_SECS: u64 = 2;
+
+/// Most admissions a process keeps in memory while the admission log's store fails (written on
+/// a later tick; past this the oldest are dropped, and those tokens, if the queue store also
+/// loses its data, come back in line at their place instead of admitted).
+pub const UNLOGGED_ADMISSIONS_MAX: usize = 100_000;

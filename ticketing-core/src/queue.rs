@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::QueueSettings;
+use crate::claim::Claim;
 use crate::error::DomainError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::limits::{ADMIT_RATE_EWMA_EIGHTHS, ETA_MAX_SECS};
+use crate::store::Admission;
 
 /// The stored state of a queue token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,6 +387,51 @@ pub fn require_account_access(
     }
 }
 
+/// The record to give back for `token`, which its queue store lost
+/// ([`crate::store::QueueStore::restore`]), from its verified `claim` and what the admission log
+/// has of it: admitted until its deadline when logged (expired as PAID if a payment was made
+/// with it, as TIMED_OUT if its deadline passed), otherwise waiting at its claimed place with a
+/// fresh idle deadline. Versioned by [`restamped`].
+#[must_use]
+pub fn recovered(
+    token: &QueueToken,
+    claim: Claim,
+    admission: Option<Admission>,
+    settings: &QueueSettings,
+    now: DateTime<Utc>,
+) -> TokenRecord {
+    let record = match admission {
+        Some(Admission { record, paid_at }) => {
+            let state = match (paid_at, record.state) {
+                (Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
+                (None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
+                    TokenState::Expired { at: expires_at, reason: ExpiryReason::TimedOut }
+                }
+                (None, state) => state,
+            };
+            TokenRecord { token: token.identity(), state, ..record }
+        }
+        None => TokenRecord {
+            token: token.identity(),
+            user_id: claim.user,
+            concert_id: token.concert(),
+            issued_at: claim.issued_at,
+            version: 1,
+            state: TokenState::Waiting { seq: claim.seq, expires_at: idle_deadline(settings, now) },
+        },
+    };
+    restamped(record, now)
+}
+
+/// `record` with the version a record given back to its queue store takes: the time in
+/// milliseconds, above any version it had before its store lost it, so that a write planned
+/// from the lost record fails its compare-and-set.
+#[must_use]
+pub fn restamped(record: TokenRecord, now: DateTime<Utc>) -> TokenRecord {
+    let version = u64::try_from(now.timestamp_millis()).unwrap_or(0).max(record.version + 1);
+    TokenRecord { version, ..record }
+}
+
 /// The admission state of one concert's line, as read before a tick.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -403,6 +450,12 @@ pub struct AdmissionSnapshot {
     /// Measured admissions per second: a moving average over finished windows during which
     /// people were waiting.
     pub rate_per_sec: f64,
+    /// When the line's current generation began, in microseconds since the epoch: when its
+    /// sequence counter was created ([`crate::store::QueueStore::restore`]). 0 for a line whose
+    /// store never loses it apart from the rest of its data (memory, SQL) or that has no counter
+    /// yet.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// One admission tick's write: admit up to `quota` from the head of the line.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
@@ -13,6 +13,7 @@ use crate::catalog::{
     self, Concert, NewConcert, OccupiedSeat, Schedule, ScheduleAvailability, Seat, SeatList, SeatRecord,
     SeatState, SeatStatus, secs,
 };
+use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
 use crate::error::{DomainError, Error, StoreError};
 use crate::hold::{self, Holder, Release, Reservation};
@@ -22,12 +23,12 @@ use crate::ids::{
     UserId,
 };
 use crate::limits::{
-    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, SEAT_MAP_CACHE_SEATS_MAX,
-    SWEEP_BATCH, TOKEN_RETENTION_SECS,
+    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, LINE_REBUILD_MARGIN_SECS,
+    SEAT_MAP_CACHE_SEATS_MAX, SWEEP_BATCH, TOKEN_RETENTION_SECS, UNLOGGED_ADMISSIONS_MAX,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
-use crate::queue::{self, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
-use crate::store::{BookingStore, ChargeInputs, HoldInputs, PaymentInputs, QueueStore};
+use crate::queue::{self, AdmissionSnapshot, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
+use crate::store::{BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, Restored};
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +134,23 @@ pub struct Ticketing<Q, B, C> {
     clock: C,
     config: Config,
     catalog: Arc<CatalogCache>,
+    signer: TokenSigner,
+    lines: Arc<LineWatch>,
+}
+
+/// What the admission tick of this process knows of each concert's line: the generation it
+/// last checked against the admission log and until when admission waits for the lost tokens
+/// of a line that began again; and the admissions not yet written to the log (its store failed).
+#[derive(Debug, Default)]
+struct LineWatch {
+    checked: Mutex<HashMap<ConcertId, LineCheck>>,
+    unlogged: Mutex<Vec<TokenRecord>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LineCheck {
+    generation: u64,
+    resume_at: Option<DateTime<Utc>>,
 }
 
 /// Concerts and schedules as read from the booking store, kept for the life of the service.
@@ -146,6 +164,10 @@ struct CatalogCache {
     /// Each schedule's seats by number (ids, numbers, prices: fixed at creation). A seat list
     /// reads only which of them are occupied, on every request.
     seat_maps: RwLock<HashMap<ScheduleId, Arc<[Seat]>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Reads `key` from a cache map, or loads it and keeps what was found.
@@ -232,8 +254,27 @@ impl KeyCtx {
 
 impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// A service over the given stores and clock.
+    ///
+    /// Its tokens' claims are signed with a random key of this process alone: a deployment of
+    /// several nodes gives them one key with [`Ticketing::with_token_key`], so that any node can
+    /// give back a token another issued after the queue store lost it.
     pub fn new(queue: Q, booking: B, clock: C, config: Config) -> Self {
-        Self { queue, booking, clock, config, catalog: Arc::default() }
+        Self {
+            queue,
+            booking,
+            clock,
+            config,
+            catalog: Arc::default(),
+            signer: TokenSigner::new(TokenKey::random()),
+            lines: Arc::default(),
+        }
+    }
+
+    /// This service, signing its tokens' claims with `key` ([`crate::claim`]).
+    #[must_use]
+    pub fn with_token_key(mut self, key: TokenKey) -> Self {
+        self.signer = TokenSigner::new(key);
+        self
     }
 
     /// The queue store.
@@ -313,7 +354,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 queue::new_token(QueueToken::generate(concert_id), user, concert_id, &concert.queue, now);
             let joined = self.queue.join(new, now).await?;
             if let Some(view) = view_of(joined.polled, &concert, joined.created, now) {
-                return Ok(view);
+                return Ok(self.signed(view, None));
             }
         }
         Err(Error::Contention)
@@ -333,24 +374,85 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             Err(Error::Domain(DomainError::ConcertNotFound)) => return Err(DomainError::TokenNotFound.into()),
             other => other?,
         };
+        let mut recovered = false;
         for _ in 0..CAS_RETRIES {
             let now = self.now();
             let deadline = queue::idle_deadline(&concert.queue, now);
-            let polled = self.queue.poll(token, now, deadline).await?.ok_or(DomainError::TokenNotFound)?;
+            let polled = match self.queue.poll(token, now, deadline).await? {
+                Some(polled) => polled,
+                // Missing: if the queue store lost it, give it back and poll again.
+                None if !recovered && self.recover(token, &concert, now).await?.is_some() => {
+                    recovered = true;
+                    continue;
+                }
+                None => return Err(DomainError::TokenNotFound.into()),
+            };
             queue::require_valid(&polled.record, now)?;
             if let Some(view) = view_of(polled, &concert, false, now) {
-                return Ok(view);
+                return Ok(self.signed(view, Some(token)));
             }
         }
         Err(Error::Contention)
     }
 
-    /// The stored record of a token, whatever its status.
+    /// The view with the credential to answer: the one presented if its claim verifies,
+    /// otherwise the token's identity with its claim signed now (its place in line while it
+    /// waits; 0 once admitted, which the admission log then speaks for).
+    fn signed(&self, mut view: TokenView, presented: Option<&QueueToken>) -> TokenView {
+        let record = &view.record;
+        view.record.token = match presented.filter(|token| self.signer.verify(token).is_some()) {
+            Some(token) => token.clone(),
+            None => self.signer.sign(
+                &record.token,
+                &Claim {
+                    seq: record.seq().unwrap_or(0),
+                    issued_at: record.issued_at,
+                    user: record.user_id.clone(),
+                },
+            ),
+        };
+        view
+    }
+
+    /// Gives back a token the queue store does not have, if its credential's claim verifies and
+    /// the store lost it ([`QueueStore::restore`]): as admitted when the admission log has it
+    /// (expired if its active time ended or a payment was made with it), otherwise back in line
+    /// at its claimed place. Costs one booking-store read and one queue-store step, on this rare
+    /// path only. `None` when the token is unknown, forged, or was forgotten in the ordinary way.
+    async fn recover(
+        &self,
+        token: &QueueToken,
+        concert: &Concert,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, Error> {
+        let Some(claim) = self.signer.verify(token) else { return Ok(None) };
+        let admission = self.booking.admission(token).await?;
+        let line_seq = claim.seq;
+        let record = queue::recovered(token, claim, admission, &concert.queue, now);
+        let restored = self.queue.restore(&[Lost { record, line_seq }], now).await?;
+        Ok(match restored.into_iter().next() {
+            Some(Restored::Present(record) | Restored::Restored(record)) => {
+                tracing::info!(?token, "a token the queue store had lost was given back");
+                Some(record)
+            }
+            Some(Restored::NotLost | Restored::Superseded) | None => None,
+        })
+    }
+
+    /// The stored record of a token, whatever its status; a token the queue store lost is given
+    /// back first ([`QueueStore::restore`]).
     ///
     /// # Errors
     /// [`DomainError::TokenNotFound`]; store errors.
     pub async fn authenticate(&self, token: &QueueToken) -> Result<TokenRecord, Error> {
-        self.queue.token(token).await?.ok_or(Error::Domain(DomainError::TokenNotFound))
+        if let Some(record) = self.queue.token(token).await? {
+            return Ok(record);
+        }
+        let concert = match self.concert(token.concert()).await {
+            Err(Error::Domain(DomainError::ConcertNotFound)) => return Err(DomainError::TokenNotFound.into()),
+            other => other?,
+        };
+        self.recover(token, &concert, self.now()).await?.ok_or(Error::Domain(DomainError::TokenNotFound))
     }
 
     async fn active_token(
@@ -384,8 +486,16 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// Runs one admission tick for one concert: admits from the head of the line as far as
-    /// both caps allow. Safe to run from many nodes at once: a tick that loses the race to
-    /// another admits nobody.
+    /// both caps allow, and writes who was admitted to the admission log (for a line that has
+    /// generations: one its store may lose, [`AdmissionSnapshot::generation`]). Safe to run from many
+    /// nodes at once: a tick that loses the race to another admits nobody.
+    ///
+    /// When the line began a new generation since the admission log last saw it (the queue
+    /// store lost its data: [`QueueStore::restore`]), the tick first gives the store back the
+    /// admissions still open, so the capacity cap counts them, and admits nobody until the
+    /// longest pause a waiting client is told to keep between polls (plus
+    /// [`LINE_REBUILD_MARGIN_SECS`]) has passed since the line began again: by then every
+    /// waiting buyer who obeys `Retry-After` has come back with its place.
     ///
     /// # Errors
     /// [`DomainError::ConcertNotFound`]; store errors.
@@ -393,18 +503,92 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
         let concert = self.concert(concert_id).await?;
         let now = self.now();
+        self.write_unlogged().await;
         let snapshot = match self.queue.admission_snapshot(concert_id, now).await {
             Ok(snapshot) => snapshot,
             // Contention here means another node is ticking this concert right now.
             Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
             Err(error) => return Err(error.into()),
         };
-        let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
-        match self.queue.admit(&plan).await {
-            Ok(admitted) => Ok(admitted),
-            Err(StoreError::Conflict(_)) => Ok(Vec::new()),
-            Err(error) => Err(error.into()),
+        if self.line_waits(&concert, &snapshot, now).await? {
+            return Ok(Vec::new());
         }
+        let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
+        let admitted = match self.queue.admit(&plan).await {
+            Ok(admitted) => admitted,
+            Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        // A line with no generation is never lost apart from the rest of its store's data
+        // (memory, SQL): nothing would ever read its log.
+        if !admitted.is_empty() && snapshot.generation != 0 {
+            lock(&self.lines.unlogged).extend(admitted.iter().cloned());
+            self.write_unlogged().await;
+        }
+        Ok(admitted)
+    }
+
+    /// Writes the admissions not yet in the admission log; keeps them for the next tick if the
+    /// booking store fails (at most [`UNLOGGED_ADMISSIONS_MAX`], the oldest dropped first).
+    async fn write_unlogged(&self) {
+        let batch = std::mem::take(&mut *lock(&self.lines.unlogged));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(error) = self.booking.log_admissions(&batch).await {
+            tracing::warn!(%error, count = batch.len(), "admissions not logged yet; kept for the next tick");
+            let mut unlogged = lock(&self.lines.unlogged);
+            let mut kept = batch;
+            kept.append(&mut unlogged);
+            let excess = kept.len().saturating_sub(UNLOGGED_ADMISSIONS_MAX);
+            kept.drain(..excess);
+            *unlogged = kept;
+        }
+    }
+
+    /// Whether admission of `concert` waits this tick: checks a line generation this process has
+    /// not seen against the admission log (see [`Ticketing::admission_tick`]).
+    async fn line_waits(
+        &self,
+        concert: &Concert,
+        snapshot: &AdmissionSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let generation = snapshot.generation;
+        if generation == 0 {
+            return Ok(false);
+        }
+        let known = lock(&self.lines.checked).get(&concert.id).copied();
+        if let Some(check) = known.filter(|check| check.generation == generation) {
+            return Ok(check.resume_at.is_some_and(|at| now < at));
+        }
+        let began = i64::try_from(generation).ok().and_then(DateTime::from_timestamp_micros);
+        let log = self.booking.admissions(concert.id, now).await?;
+        let resume_at = match (began, log.first_admitted_at) {
+            (Some(began), Some(first)) if first < began => {
+                let lost: Vec<Lost> = log
+                    .open
+                    .into_iter()
+                    .map(|admission| Lost { record: queue::restamped(admission.record, now), line_seq: 0 })
+                    .collect();
+                if !lost.is_empty() {
+                    self.queue.restore(&lost, now).await?;
+                }
+                let pause = secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS);
+                tracing::warn!(concert = %concert.id, restored = lost.len(), "the queue store lost this line; \
+                    admission waits for waiting buyers to come back");
+                Some(began + pause)
+            }
+            _ => None,
+        };
+        let mut checked = lock(&self.lines.checked);
+        if checked.len() >= CATALOG_CACHE_MAX {
+            checked.clear();
+        }
+        checked.insert(concert.id, LineCheck { generation, resume_at });
+        // A line just rebuilt is admitted from on the next tick, from a snapshot that counts
+        // the admissions given back.
+        Ok(resume_at.is_some())
     }
 
     /// Runs one admission tick for every concert; returns how many were admitted.

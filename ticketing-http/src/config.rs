@@ -87,6 +87,13 @@ pub struct Config {
         value_parser = bounded::<u32>(1, DB_POOL_MAX.into()))]
     pub db_pool: u32,
 
+    /// The secret (at least 32 bytes) every node of a deployment signs its queue tokens'
+    /// claims with, so that any node can give back a buyer's place or admission after the queue
+    /// store lost its data. Unset: a random key per process, which only that process can check
+    /// (the server warns when the queue is in Redis).
+    #[arg(long, env = "TICKETING_TOKEN_SECRET", hide_env_values = true, value_parser = token_secret)]
+    pub token_secret: Option<String>,
+
     /// Key for the admin routes (`X-Admin-Key`); the admin routes are off when unset.
     #[arg(long, env = "TICKETING_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -310,6 +317,14 @@ impl Config {
         }
     }
 
+    /// The key the service signs its tokens' claims with, when one is configured.
+    #[must_use]
+    pub fn token_key(&self) -> Option<ticketing_core::claim::TokenKey> {
+        self.token_secret
+            .as_deref()
+            .and_then(|secret| ticketing_core::claim::TokenKey::from_secret(secret).ok())
+    }
+
     /// The service configuration.
     #[must_use]
     pub fn service(&self) -> ticketing_core::Config {
@@ -336,6 +351,11 @@ pub struct Bounded<T: TryFrom<u64>> {
     inner: RangedU64ValueParser<T>,
     min: u64,
     max: u64,
+}
+
+/// Accepts a token secret of at least 32 bytes.
+fn token_secret(text: &str) -> Result<String, String> {
+    ticketing_core::claim::TokenKey::from_secret(text).map(|_| text.to_owned())
 }
 
 /// The parser of a setting that accepts `min..=max`.

@@ -69,7 +69,7 @@ pub struct TokenBody {
 impl From<&TokenView> for TokenBody {
     fn from(view: &TokenView) -> Self {
         Self {
-            token: view.record.token.to_string(),
+            token: view.record.token.credential().to_owned(),
             user_id: view.record.user_id.to_string(),
             concert_id: view.record.concert_id.as_uuid(),
             status: screaming(&view.status),

@@ -558,7 +558,15 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
     queue: Q,
     booking: B,
 ) -> Result<(), backends::SetupError> {
-    let service = Ticketing::new(queue, booking, SystemClock, config.service());
+    let mut service = Ticketing::new(queue, booking, SystemClock, config.service());
+    match config.token_key() {
+        Some(key) => service = service.with_token_key(key),
+        None if config.queue.starts_with("redis") => tracing::warn!(
+            "TICKETING_TOKEN_SECRET is unset: if Redis loses its data, only this node can give \
+             buyers back their places (set one secret on every node)"
+        ),
+        None => {}
+    }
     if matches!(config.auth, AuthMode::None) {
         tracing::warn!(
             "TICKETING_AUTH=none: userId is taken at its word; anyone can act as anyone. Demo use only."

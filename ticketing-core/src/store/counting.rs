@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 
 use super::{
-    BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, PaymentInputs, QueueStore, StoreResult,
-    WalletStore,
+    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
+    PaymentInputs, QueueStore, Restored, StoreResult, WalletStore,
 };
 use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
@@ -169,6 +169,32 @@ impl<S: QueueStore> QueueStore for Counting<S> {
 
     fn ping_queue(&self) -> impl Future<Output = StoreResult<()>> + Send {
         self.count("ping_queue", self.inner.ping_queue())
+    }
+
+    fn restore(
+        &self,
+        lost: &[Lost],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Vec<Restored>>> + Send {
+        self.count("restore", self.inner.restore(lost, now))
+    }
+}
+
+impl<S: AdmissionLog> AdmissionLog for Counting<S> {
+    fn log_admissions(&self, admitted: &[TokenRecord]) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("log_admissions", self.inner.log_admissions(admitted))
+    }
+
+    fn admission(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<Admission>>> + Send {
+        self.count("admission", self.inner.admission(token))
+    }
+
+    fn admissions(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Admissions>> + Send {
+        self.count("admissions", self.inner.admissions(concert, now))
     }
 }
 

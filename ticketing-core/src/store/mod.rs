@@ -233,6 +233,66 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Whether the backend answers.
     fn ping_queue(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Puts back tokens this store lost (its data was deleted, or it failed over to an empty
+    /// replica), each in one atomic step with the line it joins, and answers for each in order:
+    ///
+    /// - [`Restored::Present`] when the store has the token (nothing written);
+    /// - [`Restored::NotLost`] when nothing says the store lost it: the token's `line_seq` is
+    ///   not older than the line's current generation, so it was issued since the line last
+    ///   began and is gone because it was forgotten (nothing written);
+    /// - [`Restored::Superseded`] when its user holds another token of the concert, valid at
+    ///   `now`, that the restored one would not better (nothing written): a restored token
+    ///   replaces only a waiting one placed after it (or, restored active, any waiting one);
+    /// - [`Restored::Restored`] otherwise: the record is written as given (a waiting token back
+    ///   in line at its `seq`), replacing the user's other token, with the version `version`.
+    ///
+    /// A line's generation begins when its sequence counter is created, and the counter starts
+    /// from the time it is created (`now` in microseconds), so every place given in a later
+    /// generation comes after every place of an earlier one, and a lost token is one whose
+    /// place is older than the generation. A store whose line is never lost apart from the rest
+    /// of its data (memory, SQL) keeps this default: `Present` or `NotLost`, never a write.
+    fn restore(
+        &self,
+        lost: &[Lost],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Vec<Restored>>> + Send {
+        let _ = now;
+        async move {
+            let mut answers = Vec::with_capacity(lost.len());
+            for one in lost {
+                answers.push(match self.token(&one.record.token).await? {
+                    Some(record) => Restored::Present(record),
+                    None => Restored::NotLost,
+                });
+            }
+            Ok(answers)
+        }
+    }
+}
+
+/// A token to put back in a queue store that lost it ([`QueueStore::restore`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lost {
+    /// The record to write (its `version` is written as given).
+    pub record: TokenRecord,
+    /// The token's place in line when it was issued (0: unknown, older than any line), which
+    /// says whether the store lost it: see [`QueueStore::restore`]. For a waiting record its
+    /// `seq` is its place, and this is not read.
+    pub line_seq: u64,
+}
+
+/// What [`QueueStore::restore`] did with one [`Lost`] token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restored {
+    /// The store has the token: its record as stored.
+    Present(TokenRecord),
+    /// The token was put back: its record as written.
+    Restored(TokenRecord),
+    /// Nothing says the store lost the token.
+    NotLost,
+    /// Its user holds another valid token of the concert that this one would not better.
+    Superseded,
 }
 
 /// Where `record` stands at `now`, for the default [`QueueStore::poll`] and
@@ -414,7 +474,7 @@ pub struct PaymentInputs {
 
 /// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
 /// in the same atomic step.
-pub trait BookingStore: CatalogStore + WalletStore {
+pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     /// One reservation.
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
@@ -569,6 +629,46 @@ pub trait BookingStore: CatalogStore + WalletStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = StoreResult<usize>> + Send;
+}
+
+/// The durable record of admissions, kept with the booking data: what lets a queue store that
+/// lost its data be given back its admitted tokens. [`crate::Ticketing`] writes it after every
+/// admission tick that admitted someone, and reads it only when a token is missing from the
+/// queue store, or once per line generation ([`AdmissionSnapshot::generation`]) to rebuild the
+/// set of active tokens. No request of a sale that loses nothing reads it.
+pub trait AdmissionLog: Send + Sync + 'static {
+    /// Records admitted tokens (ACTIVE records, as the admission tick answered them). A token
+    /// recorded before keeps its first record.
+    fn log_admissions(&self, admitted: &[TokenRecord]) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The recorded admission of `token`, if any.
+    fn admission(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<Admission>>> + Send;
+
+    /// The admissions of `concert` whose active time has not ended at `now` and that were not
+    /// paid with, and when the concert's first recorded admission was.
+    fn admissions(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Admissions>> + Send;
+}
+
+/// One recorded admission ([`AdmissionLog`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    /// The token as admitted (ACTIVE, with its admission time and deadline).
+    pub record: TokenRecord,
+    /// When a payment was made with the token (which ends its active time), if one was.
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// A concert's open admissions ([`AdmissionLog::admissions`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Admissions {
+    /// Admissions still active at the time asked, not paid with.
+    pub open: Vec<Admission>,
+    /// When the concert's first recorded admission was (`None`: nobody was ever admitted).
+    pub first_admitted_at: Option<DateTime<Utc>>,
 }
 
 /// Every storage concern in one backend: what the memory, PostgreSQL and MySQL backends are.

@@ -579,3 +579,36 @@ macro_rules! key_input_columns {
 }
 
 pub(crate) use {key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns};
+
+/// A row of the admission log, with when a payment was made with its token.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AdmissionLogRow {
+    token: String,
+    user_id: String,
+    concert_id: Uuid,
+    issued_at: DateTime<Utc>,
+    admitted_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    version: i64,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<AdmissionLogRow> for crate::store::Admission {
+    type Error = StoreError;
+    fn try_from(r: AdmissionLogRow) -> StoreResult<Self> {
+        Ok(Self {
+            record: crate::queue::TokenRecord {
+                token: token(&r.token)?,
+                user_id: user(&r.user_id)?,
+                concert_id: crate::ids::ConcertId::from_uuid(r.concert_id),
+                issued_at: r.issued_at,
+                version: u64_of(r.version)?,
+                state: crate::queue::TokenState::Active {
+                    admitted_at: r.admitted_at,
+                    expires_at: r.expires_at,
+                },
+            },
+            paid_at: r.paid_at,
+        })
+    }
+}

@@ -119,6 +119,13 @@ const CHARGE_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
+/// An admission with when a payment was made with its token (a confirmed reservation it made).
+const ADMISSION: &str = "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
+       a.version,
+       (SELECT MIN(p.at) FROM reservations r JOIN payments p ON p.reservation_id = r.id
+         WHERE r.token = a.token AND r.status = 'CONFIRMED') AS paid_at
+  FROM queue_admissions a";
+
 /// The statements of one dialect, built once per process.
 #[derive(Debug)]
 pub(crate) struct Steps {
@@ -140,6 +147,10 @@ pub(crate) struct Steps {
     pub reservation: String,
     pub reservations_of_token: String,
     pub payment_of: String,
+    pub admission: String,
+    pub open_admissions: String,
+    pub first_admission: String,
+    dialect: Dialect,
 }
 
 impl Steps {
@@ -163,7 +174,27 @@ impl Steps {
             reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
             reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
+            admission: dialect.sql(&format!("{ADMISSION} WHERE a.token = ?")),
+            open_admissions: dialect.sql(&format!("{ADMISSION} WHERE a.concert_id = ? AND a.expires_at > ?")),
+            first_admission: dialect
+                .sql("SELECT MIN(admitted_at) FROM queue_admissions WHERE concert_id = ?"),
+            dialect,
         }
+    }
+
+    /// The insert of `rows` admissions into the log, keeping a token's first row: its seven
+    /// columns per row are bound by [`admission_log!`]'s `log_admissions`.
+    pub(crate) fn log_admissions(&self, rows: usize) -> String {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+        let keep = match self.dialect {
+            Dialect::Postgres => "ON CONFLICT (token) DO NOTHING",
+            Dialect::MySql => "ON DUPLICATE KEY UPDATE token = token",
+        };
+        self.dialect.sql(&format!(
+            "INSERT INTO queue_admissions
+               (token, user_id, concert_id, issued_at, admitted_at, expires_at, version)
+             VALUES {values} {keep}"
+        ))
     }
 }
 
@@ -346,6 +377,85 @@ macro_rules! catalog_reads {
         async fn ping_catalog(&self) -> $crate::store::StoreResult<()> {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
             Ok(())
+        }
+    };
+}
+
+/// The [`AdmissionLog`](crate::store::AdmissionLog) of both dialects: one insert of a tick's
+/// admissions (at most [`ADMISSION_LOG_BATCH`](crate::limits::ADMISSION_LOG_BATCH) rows a
+/// statement), and the reads, each one statement (the open admissions two: the rows and the
+/// first admission time).
+macro_rules! admission_log {
+    () => {
+        async fn log_admissions(
+            &self,
+            admitted: &[$crate::queue::TokenRecord],
+        ) -> $crate::store::StoreResult<()> {
+            for batch in admitted.chunks($crate::limits::ADMISSION_LOG_BATCH) {
+                let sql = STEPS.log_admissions(batch.len());
+                let mut query = sqlx::query(&sql);
+                for record in batch {
+                    let (admitted_at, expires_at) = match record.state {
+                        $crate::queue::TokenState::Active { admitted_at, expires_at } => {
+                            (admitted_at, expires_at)
+                        }
+                        _ => {
+                            return Err($crate::error::StoreError::Corrupt(
+                                "only admitted tokens are logged".to_owned(),
+                            ));
+                        }
+                    };
+                    query = query
+                        .bind(record.token.as_str().to_owned())
+                        .bind(record.user_id.as_str().to_owned())
+                        .bind(record.concert_id.as_uuid())
+                        .bind(record.issued_at)
+                        .bind(admitted_at)
+                        .bind(expires_at)
+                        .bind($crate::store::sql_rows::i64_of(record.version)?);
+                }
+                query.execute(&self.pool).await.map_err(db("log admissions"))?;
+            }
+            Ok(())
+        }
+
+        async fn admission(
+            &self,
+            token: &$crate::ids::QueueToken,
+        ) -> $crate::store::StoreResult<Option<$crate::store::Admission>> {
+            let row: Option<$crate::store::sql_rows::AdmissionLogRow> = sqlx::query_as(&STEPS.admission)
+                .bind(token.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("admission"))?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn admissions(
+            &self,
+            concert: $crate::ids::ConcertId,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::StoreResult<$crate::store::Admissions> {
+            let rows: Vec<$crate::store::sql_rows::AdmissionLogRow> = sqlx::query_as(&STEPS.open_admissions)
+                .bind(concert.as_uuid())
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("admissions"))?;
+            let first_admitted_at: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar(&STEPS.first_admission)
+                    .bind(concert.as_uuid())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("first admission"))?;
+            let mut open = Vec::with_capacity(rows.len());
+            for row in rows {
+                let admission: $crate::store::Admission = row.try_into()?;
+                if admission.paid_at.is_none() {
+                    open.push(admission);
+                }
+            }
+            Ok($crate::store::Admissions { open, first_admitted_at })
         }
     };
 }
@@ -544,7 +654,7 @@ macro_rules! booking_steps {
     };
 }
 
-pub(crate) use {booking_steps, catalog_reads, wallet_steps};
+pub(crate) use {admission_log, booking_steps, catalog_reads, wallet_steps};
 
 pub(crate) use {
     apply_charge_args, bind_key, bind_wallet, claim_seat_args, commit_payment_args, release_seat_args,
@@ -555,8 +665,8 @@ mod tests {
     use super::{Dialect, Steps};
 
     /// Each statement, in both dialects, with the number of values its callers bind.
-    fn statements(steps: &Steps) -> Vec<(&str, usize)> {
-        vec![
+    fn statements(steps: &Steps) -> Vec<(String, usize)> {
+        let named: Vec<(&String, usize)> = vec![
             (&steps.claim_seat, 22),
             (&steps.commit_payment, 26),
             (&steps.release_seat, 3),
@@ -575,15 +685,24 @@ mod tests {
             (&steps.reservation, 1),
             (&steps.reservations_of_token, 1),
             (&steps.payment_of, 1),
-        ]
+            (&steps.admission, 1),
+            (&steps.open_admissions, 2),
+            (&steps.first_admission, 1),
+        ];
+        let mut all: Vec<(String, usize)> = named.into_iter().map(|(sql, n)| (sql.clone(), n)).collect();
+        all.push((steps.log_admissions(1), 7));
+        all.push((steps.log_admissions(3), 21));
+        all
     }
 
     #[test]
     fn every_statement_has_as_many_placeholders_as_its_callers_bind() {
         for (sql, binds) in statements(&Steps::new(Dialect::MySql)) {
+            let sql = sql.as_str();
             assert_eq!(sql.matches('?').count(), binds, "{sql}");
         }
         for (sql, binds) in statements(&Steps::new(Dialect::Postgres)) {
+            let sql = sql.as_str();
             assert!(!sql.contains('?') && !sql.contains('`'), "{sql}");
             assert_eq!(sql.matches('$').count(), binds, "{sql}");
             if binds > 0 {

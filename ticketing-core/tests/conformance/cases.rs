@@ -14,7 +14,7 @@ use ticketing_core::ids::{
 };
 use ticketing_core::payment::LedgerKind;
 use ticketing_core::queue::{self, TokenStatus};
-use ticketing_core::store::{BookingStore, QueueStore};
+use ticketing_core::store::{Admissions, BookingStore, Lost, QueueStore, Restored};
 use ticketing_core::{Clock, Config, DomainError, Error, ManualClock, StoreError, Ticketing};
 
 /// Fresh stores for one test, and whatever must live as long as the test (a fresh database
@@ -1312,4 +1312,85 @@ pub async fn a_poll_refreshes_and_places_a_waiting_token_in_one_step<Q: QueueSto
     assert_eq!(polled.record.version, idle.version, "not refreshed");
     assert_eq!(polled.line, None);
     assert_eq!(polled.record.status_at(later), TokenStatus::Expired);
+}
+
+pub async fn the_admission_log_records_who_was_admitted_and_who_paid_with_it<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let log = fx.svc.booking_store();
+    let before = fx.clock.now();
+    assert_eq!(log.admissions(fx.concert_id(), before).await.unwrap(), Admissions::default());
+    let alice = fx.admitted("alice").await;
+    fx.clock.advance_secs(1);
+    let bob = fx.admitted("bob").await;
+    // The tick logs admissions only for a line its store may lose (Redis); log them here.
+    let records = vec![fx.svc.authenticate(&alice).await.unwrap(), fx.svc.authenticate(&bob).await.unwrap()];
+    log.log_admissions(&records).await.unwrap();
+    let logged = log.admission(&alice).await.unwrap().expect("alice is in the log");
+    assert_eq!(logged.record, fx.svc.authenticate(&alice).await.unwrap(), "as admitted");
+    assert_eq!(logged.paid_at, None);
+    let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    let mut tokens: Vec<QueueToken> = open.open.iter().map(|a| a.record.token.clone()).collect();
+    tokens.sort();
+    let mut expected = vec![alice.clone(), bob.clone()];
+    expected.sort();
+    assert_eq!(tokens, expected);
+    assert_eq!(open.first_admitted_at, Some(before));
+
+    // Logging again keeps the first record.
+    let mut again = logged.record.clone();
+    again.version += 10;
+    log.log_admissions(&[again]).await.unwrap();
+    assert_eq!(log.admission(&alice).await.unwrap().unwrap().record, logged.record);
+
+    // A payment made with the token shows, and the admission is no longer open.
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let receipt = fx.svc.pay(&alice, held.id, None).await.unwrap();
+    assert_eq!(log.admission(&alice).await.unwrap().unwrap().paid_at, Some(receipt.payment.at));
+    let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert_eq!(open.open.iter().map(|a| a.record.token.clone()).collect::<Vec<_>>(), vec![bob.clone()]);
+
+    // Past its deadline an admission is not open; the first admission time stays.
+    fx.clock.advance_secs(601);
+    let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert_eq!((open.open.len(), open.first_admitted_at), (0, Some(before)));
+    assert_eq!(log.admission(&QueueToken::generate(fx.concert_id())).await.unwrap(), None);
+}
+
+pub async fn a_store_gives_back_what_it_has_and_writes_nothing_it_did_not_lose<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let alice = fx.token("alice").await;
+    let record = fx.svc.authenticate(&alice).await.unwrap();
+    let seq = record.seq().unwrap();
+    let mut stranger = record.clone();
+    stranger.token = QueueToken::generate(fx.concert_id());
+    stranger.user_id = user("stranger");
+    stranger.state =
+        queue::TokenState::Waiting { seq: seq + 1_000, expires_at: fx.clock.now() + Duration::seconds(60) };
+    let answers = fx
+        .svc
+        .queue_store()
+        .restore(
+            &[
+                Lost { record: record.clone(), line_seq: seq },
+                Lost { record: stranger.clone(), line_seq: seq + 1_000 },
+            ],
+            fx.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers, vec![Restored::Present(record), Restored::NotLost]);
+    assert_eq!(fx.svc.queue_store().token(&stranger.token).await.unwrap(), None);
+    // A credential the service did not sign brings nothing back either.
+    assert_eq!(domain(fx.svc.token_status(&stranger.token).await), DomainError::TokenNotFound);
 }

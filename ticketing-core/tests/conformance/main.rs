@@ -62,6 +62,8 @@ macro_rules! conformance {
                 charges_are_bounded,
                 the_balance_needs_an_unexpired_token,
                 concerts_are_validated_and_listed,
+                the_admission_log_records_who_was_admitted_and_who_paid_with_it,
+                a_store_gives_back_what_it_has_and_writes_nothing_it_did_not_lose,
             );
         }
     };

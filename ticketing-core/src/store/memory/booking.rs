@@ -13,7 +13,10 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::store::{BookingStore, CatalogStore, StoreResult, WalletStore};
+use crate::queue::TokenRecord;
+use crate::store::{
+    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, WalletStore,
+};
 
 /// The users of one shard, with deadlines to sweep.
 #[derive(Debug, Default)]
@@ -236,6 +239,57 @@ impl WalletStore for MemoryStore {
         shard.book(&record.user_id).check_key_free(Some(record))?;
         shard.store_key(Some(record));
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// When a payment was made with `token` of `user`: the payment of a confirmed reservation
+    /// it made.
+    fn paid_with(&self, user: &UserId, token: &QueueToken) -> Option<DateTime<Utc>> {
+        let shard = self.inner.users.lock(user);
+        let book = shard.books.get(user)?;
+        book.reservations
+            .values()
+            .filter(|r| &r.token == token && r.status == ReservationStatus::Confirmed)
+            .filter_map(|r| book.payments.get(&r.id).map(|p| p.at))
+            .min()
+    }
+
+    fn logged(&self, record: TokenRecord) -> Admission {
+        let paid_at = self.paid_with(&record.user_id, &record.token);
+        Admission { record, paid_at }
+    }
+}
+
+impl AdmissionLog for MemoryStore {
+    async fn log_admissions(&self, admitted: &[TokenRecord]) -> StoreResult<()> {
+        let mut log = super::lock(&self.inner.admissions);
+        for record in admitted {
+            let concert = log.entry(record.concert_id).or_default();
+            concert
+                .entry(record.token.identity())
+                .or_insert_with(|| TokenRecord { token: record.token.identity(), ..record.clone() });
+        }
+        Ok(())
+    }
+
+    async fn admission(&self, token: &QueueToken) -> StoreResult<Option<Admission>> {
+        let record =
+            super::lock(&self.inner.admissions).get(&token.concert()).and_then(|c| c.get(token).cloned());
+        Ok(record.map(|record| self.logged(record)))
+    }
+
+    async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
+        let (records, first_admitted_at) = {
+            let log = super::lock(&self.inner.admissions);
+            let Some(of_concert) = log.get(&concert) else { return Ok(Admissions::default()) };
+            let first = of_concert.values().filter_map(TokenRecord::admitted_at).min();
+            let open: Vec<TokenRecord> =
+                of_concert.values().filter(|r| r.expires_at() > now).cloned().collect();
+            (open, first)
+        };
+        let open = records.into_iter().map(|r| self.logged(r)).filter(|a| a.paid_at.is_none()).collect();
+        Ok(Admissions { open, first_admitted_at })
     }
 }
 

@@ -53,6 +53,8 @@ struct Inner {
     users: Sharded<UserShard>,
     queues: RwLock<HashMap<ConcertId, Arc<Mutex<ConcertQueue>>>>,
     owners: Sharded<HashMap<crate::ids::ReservationId, crate::ids::UserId>>,
+    /// The admission log: each concert's admitted tokens (a leaf lock, taken alone).
+    admissions: Mutex<HashMap<ConcertId, HashMap<crate::ids::QueueToken, crate::queue::TokenRecord>>>,
 }
 
 #[derive(Debug, Default)]

@@ -318,6 +318,7 @@ impl QueueStore for MemoryStore {
             window_started_at: Some(plan.window_started_at),
             admitted_in_window: plan.admitted_before.saturating_add(count),
             rate_per_sec: plan.rate_per_sec,
+            generation: 0,
         };
         Ok(admitted)
     }

@@ -36,7 +36,9 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, ScheduleId, SeatId};
 use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{BookingStore, CatalogStore, SqlConn, SqlPool, SqlTx, StoreResult, WalletStore};
+use crate::store::{
+    AdmissionLog, BookingStore, CatalogStore, SqlConn, SqlPool, SqlTx, StoreResult, WalletStore,
+};
 
 use crate::limits::SEAT_INSERT_CHUNK;
 pub use crate::limits::{ACQUIRE_TIMEOUT_MS, NAMED_LOCK_WAIT_SECS};
@@ -333,6 +335,10 @@ impl MyStore {
         lock.release().await;
         result
     }
+}
+
+impl AdmissionLog for MyStore {
+    sql_steps::admission_log!();
 }
 
 impl BookingStore for MyStore {

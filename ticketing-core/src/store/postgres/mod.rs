@@ -32,7 +32,7 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, ScheduleId};
 use crate::store::sql_rows::{self as rows, ScheduleRow, i64_of};
 use crate::store::sql_steps::{self, Dialect, Steps};
-use crate::store::{BookingStore, CatalogStore, SqlPool, SqlTx, StoreResult, WalletStore};
+use crate::store::{AdmissionLog, BookingStore, CatalogStore, SqlPool, SqlTx, StoreResult, WalletStore};
 
 pub use crate::limits::{ACQUIRE_TIMEOUT_MS, POOL_SIZE_DEFAULT};
 pub use crate::store::ClaimStrategy;
@@ -285,6 +285,10 @@ impl PgStore {
         .map_err(db("seat"))?;
         Ok(())
     }
+}
+
+impl AdmissionLog for PgStore {
+    sql_steps::admission_log!();
 }
 
 impl BookingStore for PgStore {

@@ -6,7 +6,14 @@
 //! - `u:<user>`: the user's token;
 //! - `line` (token by seq), `idle` (waiting token by idle deadline), `active` (by expiry),
 //!   `expired` (by expiry time): sorted sets;
-//! - `seq`: the line's counter; `adm`: the admission state (version, window, admitted, rate).
+//! - `seq`: the line's counter; `gen`: when the counter was created (its first value), which
+//!   begins the line's generation; `adm`: the admission state (version, window, admitted, rate).
+//!
+//! The counter starts from the time it is created, in microseconds since the epoch, so that a
+//! line that begins again after Redis lost its data gives every newcomer a place after every
+//! place given before the loss, and a token whose place is older than `gen` is known to be
+//! lost, not forgotten ([`QueueStore::restore`] puts such tokens back). A counter created
+//! before generations existed is left as it is (`gen` 0: nothing is taken as lost).
 //!
 //! A token carries its concert ([`QueueToken::concert`]), so reading a token is one `HGETALL`
 //! of its hash in that concert's slot: no index from token to concert exists, and a token whose
@@ -36,7 +43,7 @@ use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{
     AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, Joined, NewToken, Polled, TokenRecord, TokenState,
 };
-use crate::store::{QueueStore, StoreResult};
+use crate::store::{Lost, QueueStore, Restored, StoreResult};
 
 /// Lua helper shared by the scripts: moves a token's indexes to match its status.
 const REINDEX: &str = r"
@@ -56,6 +63,22 @@ local function index(b, t, status, seq, expires)
     redis.call('ZADD', b .. 'expired', expires, t)
   end
 end
+local function line_gen(b, now_us)
+  local g = redis.call('GET', b .. 'gen')
+  if g then return g end
+  if redis.call('EXISTS', b .. 'seq') == 1 then
+    g = '0'
+  else
+    g = now_us
+    redis.call('SET', b .. 'seq', now_us)
+  end
+  redis.call('SET', b .. 'gen', g)
+  return g
+end
+local function next_seq(b, now_us)
+  line_gen(b, now_us)
+  return redis.call('INCR', b .. 'seq')
+end
 local function expire(b, t, reason, at)
   local k = b .. 't:' .. t
   unindex(b, t)
@@ -65,7 +88,8 @@ local function expire(b, t, reason, at)
 end
 ";
 
-/// KEYS[1] base; ARGV token, user, concert, issued, expires, replacing token or '', its version.
+/// KEYS[1] base; ARGV token, user, concert, issued, expires, replacing token or '', its version,
+/// issued in microseconds.
 const INSERT: &str = r"
 local b = KEYS[1]
 local ukey = b .. 'u:' .. ARGV[2]
@@ -78,12 +102,12 @@ else
   unindex(b, current)
   redis.call('DEL', b .. 't:' .. current)
 end
-local seq = redis.call('INCR', b .. 'seq')
+local seq = next_seq(b, ARGV[8])
 redis.call('HSET', b .. 't:' .. ARGV[1], 'user', ARGV[2], 'concert', ARGV[3], 'issued', ARGV[4],
   'version', 1, 'status', 'WAITING', 'seq', seq, 'admitted', '', 'expires', ARGV[5], 'reason', '')
 index(b, ARGV[1], 'WAITING', seq, ARGV[5])
 redis.call('SET', ukey, ARGV[1])
-return {'OK', tostring(seq)}
+return {'OK', string.format('%.0f', seq)}
 ";
 
 /// KEYS[1] base; ARGV token, expected version, version, status, seq, admitted, expires, reason.
@@ -100,14 +124,75 @@ index(b, ARGV[1], ARGV[4], ARGV[5], ARGV[7])
 return {'OK'}
 ";
 
-/// KEYS[1] base; ARGV now. Expires timed-out actives, then reports counts and admission state.
+/// KEYS[1] base; ARGV now. Expires timed-out actives, then reports counts, admission state and
+/// the line's generation.
 const SNAPSHOT: &str = r"
 local b = KEYS[1]
 local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES')
 for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
 local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
 return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call('ZCARD', b .. 'line')),
-  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}
+  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0', redis.call('GET', b .. 'gen') or '0'}
+";
+
+/// KEYS[1] base; ARGV now (ms), now (us), concert, then per token nine fields: token, user, issued,
+/// status, line seq, admitted, expires, reason, version. Answers 'OK' then per token a word
+/// (PRESENT, RESTORED, NOTLOST, SUPERSEDED) and the number of the token's hash entries and the
+/// entries (none for NOTLOST and SUPERSEDED).
+const RESTORE: &str = r"
+local b = KEYS[1]
+local now = tonumber(ARGV[1])
+local gen = tonumber(line_gen(b, ARGV[2]))
+local out = {'OK'}
+local function answer(word, t)
+  table.insert(out, word)
+  if t then
+    local fields = redis.call('HGETALL', b .. 't:' .. t)
+    table.insert(out, tostring(#fields))
+    for _, v in ipairs(fields) do table.insert(out, v) end
+  else
+    table.insert(out, '0')
+  end
+end
+local i = 4
+while i + 8 <= #ARGV do
+  local t, user, issued, status, seq, admitted, expires, reason, version = unpack(ARGV, i, i + 8)
+  i = i + 9
+  if redis.call('EXISTS', b .. 't:' .. t) == 1 then
+    answer('PRESENT', t)
+  elseif gen == 0 or tonumber(seq) >= gen then
+    answer('NOTLOST', nil)
+  else
+    local ukey = b .. 'u:' .. user
+    local current = redis.call('GET', ukey)
+    local blocked = false
+    if current then
+      local ck = b .. 't:' .. current
+      local cs, cseq, cexp = unpack(redis.call('HMGET', ck, 'status', 'seq', 'expires'))
+      if (cs == 'WAITING' or cs == 'ACTIVE') and tonumber(cexp or '0') > now then
+        local better = cs == 'WAITING' and ((status == 'ACTIVE' and tonumber(expires) > now)
+          or (status == 'WAITING' and tonumber(seq) < tonumber(cseq or '0')))
+        blocked = not better
+      end
+      if not blocked then
+        unindex(b, current)
+        redis.call('DEL', ck)
+      end
+    end
+    if blocked then
+      answer('SUPERSEDED', nil)
+    else
+      local fseq = ''
+      if status == 'WAITING' then fseq = seq end
+      redis.call('HSET', b .. 't:' .. t, 'user', user, 'concert', ARGV[3], 'issued', issued, 'version', version,
+        'status', status, 'seq', fseq, 'admitted', admitted, 'expires', expires, 'reason', reason)
+      index(b, t, status, seq, expires)
+      redis.call('SET', ukey, t)
+      answer('RESTORED', t)
+    end
+  end
+end
+return out
 ";
 
 /// Lua helpers of the poll and join steps: whether a token is waiting at `now` (refreshing it to
@@ -151,7 +236,8 @@ local waiting = refresh(b, ARGV[1], tonumber(ARGV[2]), ARGV[3])
 return report({'OK'}, b, ARGV[1], waiting, ARGV[2])
 ";
 
-/// KEYS[1] base; ARGV new token, user, concert, now (issued), idle deadline. One join: the
+/// KEYS[1] base; ARGV new token, user, concert, now (issued), idle deadline, now in microseconds.
+/// One join: the
 /// user's token waiting at `now` is refreshed, an active one kept, and otherwise the new token
 /// goes to the back of the line (replacing the user's expired one). Returns 'OK', '1' when the
 /// new token was put in line ('0' otherwise), the user's token, and what `report` gives.
@@ -171,7 +257,7 @@ if current then
   unindex(b, current)
   redis.call('DEL', k)
 end
-local seq = redis.call('INCR', b .. 'seq')
+local seq = next_seq(b, ARGV[6])
 redis.call('HSET', b .. 't:' .. ARGV[1], 'user', ARGV[2], 'concert', ARGV[3], 'issued', ARGV[4],
   'version', 1, 'status', 'WAITING', 'seq', seq, 'admitted', '', 'expires', ARGV[5], 'reason', '')
 index(b, ARGV[1], 'WAITING', seq, ARGV[5])
@@ -271,6 +357,7 @@ struct Scripts {
     join: redis::Script,
     admit: redis::Script,
     sweep: redis::Script,
+    restore: redis::Script,
 }
 
 impl std::fmt::Debug for RedisQueueStore {
@@ -325,6 +412,11 @@ fn snapshot(v: &[String]) -> StoreResult<AdmissionSnapshot> {
         window_started_at: if window.is_empty() { None } else { Some(at_ms(window)?) },
         admitted_in_window: u32::try_from(number(4)?).unwrap_or(u32::MAX),
         rate_per_sec: field(5)?.parse().map_err(|_| corrupt("rate"))?,
+        // The poll's report has no generation; the SNAPSHOT script's has.
+        generation: match v.get(6) {
+            Some(generation) => generation.parse().map_err(|_| corrupt("generation"))?,
+            None => 0,
+        },
     })
 }
 
@@ -353,6 +445,7 @@ impl RedisQueueStore {
                 join: script(&format!("{PLACE}\n{JOIN}")),
                 admit: script(ADMIT),
                 sweep: script(SWEEP),
+                restore: script(RESTORE),
             }),
             registered: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -389,6 +482,10 @@ impl RedisQueueStore {
             return Err(StoreError::Corrupt(format!("a token of another concert for {}", new.concert_id)));
         }
         self.register_concert(new.concert_id).await
+    }
+
+    fn forget_registration(&self, concert: ConcertId) {
+        self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&concert);
     }
 
     async fn register_concert(&self, concert: ConcertId) -> StoreResult<()> {
@@ -505,6 +602,7 @@ impl QueueStore for RedisQueueStore {
             .arg(ms(new.expires_at))
             .arg(&old)
             .arg(&old_version)
+            .arg(new.issued_at.timestamp_micros())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("insert token"))?;
@@ -597,6 +695,7 @@ impl QueueStore for RedisQueueStore {
             .arg(new.concert_id.to_string())
             .arg(ms(now))
             .arg(ms(new.expires_at))
+            .arg(now.timestamp_micros())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("join"))?;
@@ -679,5 +778,64 @@ impl QueueStore for RedisQueueStore {
     async fn ping_queue(&self) -> StoreResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(backend("ping"))?;
         Ok(())
+    }
+
+    async fn restore(&self, lost: &[Lost], now: DateTime<Utc>) -> StoreResult<Vec<Restored>> {
+        let mut answers = Vec::with_capacity(lost.len());
+        // One script per concert (its keys share one slot), in the order given.
+        let mut rest = lost;
+        while let Some(first) = rest.first() {
+            let concert = first.record.concert_id;
+            let run = rest.iter().take_while(|one| one.record.concert_id == concert).count();
+            let (batch, tail) = rest.split_at(run);
+            rest = tail;
+            // A store that lost its data lost the sweeper's set too: register again now.
+            self.forget_registration(concert);
+            self.register_concert(concert).await?;
+            let mut invocation = self.scripts.restore.key(self.base(concert));
+            invocation.arg(ms(now)).arg(now.timestamp_micros()).arg(concert.to_string());
+            for one in batch {
+                let r = &one.record;
+                if r.token.concert() != concert {
+                    return Err(StoreError::Corrupt(format!("a token of another concert for {concert}")));
+                }
+                let (status, seq, admitted, expires, reason) = fields(&r.state);
+                let line_seq = if seq.is_empty() { one.line_seq.to_string() } else { seq };
+                invocation
+                    .arg(r.token.as_str())
+                    .arg(r.user_id.as_str())
+                    .arg(ms(r.issued_at))
+                    .arg(status)
+                    .arg(line_seq)
+                    .arg(admitted)
+                    .arg(expires)
+                    .arg(reason)
+                    .arg(r.version);
+            }
+            let values: Vec<String> =
+                invocation.invoke_async(&mut self.conn()).await.map_err(backend("restore"))?;
+            let values = answer(values, "restore")?;
+            let mut at = 0;
+            for one in batch {
+                let word = values.get(at).ok_or_else(|| corrupt("restore"))?;
+                let n: usize =
+                    values.get(at + 1).and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("restore"))?;
+                let entries = values.get(at + 2..at + 2 + n).ok_or_else(|| corrupt("restore"))?;
+                at += 2 + n;
+                let stored = || -> StoreResult<TokenRecord> {
+                    let fields: HashMap<String, String> =
+                        entries.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+                    record(one.record.token.identity(), concert, &fields)
+                };
+                answers.push(match word.as_str() {
+                    "PRESENT" => Restored::Present(stored()?),
+                    "RESTORED" => Restored::Restored(stored()?),
+                    "NOTLOST" => Restored::NotLost,
+                    "SUPERSEDED" => Restored::Superseded,
+                    _ => return Err(corrupt("restore")),
+                });
+            }
+        }
+        Ok(answers)
     }
 }

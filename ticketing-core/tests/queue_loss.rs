@@ -1,0 +1,262 @@
+//! The queue survives its store losing its data: what Redis without persistence does when it
+//! restarts, or a failover to an empty replica. Every key of the deployment is deleted mid-sale;
+//! then buyers who come back keep their places and their order, admitted buyers stay admitted
+//! until their deadline, newcomers queue after everyone who was there, admission waits for the
+//! waiting buyers to come back and then goes on within both caps, and nothing forged or
+//! legitimately forgotten comes back.
+//!
+//! Real Redis for the queue, the memory store for booking (the admission log lives there).
+
+#![cfg(all(feature = "redis", feature = "testing", feature = "memory"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use chrono::DateTime;
+use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
+use ticketing_core::claim::{Claim, TokenKey, TokenSigner};
+use ticketing_core::ids::{ConcertId, Points, QueueToken, UserId};
+use ticketing_core::queue::{TokenState, TokenStatus};
+use ticketing_core::store::memory::MemoryStore;
+use ticketing_core::store::redis::RedisQueueStore;
+use ticketing_core::store::{AdmissionLog, Lost, QueueStore, Restored};
+use ticketing_core::testing::{fresh_redis_prefix, redis_connection};
+use ticketing_core::{Clock, Config, DomainError, Error, ManualClock, Ticketing};
+
+type Service = Ticketing<RedisQueueStore, MemoryStore, ManualClock>;
+
+struct Sale {
+    svc: Service,
+    clock: ManualClock,
+    concert: ConcertId,
+    seats: Vec<ticketing_core::ids::SeatId>,
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+}
+
+async fn sale(max_active: u32) -> Sale {
+    let conn = redis_connection().await;
+    let prefix = fresh_redis_prefix();
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let svc = Ticketing::new(
+        RedisQueueStore::new(conn.clone(), prefix.clone()),
+        MemoryStore::new(),
+        clock.clone(),
+        Config::default(),
+    )
+    .with_token_key(TokenKey::from_secret(&"a shared secret of this deployment".repeat(2)).unwrap());
+    let plan = svc
+        .create_concert(&NewConcert {
+            title: "Loss".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
+                seat_count: 10,
+                price: Points::new(100).unwrap(),
+            }],
+            queue: QueueSettings {
+                max_active,
+                admit_batch: 100,
+                admit_interval_ms: 1_000,
+                waiting_idle_secs: 60,
+                active_ttl_secs: 600,
+            },
+        })
+        .await
+        .unwrap();
+    Sale {
+        svc,
+        clock,
+        concert: plan.concert.id,
+        seats: plan.seats.iter().map(|s| s.id).collect(),
+        conn,
+        prefix,
+    }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+impl Sale {
+    async fn join(&self, name: &str) -> QueueToken {
+        self.svc.issue_token(&user(name), self.concert).await.unwrap().record.token
+    }
+
+    /// Deletes every key of this deployment, as a Redis restart without persistence does, a
+    /// second after the last step (a line's places are counted from the microsecond it began:
+    /// time passes between a sale's start and a loss).
+    async fn lose_redis(&self) {
+        self.clock.advance_secs(1);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap();
+        assert!(!keys.is_empty());
+        redis::cmd("DEL").arg(keys).query_async::<()>(&mut self.conn.clone()).await.unwrap();
+    }
+
+    async fn position(&self, token: &QueueToken) -> Option<u64> {
+        let view = self.svc.token_status(token).await.unwrap();
+        assert_eq!(view.status, TokenStatus::Waiting, "{token:?} waits");
+        view.position
+    }
+
+    async fn status(&self, token: &QueueToken) -> TokenStatus {
+        self.svc.token_status(token).await.unwrap().status
+    }
+}
+
+#[tokio::test]
+async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
+    let s = sale(3).await;
+    let admitted: Vec<QueueToken> = vec![s.join("a0").await, s.join("a1").await];
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 2);
+    let waiting: Vec<QueueToken> = vec![s.join("w0").await, s.join("w1").await, s.join("w2").await];
+    // a1 holds a seat before the loss.
+    s.svc.charge(&admitted[1], 100, None).await.unwrap();
+    let held = s.svc.hold(&admitted[1], s.seats[0], None).await.unwrap();
+
+    s.lose_redis().await;
+
+    // A newcomer right after the loss queues behind everyone who was there.
+    let late = s.join("late").await;
+    assert_eq!(s.position(&late).await, Some(1), "alone in the new line for now");
+
+    // The first tick sees the line began again: it gives back the open admissions and admits
+    // nobody while waiting buyers come back.
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap(), vec![]);
+    assert_eq!(s.status(&admitted[0]).await, TokenStatus::Active, "admitted stays admitted");
+
+    // Waiting buyers come back, out of order, and take their places back in order.
+    assert_eq!(s.position(&waiting[2]).await, Some(1));
+    assert_eq!(s.position(&waiting[0]).await, Some(1));
+    assert_eq!(s.position(&waiting[2]).await, Some(2));
+    assert_eq!(s.position(&late).await, Some(3), "w1 is not back yet");
+    assert_eq!(s.position(&waiting[1]).await, Some(2));
+    assert_eq!(s.position(&waiting[2]).await, Some(3));
+    assert_eq!(s.position(&late).await, Some(4));
+
+    // The admitted buyer with a hold pays for it with the same credential.
+    let receipt = s.svc.pay(&admitted[1], held.id, None).await.unwrap();
+    assert_eq!(receipt.payment.reservation_id, held.id);
+    assert_eq!(
+        s.svc.authenticate(&admitted[1]).await.unwrap().status_at(s.clock.now()),
+        TokenStatus::Expired
+    );
+
+    // Admission waits out the longest poll pause (10 s here) and the margin, then admits in the
+    // old order within the capacity cap: a0 is active and a1 paid, so two places are free.
+    s.clock.advance_secs(5);
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap(), vec![]);
+    s.clock.advance_secs(10);
+    let next = s.svc.admission_tick(s.concert).await.unwrap();
+    let next: Vec<QueueToken> = next.into_iter().map(|r| r.token).collect();
+    assert_eq!(next, vec![waiting[0].clone(), waiting[1].clone()]);
+    assert_eq!(s.status(&waiting[0]).await, TokenStatus::Active);
+    assert_eq!(s.position(&waiting[2]).await, Some(1));
+    assert_eq!(s.position(&late).await, Some(2));
+}
+
+#[tokio::test]
+async fn a_paid_token_comes_back_expired_and_a_lapsed_one_timed_out() {
+    let s = sale(10).await;
+    let payer = s.join("payer").await;
+    let idler = s.join("idler").await;
+    s.svc.admission_tick(s.concert).await.unwrap();
+    s.svc.charge(&payer, 100, None).await.unwrap();
+    let held = s.svc.hold(&payer, s.seats[0], None).await.unwrap();
+    s.svc.pay(&payer, held.id, None).await.unwrap();
+    s.lose_redis().await;
+
+    let back = s.svc.authenticate(&payer).await.unwrap();
+    assert_eq!(back.status_at(s.clock.now()), TokenStatus::Expired, "a paid token does not act again");
+    assert!(matches!(
+        s.svc.hold(&payer, s.seats[1], None).await,
+        Err(Error::Domain(DomainError::TokenExpired))
+    ));
+    // The buyer can still read back what it paid for.
+    assert_eq!(s.svc.reservation(&payer, held.id).await.unwrap().id, held.id);
+
+    s.clock.advance_secs(601);
+    s.lose_redis().await;
+    assert!(matches!(s.svc.token_status(&idler).await, Err(Error::Domain(DomainError::TokenExpired))));
+}
+
+#[tokio::test]
+async fn nothing_forged_or_forgotten_comes_back() {
+    let s = sale(10).await;
+    let alice = s.join("alice").await;
+
+    // The identity alone (no claim), a claim signed with another key, and a claim moved onto
+    // another token are all unknown after the loss.
+    s.lose_redis().await;
+    let bare = alice.identity();
+    assert!(matches!(s.svc.token_status(&bare).await, Err(Error::Domain(DomainError::TokenNotFound))));
+    let other_key = TokenSigner::new(TokenKey::random());
+    let claim = Claim { seq: 1, issued_at: s.clock.now(), user: user("alice") };
+    let forged = other_key.sign(&alice, &claim);
+    assert!(matches!(s.svc.token_status(&forged).await, Err(Error::Domain(DomainError::TokenNotFound))));
+    let stranger = QueueToken::generate(s.concert).with_claim(alice.claim().unwrap());
+    assert!(matches!(s.svc.token_status(&stranger).await, Err(Error::Domain(DomainError::TokenNotFound))));
+    // The genuine credential still comes back.
+    assert_eq!(s.status(&alice).await, TokenStatus::Waiting);
+
+    // A token issued in the line's current generation and forgotten in the ordinary way (it went
+    // idle and was swept after its retention) stays forgotten.
+    let bob = s.join("bob").await;
+    s.clock.advance_secs(60 + i64::try_from(ticketing_core::limits::TOKEN_RETENTION_SECS).unwrap() + 1);
+    while s.svc.sweep().await.unwrap().tokens > 0 {}
+    assert!(matches!(s.svc.token_status(&bob).await, Err(Error::Domain(DomainError::TokenNotFound))));
+}
+
+#[tokio::test]
+async fn a_restored_token_never_displaces_a_valid_admission_of_its_user() {
+    let s = sale(10).await;
+    let old = s.join("carol").await;
+    s.lose_redis().await;
+    // Carol joined again (from another device) and was admitted in the new line.
+    let new = s.join("carol").await;
+    assert_ne!(new, old);
+    s.clock.advance_secs(20);
+    s.svc.admission_tick(s.concert).await.unwrap();
+    s.svc.admission_tick(s.concert).await.unwrap();
+    assert_eq!(s.status(&new).await, TokenStatus::Active);
+    // Her old credential does not bring back a second place.
+    assert!(matches!(s.svc.token_status(&old).await, Err(Error::Domain(DomainError::TokenNotFound))));
+    assert_eq!(s.status(&new).await, TokenStatus::Active);
+}
+
+#[tokio::test]
+async fn restore_answers_for_each_token_in_one_script() {
+    let s = sale(10).await;
+    let present = s.svc.authenticate(&s.join("dave").await).await.unwrap();
+    // Dave is the first of the line: his place is the line's generation + 1.
+    let generation = present.seq().unwrap() - 1;
+    let waiting = |name: &str, seq: u64| {
+        let mut record = present.clone();
+        record.token = QueueToken::generate(s.concert);
+        record.user_id = user(name);
+        record.state = TokenState::Waiting { seq, expires_at: s.clock.now() + chrono::Duration::seconds(60) };
+        Lost { record, line_seq: seq }
+    };
+    let older = waiting("erin", generation - 1);
+    let newer = waiting("frank", generation);
+    let answers = s
+        .svc
+        .queue_store()
+        .restore(
+            &[Lost { record: present.clone(), line_seq: present.seq().unwrap() }, older.clone(), newer],
+            s.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers[0], Restored::Present(present));
+    assert!(
+        matches!(&answers[1], Restored::Restored(r) if r.token == older.record.token && r.seq() == Some(generation - 1)),
+        "{answers:?}"
+    );
+    assert_eq!(answers[2], Restored::NotLost, "a place of the current generation was not lost");
+    // Erin is back ahead of Dave.
+    assert_eq!(s.position(&older.record.token).await, Some(1));
+    // The admission log is untouched by restores.
+    assert_eq!(s.svc.booking_store().admissions(s.concert, s.clock.now()).await.unwrap().open, vec![]);
+}
