@@ -5,8 +5,8 @@
 #   scripts/drill.sh FAULT [load-test arguments]
 #
 # FAULT is one of
-#   redis-flush       the deployment's Redis keys deleted (a restart without persistence, a
-#                     failover to an empty replica)
+#   redis-flush       the deployment's Redis keys deleted at once (a restart without
+#                     persistence, a failover to an empty replica)
 #   redis-restart     Redis shut down without saving and started again (down, then empty)
 #   postgres-restart  PostgreSQL restarted (fast shutdown: open transactions are cut)
 #   node-kill         the second node killed with SIGKILL (its buyers lose their server)
@@ -76,7 +76,10 @@ inject() {
   echo "drill: injecting $fault at ${FAULT_AT}s"
   case "$fault" in
     redis-flush)
-      redis-cli -h 127.0.0.1 --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null ;;
+      # At once, as a restart or a failover loses data (deleting in batches would be a partial
+      # loss: a line whose counter outlives some of its tokens cannot tell those were lost).
+      redis-cli -h 127.0.0.1 EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end" \
+        0 "${prefix}*" >/dev/null ;;
     redis-restart)
       redis-cli -h 127.0.0.1 shutdown nosave >/dev/null 2>&1 || true
       sleep 2

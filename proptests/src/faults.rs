@@ -15,7 +15,7 @@ use ticketing_core::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, 
 use ticketing_core::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use ticketing_core::queue::TokenRecord;
 use ticketing_core::store::{
-    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, WalletStore,
+    AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, TokenHistory, WalletStore,
 };
 
 /// What happens to the next write.
@@ -125,11 +125,11 @@ impl<B: BookingStore> WalletStore for Faulty<B> {
 /// The admission log is passed through without faults: these tests inject them into the
 /// booking steps.
 impl<B: BookingStore> AdmissionLog for Faulty<B> {
-    async fn log_admissions(&self, admitted: &[TokenRecord]) -> StoreResult<()> {
-        self.inner.log_admissions(admitted).await
+    async fn log_admissions(&self, generation: u64, admitted: &[TokenRecord]) -> StoreResult<()> {
+        self.inner.log_admissions(generation, admitted).await
     }
-    async fn admission(&self, token: &QueueToken) -> StoreResult<Option<Admission>> {
-        self.inner.admission(token).await
+    async fn history(&self, user: &UserId, token: &QueueToken) -> StoreResult<TokenHistory> {
+        self.inner.history(user, token).await
     }
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
         self.inner.admissions(concert, now).await

@@ -14,7 +14,7 @@ use crate::claim::Claim;
 use crate::error::DomainError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::limits::{ADMIT_RATE_EWMA_EIGHTHS, ETA_MAX_SECS};
-use crate::store::Admission;
+use crate::store::TokenHistory;
 
 /// The stored state of a queue token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,39 +388,35 @@ pub fn require_account_access(
 }
 
 /// The record to give back for `token`, which its queue store lost
-/// ([`crate::store::QueueStore::restore`]), from its verified `claim` and what the admission log
-/// has of it: admitted until its deadline when logged (expired as PAID if a payment was made
-/// with it, as TIMED_OUT if its deadline passed), otherwise waiting at its claimed place with a
-/// fresh idle deadline. Versioned by [`restamped`].
+/// ([`crate::store::QueueStore::restore`]), from its verified `claim` and what the booking data
+/// says of it: expired as PAID if a payment was made with it (logged as admitted or not);
+/// admitted until its deadline when the admission log has it (expired as TIMED_OUT if the
+/// deadline passed); otherwise waiting at its claimed place with a fresh idle deadline.
+/// Versioned by [`restamped`].
 #[must_use]
 pub fn recovered(
     token: &QueueToken,
     claim: Claim,
-    admission: Option<Admission>,
+    history: TokenHistory,
     settings: &QueueSettings,
     now: DateTime<Utc>,
 ) -> TokenRecord {
-    let record = match admission {
-        Some(Admission { record, paid_at }) => {
-            let state = match (paid_at, record.state) {
-                (Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
-                (None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
-                    TokenState::Expired { at: expires_at, reason: ExpiryReason::TimedOut }
-                }
-                (None, state) => state,
-            };
-            TokenRecord { token: token.identity(), state, ..record }
+    let record = history.admitted.unwrap_or_else(|| TokenRecord {
+        token: token.identity(),
+        user_id: claim.user,
+        concert_id: token.concert(),
+        issued_at: claim.issued_at,
+        version: 1,
+        state: TokenState::Waiting { seq: claim.seq, expires_at: idle_deadline(settings, now) },
+    });
+    let state = match (history.paid_at, record.state) {
+        (Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
+        (None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
+            TokenState::Expired { at: expires_at, reason: ExpiryReason::TimedOut }
         }
-        None => TokenRecord {
-            token: token.identity(),
-            user_id: claim.user,
-            concert_id: token.concert(),
-            issued_at: claim.issued_at,
-            version: 1,
-            state: TokenState::Waiting { seq: claim.seq, expires_at: idle_deadline(settings, now) },
-        },
+        (None, state) => state,
     };
-    restamped(record, now)
+    restamped(TokenRecord { token: token.identity(), state, ..record }, now)
 }
 
 /// `record` with the version a record given back to its queue store takes: the time in
@@ -480,6 +476,10 @@ pub struct AdmissionPlan {
     pub admitted_before: u32,
     /// The measured admission rate to store.
     pub rate_per_sec: f64,
+    /// The line generation the plan was computed in ([`AdmissionSnapshot::generation`]); a
+    /// store with generations refuses the plan if the line began again since.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Plans one admission tick: how many may be admitted now under both caps.
@@ -507,6 +507,7 @@ pub fn plan_admission(
         window_started_at,
         admitted_before,
         rate_per_sec,
+        generation: snapshot.generation,
     }
 }
 

@@ -144,7 +144,8 @@ pub struct Ticketing<Q, B, C> {
 #[derive(Debug, Default)]
 struct LineWatch {
     checked: Mutex<HashMap<ConcertId, LineCheck>>,
-    unlogged: Mutex<Vec<TokenRecord>>,
+    /// Admissions not yet in the log, with their line generation.
+    unlogged: Mutex<Vec<(u64, TokenRecord)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -415,9 +416,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// Gives back a token the queue store does not have, if its credential's claim verifies and
-    /// the store lost it ([`QueueStore::restore`]): as admitted when the admission log has it
-    /// (expired if its active time ended or a payment was made with it), otherwise back in line
-    /// at its claimed place. Costs one booking-store read and one queue-store step, on this rare
+    /// the store lost it ([`QueueStore::restore`]): expired if a payment was made with it,
+    /// admitted when the admission log has it (expired if its active time ended), otherwise back
+    /// in line at its claimed place. Costs one booking-store read and one queue-store step, on this rare
     /// path only. `None` when the token is unknown, forged, or was forgotten in the ordinary way.
     async fn recover(
         &self,
@@ -426,9 +427,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, Error> {
         let Some(claim) = self.signer.verify(token) else { return Ok(None) };
-        let admission = self.booking.admission(token).await?;
+        let history = self.booking.history(&claim.user, token).await?;
         let line_seq = claim.seq;
-        let record = queue::recovered(token, claim, admission, &concert.queue, now);
+        let record = queue::recovered(token, claim, history, &concert.queue, now);
         let restored = self.queue.restore(&[Lost { record, line_seq }], now).await?;
         Ok(match restored.into_iter().next() {
             Some(Restored::Present(record) | Restored::Restored(record)) => {
@@ -522,7 +523,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         // A line with no generation is never lost apart from the rest of its store's data
         // (memory, SQL): nothing would ever read its log.
         if !admitted.is_empty() && snapshot.generation != 0 {
-            lock(&self.lines.unlogged).extend(admitted.iter().cloned());
+            lock(&self.lines.unlogged).extend(admitted.iter().map(|r| (snapshot.generation, r.clone())));
             self.write_unlogged().await;
         }
         Ok(admitted)
@@ -531,18 +532,24 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// Writes the admissions not yet in the admission log; keeps them for the next tick if the
     /// booking store fails (at most [`UNLOGGED_ADMISSIONS_MAX`], the oldest dropped first).
     async fn write_unlogged(&self) {
-        let batch = std::mem::take(&mut *lock(&self.lines.unlogged));
-        if batch.is_empty() {
-            return;
+        let mut batch = std::mem::take(&mut *lock(&self.lines.unlogged));
+        let mut failed = Vec::new();
+        while let Some(&(generation, _)) = batch.first() {
+            let run = batch.iter().take_while(|(g, _)| *g == generation).count();
+            let rest = batch.split_off(run);
+            let records: Vec<TokenRecord> = batch.iter().map(|(_, r)| r.clone()).collect();
+            if let Err(error) = self.booking.log_admissions(generation, &records).await {
+                tracing::warn!(%error, count = records.len(), "admissions not logged yet; kept for the next tick");
+                failed.append(&mut batch);
+            }
+            batch = rest;
         }
-        if let Err(error) = self.booking.log_admissions(&batch).await {
-            tracing::warn!(%error, count = batch.len(), "admissions not logged yet; kept for the next tick");
+        if !failed.is_empty() {
             let mut unlogged = lock(&self.lines.unlogged);
-            let mut kept = batch;
-            kept.append(&mut unlogged);
-            let excess = kept.len().saturating_sub(UNLOGGED_ADMISSIONS_MAX);
-            kept.drain(..excess);
-            *unlogged = kept;
+            failed.append(&mut unlogged);
+            let excess = failed.len().saturating_sub(UNLOGGED_ADMISSIONS_MAX);
+            failed.drain(..excess);
+            *unlogged = failed;
         }
     }
 
@@ -564,12 +571,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         }
         let began = i64::try_from(generation).ok().and_then(DateTime::from_timestamp_micros);
         let log = self.booking.admissions(concert.id, now).await?;
-        let resume_at = match (began, log.first_admitted_at) {
-            (Some(began), Some(first)) if first < began => {
+        let resume_at = match (began, log.first_generation) {
+            (Some(began), Some(first)) if first < generation => {
                 let lost: Vec<Lost> = log
                     .open
                     .into_iter()
-                    .map(|admission| Lost { record: queue::restamped(admission.record, now), line_seq: 0 })
+                    .map(|record| Lost { record: queue::restamped(record, now), line_seq: 0 })
                     .collect();
                 if !lost.is_empty() {
                     self.queue.restore(&lost, now).await?;

@@ -209,6 +209,37 @@ async fn nothing_forged_or_forgotten_comes_back() {
 }
 
 #[tokio::test]
+async fn a_token_given_back_and_then_replaced_is_not_given_back_again() {
+    let s = sale(10).await;
+    let old = s.join("gina").await;
+    s.lose_redis().await;
+    assert_eq!(s.status(&old).await, TokenStatus::Waiting, "given back");
+    // It goes idle; Gina asks again and gets a new token at the back.
+    s.clock.advance_secs(61);
+    let new = s.join("gina").await;
+    assert_ne!(new, old);
+    // The old credential's place is older than the line, but it was given back once already.
+    assert!(matches!(s.svc.token_status(&old).await, Err(Error::Domain(DomainError::TokenNotFound))));
+    assert_eq!(s.status(&new).await, TokenStatus::Waiting);
+}
+
+#[tokio::test]
+async fn a_tick_planned_before_the_line_began_again_admits_nobody() {
+    let s = sale(10).await;
+    s.join("hal").await;
+    let now = s.clock.now();
+    let snapshot = s.svc.queue_store().admission_snapshot(s.concert, now).await.unwrap();
+    assert_ne!(snapshot.generation, 0);
+    let settings = s.svc.concert(s.concert).await.unwrap().queue;
+    let plan = ticketing_core::queue::plan_admission(s.concert, &settings, &snapshot, now);
+    s.lose_redis().await;
+    // Someone comes back (or joins) before the stale plan is written: the line's generation
+    // changed, so the plan is refused although the lost admission version reads 0 again.
+    s.join("ivy").await;
+    assert!(matches!(s.svc.queue_store().admit(&plan).await, Err(ticketing_core::StoreError::Conflict(_))));
+}
+
+#[tokio::test]
 async fn a_restored_token_never_displaces_a_valid_admission_of_its_user() {
     let s = sale(10).await;
     let old = s.join("carol").await;

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 
 use super::{
-    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
-    PaymentInputs, QueueStore, Restored, StoreResult, WalletStore,
+    AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
+    PaymentInputs, QueueStore, Restored, StoreResult, TokenHistory, WalletStore,
 };
 use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
@@ -181,12 +181,20 @@ impl<S: QueueStore> QueueStore for Counting<S> {
 }
 
 impl<S: AdmissionLog> AdmissionLog for Counting<S> {
-    fn log_admissions(&self, admitted: &[TokenRecord]) -> impl Future<Output = StoreResult<()>> + Send {
-        self.count("log_admissions", self.inner.log_admissions(admitted))
+    fn log_admissions(
+        &self,
+        generation: u64,
+        admitted: &[TokenRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("log_admissions", self.inner.log_admissions(generation, admitted))
     }
 
-    fn admission(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<Admission>>> + Send {
-        self.count("admission", self.inner.admission(token))
+    fn history(
+        &self,
+        user: &UserId,
+        token: &QueueToken,
+    ) -> impl Future<Output = StoreResult<TokenHistory>> + Send {
+        self.count("history", self.inner.history(user, token))
     }
 
     fn admissions(

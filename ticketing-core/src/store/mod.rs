@@ -633,19 +633,30 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
 
 /// The durable record of admissions, kept with the booking data: what lets a queue store that
 /// lost its data be given back its admitted tokens. [`crate::Ticketing`] writes it after every
-/// admission tick that admitted someone, and reads it only when a token is missing from the
-/// queue store, or once per line generation ([`AdmissionSnapshot::generation`]) to rebuild the
-/// set of active tokens. No request of a sale that loses nothing reads it.
+/// admission tick that admitted someone on a line its store may lose, and reads it only when a
+/// token is missing from the queue store, or once per line generation
+/// ([`AdmissionSnapshot::generation`]) to rebuild the set of active tokens. No request of a
+/// sale that loses nothing reads it.
 pub trait AdmissionLog: Send + Sync + 'static {
-    /// Records admitted tokens (ACTIVE records, as the admission tick answered them). A token
-    /// recorded before keeps its first record.
-    fn log_admissions(&self, admitted: &[TokenRecord]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records tokens admitted in the line's generation `generation` (ACTIVE records, as the
+    /// admission tick answered them). A token recorded before keeps its first record.
+    fn log_admissions(
+        &self,
+        generation: u64,
+        admitted: &[TokenRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// The recorded admission of `token`, if any.
-    fn admission(&self, token: &QueueToken) -> impl Future<Output = StoreResult<Option<Admission>>> + Send;
+    /// What the booking data says of `token` (a token of `user`), in one read: its recorded
+    /// admission, if any, and when a payment was made with it (a confirmed reservation it
+    /// made), logged or not.
+    fn history(
+        &self,
+        user: &UserId,
+        token: &QueueToken,
+    ) -> impl Future<Output = StoreResult<TokenHistory>> + Send;
 
     /// The admissions of `concert` whose active time has not ended at `now` and that were not
-    /// paid with, and when the concert's first recorded admission was.
+    /// paid with, and the oldest line generation any admission of the concert was recorded in.
     fn admissions(
         &self,
         concert: ConcertId,
@@ -653,11 +664,11 @@ pub trait AdmissionLog: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Admissions>> + Send;
 }
 
-/// One recorded admission ([`AdmissionLog`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Admission {
-    /// The token as admitted (ACTIVE, with its admission time and deadline).
-    pub record: TokenRecord,
+/// What the booking data says of one token ([`AdmissionLog::history`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TokenHistory {
+    /// The token as admitted (ACTIVE, with its admission time and deadline), if it was logged.
+    pub admitted: Option<TokenRecord>,
     /// When a payment was made with the token (which ends its active time), if one was.
     pub paid_at: Option<DateTime<Utc>>,
 }
@@ -666,9 +677,10 @@ pub struct Admission {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Admissions {
     /// Admissions still active at the time asked, not paid with.
-    pub open: Vec<Admission>,
-    /// When the concert's first recorded admission was (`None`: nobody was ever admitted).
-    pub first_admitted_at: Option<DateTime<Utc>>,
+    pub open: Vec<TokenRecord>,
+    /// The oldest line generation an admission of the concert was recorded in (`None`: nobody
+    /// was ever recorded as admitted).
+    pub first_generation: Option<u64>,
 }
 
 /// Every storage concern in one backend: what the memory, PostgreSQL and MySQL backends are.

@@ -580,7 +580,7 @@ macro_rules! key_input_columns {
 
 pub(crate) use {key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns};
 
-/// A row of the admission log, with when a payment was made with its token.
+/// A row of the admission log.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct AdmissionLogRow {
     token: String,
@@ -590,25 +590,64 @@ pub(crate) struct AdmissionLogRow {
     admitted_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     version: i64,
-    paid_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<AdmissionLogRow> for crate::store::Admission {
+impl TryFrom<AdmissionLogRow> for crate::queue::TokenRecord {
     type Error = StoreError;
     fn try_from(r: AdmissionLogRow) -> StoreResult<Self> {
         Ok(Self {
-            record: crate::queue::TokenRecord {
-                token: token(&r.token)?,
-                user_id: user(&r.user_id)?,
-                concert_id: crate::ids::ConcertId::from_uuid(r.concert_id),
-                issued_at: r.issued_at,
-                version: u64_of(r.version)?,
-                state: crate::queue::TokenState::Active {
-                    admitted_at: r.admitted_at,
-                    expires_at: r.expires_at,
-                },
-            },
-            paid_at: r.paid_at,
+            token: token(&r.token)?,
+            user_id: user(&r.user_id)?,
+            concert_id: crate::ids::ConcertId::from_uuid(r.concert_id),
+            issued_at: r.issued_at,
+            version: u64_of(r.version)?,
+            state: crate::queue::TokenState::Active { admitted_at: r.admitted_at, expires_at: r.expires_at },
         })
+    }
+}
+
+/// A token's history: its admission-log row, if any (every column null otherwise), and when a
+/// payment was made with it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct TokenHistoryRow {
+    token: Option<String>,
+    user_id: Option<String>,
+    concert_id: Option<Uuid>,
+    issued_at: Option<DateTime<Utc>>,
+    admitted_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<TokenHistoryRow> for crate::store::TokenHistory {
+    type Error = StoreError;
+    fn try_from(r: TokenHistoryRow) -> StoreResult<Self> {
+        let admitted =
+            match (r.token, r.user_id, r.concert_id, r.issued_at, r.admitted_at, r.expires_at, r.version) {
+                (
+                    Some(token),
+                    Some(user_id),
+                    Some(concert_id),
+                    Some(issued_at),
+                    Some(admitted_at),
+                    Some(expires_at),
+                    Some(version),
+                ) => Some(
+                    AdmissionLogRow {
+                        token,
+                        user_id,
+                        concert_id,
+                        issued_at,
+                        admitted_at,
+                        expires_at,
+                        version,
+                    }
+                    .try_into()?,
+                ),
+                (None, ..) => None,
+                _ => return Err(missing("a column of the admission log")),
+            };
+        Ok(Self { admitted, paid_at: r.paid_at })
     }
 }

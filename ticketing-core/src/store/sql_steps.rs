@@ -119,12 +119,21 @@ const CHARGE_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// An admission with when a payment was made with its token (a confirmed reservation it made).
-const ADMISSION: &str = "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
+/// A token's admission-log row (nulls when it has none) and when a payment was made with it.
+const TOKEN_HISTORY: &str =
+    "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version,
        (SELECT MIN(p.at) FROM reservations r JOIN payments p ON p.reservation_id = r.id
-         WHERE r.token = a.token AND r.status = 'CONFIRMED') AS paid_at
-  FROM queue_admissions a";
+         WHERE r.token = ? AND r.status = 'CONFIRMED') AS paid_at
+  FROM (SELECT 1) one LEFT JOIN queue_admissions a ON a.token = ?";
+
+/// A concert's admissions open at an instant: not ended, not paid with.
+const OPEN_ADMISSIONS: &str =
+    "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
+       a.version
+  FROM queue_admissions a
+ WHERE a.concert_id = ? AND a.expires_at > ?
+   AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')";
 
 /// The statements of one dialect, built once per process.
 #[derive(Debug)]
@@ -147,9 +156,9 @@ pub(crate) struct Steps {
     pub reservation: String,
     pub reservations_of_token: String,
     pub payment_of: String,
-    pub admission: String,
+    pub token_history: String,
     pub open_admissions: String,
-    pub first_admission: String,
+    pub first_generation: String,
     dialect: Dialect,
 }
 
@@ -174,25 +183,25 @@ impl Steps {
             reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
             reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
-            admission: dialect.sql(&format!("{ADMISSION} WHERE a.token = ?")),
-            open_admissions: dialect.sql(&format!("{ADMISSION} WHERE a.concert_id = ? AND a.expires_at > ?")),
-            first_admission: dialect
-                .sql("SELECT MIN(admitted_at) FROM queue_admissions WHERE concert_id = ?"),
+            token_history: dialect.sql(TOKEN_HISTORY),
+            open_admissions: dialect.sql(OPEN_ADMISSIONS),
+            first_generation: dialect
+                .sql("SELECT MIN(generation) FROM queue_admissions WHERE concert_id = ?"),
             dialect,
         }
     }
 
-    /// The insert of `rows` admissions into the log, keeping a token's first row: its seven
+    /// The insert of `rows` admissions into the log, keeping a token's first row: its eight
     /// columns per row are bound by [`admission_log!`]'s `log_admissions`.
     pub(crate) fn log_admissions(&self, rows: usize) -> String {
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
         let keep = match self.dialect {
             Dialect::Postgres => "ON CONFLICT (token) DO NOTHING",
             Dialect::MySql => "ON DUPLICATE KEY UPDATE token = token",
         };
         self.dialect.sql(&format!(
             "INSERT INTO queue_admissions
-               (token, user_id, concert_id, issued_at, admitted_at, expires_at, version)
+               (token, user_id, concert_id, issued_at, admitted_at, expires_at, generation, version)
              VALUES {values} {keep}"
         ))
     }
@@ -384,13 +393,15 @@ macro_rules! catalog_reads {
 /// The [`AdmissionLog`](crate::store::AdmissionLog) of both dialects: one insert of a tick's
 /// admissions (at most [`ADMISSION_LOG_BATCH`](crate::limits::ADMISSION_LOG_BATCH) rows a
 /// statement), and the reads, each one statement (the open admissions two: the rows and the
-/// first admission time).
+/// oldest generation).
 macro_rules! admission_log {
     () => {
         async fn log_admissions(
             &self,
+            generation: u64,
             admitted: &[$crate::queue::TokenRecord],
         ) -> $crate::store::StoreResult<()> {
+            let generation = $crate::store::sql_rows::i64_of(generation)?;
             for batch in admitted.chunks($crate::limits::ADMISSION_LOG_BATCH) {
                 let sql = STEPS.log_admissions(batch.len());
                 let mut query = sqlx::query(&sql);
@@ -412,6 +423,7 @@ macro_rules! admission_log {
                         .bind(record.issued_at)
                         .bind(admitted_at)
                         .bind(expires_at)
+                        .bind(generation)
                         .bind($crate::store::sql_rows::i64_of(record.version)?);
                 }
                 query.execute(&self.pool).await.map_err(db("log admissions"))?;
@@ -419,16 +431,18 @@ macro_rules! admission_log {
             Ok(())
         }
 
-        async fn admission(
+        async fn history(
             &self,
+            _user: &$crate::ids::UserId,
             token: &$crate::ids::QueueToken,
-        ) -> $crate::store::StoreResult<Option<$crate::store::Admission>> {
-            let row: Option<$crate::store::sql_rows::AdmissionLogRow> = sqlx::query_as(&STEPS.admission)
+        ) -> $crate::store::StoreResult<$crate::store::TokenHistory> {
+            let row: $crate::store::sql_rows::TokenHistoryRow = sqlx::query_as(&STEPS.token_history)
                 .bind(token.as_str())
-                .fetch_optional(&self.pool)
+                .bind(token.as_str())
+                .fetch_one(&self.pool)
                 .await
-                .map_err(db("admission"))?;
-            row.map(TryInto::try_into).transpose()
+                .map_err(db("token history"))?;
+            row.try_into()
         }
 
         async fn admissions(
@@ -442,20 +456,15 @@ macro_rules! admission_log {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("admissions"))?;
-            let first_admitted_at: Option<chrono::DateTime<chrono::Utc>> =
-                sqlx::query_scalar(&STEPS.first_admission)
-                    .bind(concert.as_uuid())
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db("first admission"))?;
-            let mut open = Vec::with_capacity(rows.len());
-            for row in rows {
-                let admission: $crate::store::Admission = row.try_into()?;
-                if admission.paid_at.is_none() {
-                    open.push(admission);
-                }
-            }
-            Ok($crate::store::Admissions { open, first_admitted_at })
+            let first_generation: Option<i64> = sqlx::query_scalar(&STEPS.first_generation)
+                .bind(concert.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("first generation"))?;
+            Ok($crate::store::Admissions {
+                open: rows.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+                first_generation: first_generation.map($crate::store::sql_rows::u64_of).transpose()?,
+            })
         }
     };
 }
@@ -685,13 +694,13 @@ mod tests {
             (&steps.reservation, 1),
             (&steps.reservations_of_token, 1),
             (&steps.payment_of, 1),
-            (&steps.admission, 1),
+            (&steps.token_history, 2),
             (&steps.open_admissions, 2),
-            (&steps.first_admission, 1),
+            (&steps.first_generation, 1),
         ];
         let mut all: Vec<(String, usize)> = named.into_iter().map(|(sql, n)| (sql.clone(), n)).collect();
-        all.push((steps.log_admissions(1), 7));
-        all.push((steps.log_admissions(3), 21));
+        all.push((steps.log_admissions(1), 8));
+        all.push((steps.log_admissions(3), 24));
         all
     }
 

@@ -14,7 +14,7 @@ use ticketing_core::ids::{
 };
 use ticketing_core::payment::LedgerKind;
 use ticketing_core::queue::{self, TokenStatus};
-use ticketing_core::store::{Admissions, BookingStore, Lost, QueueStore, Restored};
+use ticketing_core::store::{Admissions, BookingStore, Lost, QueueStore, Restored, TokenHistory};
 use ticketing_core::{Clock, Config, DomainError, Error, ManualClock, StoreError, Ticketing};
 
 /// Fresh stores for one test, and whatever must live as long as the test (a fresh database
@@ -1322,44 +1322,57 @@ pub async fn the_admission_log_records_who_was_admitted_and_who_paid_with_it<
 ) {
     let fx = fixture(s, generous(), 4).await;
     let log = fx.svc.booking_store();
-    let before = fx.clock.now();
-    assert_eq!(log.admissions(fx.concert_id(), before).await.unwrap(), Admissions::default());
+    assert_eq!(log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap(), Admissions::default());
     let alice = fx.admitted("alice").await;
     fx.clock.advance_secs(1);
     let bob = fx.admitted("bob").await;
-    // The tick logs admissions only for a line its store may lose (Redis); log them here.
-    let records = vec![fx.svc.authenticate(&alice).await.unwrap(), fx.svc.authenticate(&bob).await.unwrap()];
-    log.log_admissions(&records).await.unwrap();
-    let logged = log.admission(&alice).await.unwrap().expect("alice is in the log");
-    assert_eq!(logged.record, fx.svc.authenticate(&alice).await.unwrap(), "as admitted");
-    assert_eq!(logged.paid_at, None);
+    let carol = fx.token("carol").await;
+    // The tick logs admissions only for a line its store may lose (Redis); log them here, in
+    // two generations (a Redis line's are times in microseconds, far above these).
+    let alice_record = fx.svc.authenticate(&alice).await.unwrap();
+    log.log_admissions(1, std::slice::from_ref(&alice_record)).await.unwrap();
+    log.log_admissions(2, &[fx.svc.authenticate(&bob).await.unwrap()]).await.unwrap();
+    let history = log.history(&user("alice"), &alice).await.unwrap();
+    assert_eq!(history.admitted, Some(alice_record.clone()), "as admitted");
+    assert_eq!(history.paid_at, None);
     let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
-    let mut tokens: Vec<QueueToken> = open.open.iter().map(|a| a.record.token.clone()).collect();
+    let mut tokens: Vec<QueueToken> = open.open.iter().map(|r| r.token.clone()).collect();
     tokens.sort();
     let mut expected = vec![alice.clone(), bob.clone()];
     expected.sort();
     assert_eq!(tokens, expected);
-    assert_eq!(open.first_admitted_at, Some(before));
+    // A Redis line's ticks logged them first, in the line's generation; elsewhere the tick logs
+    // nothing and the oldest is ours.
+    let line = fx.svc.queue_store().admission_snapshot(fx.concert_id(), fx.clock.now()).await.unwrap();
+    let first = open.first_generation.expect("a generation");
+    assert_eq!(first, if line.generation == 0 { 1 } else { line.generation });
 
     // Logging again keeps the first record.
-    let mut again = logged.record.clone();
+    let mut again = alice_record.clone();
     again.version += 10;
-    log.log_admissions(&[again]).await.unwrap();
-    assert_eq!(log.admission(&alice).await.unwrap().unwrap().record, logged.record);
+    log.log_admissions(3, &[again]).await.unwrap();
+    assert_eq!(log.history(&user("alice"), &alice).await.unwrap().admitted, Some(alice_record));
 
-    // A payment made with the token shows, and the admission is no longer open.
+    // A payment made with a token shows, logged or not, and the admission is no longer open.
     fx.svc.charge(&alice, PRICE, None).await.unwrap();
     let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
     let receipt = fx.svc.pay(&alice, held.id, None).await.unwrap();
-    assert_eq!(log.admission(&alice).await.unwrap().unwrap().paid_at, Some(receipt.payment.at));
+    assert_eq!(log.history(&user("alice"), &alice).await.unwrap().paid_at, Some(receipt.payment.at));
     let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
-    assert_eq!(open.open.iter().map(|a| a.record.token.clone()).collect::<Vec<_>>(), vec![bob.clone()]);
+    assert_eq!(open.open.iter().map(|r| r.token.clone()).collect::<Vec<_>>(), vec![bob.clone()]);
+    fx.svc.admission_tick(fx.concert_id()).await.unwrap();
+    fx.svc.charge(&carol, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&carol, fx.seat(1), None).await.unwrap();
+    let receipt = fx.svc.pay(&carol, held.id, None).await.unwrap();
+    let history = log.history(&user("carol"), &carol).await.unwrap();
+    assert_eq!(history.paid_at, Some(receipt.payment.at));
 
-    // Past its deadline an admission is not open; the first admission time stays.
+    // Past its deadline an admission is not open; the oldest generation stays.
     fx.clock.advance_secs(601);
-    let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
-    assert_eq!((open.open.len(), open.first_admitted_at), (0, Some(before)));
-    assert_eq!(log.admission(&QueueToken::generate(fx.concert_id())).await.unwrap(), None);
+    let later = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert_eq!((later.open.len(), later.first_generation), (0, Some(first)));
+    let stranger = QueueToken::generate(fx.concert_id());
+    assert_eq!(log.history(&user("nobody"), &stranger).await.unwrap(), TokenHistory::default());
 }
 
 pub async fn a_store_gives_back_what_it_has_and_writes_nothing_it_did_not_lose<

@@ -15,7 +15,7 @@ use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleI
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::queue::TokenRecord;
 use crate::store::{
-    Admission, AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, WalletStore,
+    AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, TokenHistory, WalletStore,
 };
 
 /// The users of one shard, with deadlines to sweep.
@@ -254,42 +254,38 @@ impl MemoryStore {
             .filter_map(|r| book.payments.get(&r.id).map(|p| p.at))
             .min()
     }
-
-    fn logged(&self, record: TokenRecord) -> Admission {
-        let paid_at = self.paid_with(&record.user_id, &record.token);
-        Admission { record, paid_at }
-    }
 }
 
 impl AdmissionLog for MemoryStore {
-    async fn log_admissions(&self, admitted: &[TokenRecord]) -> StoreResult<()> {
+    async fn log_admissions(&self, generation: u64, admitted: &[TokenRecord]) -> StoreResult<()> {
         let mut log = super::lock(&self.inner.admissions);
         for record in admitted {
             let concert = log.entry(record.concert_id).or_default();
-            concert
-                .entry(record.token.identity())
-                .or_insert_with(|| TokenRecord { token: record.token.identity(), ..record.clone() });
+            concert.entry(record.token.identity()).or_insert_with(|| {
+                (generation, TokenRecord { token: record.token.identity(), ..record.clone() })
+            });
         }
         Ok(())
     }
 
-    async fn admission(&self, token: &QueueToken) -> StoreResult<Option<Admission>> {
-        let record =
-            super::lock(&self.inner.admissions).get(&token.concert()).and_then(|c| c.get(token).cloned());
-        Ok(record.map(|record| self.logged(record)))
+    async fn history(&self, user: &UserId, token: &QueueToken) -> StoreResult<TokenHistory> {
+        let admitted = super::lock(&self.inner.admissions)
+            .get(&token.concert())
+            .and_then(|c| c.get(token).map(|(_, record)| record.clone()));
+        Ok(TokenHistory { admitted, paid_at: self.paid_with(user, token) })
     }
 
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
-        let (records, first_admitted_at) = {
+        let (records, first_generation) = {
             let log = super::lock(&self.inner.admissions);
             let Some(of_concert) = log.get(&concert) else { return Ok(Admissions::default()) };
-            let first = of_concert.values().filter_map(TokenRecord::admitted_at).min();
+            let first = of_concert.values().map(|(generation, _)| *generation).min();
             let open: Vec<TokenRecord> =
-                of_concert.values().filter(|r| r.expires_at() > now).cloned().collect();
+                of_concert.values().map(|(_, r)| r).filter(|r| r.expires_at() > now).cloned().collect();
             (open, first)
         };
-        let open = records.into_iter().map(|r| self.logged(r)).filter(|a| a.paid_at.is_none()).collect();
-        Ok(Admissions { open, first_admitted_at })
+        let open = records.into_iter().filter(|r| self.paid_with(&r.user_id, &r.token).is_none()).collect();
+        Ok(Admissions { open, first_generation })
     }
 }
 

@@ -53,9 +53,13 @@ struct Inner {
     users: Sharded<UserShard>,
     queues: RwLock<HashMap<ConcertId, Arc<Mutex<ConcertQueue>>>>,
     owners: Sharded<HashMap<crate::ids::ReservationId, crate::ids::UserId>>,
-    /// The admission log: each concert's admitted tokens (a leaf lock, taken alone).
-    admissions: Mutex<HashMap<ConcertId, HashMap<crate::ids::QueueToken, crate::queue::TokenRecord>>>,
+    /// The admission log: each concert's admitted tokens with the line generation they were
+    /// admitted in (a leaf lock, taken alone).
+    admissions: Mutex<HashMap<ConcertId, AdmissionsOfConcert>>,
 }
+
+/// One concert's logged admissions: each token with the generation it was admitted in.
+type AdmissionsOfConcert = HashMap<crate::ids::QueueToken, (u64, crate::queue::TokenRecord)>;
 
 #[derive(Debug, Default)]
 struct Catalog {

@@ -12,8 +12,10 @@
 //! The counter starts from the time it is created, in microseconds since the epoch, so that a
 //! line that begins again after Redis lost its data gives every newcomer a place after every
 //! place given before the loss, and a token whose place is older than `gen` is known to be
-//! lost, not forgotten ([`QueueStore::restore`] puts such tokens back). A counter created
-//! before generations existed is left as it is (`gen` 0: nothing is taken as lost).
+//! lost, not forgotten ([`QueueStore::restore`] puts such tokens back). A line whose `gen` is
+//! missing (a counter of before generations, or a partial loss) begins a new generation above
+//! its counter. `back` holds the tokens given back in this generation: one given back and then
+//! forgotten (or replaced) is not given back again.
 //!
 //! A token carries its concert ([`QueueToken::concert`]), so reading a token is one `HGETALL`
 //! of its hash in that concert's slot: no index from token to concert exists, and a token whose
@@ -66,12 +68,10 @@ end
 local function line_gen(b, now_us)
   local g = redis.call('GET', b .. 'gen')
   if g then return g end
-  if redis.call('EXISTS', b .. 'seq') == 1 then
-    g = '0'
-  else
-    g = now_us
-    redis.call('SET', b .. 'seq', now_us)
-  end
+  g = now_us
+  local s = redis.call('GET', b .. 'seq')
+  if s and tonumber(s) >= tonumber(now_us) then g = string.format('%.0f', tonumber(s) + 1) end
+  redis.call('SET', b .. 'seq', g)
   redis.call('SET', b .. 'gen', g)
   return g
 end
@@ -124,15 +124,16 @@ index(b, ARGV[1], ARGV[4], ARGV[5], ARGV[7])
 return {'OK'}
 ";
 
-/// KEYS[1] base; ARGV now. Expires timed-out actives, then reports counts, admission state and
-/// the line's generation.
+/// KEYS[1] base; ARGV now, now in microseconds. Expires timed-out actives, then reports counts,
+/// admission state and the line's generation (beginning one if the line has none).
 const SNAPSHOT: &str = r"
 local b = KEYS[1]
+local gen = line_gen(b, ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES')
 for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
 local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
 return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call('ZCARD', b .. 'line')),
-  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0', redis.call('GET', b .. 'gen') or '0'}
+  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0', gen}
 ";
 
 /// KEYS[1] base; ARGV now (ms), now (us), concert, then per token nine fields: token, user, issued,
@@ -160,7 +161,7 @@ while i + 8 <= #ARGV do
   i = i + 9
   if redis.call('EXISTS', b .. 't:' .. t) == 1 then
     answer('PRESENT', t)
-  elseif gen == 0 or tonumber(seq) >= gen then
+  elseif tonumber(seq) >= gen or redis.call('SISMEMBER', b .. 'back', t) == 1 then
     answer('NOTLOST', nil)
   else
     local ukey = b .. 'u:' .. user
@@ -188,6 +189,7 @@ while i + 8 <= #ARGV do
         'status', status, 'seq', fseq, 'admitted', admitted, 'expires', expires, 'reason', reason)
       index(b, t, status, seq, expires)
       redis.call('SET', ukey, t)
+      redis.call('SADD', b .. 'back', t)
       answer('RESTORED', t)
     end
   end
@@ -266,11 +268,13 @@ return report({'OK', '1', ARGV[1]}, b, ARGV[1], true, ARGV[4])
 ";
 
 /// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
-/// rate. Returns 'OK' then, per admitted token in order: token, user, issued, version.
+/// rate, expected generation. Returns 'OK' then, per admitted token in order: token, user,
+/// issued, version.
 const ADMIT: &str = r"
 local b = KEYS[1]
 local v = redis.call('HGET', b .. 'adm', 'version') or '0'
 if v ~= ARGV[1] then return {'CONFLICT'} end
+if (redis.call('GET', b .. 'gen') or '') ~= ARGV[8] then return {'CONFLICT'} end
 local quota = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local admitted = {'OK'}
@@ -655,6 +659,7 @@ impl QueueStore for RedisQueueStore {
             .snapshot
             .key(self.base(concert))
             .arg(ms(now))
+            .arg(now.timestamp_micros())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("admission snapshot"))?;
@@ -721,6 +726,7 @@ impl QueueStore for RedisQueueStore {
             .arg(ms(plan.window_started_at))
             .arg(plan.admitted_before)
             .arg(plan.rate_per_sec)
+            .arg(plan.generation)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("admit"))?;
