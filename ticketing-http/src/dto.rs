@@ -41,7 +41,10 @@ pub struct IssueTokenRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenBody {
-    /// The credential: send it as `Authorization: Bearer <token>`.
+    /// The credential: send it as `Authorization: Bearer <token>`, whole. Its first 72
+    /// characters name the token; the signed claim after the `.` lets any node give back your
+    /// place in line, or your admission, if the server's queue store loses its data.
+    #[schema(max_length = 512)]
     pub token: String,
     /// The user it is bound to.
     pub user_id: String,
