@@ -107,9 +107,11 @@ impl Sale {
 
 #[tokio::test]
 async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
-    let s = sale(3).await;
-    let admitted: Vec<QueueToken> = vec![s.join("a0").await, s.join("a1").await];
-    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 2);
+    let s = sale(4).await;
+    // a2 is admitted and never comes back during the test: only the tick's rebuild from the
+    // admission log counts it against the capacity.
+    let admitted: Vec<QueueToken> = vec![s.join("a0").await, s.join("a1").await, s.join("a2").await];
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 3);
     let waiting: Vec<QueueToken> = vec![s.join("w0").await, s.join("w1").await, s.join("w2").await];
     // a1 holds a seat before the loss.
     s.svc.charge(&admitted[1], 100, None).await.unwrap();
@@ -144,7 +146,8 @@ async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
     );
 
     // Admission waits out the longest poll pause (10 s here) and the margin, then admits in the
-    // old order within the capacity cap: a0 is active and a1 paid, so two places are free.
+    // old order within the capacity cap: a0 and a2 are active and a1 paid, so two of four
+    // places are free.
     s.clock.advance_secs(5);
     assert_eq!(s.svc.admission_tick(s.concert).await.unwrap(), vec![]);
     s.clock.advance_secs(10);
@@ -154,6 +157,7 @@ async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
     assert_eq!(s.status(&waiting[0]).await, TokenStatus::Active);
     assert_eq!(s.position(&waiting[2]).await, Some(1));
     assert_eq!(s.position(&late).await, Some(2));
+    assert_eq!(s.status(&admitted[2]).await, TokenStatus::Active, "given back by the tick");
 }
 
 #[tokio::test]
