@@ -58,9 +58,15 @@ async fn start<Q: QueueStore, B: BookingStore>(
 
 /// Runs the binary against `server`; returns whether it exited 0 and its JSON summary.
 async fn loadtest(server: &Server, name: &str) -> (bool, Value) {
+    loadtest_with(server, name, &[]).await
+}
+
+/// Runs the binary against `server` with some of the smoke run's flags given other values
+/// (`overrides`: flag, value).
+async fn loadtest_with(server: &Server, name: &str, overrides: &[(&str, &str)]) -> (bool, Value) {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadtest-smoke-{name}"));
     let _ = std::fs::remove_dir_all(&out);
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--host",
         &server.base,
         "--users",
@@ -84,6 +90,12 @@ async fn loadtest(server: &Server, name: &str) -> (bool, Value) {
     ]
     .map(str::to_owned)
     .to_vec();
+    for (flag, value) in overrides {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = (*value).to_owned(),
+            None => args.extend([(*flag).to_owned(), (*value).to_owned()]),
+        }
+    }
     let status = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
             .args(&args)
@@ -153,4 +165,39 @@ async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
     );
     let server = start(queue, booking, Some(Box::new(database))).await;
     assert_sound_sale(loadtest(&server, "pg-redis").await);
+}
+
+/// The `redis-flush` drill, short: a sale over PostgreSQL + Redis whose Redis keys are all
+/// deleted at once while buyers wait in line (few places, so most wait) and others are admitted.
+/// Every buyer must keep their place and admission: the audit passes with no contract violation
+/// (a poll answered 401 would be one) and no FIFO inversion, and no answer is a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_whose_redis_loses_its_data_keeps_every_place_in_line() {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    use ticketing_core::store::redis::RedisQueueStore;
+    let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let conn = ticketing_core::testing::redis_connection().await;
+    let prefix = ticketing_core::testing::fresh_redis_prefix();
+    let server = start(RedisQueueStore::new(conn.clone(), prefix.clone()), booking, Some(Box::new(database))).await;
+    let fault = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // At once, as a restart without persistence or a failover to an empty replica loses it.
+        let deleted: i64 = redis::cmd("EVAL")
+            .arg("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n")
+            .arg(0)
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        deleted
+    });
+    let run = loadtest_with(
+        &server,
+        "redis-loss",
+        &[("--max-active", "30"), ("--admit-batch", "10"), ("--run-time", "14s")],
+    )
+    .await;
+    let deleted = fault.await.unwrap();
+    assert!(deleted > 10, "the line was there to lose: {deleted} keys");
+    assert_sound_sale(run);
 }
