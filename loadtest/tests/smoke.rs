@@ -178,7 +178,8 @@ async fn a_sale_whose_redis_loses_its_data_keeps_every_place_in_line() {
     let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
     let conn = ticketing_core::testing::redis_connection().await;
     let prefix = ticketing_core::testing::fresh_redis_prefix();
-    let server = start(RedisQueueStore::new(conn.clone(), prefix.clone()), booking, Some(Box::new(database))).await;
+    let server =
+        start(RedisQueueStore::new(conn.clone(), prefix.clone()), booking, Some(Box::new(database))).await;
     let fault = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         // At once, as a restart without persistence or a failover to an empty replica loses it.
@@ -200,4 +201,95 @@ async fn a_sale_whose_redis_loses_its_data_keeps_every_place_in_line() {
     let deleted = fault.await.unwrap();
     assert!(deleted > 10, "the line was there to lose: {deleted} keys");
     assert_sound_sale(run);
+}
+
+/// `url` (`scheme://[user@]host:port/...`) split into its host, its port, and itself pointed at
+/// `127.0.0.1:port` instead.
+fn redirected(url: &str, port: u16) -> (String, u16, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(user, rest)| (user, rest));
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (host, upstream) = authority.rsplit_once(':').expect("a port in the test URL");
+    let at = if user.is_empty() { String::new() } else { format!("{user}@") };
+    (host.to_owned(), upstream.parse().unwrap(), format!("{scheme}://{at}127.0.0.1:{port}/{path}"))
+}
+
+/// A smoke run with outages: the audit passes and everything sold is accounted for, and no
+/// answer is a 500 (a 503 while a store is away is the contract).
+fn assert_sound_sale_through_outage((passed, summary): (bool, Value)) {
+    let audit = &summary["audit"];
+    assert_eq!(summary["verdict"], "PASS", "{audit:#}");
+    assert!(passed, "the binary exits 0 on PASS");
+    let booked = audit["bookedSeats"].as_u64().unwrap();
+    assert!(booked > 0, "{summary:#}");
+    for check in [
+        "seatsPaidTwice",
+        "paymentsWithoutBookedSeat",
+        "bookedSeatsWithoutOnePayment",
+        "salesNoClientMade",
+        "balanceMismatches",
+        "fifoInversions",
+        "contractViolations",
+    ] {
+        assert_eq!(audit[check], 0, "{check}: {audit:#}");
+    }
+    let errors = summary["errors"]["goose"].as_object().unwrap();
+    assert!(!errors.keys().any(|k| k.contains("500")), "{errors:#?}");
+}
+
+/// The `redis-restart` and `postgres-restart` drills, short: each store behind a proxy goes away
+/// for two seconds mid-sale, one after the other (Redis comes back empty, as a restart without
+/// persistence does). The audit passes and no answer is a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_whose_stores_restart_recovers_by_itself() {
+    use ticketing_core::store::postgres::{ClaimStrategy, PgStore};
+    use ticketing_core::store::redis::RedisQueueStore;
+    use ticketing_core::testing::{TcpProxy, resolve};
+
+    let database = ticketing_core::testing::fresh_postgres().await;
+    let (host, port, _) = redirected(&database.url, 0);
+    let pg_proxy = TcpProxy::start(resolve(&host, port).await).await;
+    let (_, _, pg_url) = redirected(&database.url, pg_proxy.address.port());
+    let booking = PgStore::connect(&pg_url, 8, ClaimStrategy::ConditionalUpdate).await.unwrap();
+
+    let redis_url = ticketing_core::testing::redis_url();
+    let (host, port, _) = redirected(&redis_url, 0);
+    let redis_proxy = TcpProxy::start(resolve(&host, port).await).await;
+    let (_, _, proxied) = redirected(&redis_url, redis_proxy.address.port());
+    let prefix = ticketing_core::testing::fresh_redis_prefix();
+    let queue = RedisQueueStore::connect(&proxied, prefix.clone()).await.unwrap();
+    let server = start(queue, booking, Some(Box::new(database))).await;
+
+    let direct = ticketing_core::testing::redis_connection().await;
+    let faults = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        redis_proxy.set_up(false);
+        let deleted: i64 = redis::cmd("EVAL")
+            .arg("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n")
+            .arg(0)
+            .arg(format!("{prefix}*"))
+            .query_async(&mut direct.clone())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis_proxy.set_up(true);
+        // The Redis connection takes a few seconds to come back: PostgreSQL goes away about
+        // when it does, just as the buyers come back to be given their places (which reads
+        // PostgreSQL). Admission must wait for them from when it can check the line again, not
+        // from when the line began again (508 FIFO inversions when it did).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pg_proxy.set_up(false);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        pg_proxy.set_up(true);
+        (deleted, redis_proxy.turns(), pg_proxy.turns(), redis_proxy, pg_proxy)
+    });
+    let run = loadtest_with(
+        &server,
+        "restarts",
+        &[("--max-active", "30"), ("--admit-batch", "10"), ("--run-time", "18s")],
+    )
+    .await;
+    let (deleted, _, _, _redis_proxy, _pg_proxy) = faults.await.unwrap();
+    assert!(deleted > 10, "the line was there to lose: {deleted} keys");
+    assert_sound_sale_through_outage(run);
 }

@@ -495,8 +495,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// store lost its data: [`QueueStore::restore`]), the tick first gives the store back the
     /// admissions still open, so the capacity cap counts them, and admits nobody until the
     /// longest pause a waiting client is told to keep between polls (plus
-    /// [`LINE_REBUILD_MARGIN_SECS`]) has passed since the line began again: by then every
-    /// waiting buyer who obeys `Retry-After` has come back with its place.
+    /// [`LINE_REBUILD_MARGIN_SECS`]) has passed since the line began again or since this check,
+    /// whichever is later (giving places back reads the booking store, as the check does): by
+    /// then every waiting buyer who obeys `Retry-After` has come back with its place.
     ///
     /// # Errors
     /// [`DomainError::ConcertNotFound`]; store errors.
@@ -584,7 +585,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 let pause = secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS);
                 tracing::warn!(concert = %concert.id, restored = lost.len(), "the queue store lost this line; \
                     admission waits for waiting buyers to come back");
-                Some(began + pause)
+                // From the later of the line's new beginning and this check: buyers come back
+                // only once the booking store answers (the check needed it too).
+                Some(began.max(now) + pause)
             }
             _ => None,
         };
