@@ -165,6 +165,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
         contract_violations: run.obs.contract_violations(),
         server_errors: run.obs.server_errors(),
         shed: run.obs.sheds(),
+        failed_over: run.obs.failovers(),
     });
     let path = sale.out_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();

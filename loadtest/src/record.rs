@@ -139,6 +139,7 @@ pub struct Observations {
     contract_violations: AtomicU64,
     server_errors: AtomicU64,
     shed: AtomicU64,
+    failovers: AtomicU64,
 }
 
 impl Observations {
@@ -169,6 +170,18 @@ impl Observations {
     /// pause it asked for.
     pub fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request sent again to another server because its server did not answer (the
+    /// connection failed): a node that died.
+    pub fn failover(&self) {
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent again to another server so far.
+    #[must_use]
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
     }
 
     /// Requests shed by the server so far.

@@ -225,13 +225,27 @@ impl Person<'_> {
         prepare: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Flow<Option<Reply>> {
         let mut attempt = 0;
+        let mut failovers = 0;
         loop {
             let builder = prepare(user.get_request_builder(&method, path)?);
             let request = GooseRequest::builder().name(name).set_request_builder(builder).build();
             let GooseResponse { request: metric, response } = user.request(request).await?;
-            let Ok(response) = response else {
-                self.run.obs.server_error();
-                return Ok(None);
+            let response = match response {
+                Ok(response) => response,
+                // No answer: the connection failed or broke (a node died). The request goes to
+                // the next server, once per other server, as it is: every write this load test
+                // sends is keyed (the key goes along, so it lands once whichever server took it)
+                // or is a join (asking again returns the same token).
+                Err(_) if failovers + 1 < self.run.hosts.len() => {
+                    failovers += 1;
+                    self.run.obs.failover();
+                    self.fail_over(user)?;
+                    continue;
+                }
+                Err(_) => {
+                    self.run.obs.server_error();
+                    return Ok(None);
+                }
             };
             let status = response.status().as_u16();
             let retry_after = response
@@ -260,6 +274,15 @@ impl Person<'_> {
             }
             return Ok(Some(reply));
         }
+    }
+
+    /// Points `user` at the server after its current one in `--hosts`.
+    fn fail_over(&self, user: &mut GooseUser) -> Flow<()> {
+        let hosts = &self.run.hosts;
+        let current = user.base_url.as_str().trim_end_matches('/');
+        let at = hosts.iter().position(|h| h.trim_end_matches('/') == current).unwrap_or(0);
+        user.set_base_url(&hosts[(at + 1) % hosts.len()])?;
+        Ok(())
     }
 
     /// Marks a non-2xx answer the contract allows as a handled outcome.

@@ -132,6 +132,9 @@ pub struct Errors {
     /// Requests the server shed (503 `overloaded`), each retried after its Retry-After (not
     /// server errors: the answer a careful client retries).
     pub shed: u64,
+    /// Requests sent again to another server because theirs did not answer (not server errors
+    /// unless no server answered).
+    pub failed_over: u64,
     /// goose's error table: error → occurrences.
     pub goose: BTreeMap<String, usize>,
 }
@@ -159,6 +162,8 @@ pub struct Inputs<'a> {
     pub server_errors: u64,
     /// Requests the server shed, counted by clients.
     pub shed: u64,
+    /// Requests sent again to another server, counted by clients.
+    pub failed_over: u64,
 }
 
 impl Summary {
@@ -176,6 +181,7 @@ impl Summary {
             contract_violations,
             server_errors,
             shed,
+            failed_over,
         } = inputs;
         let seats: Vec<_> = sales.schedules.iter().flat_map(|s| &s.seats).collect();
         let booked: Vec<_> = seats.iter().filter(|s| s.status == SeatStatus::Booked).collect();
@@ -251,7 +257,7 @@ impl Summary {
             outcomes,
             fifo_inversions: audit.fifo_inversions,
             steps,
-            errors: Errors { contract_violations, server_errors, shed, goose: goose_errors },
+            errors: Errors { contract_violations, server_errors, shed, failed_over, goose: goose_errors },
             audit: audit.clone(),
         }
     }
@@ -289,8 +295,12 @@ impl Summary {
             ));
         }
         out.push_str(&format!(
-            "errors: {} contract violations, {} server errors ({} requests shed and retried)\n",
-            self.errors.contract_violations, self.errors.server_errors, self.errors.shed
+            "errors: {} contract violations, {} server errors ({} requests shed and retried, {} sent \
+             again to another server)\n",
+            self.errors.contract_violations,
+            self.errors.server_errors,
+            self.errors.shed,
+            self.errors.failed_over
         ));
         out
     }
