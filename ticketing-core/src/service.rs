@@ -572,8 +572,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         }
         let began = i64::try_from(generation).ok().and_then(DateTime::from_timestamp_micros);
         let log = self.booking.admissions(concert.id, now).await?;
-        let resume_at = match (began, log.first_generation) {
-            (Some(began), Some(first)) if first < generation => {
+        // Rebuilt only if admissions were logged in an older generation and none yet in this
+        // one (an admission in this one means its pause is over: a process that starts later
+        // must not pause again).
+        let resume_at = match (began, log.first_generation, log.last_generation) {
+            (Some(began), Some(first), Some(last)) if first < generation && last < generation => {
                 let lost: Vec<Lost> = log
                     .open
                     .into_iter()

@@ -161,6 +161,31 @@ async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
 }
 
 #[tokio::test]
+async fn a_node_that_starts_after_the_line_was_rebuilt_does_not_pause_it() {
+    let s = sale(10).await;
+    s.join("a0").await;
+    s.svc.admission_tick(s.concert).await.unwrap();
+    let w0 = s.join("w0").await;
+    s.lose_redis().await;
+    assert_eq!(s.position(&w0).await, Some(1));
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap(), vec![], "paused");
+    s.clock.advance_secs(13);
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 1, "w0, after the pause");
+    // A node started now (a fresh process over the same stores) checks the line: admissions
+    // were logged in this generation already, so it admits at once.
+    let w1 = s.join("w1").await;
+    let restarted = Ticketing::new(
+        s.svc.queue_store().clone(),
+        s.svc.booking_store().clone(),
+        s.clock.clone(),
+        Config::default(),
+    );
+    s.clock.advance_secs(1);
+    let admitted = restarted.admission_tick(s.concert).await.unwrap();
+    assert_eq!(admitted.into_iter().map(|r| r.token).collect::<Vec<_>>(), vec![w1]);
+}
+
+#[tokio::test]
 async fn a_paid_token_comes_back_expired_and_a_lapsed_one_timed_out() {
     let s = sale(10).await;
     let payer = s.join("payer").await;

@@ -656,7 +656,7 @@ pub trait AdmissionLog: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<TokenHistory>> + Send;
 
     /// The admissions of `concert` whose active time has not ended at `now` and that were not
-    /// paid with, and the oldest line generation any admission of the concert was recorded in.
+    /// paid with, and the oldest and newest line generations its admissions were recorded in.
     fn admissions(
         &self,
         concert: ConcertId,
@@ -681,6 +681,8 @@ pub struct Admissions {
     /// The oldest line generation an admission of the concert was recorded in (`None`: nobody
     /// was ever recorded as admitted).
     pub first_generation: Option<u64>,
+    /// The newest one.
+    pub last_generation: Option<u64>,
 }
 
 /// Every storage concern in one backend: what the memory, PostgreSQL and MySQL backends are.

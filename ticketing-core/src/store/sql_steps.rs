@@ -158,7 +158,7 @@ pub(crate) struct Steps {
     pub payment_of: String,
     pub token_history: String,
     pub open_admissions: String,
-    pub first_generation: String,
+    pub generations: String,
     dialect: Dialect,
 }
 
@@ -185,8 +185,8 @@ impl Steps {
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
             open_admissions: dialect.sql(OPEN_ADMISSIONS),
-            first_generation: dialect
-                .sql("SELECT MIN(generation) FROM queue_admissions WHERE concert_id = ?"),
+            generations: dialect
+                .sql("SELECT MIN(generation), MAX(generation) FROM queue_admissions WHERE concert_id = ?"),
             dialect,
         }
     }
@@ -404,7 +404,9 @@ macro_rules! admission_log {
             let generation = $crate::store::sql_rows::i64_of(generation)?;
             for batch in admitted.chunks($crate::limits::ADMISSION_LOG_BATCH) {
                 let sql = STEPS.log_admissions(batch.len());
-                let mut query = sqlx::query(&sql);
+                // Not prepared and kept: its text changes with the batch's size, and every size
+                // would otherwise stay in each connection's statement cache (and the database's).
+                let mut query = sqlx::query(&sql).persistent(false);
                 for record in batch {
                     let (admitted_at, expires_at) = match record.state {
                         $crate::queue::TokenState::Active { admitted_at, expires_at } => {
@@ -456,14 +458,16 @@ macro_rules! admission_log {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("admissions"))?;
-            let first_generation: Option<i64> = sqlx::query_scalar(&STEPS.first_generation)
-                .bind(concert.as_uuid())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db("first generation"))?;
+            let (first_generation, last_generation): (Option<i64>, Option<i64>) =
+                sqlx::query_as(&STEPS.generations)
+                    .bind(concert.as_uuid())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("generations"))?;
             Ok($crate::store::Admissions {
                 open: rows.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
                 first_generation: first_generation.map($crate::store::sql_rows::u64_of).transpose()?,
+                last_generation: last_generation.map($crate::store::sql_rows::u64_of).transpose()?,
             })
         }
     };
@@ -696,7 +700,7 @@ mod tests {
             (&steps.payment_of, 1),
             (&steps.token_history, 2),
             (&steps.open_admissions, 2),
-            (&steps.first_generation, 1),
+            (&steps.generations, 1),
         ];
         let mut all: Vec<(String, usize)> = named.into_iter().map(|(sql, n)| (sql.clone(), n)).collect();
         all.push((steps.log_admissions(1), 8));

@@ -276,16 +276,17 @@ impl AdmissionLog for MemoryStore {
     }
 
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
-        let (records, first_generation) = {
+        let (records, first_generation, last_generation) = {
             let log = super::lock(&self.inner.admissions);
             let Some(of_concert) = log.get(&concert) else { return Ok(Admissions::default()) };
             let first = of_concert.values().map(|(generation, _)| *generation).min();
+            let last = of_concert.values().map(|(generation, _)| *generation).max();
             let open: Vec<TokenRecord> =
                 of_concert.values().map(|(_, r)| r).filter(|r| r.expires_at() > now).cloned().collect();
-            (open, first)
+            (open, first, last)
         };
         let open = records.into_iter().filter(|r| self.paid_with(&r.user_id, &r.token).is_none()).collect();
-        Ok(Admissions { open, first_generation })
+        Ok(Admissions { open, first_generation, last_generation })
     }
 }
 
