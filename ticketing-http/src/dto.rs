@@ -31,9 +31,12 @@ fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Resu
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IssueTokenRequest {
     /// Who asks. Taken at its word only with `TICKETING_AUTH=none`; with the other modes it may
-    /// be left out, and must match the proven identity when given.
+    /// be left out, and must match the proven identity when given. 1 to 64 letters, digits and
+    /// `. _ - @ :`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$")]
     pub user_id: Option<String>,
     /// The concert to queue for.
+    #[schema(value_type = Uuid)]
     pub concert_id: String,
 }
 
@@ -238,6 +241,7 @@ fn status_json(status: SeatStatus) -> &'static str {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HoldRequest {
     /// The seat to hold.
+    #[schema(value_type = Uuid)]
     pub seat_id: String,
 }
 
@@ -278,6 +282,7 @@ impl From<&Reservation> for ReservationBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentRequest {
     /// The held reservation to pay for.
+    #[schema(value_type = Uuid)]
     pub reservation_id: String,
 }
 
@@ -314,6 +319,7 @@ impl From<&PaymentReceipt> for PaymentBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChargeRequest {
     /// Points to add: 1 to `CHARGE_MAX_POINTS`.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub amount: i64,
 }
 
@@ -337,9 +343,11 @@ impl From<&Wallet> for BalanceBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewConcertRequest {
-    /// The title.
+    /// The title: 1 to 200 characters once trimmed.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
     /// The performance dates.
+    #[schema(min_items = 1, max_items = 100)]
     pub schedules: Vec<NewScheduleRequest>,
     /// Waiting-room caps; defaults apply to what is left out.
     #[serde(default)]
@@ -353,8 +361,10 @@ pub struct NewScheduleRequest {
     /// When it starts (RFC 3339).
     pub starts_at: DateTime<Utc>,
     /// How many seats, numbered from 1.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub seat_count: u32,
     /// The price of each seat in points.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub price: i64,
 }
 
@@ -363,14 +373,19 @@ pub struct NewScheduleRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueueRequest {
     /// At most this many active at once.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_active: Option<u32>,
     /// At most this many admitted per interval.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub admit_batch: Option<u32>,
     /// The admission interval in milliseconds.
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub admit_interval_ms: Option<u64>,
     /// A waiting token not polled for this long loses its place.
+    #[schema(minimum = 1, maximum = 86_400)]
     pub waiting_idle_secs: Option<u64>,
     /// An admitted token expires this long after admission.
+    #[schema(minimum = 1, maximum = 86_400)]
     pub active_ttl_secs: Option<u64>,
 }
 

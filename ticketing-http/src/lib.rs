@@ -181,7 +181,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         routes::create_concert, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
-    modifiers(&BearerScheme, &ServiceUnavailable),
+    modifiers(&BearerScheme, &ServiceUnavailable, &ProblemResponses),
 )]
 pub struct ApiDoc;
 
@@ -234,6 +234,56 @@ impl utoipa::Modify for ServiceUnavailable {
                     .responses
                     .entry("503".to_owned())
                     .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
+}
+
+/// Says what every error answer really is: a problem document is `application/problem+json`
+/// (utoipa writes `application/json` for a `body = Problem`), and every operation that reads a
+/// JSON body may answer 400 `malformed_json`, 413 `payload_too_large`, 415
+/// `unsupported_media_type` and 422 `invalid_input` before its own rules run.
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build()
+        };
+        let body_errors = [
+            ("400", "malformed_json: the body is not JSON"),
+            ("413", "payload_too_large: the body is over the limit"),
+            ("415", "unsupported_media_type: the body is not `application/json`"),
+            ("422", "invalid_input: the body does not have the fields and values this operation takes"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    if let Some(content) = response.content.shift_remove("application/json") {
+                        let is_problem = matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"));
+                        let media = if is_problem { "application/problem+json" } else { "application/json" };
+                        response.content.insert(media.to_owned(), content);
+                    }
+                }
+                if operation.request_body.is_some() {
+                    for (status, description) in body_errors {
+                        operation
+                            .responses
+                            .responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| problem(description).into());
+                    }
+                }
             }
         }
     }

@@ -175,7 +175,7 @@ pub async fn concerts<Q: QueueStore, B: BookingStore, C: Clock>(
 
 /// A concert's schedules with their available seats. Needs an ACTIVE token of that concert.
 #[utoipa::path(get, path = "/api/v1/concerts/{concertId}/schedules", tag = "catalog", security(("queueToken" = [])),
-    params(("concertId" = String, Path, description = "the concert")),
+    params(("concertId" = Uuid, Path, description = "the concert")),
     responses(
         (status = 200, body = [ScheduleBody]),
         (status = 401, body = Problem), (status = 403, description = "not admitted yet (with position) or another concert", body = Problem),
@@ -193,7 +193,7 @@ pub async fn schedules<Q: QueueStore, B: BookingStore, C: Clock>(
 
 /// A schedule's seats with their live status. Needs an ACTIVE token of its concert.
 #[utoipa::path(get, path = "/api/v1/schedules/{scheduleId}/seats", tag = "catalog", security(("queueToken" = [])),
-    params(("scheduleId" = String, Path, description = "the schedule")),
+    params(("scheduleId" = Uuid, Path, description = "the schedule")),
     responses((status = 200, body = [SeatBody]), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
@@ -233,7 +233,7 @@ pub async fn hold<Q: QueueStore, B: BookingStore, C: Clock>(
 /// One of your reservations, read with a token of its concert that is valid, expired by your
 /// payment, or admitted and ended less than `TICKETING_HOLD_TTL_SECS` ago.
 #[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
-    params(("reservationId" = String, Path, description = "the reservation")),
+    params(("reservationId" = Uuid, Path, description = "the reservation")),
     responses((status = 200, body = ReservationBody), (status = 401, body = Problem),
         (status = 403, description = "wrong_concert: a token of another concert", body = Problem),
         (status = 404, description = "no such reservation of yours", body = Problem)))]
@@ -249,7 +249,7 @@ pub async fn reservation<Q: QueueStore, B: BookingStore, C: Clock>(
 
 /// Let a held seat go (with a token of its concert, as for reading it).
 #[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("queueToken" = [])),
-    params(("reservationId" = String, Path, description = "the reservation")),
+    params(("reservationId" = Uuid, Path, description = "the reservation")),
     responses((status = 204, description = "released; the seat is available"), (status = 401, body = Problem),
         (status = 403, description = "wrong_concert: a token of another concert", body = Problem),
         (status = 404, body = Problem), (status = 409, description = "already paid", body = Problem)))]
@@ -345,7 +345,7 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
 /// What a concert sold, seat by seat: each seat's status and, for booked seats, the reservation
 /// and payment behind it. For operators and load-test audits. Needs `X-Admin-Key`.
 #[utoipa::path(get, path = "/api/v1/admin/concerts/{concertId}/sales", tag = "admin",
-    params(("concertId" = String, Path, description = "the concert"),
+    params(("concertId" = Uuid, Path, description = "the concert"),
         ("X-Admin-Key" = String, Header, description = "the configured admin key")),
     responses((status = 200, body = SalesBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn sales<Q: QueueStore, B: BookingStore, C: Clock>(

@@ -654,6 +654,38 @@ pub async fn operations_routes_answer<
     ] {
         assert!(openapi.body["paths"][path].is_object(), "{path} documented");
     }
+    // The request schemas state the limits the server applies (from the same constants).
+    {
+        use ticketing_core::limits::{
+            ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_MIN, CHARGE_MAX_POINTS, DURATION_SECS_MAX, MAX_ACTIVE_LIMIT,
+            PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX, TITLE_MAX_LEN,
+            USER_ID_MAX_LEN,
+        };
+        let schemas = &openapi.body["components"]["schemas"];
+        let field = |schema: &str, name: &str, key: &str| schemas[schema]["properties"][name][key].clone();
+        let limits: [(&str, &str, &str, serde_json::Value); 15] = [
+            ("ChargeRequest", "amount", "minimum", 1.into()),
+            ("ChargeRequest", "amount", "maximum", CHARGE_MAX_POINTS.into()),
+            ("NewScheduleRequest", "seatCount", "maximum", SEATS_PER_SCHEDULE_MAX.into()),
+            ("NewScheduleRequest", "price", "maximum", PRICE_MAX_POINTS.into()),
+            ("NewConcertRequest", "schedules", "minItems", 1.into()),
+            ("NewConcertRequest", "schedules", "maxItems", SCHEDULES_PER_CONCERT_MAX.into()),
+            ("NewConcertRequest", "title", "maxLength", TITLE_MAX_LEN.into()),
+            ("IssueTokenRequest", "userId", "maxLength", USER_ID_MAX_LEN.into()),
+            ("IssueTokenRequest", "concertId", "format", "uuid".into()),
+            ("HoldRequest", "seatId", "format", "uuid".into()),
+            ("PaymentRequest", "reservationId", "format", "uuid".into()),
+            ("QueueRequest", "maxActive", "maximum", MAX_ACTIVE_LIMIT.into()),
+            ("QueueRequest", "admitBatch", "maximum", ADMIT_BATCH_LIMIT.into()),
+            ("QueueRequest", "admitIntervalMs", "minimum", ADMIT_INTERVAL_MS_MIN.into()),
+            ("QueueRequest", "waitingIdleSecs", "maximum", DURATION_SECS_MAX.into()),
+        ];
+        for (schema, name, key, value) in limits {
+            assert_eq!(field(schema, name, key), value, "{schema}.{name}.{key}");
+        }
+        let interval_max = field("QueueRequest", "admitIntervalMs", "maximum");
+        assert_eq!(interval_max, serde_json::Value::from(DURATION_SECS_MAX * 1_000));
+    }
     // Every API operation documents the 503 it may answer, as a problem with Retry-After.
     let paths = openapi.body["paths"].as_object().unwrap();
     for (path, item) in paths.iter().filter(|(path, _)| path.starts_with("/api/")) {
@@ -664,6 +696,27 @@ pub async fn operations_routes_answer<
                     && unavailable["headers"]["Retry-After"].is_object(),
                 "{method} {path} documents its 503: {unavailable}"
             );
+            // A problem is documented as what it is; an operation that reads a body documents
+            // what a wrong body gets.
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let content = response["content"].as_object().cloned().unwrap_or_default();
+                for (media, body) in &content {
+                    let problem = body["schema"]["$ref"].as_str().is_some_and(|r| r.ends_with("/Problem"));
+                    assert_eq!(
+                        problem,
+                        media == "application/problem+json",
+                        "{method} {path} {status}: {media} with {body}"
+                    );
+                }
+            }
+            if operation["requestBody"].is_object() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        operation["responses"][status]["content"]["application/problem+json"].is_object(),
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
         }
     }
 }
