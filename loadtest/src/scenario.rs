@@ -193,6 +193,9 @@ struct Reply {
     retry_after: Option<u64>,
     body: String,
     metric: GooseRequestMetric,
+    /// Whether the request was sent again to another server after its first got no answer (so
+    /// the first may have done it).
+    resent: bool,
 }
 
 impl Reply {
@@ -257,7 +260,7 @@ impl Person<'_> {
                 self.run.obs.server_error();
                 return Ok(None);
             };
-            let mut reply = Reply { status, retry_after, body, metric };
+            let mut reply = Reply { status, retry_after, body, metric, resent: failovers > 0 };
             if status == 503
                 && retry_after.is_some()
                 && reply.code() == "overloaded"
@@ -335,7 +338,7 @@ impl Person<'_> {
                 continue;
             };
             // A retry after a lost answer finds the token the first attempt made: 200.
-            let allowed = reply.status == 201 || (attempt > 0 && reply.status == 200);
+            let allowed = reply.status == 201 || ((attempt > 0 || reply.resent) && reply.status == 200);
             if !allowed {
                 return self.violation(user, &mut reply, "expected 201");
             }
