@@ -1,7 +1,7 @@
 //! The catalog: concerts, their schedules (performance dates) and seats, and the pure validation
 //! that turns a request for a new concert into records.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -9,7 +9,8 @@ use crate::ids::{ConcertId, Fence, Points, ReservationId, ScheduleId, SeatId, Us
 use crate::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
     ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT, PRICE_MAX_POINTS,
-    SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
+    SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN, TITLE_MAX_LEN,
+    WAITING_IDLE_SECS_DEFAULT,
 };
 
 /// How a concert's waiting room admits buyers. Both caps apply at once.
@@ -350,8 +351,9 @@ pub struct ConcertPlan {
 ///
 /// # Errors
 /// [`DomainError::InvalidInput`] for an empty or over-long title, no schedules or too many, a
-/// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, or
-/// queue settings out of range.
+/// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
+/// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, or queue settings out of
+/// range.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     let invalid = |reason: String| Err(DomainError::InvalidInput { reason });
     let title = request.title.trim();
@@ -371,6 +373,12 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         }
         if new.price.get() < 1 || new.price.get() > PRICE_MAX_POINTS {
             return invalid(format!("price must be 1 to {PRICE_MAX_POINTS} points"));
+        }
+        // In UTC, a day either side of the years allowed in the schedule's own time zone.
+        if !(STARTS_AT_YEAR_MIN - 1..=STARTS_AT_YEAR_MAX + 1).contains(&new.starts_at.year()) {
+            return invalid(format!(
+                "startsAt must be in the years {STARTS_AT_YEAR_MIN} to {STARTS_AT_YEAR_MAX}"
+            ));
         }
         let schedule =
             Schedule { id: ScheduleId::random(), concert_id: concert.id, starts_at: new.starts_at };
@@ -423,7 +431,11 @@ mod tests {
         no_schedules.schedules.clear();
         let mut bad_queue = request();
         bad_queue.queue.max_active = 0;
-        for bad in [no_title, no_seats, free, no_schedules, bad_queue] {
+        let mut medieval = request();
+        medieval.schedules[0].starts_at = "0618-08-13T22:59:14Z".parse().expect("valid");
+        let mut far = request();
+        far.schedules[0].starts_at = "9001-01-02T00:00:00Z".parse().expect("valid");
+        for bad in [no_title, no_seats, free, no_schedules, bad_queue, medieval, far] {
             assert!(matches!(plan_concert(&bad), Err(DomainError::InvalidInput { .. })), "{bad:?}");
         }
     }

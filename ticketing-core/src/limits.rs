@@ -56,6 +56,12 @@ pub const TITLE_MAX_LEN: usize = 200;
 pub const SCHEDULES_PER_CONCERT_MAX: usize = 100;
 /// At most this many seats per schedule.
 pub const SEATS_PER_SCHEDULE_MAX: u32 = 100_000;
+/// A schedule starts in the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX` of its own time
+/// zone (so within a day of them in UTC): every backend stores those (MySQL's `DATETIME` only
+/// years 1000 to 9999), and a sale for another age is a client's mistake.
+pub const STARTS_AT_YEAR_MIN: i32 = 1900;
+/// See [`STARTS_AT_YEAR_MIN`].
+pub const STARTS_AT_YEAR_MAX: i32 = 8999;
 
 /// The weight, in eighths, that the newest sample gets in the admission-rate moving average.
 pub const ADMIT_RATE_EWMA_EIGHTHS: u32 = 2;

@@ -1410,3 +1410,24 @@ pub async fn a_store_gives_back_what_it_has_and_writes_nothing_it_did_not_lose<
     // A credential the service did not sign brings nothing back either.
     assert_eq!(domain(fx.svc.token_status(&stranger.token).await), DomainError::TokenNotFound);
 }
+
+pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    // MySQL kept a `DateTime<Utc>` sent as a TIMESTAMP only to 2038: a later start failed.
+    let fx = fixture(s, generous(), 1).await;
+    for year in [1_900, 2_039, 8_999] {
+        let starts_at: chrono::DateTime<chrono::Utc> = format!("{year}-06-30T20:00:00.123Z").parse().unwrap();
+        let plan = fx
+            .svc
+            .create_concert(&NewConcert {
+                title: format!("In {year}"),
+                schedules: vec![NewSchedule { starts_at, seat_count: 1, price: Points::new(5).unwrap() }],
+                queue: generous(),
+            })
+            .await
+            .unwrap();
+        let stored = fx.svc.booking_store().schedule(plan.schedules[0].id).await.unwrap().unwrap();
+        assert_eq!(stored.starts_at, starts_at, "{year}");
+    }
+}

@@ -64,6 +64,7 @@ macro_rules! conformance {
                 concerts_are_validated_and_listed,
                 the_admission_log_records_who_was_admitted_and_who_paid_with_it,
                 a_store_gives_back_what_it_has_and_writes_nothing_it_did_not_lose,
+                a_concert_may_start_in_any_year_the_rules_allow,
             );
         }
     };

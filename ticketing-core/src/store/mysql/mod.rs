@@ -168,7 +168,9 @@ impl CatalogStore for MyStore {
             sqlx::query("INSERT INTO schedules (id, concert_id, starts_at, seat_count) VALUES (?, ?, ?, ?)")
                 .bind(s.id.as_uuid())
                 .bind(s.concert_id.as_uuid())
-                .bind(s.starts_at)
+                // As a DATETIME: a `DateTime<Utc>` is sent as a TIMESTAMP, which MySQL keeps only
+                // to 2038 (a later start was stored as NULL and the insert failed).
+                .bind(s.starts_at.naive_utc())
                 .bind(rows::seat_count(plan, s.id)?)
                 .execute(&mut *tx)
                 .await
