@@ -26,6 +26,54 @@ fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Resu
     }
 }
 
+/// An integer as JSON may spell it: JSON Schema's `integer` admits a number with a zero fraction
+/// (`5.0`), so the server does too.
+fn integral<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let out_of_range = || D::Error::custom(format!("{number} is out of range"));
+    if let Some(n) = number.as_i64() {
+        return T::try_from(n).map_err(|_| out_of_range());
+    }
+    if let Some(n) = number.as_u64() {
+        return T::try_from(n).map_err(|_| out_of_range());
+    }
+    match number.as_f64() {
+        #[allow(clippy::cast_possible_truncation)] // Whole and within i64's range: exact.
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => T::try_from(f as i64).map_err(|_| out_of_range()),
+        _ => Err(D::Error::custom(format!("expected an integer, got {number}"))),
+    }
+}
+
+/// A JSON object only (serde would also build a struct from an array of its fields in order,
+/// which the schema does not allow).
+fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        value @ serde_json::Value::Object(_) => serde_json::from_value(value).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!("expected an object, got {other}"))),
+    }
+}
+
+/// [`integral`] for a field that may be left out.
+fn integral_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    struct Wrapped<T: TryFrom<i64> + TryFrom<u64>>(#[serde(deserialize_with = "integral")] T);
+    Ok(Option::<Wrapped<T>>::deserialize(deserializer)?.map(|Wrapped(value)| value))
+}
+
 /// `POST /api/v1/queue/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -320,6 +368,7 @@ impl From<&PaymentReceipt> for PaymentBody {
 pub struct ChargeRequest {
     /// Points to add: 1 to `CHARGE_MAX_POINTS`.
     #[schema(minimum = 1, maximum = 10_000_000)]
+    #[serde(deserialize_with = "integral")]
     pub amount: i64,
 }
 
@@ -350,7 +399,7 @@ pub struct NewConcertRequest {
     #[schema(min_items = 1, max_items = 100)]
     pub schedules: Vec<NewScheduleRequest>,
     /// Waiting-room caps; defaults apply to what is left out.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub queue: QueueRequest,
 }
 
@@ -358,13 +407,16 @@ pub struct NewConcertRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewScheduleRequest {
-    /// When it starts (RFC 3339).
+    /// When it starts (RFC 3339), in the years 1900 to 8999.
+    #[schema(pattern = "^(19|[2-8][0-9])[0-9]{2}-")]
     pub starts_at: DateTime<Utc>,
     /// How many seats, numbered from 1.
     #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(deserialize_with = "integral")]
     pub seat_count: u32,
     /// The price of each seat in points.
     #[schema(minimum = 1, maximum = 10_000_000)]
+    #[serde(deserialize_with = "integral")]
     pub price: i64,
 }
 
@@ -374,18 +426,23 @@ pub struct NewScheduleRequest {
 pub struct QueueRequest {
     /// At most this many active at once.
     #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "integral_opt")]
     pub max_active: Option<u32>,
     /// At most this many admitted per interval.
     #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "integral_opt")]
     pub admit_batch: Option<u32>,
     /// The admission interval in milliseconds.
     #[schema(minimum = 10, maximum = 86_400_000)]
+    #[serde(default, deserialize_with = "integral_opt")]
     pub admit_interval_ms: Option<u64>,
     /// A waiting token not polled for this long loses its place.
     #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(default, deserialize_with = "integral_opt")]
     pub waiting_idle_secs: Option<u64>,
     /// An admitted token expires this long after admission.
     #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(default, deserialize_with = "integral_opt")]
     pub active_ttl_secs: Option<u64>,
 }
 

@@ -308,7 +308,7 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<Q, B, C>))
         .route("/metrics", get(routes::metrics::<Q, B, C>))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi_route(&state.auth)));
     // Admin routes exist only with a configured key, and the key is checked before the body is
     // read, so a caller without it learns nothing about what the route accepts.
     let api = if state.admin_key.is_some() {
@@ -344,10 +344,41 @@ async fn require_admin<Q: QueueStore, B: BookingStore, C: Clock>(
     }
 }
 
-async fn openapi() -> Response {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    let document = DOCUMENT.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default());
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], document.as_str()).into_response()
+/// The handler of `/openapi.json`: the document rendered once, for the server's identity mode.
+fn openapi_route(
+    auth: &AuthMode,
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    static DEMO: OnceLock<Arc<str>> = OnceLock::new();
+    static PROVEN: OnceLock<Arc<str>> = OnceLock::new();
+    let demo = matches!(auth, AuthMode::None);
+    let cell = if demo { &DEMO } else { &PROVEN };
+    let document = Arc::clone(cell.get_or_init(|| openapi_document(demo).into()));
+    move || {
+        std::future::ready(
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], document.to_string()).into_response(),
+        )
+    }
+}
+
+/// The OpenAPI document. With `demo` (`TICKETING_AUTH=none`, where the body's `userId` is who
+/// asks) `userId` is required; with a proven identity it may be left out.
+#[must_use]
+pub fn openapi_document(demo: bool) -> String {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    let mut document = ApiDoc::openapi();
+    if demo {
+        let request = document.components.as_mut().and_then(|c| c.schemas.get_mut("IssueTokenRequest"));
+        if let Some(RefOr::T(Schema::Object(request))) = request {
+            if let Some(RefOr::T(Schema::Object(user))) = request.properties.get_mut("userId") {
+                user.schema_type = SchemaType::Type(Type::String);
+            }
+            if !request.required.iter().any(|r| r == "userId") {
+                request.required.push("userId".to_owned());
+            }
+        }
+    }
+    document.to_pretty_json().unwrap_or_default()
 }
 
 /// Answers 503 `timeout` when a handler runs longer than the configured timeout.

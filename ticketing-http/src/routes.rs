@@ -211,7 +211,8 @@ pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
 /// of the seat's concert (403 `wrong_concert` otherwise). Safe to retry with an
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/reservations", tag = "booking", security(("queueToken" = [])), request_body = HoldRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry: 1 to 128 visible ASCII characters",
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     responses(
         (status = 201, body = ReservationBody),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -269,7 +270,8 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
 /// 201, the others 409 `already_paid`. Safe to retry with an `Idempotency-Key`, even after the
 /// token expired.
 #[utoipa::path(post, path = "/api/v1/payments", tag = "booking", security(("queueToken" = [])), request_body = PaymentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry: 1 to 128 visible ASCII characters",
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     responses(
         (status = 201, body = PaymentBody),
         (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
@@ -304,7 +306,8 @@ pub async fn balance<Q: QueueStore, B: BookingStore, C: Clock>(
 /// Add points to your balance (the same tokens as for reading it). Safe to retry with an
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/balance/charges", tag = "balance", security(("queueToken" = [])), request_body = ChargeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry: 1 to 128 visible ASCII characters",
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     responses((status = 200, body = BalanceBody), (status = 401, body = Problem), (status = 422, description = "amount out of range", body = Problem)))]
 pub async fn charge<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
@@ -360,7 +363,8 @@ pub async fn sales<Q: QueueStore, B: BookingStore, C: Clock>(
 /// A user's balance with its ledger (a user never charged has balance 0 and no entries). For
 /// operators and load-test audits. Needs `X-Admin-Key`.
 #[utoipa::path(get, path = "/api/v1/admin/users/{userId}/account", tag = "admin",
-    params(("userId" = String, Path, description = "the user"),
+    params(("userId" = String, Path, description = "the user: 1 to 64 letters, digits and `. _ - @ :`",
+        min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$"),
         ("X-Admin-Key" = String, Header, description = "the configured admin key")),
     responses((status = 200, body = AccountBody), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub async fn account<Q: QueueStore, B: BookingStore, C: Clock>(
