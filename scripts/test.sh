@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers: unit tests, the conformance suite for
 # every backend (memory; PostgreSQL and MySQL/MariaDB with each seat-claim strategy; Redis
-# queue), the HTTP tests, the durability test and doc tests. This is the README's test command.
+# queue), the HTTP tests, the durability test and doc tests, then fuzzes the running server from
+# its OpenAPI description on each backend (scripts/fuzz.sh). This is the README's test command.
 #
 # It starts PostgreSQL, MariaDB and Redis when they are down (on this project's machines); run
 # as root with apt-get (a fresh Debian), it first installs and sets up those that are missing
@@ -24,3 +25,5 @@ ensure_redis
 
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
+# The API fuzzed from its OpenAPI description on every backend (Schemathesis, from PyPI).
+scripts/fuzz.sh
