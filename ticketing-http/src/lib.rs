@@ -198,6 +198,13 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
+/// Every operation of a path item.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten()
+}
+
 /// Documents the 503 every API operation may answer, with its `Retry-After`.
 struct ServiceUnavailable;
 
@@ -226,9 +233,7 @@ impl utoipa::Modify for ServiceUnavailable {
             if !path.starts_with("/api/") {
                 continue;
             }
-            let operations =
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 operation
                     .responses
                     .responses
@@ -264,9 +269,7 @@ impl utoipa::Modify for ProblemResponses {
             ("422", "invalid_input: the body does not have the fields and values this operation takes"),
         ];
         for item in openapi.paths.paths.values_mut() {
-            let operations =
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 for response in operation.responses.responses.values_mut() {
                     let RefOr::T(response) = response else { continue };
                     if let Some(content) = response.content.shift_remove("application/json") {
@@ -348,14 +351,15 @@ async fn require_admin<Q: QueueStore, B: BookingStore, C: Clock>(
 fn openapi_route(
     auth: &AuthMode,
 ) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
-    static DEMO: OnceLock<Arc<str>> = OnceLock::new();
-    static PROVEN: OnceLock<Arc<str>> = OnceLock::new();
+    static DEMO: OnceLock<axum::body::Bytes> = OnceLock::new();
+    static PROVEN: OnceLock<axum::body::Bytes> = OnceLock::new();
     let demo = matches!(auth, AuthMode::None);
     let cell = if demo { &DEMO } else { &PROVEN };
-    let document = Arc::clone(cell.get_or_init(|| openapi_document(demo).into()));
+    // `Bytes` clones share the one rendering: a request copies nothing.
+    let document = cell.get_or_init(|| openapi_document(demo).into()).clone();
     move || {
         std::future::ready(
-            ([(axum::http::header::CONTENT_TYPE, "application/json")], document.to_string()).into_response(),
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], document.clone()).into_response(),
         )
     }
 }
