@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use ticketing_core::StoreError;
-use ticketing_core::catalog::{Concert, ConcertPlan, Schedule, ScheduleAvailability, SeatRecord};
+use ticketing_core::catalog::{
+    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+};
 use ticketing_core::hold::{HoldPlan, ReleasePlan, Reservation};
 use ticketing_core::idempotency::IdempotencyRecord;
 use ticketing_core::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
@@ -90,6 +92,12 @@ impl<B: BookingStore> CatalogStore for Faulty<B> {
     }
     async fn seat(&self, id: SeatId) -> StoreResult<Option<SeatRecord>> {
         self.inner.seat(id).await
+    }
+    async fn occupied_seats(&self, schedule: ScheduleId) -> StoreResult<Vec<OccupiedSeat>> {
+        self.inner.occupied_seats(schedule).await
+    }
+    async fn seat_changes(&self, concert: ConcertId, since: Option<u64>) -> StoreResult<Option<SeatChanges>> {
+        self.inner.seat_changes(concert, since).await
     }
     async fn ping_catalog(&self) -> StoreResult<()> {
         self.inner.ping_catalog().await

@@ -301,6 +301,130 @@ impl SeatList {
     }
 }
 
+/// A seat's stored state as a change read reports it
+/// ([`crate::store::CatalogStore::seat_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatChange {
+    /// The seat's schedule.
+    pub schedule_id: ScheduleId,
+    /// The seat's number within its schedule.
+    pub number: u32,
+    /// The seat's fence as read (raised by every change, so of two reads of one seat the one
+    /// with the higher fence is the newer).
+    pub fence: Fence,
+    /// Held until when, or booked; `None`: AVAILABLE.
+    pub occupancy: Option<Occupancy>,
+}
+
+/// What one read of a concert's seat changes returned: the seats whose state may have changed
+/// since the horizon it was asked from (every seat when asked from none), and the horizon to ask
+/// from next.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeatChanges {
+    /// Every change made by a writer at or after this horizon may be missing from the read; every
+    /// change made before it is in the read or in the reads before it. Opaque to the service
+    /// (PostgreSQL: the oldest transaction still running when the read was taken).
+    pub horizon: u64,
+    /// The seats, each as stored at the read.
+    pub seats: Vec<SeatChange>,
+}
+
+/// What a process knows of a concert's seats' states, kept current by merging change reads
+/// ([`crate::store::CatalogStore::seat_changes`]): the first read of a concert is whole, each
+/// later one brings only the seats that may have changed since the horizon of the reads before
+/// it. Reads may be merged in any order: of two states of one seat the higher fence wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeatStates {
+    /// The horizon every merged read covers; `None` until a whole read is merged.
+    horizon: Option<u64>,
+    /// Each schedule's seats by number (index `number - 1`): fence and occupancy.
+    schedules: std::collections::HashMap<ScheduleId, Vec<(Fence, Option<Occupancy>)>>,
+}
+
+/// What [`SeatStates::merge`] made of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// The read is in the states; they cover every change made before [`SeatStates::horizon`].
+    Current,
+    /// The read cannot be used: it was asked from a horizon these states no longer cover (they
+    /// were forgotten meanwhile), or its horizon is older than the one it was asked from (the
+    /// store went back in time: a restored database). The states are now empty; read the
+    /// concert whole.
+    Reread,
+}
+
+impl SeatStates {
+    /// The horizon to ask the next read from: `None` when nothing is known (read the concert
+    /// whole).
+    #[must_use]
+    pub fn horizon(&self) -> Option<u64> {
+        self.horizon
+    }
+
+    /// How many seats are known.
+    #[must_use]
+    pub fn seat_count(&self) -> usize {
+        self.schedules.values().map(Vec::len).sum()
+    }
+
+    /// Merges `read`, asked from `since` (`None`: the whole concert).
+    pub fn merge(&mut self, since: Option<u64>, read: &SeatChanges) -> Merged {
+        let covered = match (since, self.horizon) {
+            (None, _) => true,
+            (Some(since), Some(horizon)) => since <= horizon && read.horizon >= since,
+            (Some(_), None) => false,
+        };
+        if !covered {
+            *self = Self::default();
+            return Merged::Reread;
+        }
+        for change in &read.seats {
+            let Some(index) = usize::try_from(change.number).ok().and_then(|n| n.checked_sub(1)) else {
+                continue;
+            };
+            let seats = self.schedules.entry(change.schedule_id).or_default();
+            if seats.len() <= index {
+                seats.resize(index + 1, (Fence::new(0), None));
+            }
+            if change.fence >= seats[index].0 {
+                seats[index] = (change.fence, change.occupancy);
+            }
+        }
+        self.horizon = Some(self.horizon.map_or(read.horizon, |h| h.max(read.horizon)));
+        Merged::Current
+    }
+
+    /// The status at `now` of each of `seats` (a schedule's seats, by number), as a seat list
+    /// shows them. A seat these states do not know is AVAILABLE.
+    #[must_use]
+    pub fn list(&self, schedule: ScheduleId, seats: std::sync::Arc<[Seat]>, now: DateTime<Utc>) -> SeatList {
+        let known = self.schedules.get(&schedule).map_or(&[][..], Vec::as_slice);
+        let statuses = seats
+            .iter()
+            .map(|seat| {
+                let occupancy = usize::try_from(seat.number)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| known.get(i))
+                    .and_then(|&(_, occupancy)| occupancy);
+                Occupancy::status_at(occupancy, now)
+            })
+            .collect();
+        SeatList { seats, statuses }
+    }
+
+    /// How many of `schedule`'s seats are AVAILABLE at `now` (a lapsed hold counts as available).
+    #[must_use]
+    pub fn available(&self, schedule: ScheduleId, now: DateTime<Utc>) -> u32 {
+        let known = self.schedules.get(&schedule).map_or(&[][..], Vec::as_slice);
+        let free = known
+            .iter()
+            .filter(|&&(_, occupancy)| Occupancy::status_at(occupancy, now) == SeatStatus::Available)
+            .count();
+        u32::try_from(free).unwrap_or(u32::MAX)
+    }
+}
+
 /// A schedule with its number of seats available at the time it was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -457,5 +581,78 @@ mod tests {
         assert_eq!(record.status_at(now - Duration::milliseconds(1)), SeatStatus::Held);
         record.state = SeatState::Booked { reservation: ReservationId::random() };
         assert_eq!(record.status_at(now), SeatStatus::Booked);
+    }
+
+    fn change(schedule: ScheduleId, number: u32, fence: u64, occupancy: Option<Occupancy>) -> SeatChange {
+        SeatChange { schedule_id: schedule, number, fence: Fence::new(fence), occupancy }
+    }
+
+    fn three_seats(schedule: ScheduleId) -> std::sync::Arc<[Seat]> {
+        (1..=3)
+            .map(|number| Seat {
+                id: SeatId::random(),
+                schedule_id: schedule,
+                concert_id: ConcertId::random(),
+                number,
+                price: Points::new(100).expect("valid"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seat_states_merge_reads_in_any_order_and_keep_the_newest_state_of_each_seat() {
+        let schedule = ScheduleId::random();
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
+        let held = Some(Occupancy::Held { expires_at: now + Duration::seconds(60) });
+        let whole =
+            SeatChanges { horizon: 10, seats: (1..=3).map(|n| change(schedule, n, 0, None)).collect() };
+        let mut states = SeatStates::default();
+        assert_eq!(states.horizon(), None);
+        assert_eq!(states.merge(None, &whole), Merged::Current);
+        assert_eq!(
+            (states.horizon(), states.seat_count(), states.available(schedule, now)),
+            (Some(10), 3, 3)
+        );
+        // Two reads asked from 10, merged newest first: seat 2 held (fence 1), then booked
+        // (fence 2); the older read (seat 2 held) must not undo the booking.
+        let newer = SeatChanges { horizon: 14, seats: vec![change(schedule, 2, 2, Some(Occupancy::Booked))] };
+        let older = SeatChanges {
+            horizon: 12,
+            seats: vec![change(schedule, 2, 1, held), change(schedule, 3, 1, held)],
+        };
+        assert_eq!(states.merge(Some(10), &newer), Merged::Current);
+        assert_eq!(states.merge(Some(10), &older), Merged::Current);
+        assert_eq!(states.horizon(), Some(14), "the horizon never goes back");
+        let list = states.list(schedule, three_seats(schedule), now);
+        assert_eq!(list.statuses, vec![SeatStatus::Available, SeatStatus::Booked, SeatStatus::Held]);
+        assert_eq!(states.available(schedule, now), 1);
+        // A hold that lapsed counts as available before any sweep says so.
+        assert_eq!(states.available(schedule, now + Duration::seconds(60)), 2);
+        // A seat of another schedule, or one no read named, is available.
+        assert_eq!(states.available(ScheduleId::random(), now), 0);
+    }
+
+    #[test]
+    fn seat_states_refuse_a_read_they_cannot_place_and_start_again() {
+        let schedule = ScheduleId::random();
+        let booked =
+            SeatChanges { horizon: 20, seats: vec![change(schedule, 1, 2, Some(Occupancy::Booked))] };
+        // A read asked from a horizon while nothing is known (the states were forgotten
+        // meanwhile) is not a whole read.
+        let mut states = SeatStates::default();
+        assert_eq!(states.merge(Some(5), &booked), Merged::Reread);
+        assert_eq!(states.horizon(), None);
+        // A read whose horizon is older than the one it was asked from: the store went back in
+        // time (a database restored); what is known cannot be trusted.
+        assert_eq!(states.merge(None, &booked), Merged::Current);
+        let back = SeatChanges { horizon: 3, seats: vec![] };
+        assert_eq!(states.merge(Some(20), &back), Merged::Reread);
+        assert_eq!((states.horizon(), states.seat_count()), (None, 0));
+        // A seat numbered 0 names no seat and is ignored.
+        assert_eq!(
+            states.merge(None, &SeatChanges { horizon: 1, seats: vec![change(schedule, 0, 1, None)] }),
+            Merged::Current
+        );
+        assert_eq!(states.seat_count(), 0);
     }
 }

@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
-    self, Concert, NewConcert, OccupiedSeat, Schedule, ScheduleAvailability, Seat, SeatList, SeatRecord,
-    SeatState, SeatStatus, secs,
+    self, Concert, Merged, NewConcert, OccupiedSeat, Schedule, ScheduleAvailability, Seat, SeatList,
+    SeatRecord, SeatState, SeatStates, SeatStatus, secs,
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
@@ -165,6 +166,14 @@ struct CatalogCache {
     /// Each schedule's seats by number (ids, numbers, prices: fixed at creation). A seat list
     /// reads only which of them are occupied, on every request.
     seat_maps: RwLock<HashMap<ScheduleId, Arc<[Seat]>>>,
+    /// Each concert's schedules (fixed at creation), for its availability counts.
+    schedule_lists: RwLock<HashMap<ConcertId, Arc<[Schedule]>>>,
+    /// Each concert's seat states, brought up to date by one read of what changed on every seat
+    /// list and availability count, where the booking store keeps changes
+    /// ([`crate::store::CatalogStore::seat_changes`]).
+    seat_states: Mutex<HashMap<ConcertId, SeatStates>>,
+    /// Set once the booking store answered that it keeps no seat changes.
+    no_seat_changes: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -629,7 +638,71 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let now = self.now();
         self.concert(concert_id).await?;
         self.active_token(token, Some(concert_id), now).await?;
-        Ok(self.booking.schedules(concert_id, now).await?)
+        let list = self
+            .catalog
+            .schedule_lists
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&concert_id)
+            .cloned();
+        if let Some(list) = list {
+            let counted = self
+                .with_seat_states(concert_id, |states| {
+                    list.iter()
+                        .map(|s| ScheduleAvailability {
+                            schedule: s.clone(),
+                            available_seats: states.available(s.id, now),
+                        })
+                        .collect()
+                })
+                .await?;
+            if let Some(counted) = counted {
+                return Ok(counted);
+            }
+        }
+        // The concert's first count in this process (or a store that keeps no seat changes):
+        // the store counts, and the process keeps the schedules.
+        let counted = self.booking.schedules(concert_id, now).await?;
+        let mut lists = self.catalog.schedule_lists.write().unwrap_or_else(PoisonError::into_inner);
+        if lists.len() >= CATALOG_CACHE_MAX {
+            lists.clear();
+        }
+        lists.insert(concert_id, counted.iter().map(|c| c.schedule.clone()).collect());
+        Ok(counted)
+    }
+
+    /// Brings this process's states of `concert`'s seats up to date with one store read of what
+    /// changed since the last one, and answers `answer` of them; `None` when the booking store
+    /// keeps no seat changes (then the caller reads what it needs from the store).
+    async fn with_seat_states<T>(
+        &self,
+        concert: ConcertId,
+        answer: impl FnOnce(&SeatStates) -> T,
+    ) -> Result<Option<T>, Error> {
+        if self.catalog.no_seat_changes.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        for _ in 0..CAS_RETRIES {
+            let since = lock(&self.catalog.seat_states).get(&concert).and_then(SeatStates::horizon);
+            let Some(read) = self.booking.seat_changes(concert, since).await? else {
+                self.catalog.no_seat_changes.store(true, Ordering::Relaxed);
+                return Ok(None);
+            };
+            let mut all = lock(&self.catalog.seat_states);
+            if !all.contains_key(&concert)
+                && all.values().map(SeatStates::seat_count).sum::<usize>() + read.seats.len()
+                    > SEAT_MAP_CACHE_SEATS_MAX
+            {
+                all.clear();
+            }
+            let states = all.entry(concert).or_default();
+            // `Reread`: the states were forgotten while the read was under way (or the store
+            // went back in time); read the concert whole.
+            if states.merge(since, &read) == Merged::Current {
+                return Ok(Some(answer(states)));
+            }
+        }
+        Err(Error::Contention)
     }
 
     /// A schedule's seats with their live status, for an active token of its concert.
@@ -638,9 +711,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// [`DomainError::ScheduleNotFound`], token errors; store errors.
     ///
     /// Never stale: the seats themselves (fixed at creation) come from the process's catalog
-    /// cache, and which of them are held or booked is read from the booking store on every call
-    /// ([`CatalogStore::occupied_seats`](crate::store::CatalogStore::occupied_seats)), so a list
-    /// shows every hold and payment committed before it was read, whichever node wrote it.
+    /// cache, and which of them are held or booked is read from the booking store on every call:
+    /// what changed since this process's last read
+    /// ([`CatalogStore::seat_changes`](crate::store::CatalogStore::seat_changes)) or, where the
+    /// store keeps no changes, the occupied seats
+    /// ([`CatalogStore::occupied_seats`](crate::store::CatalogStore::occupied_seats)). So a list
+    /// shows every hold and payment committed before it was asked for, whichever node wrote it.
     pub async fn seats(&self, token: &QueueToken, schedule_id: ScheduleId) -> Result<SeatList, Error> {
         let now = self.now();
         let schedule = self.schedule(schedule_id).await?;
@@ -648,6 +724,13 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let map =
             self.catalog.seat_maps.read().unwrap_or_else(PoisonError::into_inner).get(&schedule_id).cloned();
         if let Some(seats) = map {
+            let concert = schedule.concert_id;
+            let listed = self
+                .with_seat_states(concert, |states| states.list(schedule_id, Arc::clone(&seats), now))
+                .await?;
+            if let Some(list) = listed {
+                return Ok(list);
+            }
             let occupied = self.booking.occupied_seats(schedule_id).await?;
             return Ok(SeatList::at(seats, &occupied, now));
         }

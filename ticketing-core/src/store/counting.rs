@@ -29,7 +29,9 @@ use super::{
     AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
     PaymentInputs, QueueStore, Restored, StoreResult, TokenHistory, WalletStore,
 };
-use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{
+    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+};
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
@@ -244,6 +246,14 @@ impl<S: CatalogStore> CatalogStore for Counting<S> {
         schedule: ScheduleId,
     ) -> impl Future<Output = StoreResult<Vec<OccupiedSeat>>> + Send {
         self.count("occupied_seats", self.inner.occupied_seats(schedule))
+    }
+
+    fn seat_changes(
+        &self,
+        concert: ConcertId,
+        since: Option<u64>,
+    ) -> impl Future<Output = StoreResult<Option<SeatChanges>>> + Send {
+        self.count("seat_changes", self.inner.seat_changes(concert, since))
     }
 
     fn ping_catalog(&self) -> impl Future<Output = StoreResult<()>> + Send {

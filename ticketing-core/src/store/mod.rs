@@ -34,7 +34,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord};
+use crate::catalog::{
+    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+};
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -359,6 +361,25 @@ pub trait CatalogStore: Send + Sync + 'static {
             let seats = self.seats(schedule).await?;
             Ok(seats.iter().filter_map(OccupiedSeat::of).collect())
         }
+    }
+
+    /// The seats of `concert` whose stored state may have changed since `since` (a horizon an
+    /// earlier call returned; `None`: every seat of the concert), each as stored now, and the
+    /// horizon to ask from next ([`SeatChanges`]). What the service merges into the states it
+    /// keeps per concert ([`crate::catalog::SeatStates`]) so that a seat list or a schedule's
+    /// availability reads only what changed, yet misses nothing committed before it was asked.
+    ///
+    /// A backend that keeps no such horizon answers `None` (the default): the service then
+    /// reads [`CatalogStore::occupied_seats`] and [`CatalogStore::schedules`] on every request.
+    /// A backend that answers must return every seat whose latest committed change could be
+    /// missing from the reads that returned horizons up to `since`.
+    fn seat_changes(
+        &self,
+        concert: ConcertId,
+        since: Option<u64>,
+    ) -> impl Future<Output = StoreResult<Option<SeatChanges>>> + Send {
+        let _ = (concert, since);
+        async { Ok(None) }
     }
 
     /// Whether the backend answers.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::catalog::{
     Concert, ConcertPlan, Occupancy, OccupiedSeat, QueueSettings, Schedule, ScheduleAvailability, Seat,
-    SeatRecord, SeatState,
+    SeatChange, SeatRecord, SeatState,
 };
 use crate::error::StoreError;
 use crate::hold::Reservation;
@@ -180,6 +180,27 @@ pub(crate) fn occupied(
             })
         })
         .collect()
+}
+
+/// A seat's state as a change read returns it: booked, held until a deadline, or available.
+pub(crate) fn seat_change(
+    schedule: Uuid,
+    number: i32,
+    fence: i64,
+    booked: bool,
+    deadline: Option<DateTime<Utc>>,
+) -> StoreResult<SeatChange> {
+    let occupancy = match (booked, deadline) {
+        (true, _) => Some(Occupancy::Booked),
+        (false, Some(expires_at)) => Some(Occupancy::Held { expires_at }),
+        (false, None) => None,
+    };
+    Ok(SeatChange {
+        schedule_id: ScheduleId::from_uuid(schedule),
+        number: u32_of(number)?,
+        fence: Fence::new(u64_of(fence)?),
+        occupancy,
+    })
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration};
-use ticketing_core::catalog::{ConcertPlan, NewConcert, NewSchedule, QueueSettings, SeatStatus};
+use ticketing_core::catalog::{
+    ConcertPlan, Merged, NewConcert, NewSchedule, QueueSettings, SeatList, SeatStates, SeatStatus,
+};
 use ticketing_core::hold::{self, Holder, ReservationStatus};
 use ticketing_core::ids::{
     Fence, IdempotencyKey, LedgerEntryId, Points, QueueToken, ReservationId, SeatId, UserId,
@@ -1430,4 +1432,89 @@ pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: B
         let stored = fx.svc.booking_store().schedule(plan.schedules[0].id).await.unwrap().unwrap();
         assert_eq!(stored.starts_at, starts_at, "{year}");
     }
+}
+
+/// What a store's seat-change read answers, checked against the seats as stored: where the store
+/// keeps changes, the read from `states`' horizon brings each of `written` with its stored fence
+/// and only seats of the concert, and merged, the states list every seat as stored; where it
+/// keeps none, the occupied seats (what the service reads instead) agree with the seats.
+async fn assert_seat_changes_agree<Q: QueueStore, B: BookingStore>(
+    fx: &Fx<Q, B>,
+    states: &mut SeatStates,
+    written: &[SeatId],
+) {
+    let store = fx.svc.booking_store();
+    let now = fx.clock.now();
+    let since = states.horizon();
+    let read = store.seat_changes(fx.concert_id(), since).await.unwrap();
+    for schedule in &fx.concert.schedules {
+        let stored = store.seats(schedule.id).await.unwrap();
+        let expected: Vec<SeatStatus> = stored.iter().map(|r| r.status_at(now)).collect();
+        let Some(read) = &read else {
+            let seats: Arc<[_]> = stored.iter().map(|r| r.seat.clone()).collect();
+            let occupied = store.occupied_seats(schedule.id).await.unwrap();
+            assert_eq!(SeatList::at(seats, &occupied, now).statuses, expected, "the occupied seats agree");
+            continue;
+        };
+        for record in stored.iter().filter(|r| written.contains(&r.seat.id)) {
+            let change =
+                read.seats.iter().find(|c| c.schedule_id == schedule.id && c.number == record.seat.number);
+            let change = change.unwrap_or_else(|| {
+                panic!("seat {} written since {since:?} is in the read", record.seat.number)
+            });
+            assert_eq!((change.fence, change.occupancy), (record.fence, record.state.occupancy()));
+        }
+    }
+    let Some(read) = read else { return };
+    let schedules: HashSet<_> = fx.concert.schedules.iter().map(|s| s.id).collect();
+    assert!(read.seats.iter().all(|c| schedules.contains(&c.schedule_id)), "only seats of the concert");
+    if since.is_none() {
+        assert_eq!(read.seats.len(), fx.concert.seats.len(), "a first read brings every seat");
+    }
+    assert_eq!(states.merge(since, &read), Merged::Current);
+    for schedule in &fx.concert.schedules {
+        let stored = store.seats(schedule.id).await.unwrap();
+        let seats: Arc<[_]> = stored.iter().map(|r| r.seat.clone()).collect();
+        let expected: Vec<SeatStatus> = stored.iter().map(|r| r.status_at(now)).collect();
+        assert_eq!(
+            states.list(schedule.id, seats, now).statuses,
+            expected,
+            "the merged states list the seats as stored"
+        );
+        let available = expected.iter().filter(|s| **s == SeatStatus::Available).count();
+        assert_eq!(states.available(schedule.id, now) as usize, available);
+    }
+}
+
+pub async fn seat_changes_bring_every_seat_written_since_their_horizon<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let config = Config { holds_per_token: 3, ..Config::default() };
+    let fx = fixture_with(s, generous(), 4, config).await;
+    let other = fx.other_concert().await;
+    let mut states = SeatStates::default();
+    assert_seat_changes_agree(&fx, &mut states, &[]).await;
+
+    let alice = fx.admitted("alice").await;
+    fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let first = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let second = fx.svc.hold(&alice, fx.seat(1), None).await.unwrap();
+    // A write to another concert is not in this one's reads.
+    let bob = fx.svc.issue_token(&user("bob"), other.concert.id).await.unwrap().record.token;
+    fx.svc.admission_tick(other.concert.id).await.unwrap();
+    fx.svc.hold(&bob, other.seats[0].id, None).await.unwrap();
+    assert_seat_changes_agree(&fx, &mut states, &[fx.seat(0), fx.seat(1)]).await;
+
+    fx.svc.pay(&alice, first.id, None).await.unwrap();
+    fx.svc.release(&alice, second.id).await.unwrap();
+    let third = fx.svc.hold(&alice, fx.seat(2), None).await.unwrap();
+    assert_seat_changes_agree(&fx, &mut states, &[fx.seat(0), fx.seat(1), fx.seat(2)]).await;
+    // Nothing written: the states still agree (a read may bring seats again, never miss one).
+    assert_seat_changes_agree(&fx, &mut states, &[]).await;
+
+    // A hold that lapsed lists as available before the sweep and after it.
+    fx.advance_to(third.expires_at);
+    assert_seat_changes_agree(&fx, &mut states, &[]).await;
+    assert_eq!(fx.svc.sweep().await.unwrap().holds, 2, "alice's and bob's lapsed holds");
+    assert_seat_changes_agree(&fx, &mut states, &[fx.seat(2)]).await;
 }

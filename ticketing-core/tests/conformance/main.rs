@@ -35,6 +35,7 @@ macro_rules! conformance {
                 a_user_has_one_token_per_concert_in_the_store,
                 only_active_tokens_of_the_concert_may_browse_and_hold,
                 seats_and_schedules_show_live_status,
+                seat_changes_bring_every_seat_written_since_their_horizon,
                 a_seat_cannot_be_held_twice,
                 a_hold_lasts_its_whole_time_and_its_token_may_pay_it,
                 a_token_acts_only_for_its_own_concert,

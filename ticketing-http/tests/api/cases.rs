@@ -1027,8 +1027,11 @@ pub async fn requests_keep_to_their_store_call_budget<
     let (queue, booking, guard) = fresh().await;
     let (queue, booking) = (Counting::new(queue), Counting::new(booking));
     let server = spawn((queue.clone(), booking.clone(), guard), none(), open_queue()).await;
-    // Warm the process's catalog cache: the first request for a concert reads it once.
+    // Warm the process's catalog cache: the first request for a concert reads it once (its
+    // schedules, a schedule's seat map, and where the store keeps seat changes, every seat's
+    // state; where it keeps none, the first read learns so).
     let warm = server.admitted("warm-up").await;
+    server.seats(&warm).await;
     server.seats(&warm).await;
     let mut seen = Vec::new();
     let mut measure = |name: &'static str| {
@@ -1112,10 +1115,20 @@ pub async fn a_seat_list_is_fresh_on_every_node<
         assert!(node.seats(&alice).await.iter().all(|s| s["status"] == "AVAILABLE"));
     }
 
+    async fn available<Q: QueueStore, B: BookingStore>(
+        node: &crate::harness::Server<Q, B>,
+        token: &str,
+    ) -> u64 {
+        let path = format!("/api/v1/concerts/{}/schedules", node.demo);
+        node.get(&path, Some(token)).await.body[0]["availableSeats"].as_u64().unwrap()
+    }
+    let before = available(&two, &bob).await;
+
     let seat = one.seat_id(&alice, 3).await;
     let held = one.hold(&alice, &seat).await;
     assert_eq!(held.status, 201, "{held:?}");
     assert_eq!(status(&two.seats(&bob).await, 3), "HELD", "a hold answered by one node shows on the other");
+    assert_eq!(available(&two, &bob).await, before - 1, "and in its schedule's availability");
 
     let reservation = held.body["reservationId"].as_str().unwrap().to_owned();
     assert_eq!(two.charge(&alice, 50_000).await.status, 200);
@@ -1137,4 +1150,58 @@ pub async fn a_seat_list_is_fresh_on_every_node<
     assert_eq!(released.status, 204, "{released:?}");
     let seats = one.seats(&bob).await;
     assert_eq!((status(&seats, 7), status(&seats, 3)), ("AVAILABLE".to_owned(), "BOOKED".to_owned()));
+    assert_eq!((available(&one, &bob).await, available(&two, &bob).await), (before - 1, before - 1));
+}
+
+/// Buyers hold and release at once on one node while the other lists: each answered hold shows
+/// in the holder's next list from the other node, and each answered release too, however that
+/// node's reads of what changed interleave with the writes and with each other.
+pub async fn a_seat_list_is_fresh_on_every_node_while_holds_race<
+    Q: QueueStore + Clone,
+    B: BookingStore + Clone,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    const BUYERS: usize = 16;
+    const ROUNDS: usize = 5;
+    let one = Arc::new(spawn(fresh().await, none(), open_queue()).await);
+    let two = Arc::new(spawn_node(&one).await);
+    let mut tokens = Vec::new();
+    for i in 0..BUYERS {
+        tokens.push(one.ask(&format!("buyer{i}")).await.body["token"].as_str().unwrap().to_owned());
+    }
+    one.tick().await;
+    let seats = two.seats(&tokens[0]).await;
+    assert!(seats.len() >= BUYERS, "the demo schedule has a seat for every buyer");
+    let buyers: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let (one, two) = (Arc::clone(&one), Arc::clone(&two));
+            let seat = seats[i]["seatId"].as_str().unwrap().to_owned();
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    let held = one.hold(&token, &seat).await;
+                    assert_eq!(held.status, 201, "{held:?}");
+                    let seen = two.seats(&token).await;
+                    assert_eq!(
+                        seen[i]["status"], "HELD",
+                        "buyer {i}, round {round}: the hold shows on the other node"
+                    );
+                    let reservation = held.body["reservationId"].as_str().unwrap();
+                    let released = one.delete(&format!("/api/v1/reservations/{reservation}"), &token).await;
+                    assert_eq!(released.status, 204, "{released:?}");
+                    let seen = two.seats(&token).await;
+                    assert_eq!(
+                        seen[i]["status"], "AVAILABLE",
+                        "buyer {i}, round {round}: the release shows too"
+                    );
+                }
+            })
+        })
+        .collect();
+    for buyer in buyers {
+        buyer.await.unwrap();
+    }
 }

@@ -37,6 +37,7 @@ macro_rules! api_suite {
                 two_hundred_concurrent_holds_of_one_seat_have_one_winner,
                 background_tasks_admit_and_stop_on_shutdown,
                 a_seat_list_is_fresh_on_every_node,
+                a_seat_list_is_fresh_on_every_node_while_holds_race,
             );
         }
     };

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability};
+use crate::catalog::{ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges};
 use crate::error::StoreError;
 use crate::hold::HoldPlan;
 use crate::idempotency::IdempotencyRecord;
@@ -238,6 +238,36 @@ impl CatalogStore for PgStore {
             return Err(StoreError::Corrupt("occupied seats: numbers and deadlines differ in length".into()));
         }
         rows::occupied(numbers.into_iter().zip(deadlines))
+    }
+
+    async fn seat_changes(&self, concert: ConcertId, since: Option<u64>) -> StoreResult<Option<SeatChanges>> {
+        // Every write of a seat stamps it with its transaction's id (the trigger of migration
+        // `…_seat_changes`). A transaction older than the oldest one still running when a read
+        // is taken (its snapshot's xmin) had committed or failed by then, so the read saw what
+        // it wrote; the next read asks from that xmin and gets the rest, through the index
+        // `seats_changes`. One row of arrays rather than a row per seat.
+        type Row = (i64, Vec<uuid::Uuid>, Vec<i32>, Vec<i64>, Vec<bool>, Vec<Option<DateTime<Utc>>>);
+        let since_xid = since.map_or(Ok(0), i64_of)?;
+        let (horizon, schedules, numbers, fences, booked, deadlines): Row = sqlx::query_as(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+                    coalesce(array_agg(schedule_id), '{}'), coalesce(array_agg(number), '{}'),
+                    coalesce(array_agg(fence), '{}'), coalesce(array_agg(state = 'BOOKED'), '{}'),
+                    coalesce(array_agg(hold_expires_at), '{}')
+             FROM seats WHERE concert_id = $1 AND changed_xid >= $2::text::xid8",
+        )
+        .bind(concert.as_uuid())
+        .bind(since_xid.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("seat changes"))?;
+        let n = schedules.len();
+        if [numbers.len(), fences.len(), booked.len(), deadlines.len()].iter().any(|&len| len != n) {
+            return Err(StoreError::Corrupt("seat changes: columns differ in length".into()));
+        }
+        let seats = (0..n)
+            .map(|i| rows::seat_change(schedules[i], numbers[i], fences[i], booked[i], deadlines[i]))
+            .collect::<StoreResult<_>>()?;
+        Ok(Some(SeatChanges { horizon: rows::u64_of(horizon)?, seats }))
     }
 }
 
