@@ -2,6 +2,13 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The server allocates and frees small buffers on every request (JSON, headers, rows); glibc's
+/// allocator spent about a sixth of the server's CPU doing it during a sale (`perf`, see the
+/// README's "What a purchase costs") and fragments a long-running process's memory. The library
+/// leaves the choice of allocator to whoever embeds it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
