@@ -165,6 +165,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             PrometheusBuilder::new()
                 .set_buckets(&BUCKETS)
                 .expect("the bucket list is not empty")
+                // A gauge nobody set for a while (a concert whose line emptied) leaves the
+                // output, so the series do not grow with every concert ever sold.
+                .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(QUEUE_GAUGE_IDLE))
                 .install_recorder()
                 .expect("no other metrics recorder is installed")
         })
@@ -551,6 +554,7 @@ pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
     let sweeper = {
         let mut stop = stop;
         tokio::spawn(async move {
+            let mut live = std::collections::HashSet::new();
             let mut interval = tokio::time::interval(sweep);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -562,18 +566,31 @@ pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
                     Ok(report) => tracing::debug!(?report, "swept"),
                     Err(error) => tracing::warn!(%error, "sweep failed"),
                 }
-                record_queue_gauges(&state).await;
+                record_queue_gauges(&state, &mut live).await;
             }
         })
     };
     vec![ticker, sweeper]
 }
 
-async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(state: &AppState<Q, B, C>) {
+/// How long a concert's queue gauges stay in `/metrics` once its line is empty (nobody waiting or
+/// active): then they leave the output until someone joins again.
+pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_secs(300);
+
+/// Sets each concert's queue gauges. A line found empty has its gauges set to 0 once (`live`
+/// holds the concerts whose line was not empty last time) and then no more, so they leave the
+/// output after [`QUEUE_GAUGE_IDLE`].
+async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
+    state: &AppState<Q, B, C>,
+    live: &mut std::collections::HashSet<ConcertId>,
+) {
     let Ok(concerts) = state.service.concerts().await else { return };
     let now = state.service.clock().now();
     for concert in concerts {
         if let Ok(snapshot) = state.service.queue_store().admission_snapshot(concert.id, now).await {
+            if !gauges_to_set(live, concert.id, snapshot.waiting == 0 && snapshot.active == 0) {
+                continue;
+            }
             let id = concert.id.to_string();
             #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
             {
@@ -583,6 +600,16 @@ async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(state: &A
             }
         }
     }
+}
+
+/// Whether a concert's queue gauges are to be set now: always while its line is not empty, and
+/// once more (to 0) when it empties; `live` remembers which lines were not empty.
+fn gauges_to_set(live: &mut std::collections::HashSet<ConcertId>, concert: ConcertId, empty: bool) -> bool {
+    if empty {
+        return live.remove(&concert);
+    }
+    live.insert(concert);
+    true
 }
 
 /// The demo concert's title; a start finds the concert an earlier start seeded by it.
@@ -740,4 +767,21 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_lines_gauges_are_set_to_zero_once_then_left_to_lapse() {
+        let mut live = std::collections::HashSet::new();
+        let (a, b) = (ConcertId::random(), ConcertId::random());
+        assert!(!gauges_to_set(&mut live, a, true), "a line never seen busy gets no gauges");
+        assert!(gauges_to_set(&mut live, b, false));
+        assert!(gauges_to_set(&mut live, b, false), "set on every round while busy");
+        assert!(gauges_to_set(&mut live, b, true), "set to 0 when it empties");
+        assert!(!gauges_to_set(&mut live, b, true), "and then no more");
+        assert!(gauges_to_set(&mut live, b, false), "until someone joins again");
+    }
 }
