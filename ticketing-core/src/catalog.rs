@@ -9,8 +9,8 @@ use crate::ids::{ConcertId, Fence, Points, ReservationId, ScheduleId, SeatId, Us
 use crate::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
     ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT, PRICE_MAX_POINTS,
-    SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN, TITLE_MAX_LEN,
-    WAITING_IDLE_SECS_DEFAULT,
+    SCHEDULES_PER_CONCERT_MAX, SEAT_STATES_WHOLE_READ_SECS, SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX,
+    STARTS_AT_YEAR_MIN, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
 };
 
 /// How a concert's waiting room admits buyers. Both caps apply at once.
@@ -325,6 +325,10 @@ pub struct SeatChanges {
     /// change made before it is in the read or in the reads before it. Opaque to the service
     /// (PostgreSQL: the oldest transaction still running when the read was taken).
     pub horizon: u64,
+    /// Which history of the store the horizon belongs to (PostgreSQL: when its server started).
+    /// A store that fails over to a replica or is restored from a backup may hand out again
+    /// horizons it had given before; its epoch changes with it, and the states start again.
+    pub epoch: u64,
     /// The seats, each as stored at the read.
     pub seats: Vec<SeatChange>,
 }
@@ -337,6 +341,12 @@ pub struct SeatChanges {
 pub struct SeatStates {
     /// The horizon every merged read covers; `None` until a whole read is merged.
     horizon: Option<u64>,
+    /// The epoch of the reads merged.
+    epoch: u64,
+    /// When the last whole read was merged: past [`SEAT_STATES_WHOLE_READ_SECS`] the next read
+    /// is whole again, so whatever these states could have missed (a store rewritten behind its
+    /// writers' backs) lasts no longer than that.
+    whole_at: Option<DateTime<Utc>>,
     /// Each schedule's seats by number (index `number - 1`): fence and occupancy.
     schedules: std::collections::HashMap<ScheduleId, Vec<(Fence, Option<Occupancy>)>>,
 }
@@ -354,11 +364,18 @@ pub enum Merged {
 }
 
 impl SeatStates {
-    /// The horizon to ask the next read from: `None` when nothing is known (read the concert
-    /// whole).
+    /// The horizon every merged read covers: `None` when nothing is known.
     #[must_use]
     pub fn horizon(&self) -> Option<u64> {
         self.horizon
+    }
+
+    /// The horizon to ask the next read from at `now`: `None` (read the concert whole) when
+    /// nothing is known or the last whole read is [`SEAT_STATES_WHOLE_READ_SECS`] old.
+    #[must_use]
+    pub fn since(&self, now: DateTime<Utc>) -> Option<u64> {
+        let fresh = self.whole_at.is_some_and(|at| now < at + Duration::seconds(SEAT_STATES_WHOLE_READ_SECS));
+        self.horizon.filter(|_| fresh)
     }
 
     /// How many seats are known.
@@ -367,16 +384,25 @@ impl SeatStates {
         self.schedules.values().map(Vec::len).sum()
     }
 
-    /// Merges `read`, asked from `since` (`None`: the whole concert).
-    pub fn merge(&mut self, since: Option<u64>, read: &SeatChanges) -> Merged {
+    /// Merges `read`, asked from `since` (`None`: the whole concert) at `now`.
+    pub fn merge(&mut self, since: Option<u64>, read: &SeatChanges, now: DateTime<Utc>) -> Merged {
         let covered = match (since, self.horizon) {
             (None, _) => true,
-            (Some(since), Some(horizon)) => since <= horizon && read.horizon >= since,
+            (Some(since), Some(horizon)) => {
+                since <= horizon && read.horizon >= since && read.epoch == self.epoch
+            }
             (Some(_), None) => false,
         };
         if !covered {
             *self = Self::default();
             return Merged::Reread;
+        }
+        if since.is_none() {
+            if self.horizon.is_some() && read.epoch != self.epoch {
+                *self = Self::default();
+            }
+            self.epoch = read.epoch;
+            self.whole_at = Some(self.whole_at.map_or(now, |at| at.max(now)));
         }
         for change in &read.seats {
             let Some(index) = usize::try_from(change.number).ok().and_then(|n| n.checked_sub(1)) else {
@@ -413,7 +439,8 @@ impl SeatStates {
         SeatList { seats, statuses }
     }
 
-    /// How many of `schedule`'s seats are AVAILABLE at `now` (a lapsed hold counts as available).
+    /// How many of `schedule`'s seats are AVAILABLE at `now` (a lapsed hold counts as available),
+    /// of the seats a read named (a whole read names every seat).
     #[must_use]
     pub fn available(&self, schedule: ScheduleId, now: DateTime<Utc>) -> u32 {
         let known = self.schedules.get(&schedule).map_or(&[][..], Vec::as_slice);
@@ -604,24 +631,32 @@ mod tests {
         let schedule = ScheduleId::random();
         let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
         let held = Some(Occupancy::Held { expires_at: now + Duration::seconds(60) });
-        let whole =
-            SeatChanges { horizon: 10, seats: (1..=3).map(|n| change(schedule, n, 0, None)).collect() };
+        let whole = SeatChanges {
+            horizon: 10,
+            epoch: 1,
+            seats: (1..=3).map(|n| change(schedule, n, 0, None)).collect(),
+        };
         let mut states = SeatStates::default();
         assert_eq!(states.horizon(), None);
-        assert_eq!(states.merge(None, &whole), Merged::Current);
+        assert_eq!(states.merge(None, &whole, now), Merged::Current);
         assert_eq!(
             (states.horizon(), states.seat_count(), states.available(schedule, now)),
             (Some(10), 3, 3)
         );
         // Two reads asked from 10, merged newest first: seat 2 held (fence 1), then booked
         // (fence 2); the older read (seat 2 held) must not undo the booking.
-        let newer = SeatChanges { horizon: 14, seats: vec![change(schedule, 2, 2, Some(Occupancy::Booked))] };
+        let newer = SeatChanges {
+            horizon: 14,
+            epoch: 1,
+            seats: vec![change(schedule, 2, 2, Some(Occupancy::Booked))],
+        };
         let older = SeatChanges {
             horizon: 12,
+            epoch: 1,
             seats: vec![change(schedule, 2, 1, held), change(schedule, 3, 1, held)],
         };
-        assert_eq!(states.merge(Some(10), &newer), Merged::Current);
-        assert_eq!(states.merge(Some(10), &older), Merged::Current);
+        assert_eq!(states.merge(Some(10), &newer, now), Merged::Current);
+        assert_eq!(states.merge(Some(10), &older, now), Merged::Current);
         assert_eq!(states.horizon(), Some(14), "the horizon never goes back");
         let list = states.list(schedule, three_seats(schedule), now);
         assert_eq!(list.statuses, vec![SeatStatus::Available, SeatStatus::Booked, SeatStatus::Held]);
@@ -635,24 +670,58 @@ mod tests {
     #[test]
     fn seat_states_refuse_a_read_they_cannot_place_and_start_again() {
         let schedule = ScheduleId::random();
-        let booked =
-            SeatChanges { horizon: 20, seats: vec![change(schedule, 1, 2, Some(Occupancy::Booked))] };
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
+        let booked = SeatChanges {
+            horizon: 20,
+            epoch: 1,
+            seats: vec![change(schedule, 1, 2, Some(Occupancy::Booked))],
+        };
         // A read asked from a horizon while nothing is known (the states were forgotten
         // meanwhile) is not a whole read.
         let mut states = SeatStates::default();
-        assert_eq!(states.merge(Some(5), &booked), Merged::Reread);
+        assert_eq!(states.merge(Some(5), &booked, now), Merged::Reread);
         assert_eq!(states.horizon(), None);
         // A read whose horizon is older than the one it was asked from: the store went back in
         // time (a database restored); what is known cannot be trusted.
-        assert_eq!(states.merge(None, &booked), Merged::Current);
-        let back = SeatChanges { horizon: 3, seats: vec![] };
-        assert_eq!(states.merge(Some(20), &back), Merged::Reread);
+        assert_eq!(states.merge(None, &booked, now), Merged::Current);
+        let back = SeatChanges { horizon: 3, epoch: 1, seats: vec![] };
+        assert_eq!(states.merge(Some(20), &back, now), Merged::Reread);
         assert_eq!((states.horizon(), states.seat_count()), (None, 0));
         // A seat numbered 0 names no seat and is ignored.
         assert_eq!(
-            states.merge(None, &SeatChanges { horizon: 1, seats: vec![change(schedule, 0, 1, None)] }),
+            states.merge(
+                None,
+                &SeatChanges { horizon: 1, epoch: 1, seats: vec![change(schedule, 0, 1, None)] },
+                now
+            ),
             Merged::Current
         );
         assert_eq!(states.seat_count(), 0);
+    }
+
+    #[test]
+    fn seat_states_read_whole_again_after_a_while_or_when_the_store_has_another_history() {
+        let schedule = ScheduleId::random();
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
+        let whole = SeatChanges { horizon: 10, epoch: 1, seats: vec![change(schedule, 1, 0, None)] };
+        let mut states = SeatStates::default();
+        assert_eq!(states.since(now), None);
+        assert_eq!(states.merge(None, &whole, now), Merged::Current);
+        assert_eq!(states.since(now), Some(10));
+        let later = now + Duration::seconds(SEAT_STATES_WHOLE_READ_SECS);
+        assert_eq!(states.since(later - Duration::milliseconds(1)), Some(10));
+        assert_eq!(states.since(later), None, "a whole read again, however many reads merged since");
+        // A read of another epoch (the database failed over or was restored) is not merged
+        // into what was known of the old one.
+        let moved = SeatChanges { horizon: 12, epoch: 2, seats: vec![] };
+        assert_eq!(states.merge(Some(10), &moved, now), Merged::Reread);
+        assert_eq!(states.horizon(), None);
+        let booked = SeatChanges {
+            horizon: 4,
+            epoch: 2,
+            seats: vec![change(schedule, 1, 1, Some(Occupancy::Booked))],
+        };
+        assert_eq!(states.merge(None, &booked, now), Merged::Current);
+        assert_eq!((states.horizon(), states.available(schedule, now)), (Some(4), 0));
     }
 }

@@ -71,6 +71,11 @@ pub const ETA_MAX_SECS: u64 = 86_400;
 /// At most this many concerts (and, apart, schedules) a service keeps in its catalog cache.
 pub const CATALOG_CACHE_MAX: usize = 10_000;
 
+/// How long a process merges only what changed into a concert's seat states before it reads the
+/// concert whole again (`catalog::SeatStates::since`): what a change read could have missed
+/// (a database rewritten behind its writers' backs) lasts no longer than this.
+pub const SEAT_STATES_WHOLE_READ_SECS: i64 = 60;
+
 /// Seats whose seat maps (each seat's id, number and price, about 64 bytes) one process keeps,
 /// over all schedules; past it the cache starts again. A million seats are about 64 MB.
 pub const SEAT_MAP_CACHE_SEATS_MAX: usize = 1_000_000;

@@ -647,7 +647,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             .cloned();
         if let Some(list) = list {
             let counted = self
-                .with_seat_states(concert_id, |states| {
+                .with_seat_states(concert_id, now, |states| {
                     list.iter()
                         .map(|s| ScheduleAvailability {
                             schedule: s.clone(),
@@ -663,11 +663,13 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         // The concert's first count in this process (or a store that keeps no seat changes):
         // the store counts, and the process keeps the schedules.
         let counted = self.booking.schedules(concert_id, now).await?;
-        let mut lists = self.catalog.schedule_lists.write().unwrap_or_else(PoisonError::into_inner);
-        if lists.len() >= CATALOG_CACHE_MAX {
-            lists.clear();
+        if !self.catalog.no_seat_changes.load(Ordering::Relaxed) {
+            let mut lists = self.catalog.schedule_lists.write().unwrap_or_else(PoisonError::into_inner);
+            if lists.len() >= CATALOG_CACHE_MAX {
+                lists.clear();
+            }
+            lists.entry(concert_id).or_insert_with(|| counted.iter().map(|c| c.schedule.clone()).collect());
         }
-        lists.insert(concert_id, counted.iter().map(|c| c.schedule.clone()).collect());
         Ok(counted)
     }
 
@@ -677,28 +679,40 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     async fn with_seat_states<T>(
         &self,
         concert: ConcertId,
+        now: DateTime<Utc>,
         answer: impl FnOnce(&SeatStates) -> T,
     ) -> Result<Option<T>, Error> {
         if self.catalog.no_seat_changes.load(Ordering::Relaxed) {
             return Ok(None);
         }
         for _ in 0..CAS_RETRIES {
-            let since = lock(&self.catalog.seat_states).get(&concert).and_then(SeatStates::horizon);
+            let since = lock(&self.catalog.seat_states).get(&concert).and_then(|s| s.since(now));
             let Some(read) = self.booking.seat_changes(concert, since).await? else {
                 self.catalog.no_seat_changes.store(true, Ordering::Relaxed);
                 return Ok(None);
             };
             let mut all = lock(&self.catalog.seat_states);
-            if !all.contains_key(&concert)
-                && all.values().map(SeatStates::seat_count).sum::<usize>() + read.seats.len()
-                    > SEAT_MAP_CACHE_SEATS_MAX
-            {
-                all.clear();
+            let known = all.get(&concert).map_or(0, SeatStates::seat_count);
+            let others = all.values().map(SeatStates::seat_count).sum::<usize>() - known;
+            let needed = known.max(read.seats.len());
+            if needed > SEAT_MAP_CACHE_SEATS_MAX {
+                // A concert larger than the whole budget is not kept: a whole read answers.
+                all.remove(&concert);
+                drop(all);
+                if since.is_some() {
+                    continue;
+                }
+                let mut states = SeatStates::default();
+                states.merge(None, &read, now);
+                return Ok(Some(answer(&states)));
+            }
+            if others + needed > SEAT_MAP_CACHE_SEATS_MAX {
+                all.retain(|id, _| *id == concert);
             }
             let states = all.entry(concert).or_default();
-            // `Reread`: the states were forgotten while the read was under way (or the store
-            // went back in time); read the concert whole.
-            if states.merge(since, &read) == Merged::Current {
+            // `Reread`: the states were forgotten while the read was under way, or the store
+            // went back in time or has another history; read the concert whole.
+            if states.merge(since, &read, now) == Merged::Current {
                 return Ok(Some(answer(states)));
             }
         }
@@ -726,7 +740,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         if let Some(seats) = map {
             let concert = schedule.concert_id;
             let listed = self
-                .with_seat_states(concert, |states| states.list(schedule_id, Arc::clone(&seats), now))
+                .with_seat_states(concert, now, |states| states.list(schedule_id, Arc::clone(&seats), now))
                 .await?;
             if let Some(list) = listed {
                 return Ok(list);

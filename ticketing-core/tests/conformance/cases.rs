@@ -1471,7 +1471,7 @@ async fn assert_seat_changes_agree<Q: QueueStore, B: BookingStore>(
     if since.is_none() {
         assert_eq!(read.seats.len(), fx.concert.seats.len(), "a first read brings every seat");
     }
-    assert_eq!(states.merge(since, &read), Merged::Current);
+    assert_eq!(states.merge(since, &read, now), Merged::Current);
     for schedule in &fx.concert.schedules {
         let stored = store.seats(schedule.id).await.unwrap();
         let seats: Arc<[_]> = stored.iter().map(|r| r.seat.clone()).collect();

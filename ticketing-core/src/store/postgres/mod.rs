@@ -246,10 +246,13 @@ impl CatalogStore for PgStore {
         // is taken (its snapshot's xmin) had committed or failed by then, so the read saw what
         // it wrote; the next read asks from that xmin and gets the rest, through the index
         // `seats_changes`. One row of arrays rather than a row per seat.
-        type Row = (i64, Vec<uuid::Uuid>, Vec<i32>, Vec<i64>, Vec<bool>, Vec<Option<DateTime<Utc>>>);
+        // The epoch is when the server started: a failover or a restore (which may hand out
+        // transaction ids again) restarts it, and the service then reads the concert whole.
+        type Row = (i64, i64, Vec<uuid::Uuid>, Vec<i32>, Vec<i64>, Vec<bool>, Vec<Option<DateTime<Utc>>>);
         let since_xid = since.map_or(Ok(0), i64_of)?;
-        let (horizon, schedules, numbers, fences, booked, deadlines): Row = sqlx::query_as(
+        let (horizon, epoch, schedules, numbers, fences, booked, deadlines): Row = sqlx::query_as(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+                    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint,
                     coalesce(array_agg(schedule_id), '{}'), coalesce(array_agg(number), '{}'),
                     coalesce(array_agg(fence), '{}'), coalesce(array_agg(state = 'BOOKED'), '{}'),
                     coalesce(array_agg(hold_expires_at), '{}')
@@ -267,7 +270,7 @@ impl CatalogStore for PgStore {
         let seats = (0..n)
             .map(|i| rows::seat_change(schedules[i], numbers[i], fences[i], booked[i], deadlines[i]))
             .collect::<StoreResult<_>>()?;
-        Ok(Some(SeatChanges { horizon: rows::u64_of(horizon)?, seats }))
+        Ok(Some(SeatChanges { horizon: rows::u64_of(horizon)?, epoch: rows::u64_of(epoch)?, seats }))
     }
 }
 
