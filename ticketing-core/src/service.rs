@@ -613,14 +613,19 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(resume_at.is_some())
     }
 
-    /// Runs one admission tick for every concert; returns how many were admitted.
+    /// Runs one admission tick for every concert; returns how many were admitted. A concert
+    /// whose tick fails does not hold up the others: the failure is logged and the round goes
+    /// on (the next round tries that concert again).
     ///
     /// # Errors
-    /// Store errors.
+    /// Store errors reading the concerts.
     pub async fn admission_tick_all(&self) -> Result<usize, Error> {
         let mut admitted = 0;
         for concert in self.booking.concerts().await? {
-            admitted += self.admission_tick(concert.id).await?.len();
+            match self.admission_tick(concert.id).await {
+                Ok(records) => admitted += records.len(),
+                Err(error) => tracing::warn!(%error, concert = %concert.id, "admission tick failed"),
+            }
         }
         Ok(admitted)
     }

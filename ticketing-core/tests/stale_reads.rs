@@ -22,6 +22,8 @@ struct AdmittedMeanwhile {
     inner: MemoryStore,
     armed: AtomicBool,
     clock: ManualClock,
+    /// A concert whose admission snapshot fails (its line's store refused).
+    failing: std::sync::Mutex<Option<ConcertId>>,
 }
 
 impl QueueStore for AdmittedMeanwhile {
@@ -60,6 +62,9 @@ impl QueueStore for AdmittedMeanwhile {
         concert: ConcertId,
         now: DateTime<Utc>,
     ) -> StoreResult<AdmissionSnapshot> {
+        if *self.failing.lock().unwrap() == Some(concert) {
+            return Err(ticketing_core::StoreError::Backend { message: "injected".into(), source: None });
+        }
         self.inner.admission_snapshot(concert, now).await
     }
 
@@ -81,12 +86,57 @@ impl QueueStore for AdmittedMeanwhile {
     }
 }
 
+fn service(clock: &ManualClock) -> Ticketing<AdmittedMeanwhile, MemoryStore, ManualClock> {
+    let queue = AdmittedMeanwhile {
+        inner: MemoryStore::new(),
+        armed: AtomicBool::new(false),
+        clock: clock.clone(),
+        failing: std::sync::Mutex::new(None),
+    };
+    Ticketing::new(queue, MemoryStore::new(), clock.clone(), Config::default())
+}
+
+fn open_concert(title: &str) -> NewConcert {
+    NewConcert {
+        title: title.into(),
+        schedules: vec![NewSchedule {
+            starts_at: DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
+            seat_count: 1,
+            price: Points::new(10).unwrap(),
+        }],
+        queue: QueueSettings {
+            max_active: 10,
+            admit_batch: 10,
+            admit_interval_ms: 1_000,
+            waiting_idle_secs: 60,
+            active_ttl_secs: 600,
+        },
+    }
+}
+
+/// One concert whose line's store refuses does not keep the others' lines waiting: the round
+/// admits the others and tries that one again next time.
+#[tokio::test]
+async fn a_concert_whose_tick_fails_does_not_hold_up_the_others() {
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let service = service(&clock);
+    let broken = service.create_concert(&open_concert("Broken")).await.unwrap().concert.id;
+    let fine = service.create_concert(&open_concert("Fine")).await.unwrap().concert.id;
+    let user = UserId::parse("alice").unwrap();
+    let waiting = service.issue_token(&user, broken).await.unwrap().record.token;
+    let admitted = service.issue_token(&user, fine).await.unwrap().record.token;
+    *service.queue_store().failing.lock().unwrap() = Some(broken);
+    assert_eq!(service.admission_tick_all().await.unwrap(), 1, "the other concert's line moved");
+    assert_eq!(service.token_status(&admitted).await.unwrap().status, TokenStatus::Active);
+    *service.queue_store().failing.lock().unwrap() = None;
+    assert_eq!(service.admission_tick_all().await.unwrap(), 1, "and the failed one next round");
+    assert_eq!(service.token_status(&waiting).await.unwrap().status, TokenStatus::Active);
+}
+
 #[tokio::test]
 async fn a_token_admitted_between_two_reads_is_answered_active_never_waiting_at_place_zero() {
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
-    let queue =
-        AdmittedMeanwhile { inner: MemoryStore::new(), armed: AtomicBool::new(false), clock: clock.clone() };
-    let service = Ticketing::new(queue, MemoryStore::new(), clock.clone(), Config::default());
+    let service = service(&clock);
     let concert = service
         .create_concert(&NewConcert {
             title: "Stale reads".into(),

@@ -574,8 +574,10 @@ pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
 }
 
 /// How long a concert's queue gauges stay in `/metrics` once its line is empty (nobody waiting or
-/// active): then they leave the output until someone joins again.
-pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_secs(300);
+/// active): then they leave the output until someone joins again. Longer than twice the longest
+/// sweep interval (`TICKETING_SWEEP_MS`, which sets them), so a busy line's gauges never lapse
+/// between two rounds.
+pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_millis(2 * config::SWEEP_MS_MAX + 60_000);
 
 /// Sets each concert's queue gauges. A line found empty has its gauges set to 0 once (`live`
 /// holds the concerts whose line was not empty last time) and then no more, so they leave the
