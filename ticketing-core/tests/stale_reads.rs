@@ -137,24 +137,7 @@ async fn a_concert_whose_tick_fails_does_not_hold_up_the_others() {
 async fn a_token_admitted_between_two_reads_is_answered_active_never_waiting_at_place_zero() {
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
     let service = service(&clock);
-    let concert = service
-        .create_concert(&NewConcert {
-            title: "Stale reads".into(),
-            schedules: vec![NewSchedule {
-                starts_at: DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
-                seat_count: 1,
-                price: Points::new(10).unwrap(),
-            }],
-            queue: QueueSettings {
-                max_active: 10,
-                admit_batch: 10,
-                admit_interval_ms: 1_000,
-                waiting_idle_secs: 60,
-                active_ttl_secs: 600,
-            },
-        })
-        .await
-        .unwrap();
+    let concert = service.create_concert(&open_concert("Stale reads")).await.unwrap();
     let user = UserId::parse("alice").unwrap();
     let issued = service.issue_token(&user, concert.concert.id).await.unwrap();
     assert_eq!((issued.status, issued.position), (TokenStatus::Waiting, Some(1)));
