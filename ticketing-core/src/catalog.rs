@@ -256,6 +256,12 @@ pub struct SeatList {
     pub statuses: Vec<SeatStatus>,
 }
 
+/// Where seat `number` sits in a schedule's seats by number (seats are numbered 1..=n in order,
+/// `plan_concert`); `None` for 0.
+fn seat_index(number: u32) -> Option<usize> {
+    usize::try_from(number).ok().and_then(|n| n.checked_sub(1))
+}
+
 impl SeatList {
     /// `seats` at `now`, given those of them not AVAILABLE as stored (in any order; a number
     /// that names no seat of the list is ignored).
@@ -265,7 +271,7 @@ impl SeatList {
         for o in occupied {
             // Seats are numbered 1..=n in order (`plan_concert`); look the number up in case a
             // store's list has gaps.
-            let index = usize::try_from(o.number).ok().and_then(|n| n.checked_sub(1));
+            let index = seat_index(o.number);
             let index = match index {
                 Some(i) if seats.get(i).is_some_and(|s| s.number == o.number) => Some(i),
                 _ => seats.iter().position(|s| s.number == o.number),
@@ -405,7 +411,7 @@ impl SeatStates {
             self.whole_at = Some(self.whole_at.map_or(now, |at| at.max(now)));
         }
         for change in &read.seats {
-            let Some(index) = usize::try_from(change.number).ok().and_then(|n| n.checked_sub(1)) else {
+            let Some(index) = seat_index(change.number) else {
                 continue;
             };
             let seats = self.schedules.entry(change.schedule_id).or_default();
@@ -428,11 +434,7 @@ impl SeatStates {
         let statuses = seats
             .iter()
             .map(|seat| {
-                let occupancy = usize::try_from(seat.number)
-                    .ok()
-                    .and_then(|n| n.checked_sub(1))
-                    .and_then(|i| known.get(i))
-                    .and_then(|&(_, occupancy)| occupancy);
+                let occupancy = seat_index(seat.number).and_then(|i| known.get(i)).and_then(|&(_, o)| o);
                 Occupancy::status_at(occupancy, now)
             })
             .collect();
@@ -663,7 +665,7 @@ mod tests {
         assert_eq!(states.available(schedule, now), 1);
         // A hold that lapsed counts as available before any sweep says so.
         assert_eq!(states.available(schedule, now + Duration::seconds(60)), 2);
-        // A seat of another schedule, or one no read named, is available.
+        // A schedule no read named has no seat known, so none available.
         assert_eq!(states.available(ScheduleId::random(), now), 0);
     }
 
