@@ -373,3 +373,49 @@ async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_
     assert_eq!(ledger.len(), 2 + 30);
     assert_eq!(ledger.iter().map(|e| e.signed_amount()).sum::<i64>(), 110 + 30 * 5);
 }
+
+/// Storing a key's outcome locks no gap of the key index. Under REPEATABLE READ, a `DELETE`
+/// that finds no row locks the gap where it would be; the first `ticketing_put_key` deleted an
+/// expired record that way before inserting, so a request of the same user under a neighbouring
+/// key waited to insert into that gap until the first transaction ended, and two such requests
+/// deadlocked (the losers of racing payments, storing their refusals, did so in CI). Here one
+/// transaction stores `race-1` and stays open while the store saves `race-10`: under a gap lock
+/// that save waits for the server's lock timeout and fails as a lost race.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_a_key_locks_no_gap_a_neighbouring_key_must_wait_for() {
+    use sqlx::{Connection, Executor};
+    use ticketing_core::idempotency::IdempotencyRecord;
+    use ticketing_core::ids::{IdempotencyKey, UserId};
+    use ticketing_core::store::WalletStore;
+    use ticketing_core::store::mysql::ClaimStrategy;
+
+    let (store, database) = ticketing_core::testing::fresh_my_store(ClaimStrategy::ConditionalUpdate).await;
+    let at = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+    let record = |key: &str| IdempotencyRecord {
+        user_id: UserId::parse("alice").unwrap(),
+        key: IdempotencyKey::parse(key).unwrap(),
+        fingerprint: "pay:x".to_owned(),
+        outcome: "{\"Ok\":null}".to_owned(),
+        created_at: at,
+        expires_at: at + chrono::Duration::seconds(60),
+    };
+    let mut open = sqlx::MySqlConnection::connect(&database.url).await.unwrap();
+    open.execute("START TRANSACTION").await.unwrap();
+    sqlx::query("CALL ticketing_put_key('alice', 'race-1', 'pay:x', '{}', ?, ?)")
+        .bind(at.naive_utc())
+        .bind((at + chrono::Duration::seconds(60)).naive_utc())
+        .execute(&mut open)
+        .await
+        .unwrap();
+    let saved = store.save_outcome(&record("race-10")).await;
+    assert!(saved.is_ok(), "a neighbouring key waited on the open transaction: {saved:?}");
+    open.execute("COMMIT").await.unwrap();
+    for key in ["race-1", "race-10"] {
+        let user = UserId::parse("alice").unwrap();
+        assert!(
+            store.idempotency(&user, &IdempotencyKey::parse(key).unwrap()).await.unwrap().is_some(),
+            "{key}"
+        );
+    }
+}

@@ -143,8 +143,12 @@ impl QueueStore for MyStore {
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
         let concert = plan.concert_id.as_uuid();
         let mut tx = self.begin().await?;
+        // Locks the concert's row exclusively at once, creating it if need be: `INSERT IGNORE`
+        // took a shared lock on an existing row, and two ticks that both held it then deadlocked
+        // upgrading it for the `FOR UPDATE` below.
         sqlx::query(
-            "INSERT IGNORE INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec) VALUES (?, 0, 0, 0)",
+            "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec) VALUES (?, 0, 0, 0)
+             ON DUPLICATE KEY UPDATE version = version",
         )
         .bind(concert)
         .execute(&mut *tx)
