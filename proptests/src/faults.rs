@@ -77,6 +77,9 @@ impl<B: BookingStore> CatalogStore for Faulty<B> {
     async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
         self.inner.concert(id).await
     }
+    async fn update_concert(&self, expected_version: u64, concert: &Concert) -> StoreResult<()> {
+        self.inner.update_concert(expected_version, concert).await
+    }
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         self.inner.schedule(id).await
     }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
-use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings, SeatState, SeatStatus};
+use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings, SaleChange, SeatState, SeatStatus};
 use ticketing_core::hold::ReservationStatus;
 use ticketing_core::ids::{
     ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId, UserId,
@@ -47,6 +47,8 @@ pub enum Cmd {
     Poll { user: usize, concert: usize },
     /// Run an admission tick.
     Tick { concert: usize },
+    /// An operator pauses (`paused`) or resumes the concert's sale.
+    Pause { concert: usize, paused: bool },
     /// List concert `of`'s seats with the token for `concert` (another concert must be refused).
     Seats { user: usize, concert: usize, of: usize },
     /// Hold a seat (any concert's: a wrong one must be refused).
@@ -83,6 +85,8 @@ pub fn commands(max_len: usize) -> impl Strategy<Value = Vec<Cmd>> {
         4 => (user.clone(), concert.clone()).prop_map(|(user, concert)| Cmd::Issue { user, concert }),
         2 => (user.clone(), concert.clone()).prop_map(|(user, concert)| Cmd::Poll { user, concert }),
         3 => concert.clone().prop_map(|concert| Cmd::Tick { concert }),
+        1 => (concert.clone(), prop_oneof![1 => Just(true), 2 => Just(false)])
+            .prop_map(|(concert, paused)| Cmd::Pause { concert, paused }),
         1 => (user.clone(), concert.clone(), concert.clone()).prop_map(|(user, concert, of)| Cmd::Seats { user, concert, of }),
         4 => (user.clone(), concert.clone(), 0..SEATS.len(), key.clone())
             .prop_map(|(user, concert, seat, key)| Cmd::Hold { user, concert, seat, key }),
@@ -358,6 +362,19 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                         if receipt.payment.reservation_id == self.reservations[*reservation]
                             && receipt.balance.get() == *balance => {}
                     (expected, actual) => refusal(expected, &actual.map(|_| ()), "pay")?,
+                }
+            }
+            Cmd::Pause { concert, paused } => {
+                let expected = self.model.pause(concert, paused);
+                self.saw("pause", &expected);
+                let change = if paused { SaleChange::Pause } else { SaleChange::Resume };
+                let sale = self
+                    .svc
+                    .change_sale(self.concerts[concert].0, change)
+                    .await
+                    .map_err(|e| format!("pause: {e:?}"))?;
+                if sale.paused != paused {
+                    return Err(format!("pause: asked for paused = {paused}, the sale says {}", sale.paused));
                 }
             }
             Cmd::Advance { ms } => {

@@ -119,6 +119,8 @@ pub struct Model {
     pub balances: HashMap<usize, i64>,
     /// Idempotency keys: (user, key) -> (what was asked, what was answered).
     keys: HashMap<(usize, u8), (String, Expect)>,
+    /// Concerts whose sale an operator paused.
+    paused: std::collections::HashSet<usize>,
 }
 
 impl Model {
@@ -235,8 +237,21 @@ impl Model {
         }
     }
 
-    /// One admission tick.
+    /// An operator pauses (or resumes) a concert's sale.
+    pub fn pause(&mut self, concert: usize, paused: bool) -> Expect {
+        if paused {
+            self.paused.insert(concert);
+        } else {
+            self.paused.remove(&concert);
+        }
+        Expect::Ok
+    }
+
+    /// One admission tick: nobody while the sale is paused.
     pub fn tick(&mut self, concert: usize) -> Expect {
+        if self.paused.contains(&concert) {
+            return Expect::Admitted(Vec::new());
+        }
         let now = self.now;
         let window = self.windows.entry(concert).or_insert((None, 0));
         match window.0 {

@@ -102,6 +102,7 @@ fn the_generated_sequences_reach_every_interesting_outcome() {
         "poll:token_expired",
         "tick:admitted(2)",
         "tick:admitted(0)",
+        "pause:Ok",
         "seats:not_admitted",
         "seats:wrong_concert",
         "hold:Held",

@@ -103,6 +103,74 @@ pub struct Concert {
     pub title: String,
     /// How its waiting room admits buyers.
     pub queue: QueueSettings,
+    /// Whether an operator paused admission (the line keeps its places; nobody is admitted).
+    pub paused: bool,
+    /// The version of its settings: 0 at creation, one more with every operator change, which
+    /// names the version it was decided from (see [`plan_sale_change`]).
+    pub version: u64,
+}
+
+/// An operator's change to a concert's sale, decided by [`plan_sale_change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleChange {
+    /// Stop admitting: waiting buyers keep their places, admitted ones keep their time.
+    Pause,
+    /// Admit again.
+    Resume,
+    /// New waiting-room settings: the fields the patch names, applied to the current ones.
+    Queue(QueuePatch),
+}
+
+/// Some of a concert's waiting-room settings; what it leaves out stays as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePatch {
+    /// A new [`QueueSettings::max_active`].
+    pub max_active: Option<u32>,
+    /// A new [`QueueSettings::admit_batch`].
+    pub admit_batch: Option<u32>,
+    /// A new [`QueueSettings::admit_interval_ms`].
+    pub admit_interval_ms: Option<u64>,
+    /// A new [`QueueSettings::waiting_idle_secs`].
+    pub waiting_idle_secs: Option<u64>,
+    /// A new [`QueueSettings::active_ttl_secs`].
+    pub active_ttl_secs: Option<u64>,
+}
+
+impl QueuePatch {
+    /// `current` with the fields this patch names replaced (not yet validated).
+    #[must_use]
+    pub fn apply(&self, current: QueueSettings) -> QueueSettings {
+        QueueSettings {
+            max_active: self.max_active.unwrap_or(current.max_active),
+            admit_batch: self.admit_batch.unwrap_or(current.admit_batch),
+            admit_interval_ms: self.admit_interval_ms.unwrap_or(current.admit_interval_ms),
+            waiting_idle_secs: self.waiting_idle_secs.unwrap_or(current.waiting_idle_secs),
+            active_ttl_secs: self.active_ttl_secs.unwrap_or(current.active_ttl_secs),
+        }
+    }
+}
+
+/// The concert after `change`, one version on from `current`; `None` when the change changes
+/// nothing (pausing a paused sale, the same settings again), so a repeated request writes
+/// nothing and answers the same.
+///
+/// # Errors
+/// [`DomainError::InvalidInput`] for settings out of range.
+pub fn plan_sale_change(current: &Concert, change: SaleChange) -> Result<Option<Concert>, DomainError> {
+    let mut next = current.clone();
+    match change {
+        SaleChange::Pause => next.paused = true,
+        SaleChange::Resume => next.paused = false,
+        SaleChange::Queue(patch) => {
+            next.queue = patch.apply(current.queue);
+            next.queue.validate()?;
+        }
+    }
+    if next == *current {
+        return Ok(None);
+    }
+    next.version = current.version + 1;
+    Ok(Some(next))
 }
 
 /// One performance date of a concert.
@@ -517,7 +585,13 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         return invalid(format!("a concert needs 1 to {SCHEDULES_PER_CONCERT_MAX} schedules"));
     }
     request.queue.validate()?;
-    let concert = Concert { id: ConcertId::random(), title: title.to_owned(), queue: request.queue };
+    let concert = Concert {
+        id: ConcertId::random(),
+        title: title.to_owned(),
+        queue: request.queue,
+        paused: false,
+        version: 0,
+    };
     let mut schedules = Vec::with_capacity(request.schedules.len());
     let mut seats = Vec::new();
     for new in &request.schedules {
@@ -725,5 +799,26 @@ mod tests {
         };
         assert_eq!(states.merge(None, &booked, now), Merged::Current);
         assert_eq!((states.horizon(), states.available(schedule, now)), (Some(4), 0));
+    }
+
+    #[test]
+    fn a_sale_change_moves_the_version_on_once_and_a_repeated_one_writes_nothing() {
+        let created = plan_concert(&request()).expect("valid").concert;
+        assert_eq!((created.paused, created.version), (false, 0));
+        let paused = plan_sale_change(&created, SaleChange::Pause).expect("valid").expect("a change");
+        assert_eq!((paused.paused, paused.version), (true, 1));
+        assert_eq!(plan_sale_change(&paused, SaleChange::Pause), Ok(None), "already paused");
+        let resumed = plan_sale_change(&paused, SaleChange::Resume).expect("valid").expect("a change");
+        assert_eq!((resumed.paused, resumed.version), (false, 2));
+        let wider = QueuePatch { max_active: Some(7), ..QueuePatch::default() };
+        let changed = plan_sale_change(&resumed, SaleChange::Queue(wider)).expect("valid").expect("a change");
+        let expected = QueueSettings { max_active: 7, ..resumed.queue };
+        assert_eq!((changed.queue, changed.version, changed.paused), (expected, 3, false));
+        assert_eq!(plan_sale_change(&changed, SaleChange::Queue(wider)), Ok(None), "the same settings");
+        let invalid = QueuePatch { admit_batch: Some(0), ..QueuePatch::default() };
+        assert!(matches!(
+            plan_sale_change(&changed, SaleChange::Queue(invalid)),
+            Err(DomainError::InvalidInput { .. })
+        ));
     }
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
-    self, Concert, Merged, NewConcert, OccupiedSeat, Schedule, ScheduleAvailability, Seat, SeatList,
-    SeatRecord, SeatState, SeatStates, SeatStatus, secs,
+    self, Concert, Merged, NewConcert, OccupiedSeat, SaleChange, Schedule, ScheduleAvailability, Seat,
+    SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, secs,
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
@@ -334,7 +334,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(self.booking.concerts().await?)
     }
 
-    /// One concert, from the process's catalog cache (concerts never change once created).
+    /// One concert, from the process's catalog cache. Its id and title never change; its sale
+    /// settings may (see [`Ticketing::change_sale`]), and every admission tick of this process
+    /// reads them from the store and refreshes the cache, so requests follow a change within a
+    /// tick.
     ///
     /// # Errors
     /// [`DomainError::ConcertNotFound`]; store errors.
@@ -342,6 +345,50 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         cached(&self.catalog.concerts, id, || self.booking.concert(id))
             .await?
             .ok_or(Error::Domain(DomainError::ConcertNotFound))
+    }
+
+    /// Keeps `concert` as read from the store in the catalog cache, unless the cache holds a
+    /// newer version of it.
+    fn remember_concert(&self, concert: &Concert) {
+        let mut concerts = self.catalog.concerts.write().unwrap_or_else(PoisonError::into_inner);
+        if concerts.get(&concert.id).is_some_and(|known| known.version > concert.version) {
+            return;
+        }
+        if concerts.len() >= CATALOG_CACHE_MAX && !concerts.contains_key(&concert.id) {
+            concerts.clear();
+        }
+        concerts.insert(concert.id, concert.clone());
+    }
+
+    /// An operator's change to a concert's sale: pause admission, resume it, or new
+    /// waiting-room settings ([`catalog::plan_sale_change`] on the stored concert, written if
+    /// its version is still the one read; a change that changes nothing writes nothing). Every
+    /// process follows it from its next admission tick.
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; [`DomainError::InvalidInput`] for settings out of
+    /// range; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn change_sale(&self, concert_id: ConcertId, change: SaleChange) -> Result<Concert, Error> {
+        for _ in 0..CAS_RETRIES {
+            let current =
+                self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+            let Some(next) = catalog::plan_sale_change(&current, change)? else {
+                self.remember_concert(&current);
+                return Ok(current);
+            };
+            match self.booking.update_concert(current.version, &next).await {
+                Ok(()) => {
+                    tracing::info!(concert = %concert_id, version = next.version, paused = next.paused,
+                        queue = ?next.queue, "sale changed");
+                    self.remember_concert(&next);
+                    return Ok(next);
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Contention)
     }
 
     async fn schedule(&self, id: ScheduleId) -> Result<Schedule, Error> {
@@ -500,6 +547,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// generations: one its store may lose, [`AdmissionSnapshot::generation`]). Safe to run from many
     /// nodes at once: a tick that loses the race to another admits nobody.
     ///
+    /// The tick reads the concert's sale settings from the booking store (one read; the round
+    /// over every concert, [`Ticketing::admission_tick_all`], reads them all at once), so every
+    /// process follows an operator's change ([`Ticketing::change_sale`]) from its next tick; a
+    /// paused concert admits nobody.
+    ///
     /// When the line began a new generation since the admission log last saw it (the queue
     /// store lost its data: [`QueueStore::restore`]), the tick first gives the store back the
     /// admissions still open, so the capacity cap counts them, and admits nobody until the
@@ -512,7 +564,16 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// [`DomainError::ConcertNotFound`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
-        let concert = self.concert(concert_id).await?;
+        let concert =
+            self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+        self.tick(&concert).await
+    }
+
+    /// One admission tick of `concert` as just read from the store: its settings refresh this
+    /// process's cache, and a paused concert admits nobody.
+    async fn tick(&self, concert: &Concert) -> Result<Vec<TokenRecord>, Error> {
+        self.remember_concert(concert);
+        let concert_id = concert.id;
         let now = self.now();
         self.write_unlogged().await;
         let snapshot = match self.queue.admission_snapshot(concert_id, now).await {
@@ -521,7 +582,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
             Err(error) => return Err(error.into()),
         };
-        if self.line_waits(&concert, &snapshot, now).await? {
+        if self.line_waits(concert, &snapshot, now).await? || concert.paused {
             return Ok(Vec::new());
         }
         let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
@@ -622,7 +683,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     pub async fn admission_tick_all(&self) -> Result<usize, Error> {
         let mut admitted = 0;
         for concert in self.booking.concerts().await? {
-            match self.admission_tick(concert.id).await {
+            match self.tick(&concert).await {
                 Ok(records) => admitted += records.len(),
                 Err(error) => tracing::warn!(%error, concert = %concert.id, "admission tick failed"),
             }
@@ -1115,7 +1176,12 @@ fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>)
     let status = record.status_at(now);
     match line.filter(|line| line.position > 0) {
         Some(line) => {
-            let eta_secs = queue::eta_secs(line.position, &line.snapshot, &concert.queue);
+            // While the sale is paused nobody is admitted: no honest estimate.
+            let eta_secs = if concert.paused {
+                None
+            } else {
+                queue::eta_secs(line.position, &line.snapshot, &concert.queue)
+            };
             Some(TokenView { record, status, position: Some(line.position), eta_secs, created })
         }
         None if status == TokenStatus::Waiting => None,

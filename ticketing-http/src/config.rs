@@ -505,7 +505,7 @@ mod tests {
 
     fn stored_demo(max_active: u32) -> Concert {
         let queue = QueueSettings { max_active, ..QueueSettings::default() };
-        Concert { id: ConcertId::random(), title: crate::DEMO_TITLE.into(), queue }
+        Concert { id: ConcertId::random(), title: crate::DEMO_TITLE.into(), queue, paused: false, version: 0 }
     }
 
     #[test]

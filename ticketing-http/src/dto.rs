@@ -4,7 +4,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use std::sync::Arc;
 
-use ticketing_core::catalog::{ConcertPlan, QueueSettings, ScheduleAvailability, Seat, SeatList, SeatStatus};
+use ticketing_core::catalog::{
+    Concert, ConcertPlan, QueuePatch, QueueSettings, ScheduleAvailability, Seat, SeatList, SeatStatus,
+};
 use ticketing_core::hold::Reservation;
 use ticketing_core::ids::ScheduleId;
 use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
@@ -106,7 +108,7 @@ pub struct TokenBody {
     /// 1-based place in line, while waiting.
     pub position: Option<u64>,
     /// Estimated seconds until admission, while waiting; `null` when no honest estimate is at
-    /// most a day (86,400 s). Derived from the measured admission rate, never faster than the
+    /// most a day (86,400 s), and while the sale is paused. Derived from the measured admission rate, never faster than the
     /// rate cap and never slower than capacity allows (`maxActive` per active time).
     pub eta_seconds: Option<u64>,
     /// The token's number in its concert's line, while waiting: fixed for the life of the
@@ -420,7 +422,8 @@ pub struct NewScheduleRequest {
     pub price: i64,
 }
 
-/// Waiting-room settings of a new concert.
+/// Waiting-room settings: of a new concert (what is left out gets the default), or a change to a
+/// concert's (`PATCH /api/v1/admin/concerts/{concertId}/queue`: what is left out stays).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueueRequest {
@@ -447,16 +450,22 @@ pub struct QueueRequest {
 }
 
 impl QueueRequest {
+    /// The fields given, as a patch.
+    #[must_use]
+    pub fn patch(&self) -> QueuePatch {
+        QueuePatch {
+            max_active: self.max_active,
+            admit_batch: self.admit_batch,
+            admit_interval_ms: self.admit_interval_ms,
+            waiting_idle_secs: self.waiting_idle_secs,
+            active_ttl_secs: self.active_ttl_secs,
+        }
+    }
+
     /// The settings, with `defaults` for what is left out.
     #[must_use]
     pub fn with_defaults(&self, defaults: QueueSettings) -> QueueSettings {
-        QueueSettings {
-            max_active: self.max_active.unwrap_or(defaults.max_active),
-            admit_batch: self.admit_batch.unwrap_or(defaults.admit_batch),
-            admit_interval_ms: self.admit_interval_ms.unwrap_or(defaults.admit_interval_ms),
-            waiting_idle_secs: self.waiting_idle_secs.unwrap_or(defaults.waiting_idle_secs),
-            active_ttl_secs: self.active_ttl_secs.unwrap_or(defaults.active_ttl_secs),
-        }
+        self.patch().apply(defaults)
     }
 }
 
@@ -487,6 +496,47 @@ pub struct CreatedScheduleBody {
     pub seat_count: u32,
     /// The price of each seat.
     pub price: i64,
+}
+
+/// A concert's sale as an operator sees it: whether admission is paused, its waiting-room
+/// settings and their version (one more with every change).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SaleBody {
+    /// The concert.
+    pub concert_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Whether admission is paused (the line keeps its places; nobody is admitted).
+    pub paused: bool,
+    /// The version of these settings: 0 at creation, one more with every change.
+    pub version: u64,
+    /// Its waiting-room settings.
+    pub queue: QueueBody,
+}
+
+impl From<&Concert> for SaleBody {
+    fn from(concert: &Concert) -> Self {
+        Self {
+            concert_id: concert.id.as_uuid(),
+            title: concert.title.clone(),
+            paused: concert.paused,
+            version: concert.version,
+            queue: QueueBody::from(concert.queue),
+        }
+    }
+}
+
+impl From<QueueSettings> for QueueBody {
+    fn from(q: QueueSettings) -> Self {
+        Self {
+            max_active: q.max_active,
+            admit_batch: q.admit_batch,
+            admit_interval_ms: q.admit_interval_ms,
+            waiting_idle_secs: q.waiting_idle_secs,
+            active_ttl_secs: q.active_ttl_secs,
+        }
+    }
 }
 
 /// Waiting-room settings.
@@ -524,13 +574,7 @@ impl From<&ConcertPlan> for CreatedConcertBody {
                     }
                 })
                 .collect(),
-            queue: QueueBody {
-                max_active: q.max_active,
-                admit_batch: q.admit_batch,
-                admit_interval_ms: q.admit_interval_ms,
-                waiting_idle_secs: q.waiting_idle_secs,
-                active_ttl_secs: q.active_ttl_secs,
-            },
+            queue: QueueBody::from(q),
         }
     }
 }

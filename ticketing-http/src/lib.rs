@@ -29,7 +29,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{ConcertId, Points};
@@ -181,7 +181,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
-        routes::create_concert, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
+        routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
     modifiers(&BearerScheme, &ServiceUnavailable, &ProblemResponses),
@@ -321,6 +321,9 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         api.merge(
             Router::new()
                 .route("/api/v1/admin/concerts", post(routes::create_concert::<Q, B, C>))
+                .route("/api/v1/admin/concerts/{concert_id}/pause", post(routes::pause::<Q, B, C>))
+                .route("/api/v1/admin/concerts/{concert_id}/resume", post(routes::resume::<Q, B, C>))
+                .route("/api/v1/admin/concerts/{concert_id}/queue", patch(routes::change_queue::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/sales", get(routes::sales::<Q, B, C>))
                 .route("/api/v1/admin/users/{user_id}/account", get(routes::account::<Q, B, C>))
                 .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin::<Q, B, C>)),

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ticketing_core::StoreError;
-use ticketing_core::catalog::{NewConcert, NewSchedule};
+use ticketing_core::catalog::{NewConcert, NewSchedule, SaleChange};
 use ticketing_core::ids::{
     ConcertId, IdempotencyKey, Points, QueueToken, ReservationId, ScheduleId, SeatId, UserId,
 };
@@ -22,8 +22,8 @@ use ticketing_core::{Clock, DomainError, TokenView};
 use crate::AppState;
 use crate::dto::{
     AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
-    NewConcertRequest, PaymentBody, PaymentRequest, ReservationBody, SalesBody, ScheduleBody, SeatBody,
-    TokenBody,
+    NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody, SaleBody, SalesBody,
+    ScheduleBody, SeatBody, TokenBody,
 };
 use crate::error::{ApiError, Health, Problem, StoreHealth};
 
@@ -343,6 +343,60 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
     };
     let plan = state.service.create_concert(&new).await?;
     Ok((StatusCode::CREATED, Json(CreatedConcertBody::from(&plan))))
+}
+
+/// Pauses a concert's admission: the line keeps its places and admitted buyers their time, but
+/// nobody more is admitted until the sale resumes, on every node from its next admission tick.
+/// Pausing a paused sale changes nothing. Needs `X-Admin-Key`.
+#[utoipa::path(post, path = "/api/v1/admin/concerts/{concertId}/pause", tag = "admin",
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn pause<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+) -> Result<Json<SaleBody>, ApiError> {
+    change_sale(&state, &concert_id, SaleChange::Pause).await
+}
+
+/// Resumes a paused concert's admission (on every node from its next admission tick). Resuming
+/// a running sale changes nothing. Needs `X-Admin-Key`.
+#[utoipa::path(post, path = "/api/v1/admin/concerts/{concertId}/resume", tag = "admin",
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn resume<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+) -> Result<Json<SaleBody>, ApiError> {
+    change_sale(&state, &concert_id, SaleChange::Resume).await
+}
+
+/// Changes a running concert's waiting-room settings: the fields given replace the current ones
+/// (what is left out stays), every node follows from its next admission tick, and the settings'
+/// version moves on by one. Tokens already admitted keep the time they were given; waiting ones
+/// get the new idle timeout at their next poll. Needs `X-Admin-Key`.
+#[utoipa::path(patch, path = "/api/v1/admin/concerts/{concertId}/queue", tag = "admin", request_body = QueueRequest,
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn change_queue<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+    ApiJson(request): ApiJson<QueueRequest>,
+) -> Result<Json<SaleBody>, ApiError> {
+    change_sale(&state, &concert_id, SaleChange::Queue(request.patch())).await
+}
+
+async fn change_sale<Q: QueueStore, B: BookingStore, C: Clock>(
+    state: &AppState<Q, B, C>,
+    concert_id: &str,
+    change: SaleChange,
+) -> Result<Json<SaleBody>, ApiError> {
+    let concert_id = path_id(concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let concert = state.service.change_sale(concert_id, change).await?;
+    Ok(Json(SaleBody::from(&concert)))
 }
 
 /// What a concert sold, seat by seat: each seat's status and, for booked seats, the reservation

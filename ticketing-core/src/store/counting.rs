@@ -221,6 +221,14 @@ impl<S: CatalogStore> CatalogStore for Counting<S> {
         self.count("concert", self.inner.concert(id))
     }
 
+    fn update_concert(
+        &self,
+        expected_version: u64,
+        concert: &Concert,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("update_concert", self.inner.update_concert(expected_version, concert))
+    }
+
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send {
         self.count("schedule", self.inner.schedule(id))
     }

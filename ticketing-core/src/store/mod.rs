@@ -331,6 +331,15 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// One concert.
     fn concert(&self, id: ConcertId) -> impl Future<Output = StoreResult<Option<Concert>>> + Send;
 
+    /// Replaces a concert's sale settings (`concert.queue` and `concert.paused`, with
+    /// `concert.version`) if its stored version is `expected_version`; its id and title never
+    /// change. Otherwise [`StoreError::Conflict`], also when the concert does not exist.
+    fn update_concert(
+        &self,
+        expected_version: u64,
+        concert: &Concert,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// One schedule.
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send;
 

@@ -75,6 +75,8 @@ pub(crate) struct ConcertRow {
     admit_interval_ms: i64,
     waiting_idle_secs: i64,
     active_ttl_secs: i64,
+    paused: bool,
+    version: i64,
 }
 
 impl TryFrom<ConcertRow> for Concert {
@@ -90,6 +92,8 @@ impl TryFrom<ConcertRow> for Concert {
                 r.waiting_idle_secs,
                 r.active_ttl_secs,
             )?,
+            paused: r.paused,
+            version: u64_of(r.version)?,
         })
     }
 }

@@ -148,6 +148,7 @@ pub(crate) struct Steps {
     pub charge_inputs: String,
     pub concerts: String,
     pub concert: String,
+    pub update_concert: String,
     pub seats: String,
     pub seat: String,
     pub wallet: String,
@@ -175,6 +176,11 @@ impl Steps {
             charge_inputs: dialect.sql(CHARGE_INPUTS),
             concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
             concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
+            update_concert: dialect.sql(
+                "UPDATE concerts SET max_active = ?, admit_batch = ?, admit_interval_ms = ?, waiting_idle_secs = ?,
+                        active_ttl_secs = ?, paused = ?, version = ?
+                  WHERE id = ? AND version = ?",
+            ),
             seats: dialect.sql("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number"),
             seat: dialect.sql("SELECT * FROM seats WHERE id = ?"),
             wallet: dialect.sql("SELECT * FROM wallets WHERE user_id = ?"),
@@ -338,7 +344,7 @@ macro_rules! release_seat_args {
 }
 
 /// The [`CatalogStore`](crate::store::CatalogStore) reads both dialects share: `concerts`,
-/// `concert`, `seats`, `seat`, `ping_catalog`.
+/// `concert`, `seats`, `seat`, `ping_catalog`; and the one settings write, `update_concert`.
 macro_rules! catalog_reads {
     () => {
         async fn concerts(&self) -> $crate::store::StoreResult<Vec<$crate::catalog::Concert>> {
@@ -357,6 +363,34 @@ macro_rules! catalog_reads {
                 .await
                 .map_err(db("concert"))?;
             row.map(TryInto::try_into).transpose()
+        }
+
+        async fn update_concert(
+            &self,
+            expected_version: u64,
+            concert: &$crate::catalog::Concert,
+        ) -> $crate::store::StoreResult<()> {
+            use $crate::store::sql_rows::{i32_of, i64_of};
+            let q = concert.queue;
+            let written = sqlx::query(&STEPS.update_concert)
+                .bind(i32_of(q.max_active)?)
+                .bind(i32_of(q.admit_batch)?)
+                .bind(i64_of(q.admit_interval_ms)?)
+                .bind(i64_of(q.waiting_idle_secs)?)
+                .bind(i64_of(q.active_ttl_secs)?)
+                .bind(concert.paused)
+                .bind(i64_of(concert.version)?)
+                .bind(concert.id.as_uuid())
+                .bind(i64_of(expected_version)?)
+                .execute(&self.pool)
+                .await
+                .map_err(db("concert"))?;
+            // MySQL counts matched rows (`CLIENT_FOUND_ROWS`), as PostgreSQL does.
+            if written.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err($crate::store::StoreError::Conflict("concert"))
+            }
         }
 
         async fn seats(
@@ -690,6 +724,7 @@ mod tests {
             (&steps.charge_inputs, 3),
             (&steps.concerts, 0),
             (&steps.concert, 1),
+            (&steps.update_concert, 9),
             (&steps.seats, 1),
             (&steps.seat, 1),
             (&steps.wallet, 1),

@@ -248,6 +248,56 @@ pub async fn admission_respects_capacity_and_rate_together<Q: QueueStore, B: Boo
     assert_eq!((snapshot.active, snapshot.waiting), (3, 3));
 }
 
+/// An operator pauses a sale, changes its settings and resumes it; each change names the
+/// version it was decided from, and the store refuses a stale one.
+pub async fn a_sale_is_paused_changed_and_resumed_by_version<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    use ticketing_core::catalog::{QueuePatch, SaleChange};
+    let settings = QueueSettings { max_active: 2, admit_batch: 2, ..generous() };
+    let fx = fixture(s, settings, 4).await;
+    let tokens = [fx.token("u0").await, fx.token("u1").await, fx.token("u2").await];
+    let tick = || async { fx.svc.admission_tick(fx.concert_id()).await.unwrap().len() };
+
+    let paused = fx.svc.change_sale(fx.concert_id(), SaleChange::Pause).await.unwrap();
+    assert_eq!((paused.paused, paused.version), (true, 1));
+    assert_eq!(fx.svc.change_sale(fx.concert_id(), SaleChange::Pause).await.unwrap(), paused, "no change");
+    let stored = fx.svc.booking_store().concert(fx.concert_id()).await.unwrap().unwrap();
+    assert_eq!(stored, paused, "stored");
+    assert_eq!(tick().await, 0, "paused: nobody admitted");
+    let status = fx.svc.token_status(&tokens[0]).await.unwrap();
+    assert_eq!((status.status, status.position), (TokenStatus::Waiting, Some(1)), "places kept");
+    assert_eq!(status.eta_secs, None, "no estimate while paused");
+
+    // A change decided from an older version is refused whole.
+    let stale = ticketing_core::catalog::Concert { paused: false, version: 1, ..paused.clone() };
+    assert!(matches!(fx.svc.booking_store().update_concert(0, &stale).await, Err(StoreError::Conflict(_))));
+    assert_eq!(fx.svc.booking_store().concert(fx.concert_id()).await.unwrap().unwrap(), paused);
+
+    let patch = QueuePatch { max_active: Some(3), admit_batch: Some(3), ..QueuePatch::default() };
+    let changed = fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(patch)).await.unwrap();
+    assert_eq!((changed.queue.max_active, changed.queue.admit_batch), (3, 3));
+    assert_eq!(
+        (changed.queue.waiting_idle_secs, changed.paused, changed.version),
+        (60, true, 2),
+        "the rest stays"
+    );
+    let invalid = QueuePatch { max_active: Some(0), ..QueuePatch::default() };
+    assert!(matches!(
+        domain(fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(invalid)).await),
+        DomainError::InvalidInput { .. }
+    ));
+    assert_eq!(tick().await, 0, "still paused");
+
+    let resumed = fx.svc.change_sale(fx.concert_id(), SaleChange::Resume).await.unwrap();
+    assert_eq!((resumed.paused, resumed.version), (false, 3));
+    assert_eq!(tick().await, 3, "resumed, with the new caps");
+    let concerts = fx.svc.booking_store().concerts().await.unwrap();
+    assert_eq!(concerts.iter().find(|c| c.id == fx.concert_id()), Some(&resumed));
+    let missing = ticketing_core::ids::ConcertId::random();
+    assert_eq!(domain(fx.svc.change_sale(missing, SaleChange::Pause).await), DomainError::ConcertNotFound);
+}
+
 pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {

@@ -1205,3 +1205,65 @@ pub async fn a_seat_list_is_fresh_on_every_node_while_holds_race<
         buyer.await.unwrap();
     }
 }
+
+/// An operator pauses the sale on one node, changes its settings and resumes it on the other:
+/// while paused no node admits anybody and the line keeps its places; each change answers the
+/// sale with its version; bad changes are refused and change nothing.
+pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
+    Q: QueueStore + Clone,
+    B: BookingStore + Clone,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let one = spawn(fresh().await, none(), open_queue()).await;
+    let two = spawn_node(&one).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let sale = |action: &str| format!("/api/v1/admin/concerts/{}/{action}", one.demo);
+    async fn status<Q: QueueStore, B: BookingStore>(
+        node: &crate::harness::Server<Q, B>,
+        token: &str,
+    ) -> String {
+        node.get("/api/v1/queue/tokens/current", Some(token)).await.body["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    one.post(&sale("pause"), None, json!({})).await.assert_problem(401, "admin_key_required");
+    let paused = one.call(Method::POST, &sale("pause"), None, &admin, None).await;
+    assert_eq!(paused.status, 200, "{paused:?}");
+    assert_eq!((paused.body["paused"].as_bool(), paused.body["version"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(paused.body["concertId"], one.demo.to_string());
+    let again = one.call(Method::POST, &sale("pause"), None, &admin, None).await;
+    assert_eq!((again.status.as_u16(), again.body["version"].as_u64()), (200, Some(1)), "no change");
+
+    let alice = two.ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    let bob = two.ask("bob").await.body["token"].as_str().unwrap().to_owned();
+    two.tick().await;
+    one.tick().await;
+    assert_eq!(status(&two, &alice).await, "WAITING", "paused on the other node too");
+    let polled = one.get("/api/v1/queue/tokens/current", Some(&bob)).await;
+    assert_eq!(polled.body["position"], 2, "places kept: {polled:?}");
+    assert!(polled.body["etaSeconds"].is_null(), "no estimate while paused: {polled:?}");
+
+    let queue = sale("queue");
+    let patch = |body: serde_json::Value| one.call(Method::PATCH, &queue, None, &admin, Some(body));
+    let changed = patch(json!({"maxActive": 1})).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    assert_eq!(changed.body["queue"]["maxActive"], 1);
+    assert_eq!(changed.body["queue"]["admitBatch"], open_queue().admit_batch, "the rest stays");
+    assert_eq!((changed.body["paused"].as_bool(), changed.body["version"].as_u64()), (Some(true), Some(2)));
+    patch(json!({"maxActive": 0})).await.assert_problem(422, "invalid_input");
+    patch(json!({"maxSeats": 3})).await.assert_problem(422, "invalid_input");
+    let unknown = format!("/api/v1/admin/concerts/{}/resume", uuid::Uuid::new_v4());
+    two.call(Method::POST, &unknown, None, &admin, None).await.assert_problem(404, "concert_not_found");
+
+    let resumed = two.call(Method::POST, &sale("resume"), None, &admin, None).await;
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    assert_eq!((resumed.body["paused"].as_bool(), resumed.body["version"].as_u64()), (Some(false), Some(3)));
+    assert_eq!(resumed.body["queue"]["maxActive"], 1, "the change made on the other node");
+    one.tick().await;
+    assert_eq!(status(&one, &alice).await, "ACTIVE");
+    assert_eq!(status(&two, &bob).await, "WAITING", "the new capacity, one");
+}

@@ -124,6 +124,19 @@ impl CatalogStore for MemoryStore {
         Ok(catalog.concert_index.get(&id).map(|&i| catalog.concerts[i].clone()))
     }
 
+    async fn update_concert(&self, expected_version: u64, concert: &Concert) -> StoreResult<()> {
+        let mut catalog = write(&self.inner.catalog);
+        let index = *catalog.concert_index.get(&concert.id).ok_or(StoreError::Conflict("concert"))?;
+        let stored = &mut catalog.concerts[index];
+        if stored.version != expected_version {
+            return Err(StoreError::Conflict("concert"));
+        }
+        stored.queue = concert.queue;
+        stored.paused = concert.paused;
+        stored.version = concert.version;
+        Ok(())
+    }
+
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         Ok(read(&self.inner.catalog).schedules.get(&id).cloned())
     }
