@@ -1,6 +1,7 @@
--- Two steps took locks in a way that made concurrent requests deadlock where they need not, and
+-- Steps took locks in ways that made concurrent requests deadlock where they need not, and
 -- InnoDB then rolled one back (error 1213, a lost race the service tries again, up to its retry
--- limit, which twenty racing payers of one hold once exhausted in CI).
+-- limit, which twenty racing payers of one hold, and sixteen buyers holding different seats, each
+-- once exhausted in CI).
 --
 -- 1. An idempotency record is stored without locking the gap where its key goes.
 --
@@ -36,7 +37,17 @@ END;
 -- 2. A hold locks its token's row exclusively at once. It was `INSERT IGNORE` and then
 -- `SELECT … FOR UPDATE`: on an existing row the first takes a shared lock, so two holds of one
 -- token both held it shared and each waited for the other to upgrade. `INSERT … ON DUPLICATE
--- KEY UPDATE` takes the exclusive lock on the existing row in one go. Otherwise unchanged.
+-- KEY UPDATE` takes the exclusive lock on the existing row in one go.
+--
+-- 3. A hold counts its token's open holds with a plain (consistent) read. The count was a
+-- locking read (`LOCK IN SHARE MODE`), and InnoDB may answer it from the index of every HELD
+-- reservation by deadline: it then locked, shared, every held reservation of every buyer and the
+-- gaps between them, so every other buyer's hold, inserting its reservation into that index,
+-- waited for it, and two such holds deadlocked. The token's row lock (2.) already serialises the
+-- holds of one token, and the count's snapshot is taken after that lock is granted (it is the
+-- transaction's first plain read), so it sees every earlier hold of the token; a release or a
+-- payment committing meanwhile can only make it count one more, never fewer. Otherwise
+-- unchanged.
 DROP PROCEDURE IF EXISTS ticketing_claim_seat;
 CREATE PROCEDURE ticketing_claim_seat(
     IN p_strategy VARCHAR(16) CHARACTER SET utf8mb4, IN p_seat BINARY(16), IN p_expected_fence BIGINT, IN p_lock_fence BIGINT,
@@ -67,12 +78,11 @@ BEGIN
     IF ROW_COUNT() <> 1 THEN
         SIGNAL SQLSTATE 'TKCNF' SET MESSAGE_TEXT = 'seat';
     END IF;
-    -- Holds of one token are serialised on the token's own row (locked exclusively at once), and the count is a locking
-    -- read: under REPEATABLE READ a plain SELECT could count from an old snapshot.
+    -- Holds of one token are serialised on the token's own row (locked exclusively at once); the
+    -- count is a plain read, whose snapshot is taken now, after that lock (see 3. above).
     INSERT INTO token_holds (token) VALUES (p_token) ON DUPLICATE KEY UPDATE token = token;
     SELECT COUNT(*) INTO open_holds FROM reservations
-     WHERE token = p_token AND (status = 'CONFIRMED' OR (status = 'HELD' AND expires_at > p_now))
-     LOCK IN SHARE MODE;
+     WHERE token = p_token AND (status = 'CONFIRMED' OR (status = 'HELD' AND expires_at > p_now));
     IF open_holds >= p_holds_per_token THEN
         SIGNAL SQLSTATE 'TKLIM' SET MESSAGE_TEXT = 'hold limit';
     END IF;

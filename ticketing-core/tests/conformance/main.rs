@@ -420,3 +420,66 @@ async fn storing_a_key_locks_no_gap_a_neighbouring_key_must_wait_for() {
         );
     }
 }
+
+/// A hold waits on no other buyer's reservation. The first `ticketing_claim_seat` counted the
+/// token's open holds with a locking read, which InnoDB may answer from the index of every HELD
+/// reservation by deadline, locking all of them and the gaps between: a buyer's hold then waited
+/// for every other buyer's uncommitted hold, and two such holds deadlocked (sixteen buyers
+/// holding different seats exhausted their retries in CI). Here another buyer's reservation is
+/// inserted and left uncommitted while Alice holds another seat: her hold must complete. (The
+/// timeout only turns such a wait, which would last as long as the open transaction, into a
+/// failure; it is not a measure of speed.)
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
+    use sqlx::{Connection, Executor};
+    use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
+    use ticketing_core::ids::{Points, ReservationId, UserId};
+    use ticketing_core::store::memory::MemoryStore;
+    use ticketing_core::store::mysql::ClaimStrategy;
+    use ticketing_core::{Clock, Config, ManualClock, Ticketing};
+
+    let (store, database) = ticketing_core::testing::fresh_my_store(ClaimStrategy::ConditionalUpdate).await;
+    let clock = ManualClock::at_epoch_secs(1_900_000_000);
+    let service = Ticketing::new(MemoryStore::new(), store, clock.clone(), Config::default());
+    let plan = service
+        .create_concert(&NewConcert {
+            title: "Uncommitted".into(),
+            schedules: vec![NewSchedule {
+                starts_at: chrono::DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
+                seat_count: 2,
+                price: Points::new(10).unwrap(),
+            }],
+            queue: QueueSettings { max_active: 10, admit_batch: 10, ..QueueSettings::default() },
+        })
+        .await
+        .unwrap();
+    let alice =
+        service.issue_token(&UserId::parse("alice").unwrap(), plan.concert.id).await.unwrap().record.token;
+    service.admission_tick(plan.concert.id).await.unwrap();
+
+    let mut open = sqlx::MySqlConnection::connect(&database.url).await.unwrap();
+    open.execute("START TRANSACTION").await.unwrap();
+    let (bobs, now) = (&plan.seats[1], clock.now());
+    sqlx::query(
+        "INSERT INTO reservations (id, user_id, token, seat_id, schedule_id, concert_id, price, fence, status,
+                                   held_at, expires_at)
+         VALUES (?, 'bob', 'bobs-token', ?, ?, ?, 10, 1, 'HELD', ?, ?)",
+    )
+    .bind(ReservationId::random().as_uuid())
+    .bind(bobs.id.as_uuid())
+    .bind(bobs.schedule_id.as_uuid())
+    .bind(bobs.concert_id.as_uuid())
+    .bind(now.naive_utc())
+    .bind((now + chrono::Duration::minutes(5)).naive_utc())
+    .execute(&mut open)
+    .await
+    .unwrap();
+    let held = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        service.hold(&alice, plan.seats[0].id, None),
+    )
+    .await;
+    assert!(matches!(held, Ok(Ok(_))), "Alice's hold waited on Bob's open transaction: {held:?}");
+    open.execute("ROLLBACK").await.unwrap();
+}
