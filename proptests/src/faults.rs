@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use ticketing_core::StoreError;
 use ticketing_core::catalog::{
-    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
 };
 use ticketing_core::hold::{HoldPlan, ReleasePlan, Reservation};
 use ticketing_core::idempotency::IdempotencyRecord;
@@ -77,8 +77,11 @@ impl<B: BookingStore> CatalogStore for Faulty<B> {
     async fn concert(&self, id: ConcertId) -> StoreResult<Option<Concert>> {
         self.inner.concert(id).await
     }
-    async fn update_concert(&self, expected_version: u64, concert: &Concert) -> StoreResult<()> {
-        self.inner.update_concert(expected_version, concert).await
+    async fn change_sale(&self, action: &SaleAction) -> StoreResult<()> {
+        self.inner.change_sale(action).await
+    }
+    async fn sale_actions(&self, concert: ConcertId) -> StoreResult<Vec<SaleAction>> {
+        self.inner.sale_actions(concert).await
     }
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         self.inner.schedule(id).await

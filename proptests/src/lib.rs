@@ -370,7 +370,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                 let change = if paused { SaleChange::Pause } else { SaleChange::Resume };
                 let sale = self
                     .svc
-                    .change_sale(self.concerts[concert].0, change)
+                    .change_sale(self.concerts[concert].0, change, &self.users[0])
                     .await
                     .map_err(|e| format!("pause: {e:?}"))?;
                 if sale.paused != paused {

@@ -121,6 +121,106 @@ pub enum SaleChange {
     Queue(QueuePatch),
 }
 
+impl SaleChange {
+    /// What the audit trail calls it.
+    #[must_use]
+    pub fn kind(&self) -> SaleActionKind {
+        match self {
+            Self::Pause => SaleActionKind::Pause,
+            Self::Resume => SaleActionKind::Resume,
+            Self::Queue(_) => SaleActionKind::Queue,
+        }
+    }
+}
+
+/// The kind of an operator's change, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaleActionKind {
+    /// Admission paused.
+    Pause,
+    /// Admission resumed.
+    Resume,
+    /// Waiting-room settings changed.
+    Queue,
+}
+
+impl SaleActionKind {
+    /// Its name: `pause`, `resume` or `queue`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Queue => "queue",
+        }
+    }
+
+    /// The kind of this name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Pause, Self::Resume, Self::Queue].into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// A concert's sale settings at one version, as the audit trail keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaleState {
+    /// Whether admission was paused.
+    pub paused: bool,
+    /// The settings' version.
+    pub version: u64,
+    /// The waiting-room settings.
+    pub queue: QueueSettings,
+}
+
+impl From<&Concert> for SaleState {
+    fn from(concert: &Concert) -> Self {
+        Self { paused: concert.paused, version: concert.version, queue: concert.queue }
+    }
+}
+
+/// One entry of a concert's audit trail: who changed its sale, how, when, and its state before
+/// and after. Written in the same store step as the change
+/// ([`crate::store::CatalogStore::change_sale`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaleAction {
+    /// The concert.
+    pub concert_id: ConcertId,
+    /// Who: the operator's name.
+    pub operator: UserId,
+    /// What.
+    pub kind: SaleActionKind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The sale before (its version is the one the change was decided from).
+    pub before: SaleState,
+    /// The sale after.
+    pub after: SaleState,
+}
+
+/// The audit entry of `change` by `operator` at `now`, taking the concert from `before` to
+/// `after` (as [`plan_sale_change`] decided).
+#[must_use]
+pub fn sale_action(
+    before: &Concert,
+    after: &Concert,
+    change: SaleChange,
+    operator: &UserId,
+    now: DateTime<Utc>,
+) -> SaleAction {
+    SaleAction {
+        concert_id: before.id,
+        operator: operator.clone(),
+        kind: change.kind(),
+        at: now,
+        before: SaleState::from(before),
+        after: SaleState::from(after),
+    }
+}
+
 /// Some of a concert's waiting-room settings; what it leaves out stays as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueuePatch {

@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
-    self, Concert, Merged, NewConcert, OccupiedSeat, SaleChange, Schedule, ScheduleAvailability, Seat,
-    SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, secs,
+    self, Concert, Merged, NewConcert, OccupiedSeat, SaleAction, SaleChange, Schedule, ScheduleAvailability,
+    Seat, SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, secs,
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
@@ -360,16 +360,22 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         concerts.insert(concert.id, concert.clone());
     }
 
-    /// An operator's change to a concert's sale: pause admission, resume it, or new
-    /// waiting-room settings ([`catalog::plan_sale_change`] on the stored concert, written if
-    /// its version is still the one read; a change that changes nothing writes nothing). Every
-    /// process follows it from its next admission tick.
+    /// `operator`'s change to a concert's sale: pause admission, resume it, or new
+    /// waiting-room settings ([`catalog::plan_sale_change`] on the stored concert, written with
+    /// its entry in the concert's audit trail if its version is still the one read; a change
+    /// that changes nothing writes nothing). Every process follows it from its next admission
+    /// tick.
     ///
     /// # Errors
     /// [`DomainError::ConcertNotFound`]; [`DomainError::InvalidInput`] for settings out of
     /// range; [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn change_sale(&self, concert_id: ConcertId, change: SaleChange) -> Result<Concert, Error> {
+    pub async fn change_sale(
+        &self,
+        concert_id: ConcertId,
+        change: SaleChange,
+        operator: &UserId,
+    ) -> Result<Concert, Error> {
         for _ in 0..CAS_RETRIES {
             let current =
                 self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
@@ -377,10 +383,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 self.remember_concert(&current);
                 return Ok(current);
             };
-            match self.booking.update_concert(current.version, &next).await {
+            let action = catalog::sale_action(&current, &next, change, operator, self.now());
+            match self.booking.change_sale(&action).await {
                 Ok(()) => {
-                    tracing::info!(concert = %concert_id, version = next.version, paused = next.paused,
-                        queue = ?next.queue, "sale changed");
+                    tracing::info!(concert = %concert_id, %operator, action = action.kind.as_str(),
+                        version = next.version, paused = next.paused, queue = ?next.queue, "sale changed");
                     self.remember_concert(&next);
                     return Ok(next);
                 }
@@ -540,6 +547,15 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             queue::require_account_access(&record, self.hold_ttl(), now)?;
         }
         Ok(record)
+    }
+
+    /// A concert's audit trail: every change of its sale, oldest first.
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    pub async fn sale_actions(&self, concert_id: ConcertId) -> Result<Vec<SaleAction>, Error> {
+        self.concert(concert_id).await?;
+        Ok(self.booking.sale_actions(concert_id).await?)
     }
 
     /// Runs one admission tick for one concert: admits from the head of the line as far as

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::sync::Arc;
 
 use ticketing_core::catalog::{
-    Concert, ConcertPlan, QueuePatch, QueueSettings, ScheduleAvailability, Seat, SeatList, SeatStatus,
+    Concert, ConcertPlan, QueuePatch, QueueSettings, SaleAction, SaleState, ScheduleAvailability, Seat,
+    SeatList, SeatStatus,
 };
 use ticketing_core::hold::Reservation;
 use ticketing_core::ids::ScheduleId;
@@ -523,6 +524,53 @@ impl From<&Concert> for SaleBody {
             paused: concert.paused,
             version: concert.version,
             queue: QueueBody::from(concert.queue),
+        }
+    }
+}
+
+/// A concert's sale at one version, in its audit trail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SaleStateBody {
+    /// Whether admission was paused.
+    pub paused: bool,
+    /// The settings' version.
+    pub version: u64,
+    /// The waiting-room settings.
+    pub queue: QueueBody,
+}
+
+impl From<SaleState> for SaleStateBody {
+    fn from(state: SaleState) -> Self {
+        Self { paused: state.paused, version: state.version, queue: QueueBody::from(state.queue) }
+    }
+}
+
+/// One entry of a concert's audit trail: who changed its sale, how, when, before and after.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SaleActionBody {
+    /// Who: the `X-Operator` the change was made with (`admin` when none was given).
+    pub operator: String,
+    /// What: `pause`, `resume` or `queue`.
+    pub action: String,
+    /// When (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// The sale before.
+    pub before: SaleStateBody,
+    /// The sale after.
+    pub after: SaleStateBody,
+}
+
+impl From<&SaleAction> for SaleActionBody {
+    fn from(action: &SaleAction) -> Self {
+        Self {
+            operator: action.operator.as_str().to_owned(),
+            action: action.kind.as_str().to_owned(),
+            at: action.at,
+            before: SaleStateBody::from(action.before),
+            after: SaleStateBody::from(action.after),
         }
     }
 }

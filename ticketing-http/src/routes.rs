@@ -22,8 +22,8 @@ use ticketing_core::{Clock, DomainError, TokenView};
 use crate::AppState;
 use crate::dto::{
     AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
-    NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody, SaleBody, SalesBody,
-    ScheduleBody, SeatBody, TokenBody,
+    NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody, SaleActionBody, SaleBody,
+    SalesBody, ScheduleBody, SeatBody, TokenBody,
 };
 use crate::error::{ApiError, Health, Problem, StoreHealth};
 
@@ -31,6 +31,20 @@ use crate::error::{ApiError, Health, Problem, StoreHealth};
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// The header carrying the admin key.
 pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
+
+/// The header naming the operator behind an admin change, for the audit trail.
+pub const OPERATOR_HEADER: &str = "x-operator";
+
+/// Who an admin change is recorded as: `X-Operator` (a name like a `userId`), or `admin`.
+fn operator(headers: &HeaderMap) -> Result<UserId, ApiError> {
+    let name = match headers.get(OPERATOR_HEADER) {
+        None => "admin",
+        Some(value) => value.to_str().map_err(|_| {
+            ApiError::InvalidInput("X-Operator must be 1 to 64 letters, digits and . _ - @ :".into())
+        })?,
+    };
+    UserId::parse(name).map_err(|e| ApiError::InvalidInput(format!("X-Operator: {e}")))
+}
 
 type St<Q, B, C> = State<Arc<AppState<Q, B, C>>>;
 
@@ -350,26 +364,34 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
 /// Pausing a paused sale changes nothing. Needs `X-Admin-Key`.
 #[utoipa::path(post, path = "/api/v1/admin/concerts/{concertId}/pause", tag = "admin",
     params(("concertId" = Uuid, Path, description = "the concert"),
-        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
-    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+        ("X-Admin-Key" = String, Header, description = "the configured admin key"),
+        ("X-Operator" = Option<String>, Header, description = "who makes the change, for the audit trail (default `admin`): 1 to 64 letters, digits and `. _ - @ :`",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$")),
+    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
 pub async fn pause<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Path(concert_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<SaleBody>, ApiError> {
-    change_sale(&state, &concert_id, SaleChange::Pause).await
+    change_sale(&state, &concert_id, SaleChange::Pause, &headers).await
 }
 
 /// Resumes a paused concert's admission (on every node from its next admission tick). Resuming
 /// a running sale changes nothing. Needs `X-Admin-Key`.
 #[utoipa::path(post, path = "/api/v1/admin/concerts/{concertId}/resume", tag = "admin",
     params(("concertId" = Uuid, Path, description = "the concert"),
-        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
-    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+        ("X-Admin-Key" = String, Header, description = "the configured admin key"),
+        ("X-Operator" = Option<String>, Header, description = "who makes the change, for the audit trail (default `admin`): 1 to 64 letters, digits and `. _ - @ :`",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$")),
+    responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
 pub async fn resume<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Path(concert_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<SaleBody>, ApiError> {
-    change_sale(&state, &concert_id, SaleChange::Resume).await
+    change_sale(&state, &concert_id, SaleChange::Resume, &headers).await
 }
 
 /// Changes a running concert's waiting-room settings: the fields given replace the current ones
@@ -378,25 +400,45 @@ pub async fn resume<Q: QueueStore, B: BookingStore, C: Clock>(
 /// get the new idle timeout at their next poll. Needs `X-Admin-Key`.
 #[utoipa::path(patch, path = "/api/v1/admin/concerts/{concertId}/queue", tag = "admin", request_body = QueueRequest,
     params(("concertId" = Uuid, Path, description = "the concert"),
-        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key"),
+        ("X-Operator" = Option<String>, Header, description = "who makes the change, for the audit trail (default `admin`): 1 to 64 letters, digits and `. _ - @ :`",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$")),
     responses((status = 200, body = SaleBody), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 422, body = Problem)))]
 pub async fn change_queue<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
     Path(concert_id): Path<String>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<QueueRequest>,
 ) -> Result<Json<SaleBody>, ApiError> {
-    change_sale(&state, &concert_id, SaleChange::Queue(request.patch())).await
+    change_sale(&state, &concert_id, SaleChange::Queue(request.patch()), &headers).await
 }
 
 async fn change_sale<Q: QueueStore, B: BookingStore, C: Clock>(
     state: &AppState<Q, B, C>,
     concert_id: &str,
     change: SaleChange,
+    headers: &HeaderMap,
 ) -> Result<Json<SaleBody>, ApiError> {
     let concert_id = path_id(concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
-    let concert = state.service.change_sale(concert_id, change).await?;
+    let operator = operator(headers)?;
+    let concert = state.service.change_sale(concert_id, change, &operator).await?;
     Ok(Json(SaleBody::from(&concert)))
+}
+
+/// A concert's audit trail: every change of its sale (pause, resume, queue settings), oldest
+/// first, with who made it, when, and the sale before and after. Needs `X-Admin-Key`.
+#[utoipa::path(get, path = "/api/v1/admin/concerts/{concertId}/actions", tag = "admin",
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = [SaleActionBody]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn sale_actions<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+) -> Result<Json<Vec<SaleActionBody>>, ApiError> {
+    let concert_id = path_id(&concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let actions = state.service.sale_actions(concert_id).await?;
+    Ok(Json(actions.iter().map(SaleActionBody::from).collect()))
 }
 
 /// What a concert sold, seat by seat: each seat's status and, for booked seats, the reservation

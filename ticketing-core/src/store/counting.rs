@@ -30,7 +30,7 @@ use super::{
     PaymentInputs, QueueStore, Restored, StoreResult, TokenHistory, WalletStore,
 };
 use crate::catalog::{
-    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
 };
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -221,12 +221,12 @@ impl<S: CatalogStore> CatalogStore for Counting<S> {
         self.count("concert", self.inner.concert(id))
     }
 
-    fn update_concert(
-        &self,
-        expected_version: u64,
-        concert: &Concert,
-    ) -> impl Future<Output = StoreResult<()>> + Send {
-        self.count("update_concert", self.inner.update_concert(expected_version, concert))
+    fn change_sale(&self, action: &SaleAction) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("change_sale", self.inner.change_sale(action))
+    }
+
+    fn sale_actions(&self, concert: ConcertId) -> impl Future<Output = StoreResult<Vec<SaleAction>>> + Send {
+        self.count("sale_actions", self.inner.sale_actions(concert))
     }
 
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send {

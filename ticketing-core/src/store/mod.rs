@@ -35,7 +35,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{
-    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
 };
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
@@ -331,14 +331,15 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// One concert.
     fn concert(&self, id: ConcertId) -> impl Future<Output = StoreResult<Option<Concert>>> + Send;
 
-    /// Replaces a concert's sale settings (`concert.queue` and `concert.paused`, with
-    /// `concert.version`) if its stored version is `expected_version`; its id and title never
-    /// change. Otherwise [`StoreError::Conflict`], also when the concert does not exist.
-    fn update_concert(
-        &self,
-        expected_version: u64,
-        concert: &Concert,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// An operator's change of a concert's sale, in one step: the concert's sale settings become
+    /// `action.after` (queue settings, paused, version) if its stored version is still
+    /// `action.before.version`, and `action` is appended to the concert's audit trail. Otherwise
+    /// nothing is written and [`StoreError::Conflict`] (also when the concert does not exist).
+    /// A concert's id and title never change.
+    fn change_sale(&self, action: &SaleAction) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// A concert's audit trail: every [`SaleAction`], oldest first.
+    fn sale_actions(&self, concert: ConcertId) -> impl Future<Output = StoreResult<Vec<SaleAction>>> + Send;
 
     /// One schedule.
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send;

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::catalog::{
-    Concert, ConcertPlan, Occupancy, OccupiedSeat, QueueSettings, Schedule, ScheduleAvailability, Seat,
-    SeatChange, SeatRecord, SeatState,
+    Concert, ConcertPlan, Occupancy, OccupiedSeat, QueueSettings, SaleAction, SaleActionKind, SaleState,
+    Schedule, ScheduleAvailability, Seat, SeatChange, SeatRecord, SeatState,
 };
 use crate::error::StoreError;
 use crate::hold::Reservation;
@@ -94,6 +94,40 @@ impl TryFrom<ConcertRow> for Concert {
             )?,
             paused: r.paused,
             version: u64_of(r.version)?,
+        })
+    }
+}
+
+/// A concert's sale state as its audit trail stores it (JSON).
+pub(crate) fn sale_state_json(state: &SaleState) -> StoreResult<String> {
+    serde_json::to_string(state).map_err(|e| StoreError::Corrupt(format!("sale state: {e}")))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SaleActionRow {
+    concert_id: Uuid,
+    operator: String,
+    action: String,
+    at: DateTime<Utc>,
+    before_state: String,
+    after_state: String,
+}
+
+impl TryFrom<SaleActionRow> for SaleAction {
+    type Error = StoreError;
+    fn try_from(r: SaleActionRow) -> StoreResult<Self> {
+        let state = |json: &str| {
+            serde_json::from_str::<SaleState>(json)
+                .map_err(|e| StoreError::Corrupt(format!("sale state: {e}")))
+        };
+        Ok(Self {
+            concert_id: ConcertId::from_uuid(r.concert_id),
+            operator: user(&r.operator)?,
+            kind: SaleActionKind::parse(&r.action)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown sale action {:?}", r.action)))?,
+            at: r.at,
+            before: state(&r.before_state)?,
+            after: state(&r.after_state)?,
         })
     }
 }

@@ -148,7 +148,8 @@ pub(crate) struct Steps {
     pub charge_inputs: String,
     pub concerts: String,
     pub concert: String,
-    pub update_concert: String,
+    pub change_sale: String,
+    pub sale_actions: String,
     pub seats: String,
     pub seat: String,
     pub wallet: String,
@@ -176,11 +177,8 @@ impl Steps {
             charge_inputs: dialect.sql(CHARGE_INPUTS),
             concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
             concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
-            update_concert: dialect.sql(
-                "UPDATE concerts SET max_active = ?, admit_batch = ?, admit_interval_ms = ?, waiting_idle_secs = ?,
-                        active_ttl_secs = ?, paused = ?, version = ?
-                  WHERE id = ? AND version = ?",
-            ),
+            change_sale: dialect.call("ticketing_update_concert", 14),
+            sale_actions: dialect.sql("SELECT * FROM sale_actions WHERE concert_id = ? ORDER BY seq"),
             seats: dialect.sql("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number"),
             seat: dialect.sql("SELECT * FROM seats WHERE id = ?"),
             wallet: dialect.sql("SELECT * FROM wallets WHERE user_id = ?"),
@@ -217,7 +215,7 @@ impl Steps {
 pub(crate) fn routine_error(code: Option<&str>, message: &str) -> Option<StoreError> {
     match code? {
         "TKCNF" => Some(StoreError::Conflict(
-            ["seat", "reservation", "wallet", "idempotency key"]
+            ["seat", "reservation", "wallet", "idempotency key", "concert"]
                 .into_iter()
                 .find(|what| *what == message)
                 .unwrap_or("store step"),
@@ -344,7 +342,9 @@ macro_rules! release_seat_args {
 }
 
 /// The [`CatalogStore`](crate::store::CatalogStore) reads both dialects share: `concerts`,
-/// `concert`, `seats`, `seat`, `ping_catalog`; and the one settings write, `update_concert`.
+/// `concert`, `seats`, `seat`, `ping_catalog`, `sale_actions`; and an operator's change,
+/// `change_sale` (`ticketing_update_concert`, 14 arguments: the concert, its expected version,
+/// the new settings, paused and version, then the audit entry's operator, kind, time and states).
 macro_rules! catalog_reads {
     () => {
         async fn concerts(&self) -> $crate::store::StoreResult<Vec<$crate::catalog::Concert>> {
@@ -365,32 +365,40 @@ macro_rules! catalog_reads {
             row.map(TryInto::try_into).transpose()
         }
 
-        async fn update_concert(
-            &self,
-            expected_version: u64,
-            concert: &$crate::catalog::Concert,
-        ) -> $crate::store::StoreResult<()> {
-            use $crate::store::sql_rows::{i32_of, i64_of};
-            let q = concert.queue;
-            let written = sqlx::query(&STEPS.update_concert)
+        async fn change_sale(&self, action: &$crate::catalog::SaleAction) -> $crate::store::StoreResult<()> {
+            use $crate::store::sql_rows::{i32_of, i64_of, sale_state_json};
+            let q = action.after.queue;
+            sqlx::query(&STEPS.change_sale)
+                .bind(action.concert_id.as_uuid())
+                .bind(i64_of(action.before.version)?)
                 .bind(i32_of(q.max_active)?)
                 .bind(i32_of(q.admit_batch)?)
                 .bind(i64_of(q.admit_interval_ms)?)
                 .bind(i64_of(q.waiting_idle_secs)?)
                 .bind(i64_of(q.active_ttl_secs)?)
-                .bind(concert.paused)
-                .bind(i64_of(concert.version)?)
-                .bind(concert.id.as_uuid())
-                .bind(i64_of(expected_version)?)
+                .bind(action.after.paused)
+                .bind(i64_of(action.after.version)?)
+                .bind(action.operator.as_str())
+                .bind(action.kind.as_str())
+                .bind(action.at)
+                .bind(sale_state_json(&action.before)?)
+                .bind(sale_state_json(&action.after)?)
                 .execute(&self.pool)
                 .await
                 .map_err(db("concert"))?;
-            // MySQL counts matched rows (`CLIENT_FOUND_ROWS`), as PostgreSQL does.
-            if written.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err($crate::store::StoreError::Conflict("concert"))
-            }
+            Ok(())
+        }
+
+        async fn sale_actions(
+            &self,
+            concert: $crate::ids::ConcertId,
+        ) -> $crate::store::StoreResult<Vec<$crate::catalog::SaleAction>> {
+            let rows: Vec<$crate::store::sql_rows::SaleActionRow> = sqlx::query_as(&STEPS.sale_actions)
+                .bind(concert.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("sale actions"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
         }
 
         async fn seats(
@@ -724,7 +732,8 @@ mod tests {
             (&steps.charge_inputs, 3),
             (&steps.concerts, 0),
             (&steps.concert, 1),
-            (&steps.update_concert, 9),
+            (&steps.change_sale, 14),
+            (&steps.sale_actions, 1),
             (&steps.seats, 1),
             (&steps.seat, 1),
             (&steps.wallet, 1),

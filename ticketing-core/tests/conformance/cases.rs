@@ -249,19 +249,23 @@ pub async fn admission_respects_capacity_and_rate_together<Q: QueueStore, B: Boo
 }
 
 /// An operator pauses a sale, changes its settings and resumes it; each change names the
-/// version it was decided from, and the store refuses a stale one.
+/// version it was decided from, the store refuses a stale one, and each change is in the
+/// concert's audit trail, written in the same step (a refused one is not).
 pub async fn a_sale_is_paused_changed_and_resumed_by_version<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {
-    use ticketing_core::catalog::{QueuePatch, SaleChange};
+    use ticketing_core::catalog::{QueuePatch, SaleActionKind, SaleChange, SaleState, sale_action};
     let settings = QueueSettings { max_active: 2, admit_batch: 2, ..generous() };
     let fx = fixture(s, settings, 4).await;
+    let (ops, lead) = (user("ops"), user("lead"));
     let tokens = [fx.token("u0").await, fx.token("u1").await, fx.token("u2").await];
     let tick = || async { fx.svc.admission_tick(fx.concert_id()).await.unwrap().len() };
+    let created = fx.svc.concert(fx.concert_id()).await.unwrap();
 
-    let paused = fx.svc.change_sale(fx.concert_id(), SaleChange::Pause).await.unwrap();
+    let paused = fx.svc.change_sale(fx.concert_id(), SaleChange::Pause, &ops).await.unwrap();
     assert_eq!((paused.paused, paused.version), (true, 1));
-    assert_eq!(fx.svc.change_sale(fx.concert_id(), SaleChange::Pause).await.unwrap(), paused, "no change");
+    let again = fx.svc.change_sale(fx.concert_id(), SaleChange::Pause, &lead).await.unwrap();
+    assert_eq!(again, paused, "no change");
     let stored = fx.svc.booking_store().concert(fx.concert_id()).await.unwrap().unwrap();
     assert_eq!(stored, paused, "stored");
     assert_eq!(tick().await, 0, "paused: nobody admitted");
@@ -269,13 +273,15 @@ pub async fn a_sale_is_paused_changed_and_resumed_by_version<Q: QueueStore, B: B
     assert_eq!((status.status, status.position), (TokenStatus::Waiting, Some(1)), "places kept");
     assert_eq!(status.eta_secs, None, "no estimate while paused");
 
-    // A change decided from an older version is refused whole.
-    let stale = ticketing_core::catalog::Concert { paused: false, version: 1, ..paused.clone() };
-    assert!(matches!(fx.svc.booking_store().update_concert(0, &stale).await, Err(StoreError::Conflict(_))));
+    // A change decided from an older version is refused whole: no settings, no audit entry.
+    let resumed_from_created = ticketing_core::catalog::Concert { version: 1, ..created.clone() };
+    let stale = sale_action(&created, &resumed_from_created, SaleChange::Resume, &lead, fx.clock.now());
+    assert!(matches!(fx.svc.booking_store().change_sale(&stale).await, Err(StoreError::Conflict(_))));
     assert_eq!(fx.svc.booking_store().concert(fx.concert_id()).await.unwrap().unwrap(), paused);
 
+    fx.clock.advance_secs(1);
     let patch = QueuePatch { max_active: Some(3), admit_batch: Some(3), ..QueuePatch::default() };
-    let changed = fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(patch)).await.unwrap();
+    let changed = fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(patch), &lead).await.unwrap();
     assert_eq!((changed.queue.max_active, changed.queue.admit_batch), (3, 3));
     assert_eq!(
         (changed.queue.waiting_idle_secs, changed.paused, changed.version),
@@ -284,18 +290,40 @@ pub async fn a_sale_is_paused_changed_and_resumed_by_version<Q: QueueStore, B: B
     );
     let invalid = QueuePatch { max_active: Some(0), ..QueuePatch::default() };
     assert!(matches!(
-        domain(fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(invalid)).await),
+        domain(fx.svc.change_sale(fx.concert_id(), SaleChange::Queue(invalid), &lead).await),
         DomainError::InvalidInput { .. }
     ));
     assert_eq!(tick().await, 0, "still paused");
 
-    let resumed = fx.svc.change_sale(fx.concert_id(), SaleChange::Resume).await.unwrap();
+    let resumed = fx.svc.change_sale(fx.concert_id(), SaleChange::Resume, &ops).await.unwrap();
     assert_eq!((resumed.paused, resumed.version), (false, 3));
     assert_eq!(tick().await, 3, "resumed, with the new caps");
     let concerts = fx.svc.booking_store().concerts().await.unwrap();
     assert_eq!(concerts.iter().find(|c| c.id == fx.concert_id()), Some(&resumed));
     let missing = ticketing_core::ids::ConcertId::random();
-    assert_eq!(domain(fx.svc.change_sale(missing, SaleChange::Pause).await), DomainError::ConcertNotFound);
+    assert_eq!(
+        domain(fx.svc.change_sale(missing, SaleChange::Pause, &ops).await),
+        DomainError::ConcertNotFound
+    );
+
+    let trail = fx.svc.sale_actions(fx.concert_id()).await.unwrap();
+    let seen: Vec<_> =
+        trail.iter().map(|a| (a.operator.as_str(), a.kind, a.before.version, a.after.version)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("ops", SaleActionKind::Pause, 0, 1),
+            ("lead", SaleActionKind::Queue, 1, 2),
+            ("ops", SaleActionKind::Resume, 2, 3)
+        ]
+    );
+    assert_eq!((trail[0].before, trail[0].after), (SaleState::from(&created), SaleState::from(&paused)));
+    assert_eq!((trail[1].before, trail[1].after), (SaleState::from(&paused), SaleState::from(&changed)));
+    assert_eq!(trail[1].at, trail[0].at + Duration::seconds(1), "when, from the service's clock");
+    assert!(trail.iter().all(|a| a.concert_id == fx.concert_id()));
+    assert_eq!(domain(fx.svc.sale_actions(missing).await), DomainError::ConcertNotFound);
+    let other = fx.other_concert().await;
+    assert!(fx.svc.sale_actions(other.concert.id).await.unwrap().is_empty(), "each concert its own trail");
 }
 
 pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(

@@ -1208,7 +1208,8 @@ pub async fn a_seat_list_is_fresh_on_every_node_while_holds_race<
 
 /// An operator pauses the sale on one node, changes its settings and resumes it on the other:
 /// while paused no node admits anybody and the line keeps its places; each change answers the
-/// sale with its version; bad changes are refused and change nothing.
+/// sale with its version; bad changes are refused and change nothing; the audit trail names who
+/// made each change.
 pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
     Q: QueueStore + Clone,
     B: BookingStore + Clone,
@@ -1231,7 +1232,10 @@ pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
     }
 
     one.post(&sale("pause"), None, json!({})).await.assert_problem(401, "admin_key_required");
-    let paused = one.call(Method::POST, &sale("pause"), None, &admin, None).await;
+    let as_ops = [("X-Admin-Key", ADMIN_KEY), ("X-Operator", "ops")];
+    let unnamed = [("X-Admin-Key", ADMIN_KEY), ("X-Operator", "ops desk")];
+    one.call(Method::POST, &sale("pause"), None, &unnamed, None).await.assert_problem(422, "invalid_input");
+    let paused = one.call(Method::POST, &sale("pause"), None, &as_ops, None).await;
     assert_eq!(paused.status, 200, "{paused:?}");
     assert_eq!((paused.body["paused"].as_bool(), paused.body["version"].as_u64()), (Some(true), Some(1)));
     assert_eq!(paused.body["concertId"], one.demo.to_string());
@@ -1259,11 +1263,47 @@ pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
     let unknown = format!("/api/v1/admin/concerts/{}/resume", uuid::Uuid::new_v4());
     two.call(Method::POST, &unknown, None, &admin, None).await.assert_problem(404, "concert_not_found");
 
-    let resumed = two.call(Method::POST, &sale("resume"), None, &admin, None).await;
+    let as_lead = [("X-Admin-Key", ADMIN_KEY), ("X-Operator", "lead@ops")];
+    let resumed = two.call(Method::POST, &sale("resume"), None, &as_lead, None).await;
     assert_eq!(resumed.status, 200, "{resumed:?}");
     assert_eq!((resumed.body["paused"].as_bool(), resumed.body["version"].as_u64()), (Some(false), Some(3)));
     assert_eq!(resumed.body["queue"]["maxActive"], 1, "the change made on the other node");
     one.tick().await;
     assert_eq!(status(&one, &alice).await, "ACTIVE");
     assert_eq!(status(&two, &bob).await, "WAITING", "the new capacity, one");
+
+    one.get(&sale("actions"), None).await.assert_problem(401, "admin_key_required");
+    let trail = two.call(Method::GET, &sale("actions"), None, &admin, None).await;
+    assert_eq!(trail.status, 200, "{trail:?}");
+    let seen: Vec<_> = trail
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let field = |name: &str| a[name].as_str().unwrap().to_owned();
+            (
+                field("operator"),
+                field("action"),
+                a["before"]["version"].as_u64(),
+                a["after"]["version"].as_u64(),
+            )
+        })
+        .collect();
+    let expected = [("ops", "pause", 0, 1), ("admin", "queue", 1, 2), ("lead@ops", "resume", 2, 3)];
+    let expected: Vec<_> =
+        expected.iter().map(|(o, a, b, c)| ((*o).to_owned(), (*a).to_owned(), Some(*b), Some(*c))).collect();
+    assert_eq!(seen, expected);
+    let queue_change = &trail.body[1];
+    assert_eq!(
+        (
+            queue_change["before"]["queue"]["maxActive"].as_u64(),
+            queue_change["after"]["queue"]["maxActive"].as_u64()
+        ),
+        (Some(u64::from(open_queue().max_active)), Some(1))
+    );
+    assert!(queue_change["at"].as_str().unwrap().ends_with('Z'));
+    two.call(Method::GET, &unknown.replace("resume", "actions"), None, &admin, None)
+        .await
+        .assert_problem(404, "concert_not_found");
 }

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryStore, read, write};
 use crate::catalog::{
-    Concert, ConcertPlan, OccupiedSeat, Schedule, ScheduleAvailability, SeatRecord, SeatState, SeatStatus,
+    Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatRecord, SeatState,
+    SeatStatus,
 };
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
@@ -124,17 +125,22 @@ impl CatalogStore for MemoryStore {
         Ok(catalog.concert_index.get(&id).map(|&i| catalog.concerts[i].clone()))
     }
 
-    async fn update_concert(&self, expected_version: u64, concert: &Concert) -> StoreResult<()> {
+    async fn change_sale(&self, action: &SaleAction) -> StoreResult<()> {
         let mut catalog = write(&self.inner.catalog);
-        let index = *catalog.concert_index.get(&concert.id).ok_or(StoreError::Conflict("concert"))?;
+        let index = *catalog.concert_index.get(&action.concert_id).ok_or(StoreError::Conflict("concert"))?;
         let stored = &mut catalog.concerts[index];
-        if stored.version != expected_version {
+        if stored.version != action.before.version {
             return Err(StoreError::Conflict("concert"));
         }
-        stored.queue = concert.queue;
-        stored.paused = concert.paused;
-        stored.version = concert.version;
+        stored.queue = action.after.queue;
+        stored.paused = action.after.paused;
+        stored.version = action.after.version;
+        catalog.sale_actions.entry(action.concert_id).or_default().push(action.clone());
         Ok(())
+    }
+
+    async fn sale_actions(&self, concert: ConcertId) -> StoreResult<Vec<SaleAction>> {
+        Ok(read(&self.inner.catalog).sale_actions.get(&concert).cloned().unwrap_or_default())
     }
 
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {

@@ -68,6 +68,7 @@ struct Catalog {
     schedules: HashMap<ScheduleId, Schedule>,
     schedules_of: HashMap<ConcertId, Vec<ScheduleId>>,
     seats_of: HashMap<ScheduleId, Vec<SeatId>>,
+    sale_actions: HashMap<ConcertId, Vec<crate::catalog::SaleAction>>,
 }
 
 impl MemoryStore {
