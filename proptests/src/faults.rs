@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use ticketing_core::StoreError;
 use ticketing_core::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    SeatTally,
 };
 use ticketing_core::hold::{HoldPlan, ReleasePlan, Reservation};
 use ticketing_core::idempotency::IdempotencyRecord;
@@ -85,6 +86,9 @@ impl<B: BookingStore> CatalogStore for Faulty<B> {
     }
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         self.inner.schedule(id).await
+    }
+    async fn seat_tally(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<SeatTally> {
+        self.inner.seat_tally(concert, now).await
     }
     async fn schedules(
         &self,

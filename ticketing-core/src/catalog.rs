@@ -110,6 +110,36 @@ pub struct Concert {
     pub version: u64,
 }
 
+/// What a concert's seats add up to at an instant, for operators: how many there are, how many
+/// are held (holds not lapsed) and sold, and what the sold ones brought in (the sum of their
+/// prices, in points).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatTally {
+    /// Seats in all of the concert's schedules.
+    pub seats: u64,
+    /// Held, by holds that have not lapsed.
+    pub held: u64,
+    /// Sold (booked).
+    pub sold: u64,
+    /// The prices of the sold seats, summed.
+    pub revenue: i64,
+}
+
+impl SeatTally {
+    /// Adds `count` seats at `price`, of which `held` are held and `sold` sold.
+    #[must_use]
+    pub fn with(self, price: i64, count: u64, held: u64, sold: u64) -> Self {
+        let sold_at = i64::try_from(sold).unwrap_or(i64::MAX).saturating_mul(price);
+        Self {
+            seats: self.seats + count,
+            held: self.held + held,
+            sold: self.sold + sold,
+            revenue: self.revenue.saturating_add(sold_at),
+        }
+    }
+}
+
 /// An operator's change to a concert's sale, decided by [`plan_sale_change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaleChange {

@@ -110,4 +110,6 @@ pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, Error, StoreError};
-pub use service::{Account, Config, ScheduleSales, SeatSale, SeatView, SweepReport, Ticketing, TokenView};
+pub use service::{
+    Account, Config, SaleFigures, ScheduleSales, SeatSale, SeatView, SweepReport, Ticketing, TokenView,
+};

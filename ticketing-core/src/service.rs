@@ -12,7 +12,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
     self, Concert, Merged, NewConcert, OccupiedSeat, SaleAction, SaleChange, Schedule, ScheduleAvailability,
-    Seat, SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, secs,
+    Seat, SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, SeatTally, secs,
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
@@ -105,6 +105,22 @@ pub struct ScheduleSales {
     pub schedule: Schedule,
     /// Its seats by number.
     pub seats: Vec<SeatSale>,
+}
+
+/// A concert's live figures, for its operator ([`Ticketing::figures`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaleFigures {
+    /// The concert as stored (its sale settings, paused or not).
+    pub concert: Concert,
+    /// Tokens waiting in line (possibly counting some gone idle and not swept yet).
+    pub waiting: u64,
+    /// Tokens active.
+    pub active: u32,
+    /// The measured admission rate, per minute (a moving average over the admission windows in
+    /// which people were waiting).
+    pub admitted_per_minute: f64,
+    /// The seats: how many, held, sold, and what the sold ones brought in.
+    pub seats: SeatTally,
 }
 
 /// A user's wallet with its ledger, for [`Ticketing::account`].
@@ -547,6 +563,35 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             queue::require_account_access(&record, self.hold_ttl(), now)?;
         }
         Ok(record)
+    }
+
+    /// A concert's live figures: its line (waiting, active, the admission rate) and its seats
+    /// (held, sold, revenue), read now: three store calls (the concert, the admission snapshot,
+    /// the seat tally).
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; store errors.
+    pub async fn figures(&self, concert_id: ConcertId) -> Result<SaleFigures, Error> {
+        let now = self.now();
+        let concert =
+            self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+        let snapshot = self.queue.admission_snapshot(concert_id, now).await?;
+        let seats = self.seat_tally(concert_id).await?;
+        Ok(SaleFigures {
+            concert,
+            waiting: snapshot.waiting,
+            active: snapshot.active,
+            admitted_per_minute: snapshot.rate_per_sec * 60.0,
+            seats,
+        })
+    }
+
+    /// What a concert's seats add up to now (held, sold, revenue): one booking-store read.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn seat_tally(&self, concert_id: ConcertId) -> Result<SeatTally, Error> {
+        Ok(self.booking.seat_tally(concert_id, self.now()).await?)
     }
 
     /// A concert's audit trail: every change of its sale, oldest first.

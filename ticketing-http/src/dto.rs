@@ -11,7 +11,7 @@ use ticketing_core::catalog::{
 use ticketing_core::hold::Reservation;
 use ticketing_core::ids::ScheduleId;
 use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
-use ticketing_core::{Account, ScheduleSales, SeatSale, TokenView};
+use ticketing_core::{Account, SaleFigures, ScheduleSales, SeatSale, TokenView};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -524,6 +524,50 @@ impl From<&Concert> for SaleBody {
             paused: concert.paused,
             version: concert.version,
             queue: QueueBody::from(concert.queue),
+        }
+    }
+}
+
+/// `GET /api/v1/admin/concerts/{concertId}/figures`: a concert's live figures.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FiguresBody {
+    /// The concert.
+    pub concert_id: Uuid,
+    /// Whether admission is paused.
+    pub paused: bool,
+    /// Tokens waiting in line (possibly counting some gone idle and not swept yet).
+    pub waiting: u64,
+    /// Tokens active (admitted, not expired).
+    pub active: u32,
+    /// The measured admission rate per minute (a moving average over the admission windows in
+    /// which people were waiting).
+    pub admitted_per_minute: f64,
+    /// Seats in all of the concert's schedules.
+    pub seats: u64,
+    /// Seats held by holds that have not lapsed.
+    pub held: u64,
+    /// Seats sold.
+    pub sold: u64,
+    /// Seats neither held nor sold.
+    pub available: u64,
+    /// The prices of the sold seats, summed, in points.
+    pub revenue: i64,
+}
+
+impl From<&SaleFigures> for FiguresBody {
+    fn from(f: &SaleFigures) -> Self {
+        Self {
+            concert_id: f.concert.id.as_uuid(),
+            paused: f.concert.paused,
+            waiting: f.waiting,
+            active: f.active,
+            admitted_per_minute: f.admitted_per_minute,
+            seats: f.seats.seats,
+            held: f.seats.held,
+            sold: f.seats.sold,
+            available: f.seats.seats.saturating_sub(f.seats.held + f.seats.sold),
+            revenue: f.seats.revenue,
         }
     }
 }

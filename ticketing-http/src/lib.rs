@@ -181,7 +181,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
-        routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::sale_actions, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
+        routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
     modifiers(&BearerScheme, &ServiceUnavailable, &ProblemResponses),
@@ -325,6 +325,7 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
                 .route("/api/v1/admin/concerts/{concert_id}/resume", post(routes::resume::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/queue", patch(routes::change_queue::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/actions", get(routes::sale_actions::<Q, B, C>))
+                .route("/api/v1/admin/concerts/{concert_id}/figures", get(routes::figures::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/sales", get(routes::sales::<Q, B, C>))
                 .route("/api/v1/admin/users/{user_id}/account", get(routes::account::<Q, B, C>))
                 .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin::<Q, B, C>)),
@@ -583,9 +584,10 @@ pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
 /// between two rounds.
 pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_millis(2 * config::SWEEP_MS_MAX + 60_000);
 
-/// Sets each concert's queue gauges. A line found empty has its gauges set to 0 once (`live`
-/// holds the concerts whose line was not empty last time) and then no more, so they leave the
-/// output after [`QUEUE_GAUGE_IDLE`].
+/// Sets each concert's queue gauges (waiting, active, the admission rate per minute) and, from
+/// one more booking-store read, its seat gauges (held, sold, revenue). A line found empty has its
+/// gauges set once more (`live` holds the concerts whose line was not empty last time) and then
+/// no more, so they leave the output after [`QUEUE_GAUGE_IDLE`].
 async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
     state: &AppState<Q, B, C>,
     live: &mut std::collections::HashSet<ConcertId>,
@@ -602,7 +604,15 @@ async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
             {
                 metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone())
                     .set(snapshot.waiting as f64);
-                metrics::gauge!("ticketing_queue_active", "concert" => id).set(f64::from(snapshot.active));
+                metrics::gauge!("ticketing_queue_active", "concert" => id.clone())
+                    .set(f64::from(snapshot.active));
+                metrics::gauge!("ticketing_admitted_per_minute", "concert" => id.clone())
+                    .set(snapshot.rate_per_sec * 60.0);
+                if let Ok(seats) = state.service.seat_tally(concert.id).await {
+                    metrics::gauge!("ticketing_seats_held", "concert" => id.clone()).set(seats.held as f64);
+                    metrics::gauge!("ticketing_seats_sold", "concert" => id.clone()).set(seats.sold as f64);
+                    metrics::gauge!("ticketing_revenue_points", "concert" => id).set(seats.revenue as f64);
+                }
             }
         }
     }

@@ -21,9 +21,9 @@ use ticketing_core::{Clock, DomainError, TokenView};
 
 use crate::AppState;
 use crate::dto::{
-    AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, HoldRequest, IssueTokenRequest,
-    NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody, SaleActionBody, SaleBody,
-    SalesBody, ScheduleBody, SeatBody, TokenBody,
+    AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, FiguresBody, HoldRequest,
+    IssueTokenRequest, NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody,
+    SaleActionBody, SaleBody, SalesBody, ScheduleBody, SeatBody, TokenBody,
 };
 use crate::error::{ApiError, Health, Problem, StoreHealth};
 
@@ -424,6 +424,21 @@ async fn change_sale<Q: QueueStore, B: BookingStore, C: Clock>(
     let operator = operator(headers)?;
     let concert = state.service.change_sale(concert_id, change, &operator).await?;
     Ok(Json(SaleBody::from(&concert)))
+}
+
+/// A concert's live figures: its line (waiting, active, the measured admission rate per minute)
+/// and its seats (held, sold, available, revenue), read now. Needs `X-Admin-Key`.
+#[utoipa::path(get, path = "/api/v1/admin/concerts/{concertId}/figures", tag = "admin",
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key")),
+    responses((status = 200, body = FiguresBody), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn figures<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path(concert_id): Path<String>,
+) -> Result<Json<FiguresBody>, ApiError> {
+    let concert_id = path_id(&concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let figures = state.service.figures(concert_id).await?;
+    Ok(Json(FiguresBody::from(&figures)))
 }
 
 /// A concert's audit trail: every change of its sale (pause, resume, queue settings), oldest

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    SeatTally,
 };
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
@@ -231,6 +232,14 @@ impl<S: CatalogStore> CatalogStore for Counting<S> {
 
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send {
         self.count("schedule", self.inner.schedule(id))
+    }
+
+    fn seat_tally(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<SeatTally>> + Send {
+        self.count("seat_tally", self.inner.seat_tally(concert, now))
     }
 
     fn schedules(

@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
+    SeatTally,
 };
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
@@ -343,6 +344,14 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// One schedule.
     fn schedule(&self, id: ScheduleId) -> impl Future<Output = StoreResult<Option<Schedule>>> + Send;
+
+    /// What `concert`'s seats add up to at `now` (a hold that lapsed at or before `now` is not
+    /// counted as held), in one read. A concert without seats (or unknown) adds up to zero.
+    fn seat_tally(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<SeatTally>> + Send;
 
     /// A concert's schedules by start time, each with its seats available at `now` (a seat whose
     /// hold lapsed at or before `now` counts as available). No shared counter row is kept for

@@ -135,6 +135,15 @@ const OPEN_ADMISSIONS: &str =
  WHERE a.concert_id = ? AND a.expires_at > ?
    AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')";
 
+/// A concert's seats counted by price (a handful of rows): how many, how many held by a hold
+/// not lapsed at the bound time, how many sold. Through the schedules, so each dialect's index
+/// on a schedule's seats serves it.
+const SEAT_TALLY: &str = "SELECT price, COUNT(*) AS seats,
+        COUNT(CASE WHEN state = 'HELD' AND hold_expires_at > ? THEN 1 END) AS held,
+        COUNT(CASE WHEN state = 'BOOKED' THEN 1 END) AS sold
+   FROM seats WHERE schedule_id IN (SELECT id FROM schedules WHERE concert_id = ?)
+  GROUP BY price";
+
 /// The statements of one dialect, built once per process.
 #[derive(Debug)]
 pub(crate) struct Steps {
@@ -150,6 +159,7 @@ pub(crate) struct Steps {
     pub concert: String,
     pub change_sale: String,
     pub sale_actions: String,
+    pub seat_tally: String,
     pub seats: String,
     pub seat: String,
     pub wallet: String,
@@ -179,6 +189,7 @@ impl Steps {
             concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
             change_sale: dialect.call("ticketing_update_concert", 14),
             sale_actions: dialect.sql("SELECT * FROM sale_actions WHERE concert_id = ? ORDER BY seq"),
+            seat_tally: dialect.sql(SEAT_TALLY),
             seats: dialect.sql("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number"),
             seat: dialect.sql("SELECT * FROM seats WHERE id = ?"),
             wallet: dialect.sql("SELECT * FROM wallets WHERE user_id = ?"),
@@ -387,6 +398,26 @@ macro_rules! catalog_reads {
                 .await
                 .map_err(db("concert"))?;
             Ok(())
+        }
+
+        async fn seat_tally(
+            &self,
+            concert: $crate::ids::ConcertId,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::StoreResult<$crate::catalog::SeatTally> {
+            let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&STEPS.seat_tally)
+                .bind(now)
+                .bind(concert.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("seat tally"))?;
+            rows.into_iter().try_fold(
+                $crate::catalog::SeatTally::default(),
+                |tally, (price, seats, held, sold)| {
+                    use $crate::store::sql_rows::u64_of;
+                    Ok(tally.with(price, u64_of(seats)?, u64_of(held)?, u64_of(sold)?))
+                },
+            )
         }
 
         async fn sale_actions(
@@ -734,6 +765,7 @@ mod tests {
             (&steps.concert, 1),
             (&steps.change_sale, 14),
             (&steps.sale_actions, 1),
+            (&steps.seat_tally, 2),
             (&steps.seats, 1),
             (&steps.seat, 1),
             (&steps.wallet, 1),

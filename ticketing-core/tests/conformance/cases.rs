@@ -326,6 +326,41 @@ pub async fn a_sale_is_paused_changed_and_resumed_by_version<Q: QueueStore, B: B
     assert!(fx.svc.sale_actions(other.concert.id).await.unwrap().is_empty(), "each concert its own trail");
 }
 
+/// A concert's live figures add up: seats, held (not lapsed), sold and their prices, and the
+/// line's counts.
+pub async fn a_concerts_figures_add_up<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 4).await;
+    let empty = fx.svc.figures(fx.concert_id()).await.unwrap();
+    assert_eq!((empty.seats.seats, empty.seats.held, empty.seats.sold, empty.seats.revenue), (6, 0, 0, 0));
+    let dear = fx.concert.seats.iter().position(|s| s.price.get() == PRICE * 2).unwrap();
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    let carol = fx.admitted("carol").await;
+    fx.token("dave").await; // Admitted by nobody: no tick after.
+    fx.svc.charge(&alice, PRICE * 2, None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(dear), None).await.unwrap();
+    fx.svc.pay(&alice, held.id, None).await.unwrap();
+    fx.svc.hold(&bob, fx.seat(0), None).await.unwrap();
+    fx.svc.hold(&carol, fx.seat(1), None).await.unwrap();
+    let figures = fx.svc.figures(fx.concert_id()).await.unwrap();
+    assert_eq!(
+        figures.seats,
+        ticketing_core::catalog::SeatTally { seats: 6, held: 2, sold: 1, revenue: PRICE * 2 }
+    );
+    assert_eq!((figures.waiting, figures.active), (1, 2), "alice's token expired with her payment");
+    assert_eq!(figures.concert.id, fx.concert_id());
+    // Holds lapse on their deadline, swept or not.
+    fx.clock.advance_secs(i64::try_from(fx.svc.config().hold_ttl_secs).unwrap());
+    let later = fx.svc.seat_tally(fx.concert_id()).await.unwrap();
+    assert_eq!((later.held, later.sold, later.revenue), (0, 1, PRICE * 2));
+    let other = fx.other_concert().await;
+    assert_eq!(fx.svc.seat_tally(other.concert.id).await.unwrap().sold, 0, "each concert its own seats");
+    let missing = ticketing_core::ids::ConcertId::random();
+    assert_eq!(domain(fx.svc.figures(missing).await), DomainError::ConcertNotFound);
+}
+
 pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {

@@ -592,6 +592,25 @@ pub async fn admin_reports_list_sales_and_accounts<
         .filter(|seat| seat["status"] == "BOOKED")
         .count();
     assert_eq!(booked_anywhere, 1);
+
+    let figures = format!("/api/v1/admin/concerts/{}/figures", server.demo);
+    server.get(&figures, None).await.assert_problem(401, "admin_key_required");
+    let figures = server.call(Method::GET, &figures, None, &admin, None).await;
+    assert_eq!(figures.status, 200, "{figures:?}");
+    let count = |name: &str| figures.body[name].as_i64();
+    assert_eq!(
+        [count("seats"), count("held"), count("sold"), count("available"), count("revenue")],
+        [Some(150), Some(1), Some(1), Some(148), Some(50_000)],
+        "{figures:?}"
+    );
+    assert_eq!(
+        (count("waiting"), count("active")),
+        (Some(0), Some(1)),
+        "alice's token expired with her payment"
+    );
+    assert_eq!(figures.body["paused"], false);
+    let unknown = format!("/api/v1/admin/concerts/{}/figures", uuid::Uuid::new_v4());
+    server.call(Method::GET, &unknown, None, &admin, None).await.assert_problem(404, "concert_not_found");
     let unknown = format!("/api/v1/admin/concerts/{}/sales", uuid::Uuid::new_v4());
     server.call(Method::GET, &unknown, None, &admin, None).await.assert_problem(404, "concert_not_found");
 

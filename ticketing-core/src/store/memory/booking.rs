@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{MemoryStore, read, write};
 use crate::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatRecord, SeatState,
-    SeatStatus,
+    SeatStatus, SeatTally,
 };
 use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
@@ -145,6 +145,24 @@ impl CatalogStore for MemoryStore {
 
     async fn schedule(&self, id: ScheduleId) -> StoreResult<Option<Schedule>> {
         Ok(read(&self.inner.catalog).schedules.get(&id).cloned())
+    }
+
+    async fn seat_tally(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<SeatTally> {
+        let seats: Vec<SeatId> = {
+            let catalog = read(&self.inner.catalog);
+            let schedules = catalog.schedules_of.get(&concert).map(Vec::as_slice).unwrap_or_default();
+            schedules.iter().flat_map(|s| catalog.seats_of.get(s).into_iter().flatten().copied()).collect()
+        };
+        let mut tally = SeatTally::default();
+        for id in seats {
+            if let Some(record) = self.inner.seats.lock(&id).get(&id) {
+                let status = record.status_at(now);
+                let (held, sold) =
+                    (u64::from(status == SeatStatus::Held), u64::from(status == SeatStatus::Booked));
+                tally = tally.with(record.seat.price.get(), 1, held, sold);
+            }
+        }
+        Ok(tally)
     }
 
     async fn schedules(
