@@ -44,6 +44,10 @@ pub struct Token {
     pub admitted_at: Option<DateTime<Utc>>,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
+    /// The concert is sold out: a waiting token need not poll any more (older servers leave it
+    /// out).
+    #[serde(default)]
+    pub sold_out: bool,
 }
 
 /// One schedule with its available seats.

@@ -337,6 +337,10 @@ impl Person<'_> {
                 pause(self.run, 1).await;
                 continue;
             };
+            // The server found every seat sold: nobody more joins.
+            if reply.status == 409 && reply.code() == "sold_out" {
+                return Err(Stop::End(Outcome::SoldOut));
+            }
             // A retry after a lost answer finds the token the first attempt made: 200.
             let allowed = reply.status == 201 || ((attempt > 0 || reply.resent) && reply.status == 200);
             if !allowed {
@@ -361,7 +365,16 @@ impl Person<'_> {
                     token.position.is_some_and(|p| p >= 1),
                     "waiting without a position",
                 )?;
-                self.expect(user, reply, reply.retry_after.is_some(), "waiting without Retry-After")?;
+                // A sold-out line no longer moves: no Retry-After then, and no reason to wait.
+                self.expect(
+                    user,
+                    reply,
+                    reply.retry_after.is_some() != token.sold_out,
+                    "Retry-After on a waiting token unless (and only unless) the concert is sold out",
+                )?;
+                if token.sold_out {
+                    return Err(Stop::End(Outcome::SoldOut));
+                }
                 if let Some(line) = token.line_number {
                     self.record(|r| r.line_number = Some(line));
                 }

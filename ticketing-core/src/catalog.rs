@@ -127,6 +127,13 @@ pub struct SeatTally {
 }
 
 impl SeatTally {
+    /// Whether no seat can become available again: every seat sold (none held, none free). Only
+    /// a refund could bring one back.
+    #[must_use]
+    pub fn sold_out(&self) -> bool {
+        self.seats > 0 && self.sold == self.seats
+    }
+
     /// Adds `count` seats at `price`, of which `held` are held and `sold` sold.
     #[must_use]
     pub fn with(self, price: i64, count: u64, held: u64, sold: u64) -> Self {

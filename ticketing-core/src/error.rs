@@ -15,6 +15,9 @@ pub enum DomainError {
     /// No concert has that id.
     #[error("concert not found")]
     ConcertNotFound,
+    /// Every seat of the concert is sold: nobody more joins its line.
+    #[error("the concert is sold out")]
+    SoldOut,
     /// No schedule has that id.
     #[error("schedule not found")]
     ScheduleNotFound,

@@ -2,7 +2,7 @@
 //! machine what may happen, and writes the answer in one atomic store step that a concurrent
 //! change makes fail; then it reads again and re-decides, at most `CAS_RETRIES` times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -59,6 +59,9 @@ pub struct TokenView {
     pub eta_secs: Option<u64>,
     /// Whether this call issued a new token (rather than returning the existing one).
     pub created: bool,
+    /// Whether the concert is sold out, as this process last learnt it
+    /// ([`Ticketing::seat_tally`]): a waiting buyer need not wait any more.
+    pub sold_out: bool,
 }
 
 impl TokenView {
@@ -190,6 +193,8 @@ struct CatalogCache {
     seat_states: Mutex<HashMap<ConcertId, SeatStates>>,
     /// Set once the booking store answered that it keeps no seat changes.
     no_seat_changes: AtomicBool,
+    /// The concerts this process last found sold out ([`Ticketing::seat_tally`]).
+    sold_out: RwLock<HashSet<ConcertId>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -424,10 +429,14 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// token's idle deadline is extended; there is never a second place in line).
     ///
     /// # Errors
-    /// [`DomainError::ConcertNotFound`]; [`Error::Contention`]; store errors.
+    /// [`DomainError::ConcertNotFound`]; [`DomainError::SoldOut`] once this process found the
+    /// concert sold out ([`Ticketing::seat_tally`]); [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn issue_token(&self, user: &UserId, concert_id: ConcertId) -> Result<TokenView, Error> {
         let concert = self.concert(concert_id).await?;
+        if self.sold_out(concert_id) {
+            return Err(DomainError::SoldOut.into());
+        }
         for _ in 0..CAS_RETRIES {
             let now = self.now();
             let new =
@@ -478,7 +487,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// The view with the credential to answer: the one presented if its claim verifies,
     /// otherwise the token's identity with its claim signed now (its place in line while it
     /// waits; 0 once admitted, which the admission log then speaks for).
+    /// It also says whether the concert is sold out, as this process last learnt it.
     fn signed(&self, mut view: TokenView, presented: Option<&QueueToken>) -> TokenView {
+        view.sold_out = self.sold_out(view.record.concert_id);
         let record = &view.record;
         view.record.token = match presented.filter(|token| self.signer.verify(token).is_some()) {
             Some(token) => token.clone(),
@@ -590,8 +601,30 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// The tally also tells this process whether the concert is sold out ([`SeatTally::sold_out`]):
+    /// from then on, until a tally says otherwise, nobody joins its line
+    /// ([`DomainError::SoldOut`]) and its tokens say so ([`TokenView::sold_out`]). Whoever runs the
+    /// process reads the tallies of busy lines, and of sold-out concerts, now and then (the HTTP
+    /// server's sweeper does, every round).
     pub async fn seat_tally(&self, concert_id: ConcertId) -> Result<SeatTally, Error> {
-        Ok(self.booking.seat_tally(concert_id, self.now()).await?)
+        let tally = self.booking.seat_tally(concert_id, self.now()).await?;
+        let mut sold_out = self.catalog.sold_out.write().unwrap_or_else(PoisonError::into_inner);
+        if tally.sold_out() {
+            if sold_out.len() >= CATALOG_CACHE_MAX {
+                sold_out.clear();
+            }
+            sold_out.insert(concert_id);
+        } else {
+            sold_out.remove(&concert_id);
+        }
+        Ok(tally)
+    }
+
+    /// Whether this process last found the concert sold out ([`Ticketing::seat_tally`]).
+    #[must_use]
+    pub fn sold_out(&self, concert_id: ConcertId) -> bool {
+        self.catalog.sold_out.read().unwrap_or_else(PoisonError::into_inner).contains(&concert_id)
     }
 
     /// A concert's audit trail: every change of its sale, oldest first.
@@ -1243,10 +1276,17 @@ fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>)
             } else {
                 queue::eta_secs(line.position, &line.snapshot, &concert.queue)
             };
-            Some(TokenView { record, status, position: Some(line.position), eta_secs, created })
+            Some(TokenView {
+                record,
+                status,
+                position: Some(line.position),
+                eta_secs,
+                created,
+                sold_out: false,
+            })
         }
         None if status == TokenStatus::Waiting => None,
-        None => Some(TokenView { record, status, position: None, eta_secs: None, created }),
+        None => Some(TokenView { record, status, position: None, eta_secs: None, created, sold_out: false }),
     }
 }
 

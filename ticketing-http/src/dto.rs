@@ -115,6 +115,9 @@ pub struct TokenBody {
     /// The token's number in its concert's line, while waiting: fixed for the life of the
     /// wait, smaller is earlier; admission follows it. (`position` is how many are ahead now.)
     pub line_number: Option<u64>,
+    /// The concert is sold out (every seat sold): a waiting token need not poll any more (its
+    /// answer has no `Retry-After`), and nobody more may join.
+    pub sold_out: bool,
     /// When the token was admitted, while active.
     #[serde(serialize_with = "rfc3339_opt")]
     pub admitted_at: Option<DateTime<Utc>>,
@@ -133,6 +136,7 @@ impl From<&TokenView> for TokenBody {
             position: view.position,
             eta_seconds: view.eta_secs,
             line_number: view.record.seq(),
+            sold_out: view.sold_out,
             admitted_at: view.record.admitted_at(),
             expires_at: view.expires_at(),
         }

@@ -139,6 +139,7 @@ fn domain_problem(error: &DomainError) -> Problem {
     use DomainError as D;
     let (status, code) = match error {
         D::ConcertNotFound => (StatusCode::NOT_FOUND, "concert_not_found"),
+        D::SoldOut => (StatusCode::CONFLICT, "sold_out"),
         D::ScheduleNotFound => (StatusCode::NOT_FOUND, "schedule_not_found"),
         D::SeatNotFound => (StatusCode::NOT_FOUND, "seat_not_found"),
         // Someone else's reservation is indistinguishable from none at all.

@@ -587,7 +587,9 @@ pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_millis(2 * config::SWEEP_M
 /// Sets each concert's queue gauges (waiting, active, the admission rate per minute) and, from
 /// one more booking-store read, its seat gauges (held, sold, revenue). A line found empty has its
 /// gauges set once more (`live` holds the concerts whose line was not empty last time) and then
-/// no more, so they leave the output after [`QUEUE_GAUGE_IDLE`].
+/// no more, so they leave the output after [`QUEUE_GAUGE_IDLE`]. The tally read also keeps the
+/// service's knowledge of sold-out concerts fresh (`Ticketing::seat_tally`), for busy lines and
+/// for concerts found sold out.
 async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
     state: &AppState<Q, B, C>,
     live: &mut std::collections::HashSet<ConcertId>,
@@ -596,22 +598,35 @@ async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
     let now = state.service.clock().now();
     for concert in concerts {
         if let Ok(snapshot) = state.service.queue_store().admission_snapshot(concert.id, now).await {
-            if !gauges_to_set(live, concert.id, snapshot.waiting == 0 && snapshot.active == 0) {
-                continue;
-            }
+            let set = gauges_to_set(live, concert.id, snapshot.waiting == 0 && snapshot.active == 0);
             let id = concert.id.to_string();
-            #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
-            {
-                metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone())
-                    .set(snapshot.waiting as f64);
+            if set {
+                #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
+                {
+                    metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone())
+                        .set(snapshot.waiting as f64);
+                }
                 metrics::gauge!("ticketing_queue_active", "concert" => id.clone())
                     .set(f64::from(snapshot.active));
                 metrics::gauge!("ticketing_admitted_per_minute", "concert" => id.clone())
                     .set(snapshot.rate_per_sec * 60.0);
-                if let Ok(seats) = state.service.seat_tally(concert.id).await {
-                    metrics::gauge!("ticketing_seats_held", "concert" => id.clone()).set(seats.held as f64);
-                    metrics::gauge!("ticketing_seats_sold", "concert" => id.clone()).set(seats.sold as f64);
-                    metrics::gauge!("ticketing_revenue_points", "concert" => id).set(seats.revenue as f64);
+            }
+            // The tally also tells the service whether the concert is sold out: read for every
+            // busy line, and for a concert found sold out (until a tally says otherwise).
+            if !set && !state.service.sold_out(concert.id) {
+                continue;
+            }
+            if let Ok(seats) = state.service.seat_tally(concert.id).await {
+                if set {
+                    #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
+                    {
+                        metrics::gauge!("ticketing_seats_held", "concert" => id.clone())
+                            .set(seats.held as f64);
+                        metrics::gauge!("ticketing_seats_sold", "concert" => id.clone())
+                            .set(seats.sold as f64);
+                        metrics::gauge!("ticketing_revenue_points", "concert" => id)
+                            .set(seats.revenue as f64);
+                    }
                 }
             }
         }

@@ -126,7 +126,8 @@ fn token_response(
     settings: &ticketing_core::catalog::QueueSettings,
 ) -> Response {
     let mut response = (status, Json(TokenBody::from(view))).into_response();
-    if view.status == TokenStatus::Waiting {
+    // A sold-out concert's line no longer moves: waiting buyers are not asked to come back.
+    if view.status == TokenStatus::Waiting && !view.sold_out {
         let after = queue::poll_after_secs(view.eta_secs, settings);
         if let Ok(value) = HeaderValue::from_str(&after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -145,6 +146,7 @@ fn token_response(
         (status = 401, description = "identity not proven", body = Problem),
         (status = 403, description = "userId is not the proven user", body = Problem),
         (status = 404, description = "unknown concert", body = Problem),
+        (status = 409, description = "the concert is sold out (`sold_out`)", body = Problem),
         (status = 422, description = "bad userId or concertId", body = Problem),
     ))]
 pub async fn issue_token<Q: QueueStore, B: BookingStore, C: Clock>(

@@ -361,6 +361,37 @@ pub async fn a_concerts_figures_add_up<Q: QueueStore, B: BookingStore>(
     assert_eq!(domain(fx.svc.figures(missing).await), DomainError::ConcertNotFound);
 }
 
+/// Once every seat is sold, a process that reads the concert's tally knows: nobody more joins,
+/// and waiting tokens say so. Other concerts are not affected.
+pub async fn a_sold_out_concert_says_so_and_takes_nobody_more<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await; // 1 + 2 seats.
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let buyer = fx.admitted(name).await;
+        fx.svc.charge(&buyer, PRICE * 2, None).await.unwrap();
+        let held = fx.svc.hold(&buyer, fx.seat(i), None).await.unwrap();
+        if i < 2 {
+            fx.svc.pay(&buyer, held.id, None).await.unwrap();
+        } else {
+            assert!(!fx.svc.seat_tally(fx.concert_id()).await.unwrap().sold_out(), "a held seat may lapse");
+            assert!(!fx.svc.sold_out(fx.concert_id()));
+            fx.svc.pay(&buyer, held.id, None).await.unwrap();
+        }
+    }
+    let late = fx.token("late").await;
+    assert!(!fx.svc.token_status(&late).await.unwrap().sold_out, "not known before a tally");
+    let tally = fx.svc.seat_tally(fx.concert_id()).await.unwrap();
+    assert!(tally.sold_out(), "{tally:?}");
+    assert!(fx.svc.sold_out(fx.concert_id()));
+    assert_eq!(domain(fx.svc.issue_token(&user("newcomer"), fx.concert_id()).await), DomainError::SoldOut);
+    let view = fx.svc.token_status(&late).await.unwrap();
+    assert_eq!((view.status, view.sold_out), (TokenStatus::Waiting, true));
+    let other = fx.other_concert().await;
+    let elsewhere = fx.svc.issue_token(&user("newcomer"), other.concert.id).await.unwrap();
+    assert!(!elsewhere.sold_out);
+}
+
 pub async fn admission_is_first_in_first_out<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {

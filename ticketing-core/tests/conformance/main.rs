@@ -26,6 +26,7 @@ macro_rules! conformance {
                 admission_respects_capacity_and_rate_together,
                 a_sale_is_paused_changed_and_resumed_by_version,
                 a_concerts_figures_add_up,
+                a_sold_out_concert_says_so_and_takes_nobody_more,
                 admission_is_first_in_first_out,
                 a_record_read_before_its_admission_has_place_zero,
                 a_poll_refreshes_and_places_a_waiting_token_in_one_step,

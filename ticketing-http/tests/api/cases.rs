@@ -1326,3 +1326,61 @@ pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
         .await
         .assert_problem(404, "concert_not_found");
 }
+
+/// A concert whose every seat is sold says so once the server has read its tally (the figures
+/// route reads it; the sweeper does every round): a waiting token answers `soldOut` without
+/// `Retry-After`, and a new join is refused with 409 `sold_out`.
+pub async fn a_sold_out_concert_says_so<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let created = server
+        .call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(json!({
+            "title": "Tiny", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 1, "price": 10}],
+            "queue": {"maxActive": 1},
+        })))
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let ask = |user: &'static str| {
+        server.post("/api/v1/queue/tokens", None, json!({"userId": user, "concertId": concert.clone()}))
+    };
+    let alice = ask("alice").await.body["token"].as_str().unwrap().to_owned();
+    let bob = ask("bob").await.body["token"].as_str().unwrap().to_owned();
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    server.state.service.admission_tick(id).await.unwrap();
+    let schedule = created.body["schedules"][0]["scheduleId"].as_str().unwrap();
+    let seats = server.get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&alice)).await;
+    let seat = seats.body[0]["seatId"].as_str().unwrap();
+    let held = server.hold(&alice, seat).await;
+    assert_eq!(held.status, 201, "{held:?}");
+    assert_eq!(server.charge(&alice, 10).await.status, 200);
+    let paid = server.pay(&alice, held.body["reservationId"].as_str().unwrap()).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+
+    let waiting = server.get("/api/v1/queue/tokens/current", Some(&bob)).await;
+    assert_eq!(
+        (waiting.body["soldOut"].as_bool(), waiting.headers.contains_key("retry-after")),
+        (Some(false), true)
+    );
+    let figures = server
+        .call(Method::GET, &format!("/api/v1/admin/concerts/{concert}/figures"), None, &admin, None)
+        .await;
+    assert_eq!((figures.body["sold"].as_u64(), figures.body["seats"].as_u64()), (Some(1), Some(1)));
+    let waiting = server.get("/api/v1/queue/tokens/current", Some(&bob)).await;
+    assert_eq!(waiting.body["status"], "WAITING");
+    assert_eq!(waiting.body["soldOut"], true, "{waiting:?}");
+    assert!(!waiting.headers.contains_key("retry-after"), "not asked to poll again: {waiting:?}");
+    ask("carol").await.assert_problem(409, "sold_out");
+    let demo = server.ask("carol").await;
+    assert_eq!(
+        (demo.status.as_u16(), demo.body["soldOut"].as_bool()),
+        (201, Some(false)),
+        "other concerts sell on"
+    );
+}

@@ -39,6 +39,7 @@ macro_rules! api_suite {
                 a_seat_list_is_fresh_on_every_node,
                 a_seat_list_is_fresh_on_every_node_while_holds_race,
                 an_operator_pauses_changes_and_resumes_the_sale_on_every_node,
+                a_sold_out_concert_says_so,
             );
         }
     };
