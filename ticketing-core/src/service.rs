@@ -175,9 +175,10 @@ struct LineCheck {
 }
 
 /// Concerts and schedules as read from the booking store, kept for the life of the service.
-/// Both are immutable once created (a concert's queue settings are fixed at creation), so a
-/// cached copy is never stale; only what was found is kept (another node may create a concert
-/// later), and at most [`CATALOG_CACHE_MAX`] of each.
+/// Schedules never change once created; a concert's sale settings change only by an operator
+/// ([`Ticketing::change_sale`]), and every admission tick brings the stored version into the
+/// cache (a cached copy never goes back to an older version). Only what was found is kept
+/// (another node may create a concert later), and at most [`CATALOG_CACHE_MAX`] of each.
 #[derive(Debug, Default)]
 struct CatalogCache {
     concerts: RwLock<HashMap<ConcertId, Concert>>,
@@ -363,22 +364,26 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// # Errors
     /// [`DomainError::ConcertNotFound`]; store errors.
     pub async fn concert(&self, id: ConcertId) -> Result<Concert, Error> {
-        cached(&self.catalog.concerts, id, || self.booking.concert(id))
-            .await?
-            .ok_or(Error::Domain(DomainError::ConcertNotFound))
+        if let Some(concert) = self.catalog.concerts.read().unwrap_or_else(PoisonError::into_inner).get(&id) {
+            return Ok(concert.clone());
+        }
+        let concert = self.booking.concert(id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+        // Through the version guard: a tick or a change may have cached a newer one meanwhile.
+        Ok(self.remember_concert(&concert))
     }
 
     /// Keeps `concert` as read from the store in the catalog cache, unless the cache holds a
-    /// newer version of it.
-    fn remember_concert(&self, concert: &Concert) {
+    /// newer version of it; answers the version kept.
+    fn remember_concert(&self, concert: &Concert) -> Concert {
         let mut concerts = self.catalog.concerts.write().unwrap_or_else(PoisonError::into_inner);
-        if concerts.get(&concert.id).is_some_and(|known| known.version > concert.version) {
-            return;
+        if let Some(known) = concerts.get(&concert.id).filter(|known| known.version > concert.version) {
+            return known.clone();
         }
         if concerts.len() >= CATALOG_CACHE_MAX && !concerts.contains_key(&concert.id) {
             concerts.clear();
         }
         concerts.insert(concert.id, concert.clone());
+        concert.clone()
     }
 
     /// `operator`'s change to a concert's sale: pause admission, resume it, or new
@@ -658,13 +663,42 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// [`DomainError::ConcertNotFound`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
-        let concert =
-            self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+        let concert = match self.booking.concert(concert_id).await {
+            Ok(concert) => concert.ok_or(Error::Domain(DomainError::ConcertNotFound))?,
+            Err(error) => {
+                let known = self
+                    .catalog
+                    .concerts
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&concert_id)
+                    .cloned();
+                let Some(known) = known else { return Err(error.into()) };
+                tracing::warn!(%error, concert = %concert_id, "the booking store did not answer; admitting with the concert's settings as last read");
+                known
+            }
+        };
         self.tick(&concert).await
     }
 
+    /// The concerts this process knows, as it last read them, for admission while the booking
+    /// store does not answer (`error`, returned when it knows none): the line lives in the queue
+    /// store, and no operator's change can be written meanwhile, so the last read stands.
+    fn known_concerts(&self, error: StoreError) -> Result<Vec<Concert>, Error> {
+        let known: Vec<Concert> =
+            self.catalog.concerts.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        if known.is_empty() {
+            return Err(error.into());
+        }
+        tracing::warn!(%error, "the booking store did not answer; admitting with the concerts' settings as last read");
+        Ok(known)
+    }
+
     /// One admission tick of `concert` as just read from the store: its settings refresh this
-    /// process's cache, and a paused concert admits nobody.
+    /// process's cache, and a paused concert admits nobody. (A tick that read the concert just
+    /// before a pause was written may still admit its one batch: a pause stops admission from
+    /// the next tick of every node, not mid-tick.)
+    #[tracing::instrument(level = "debug", skip_all, fields(concert = %concert.id))]
     async fn tick(&self, concert: &Concert) -> Result<Vec<TokenRecord>, Error> {
         self.remember_concert(concert);
         let concert_id = concert.id;
@@ -776,7 +810,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// Store errors reading the concerts.
     pub async fn admission_tick_all(&self) -> Result<usize, Error> {
         let mut admitted = 0;
-        for concert in self.booking.concerts().await? {
+        let concerts = match self.booking.concerts().await {
+            Ok(concerts) => concerts,
+            Err(error) => self.known_concerts(error)?,
+        };
+        for concert in concerts {
             match self.tick(&concert).await {
                 Ok(records) => admitted += records.len(),
                 Err(error) => tracing::warn!(%error, concert = %concert.id, "admission tick failed"),

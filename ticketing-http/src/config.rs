@@ -291,9 +291,9 @@ impl Config {
                 })
                 .collect();
             let why = format!(
-                "the demo concert {} already exists and keeps the queue settings it was created \
-                 with (a concert's queue settings are fixed at creation; create a new concert \
-                 through the admin API for others)",
+                "the demo concert {} already exists and keeps the queue settings it has (settings \
+                 are not taken from the environment once a concert is created; change them with \
+                 PATCH /api/v1/admin/concerts/{{concertId}}/queue)",
                 concert.id
             );
             (differing, why)
@@ -525,7 +525,7 @@ mod tests {
         assert!(warning.contains("TICKETING_MAX_ACTIVE=7 (the stored concert has 100)"), "{warning}");
         assert!(!warning.contains("TICKETING_ADMIT_BATCH"), "equal, so not ignored: {warning}");
         assert!(
-            warning.contains(&stored.id.to_string()) && warning.contains("fixed at creation"),
+            warning.contains(&stored.id.to_string()) && warning.contains("PATCH /api/v1/admin/concerts/"),
             "{warning}"
         );
         // A default that differs from the stored concert is reported as a default.

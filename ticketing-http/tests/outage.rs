@@ -147,6 +147,19 @@ async fn a_booking_store_outage_answers_503_and_the_server_recovers_by_itself() 
         (200, Some("ACTIVE")),
         "the queue does not need the database"
     );
+    // Nor does admission: a buyer who joins now is admitted by the ticker's round, with the
+    // concert's settings as this process last read them.
+    let joined = client
+        .post(format!("{base}/api/v1/queue/tokens"))
+        .json(&json!({"userId": "bob", "concertId": deployment.concert.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    let bob = json_of(joined).await;
+    assert_eq!((bob.0, bob.3["status"].as_str()), (201, Some("WAITING")), "{bob:?}");
+    assert_eq!(deployment.state.service.admission_tick_all().await.unwrap(), 1, "admitted while away");
+    let bob = crate::poll(&client, base, bob.3["token"].as_str().unwrap()).await;
+    assert_eq!(bob.3["status"], "ACTIVE", "{bob:?}");
     // Readiness is re-checked at most once a second: it reports the outage within that.
     let down = tokio::time::timeout(LIVENESS, async {
         loop {

@@ -164,5 +164,5 @@ async fn demo_settings_a_durable_catalog_ignores_after_a_restart_are_reported() 
         .unwrap_or_else(|| panic!("no warning: {lines:#?}"));
     assert!(warning.contains("TICKETING_MAX_ACTIVE=7 (the stored concert has 100)"), "{warning}");
     assert!(!warning.contains("TICKETING_ADMIT_BATCH"), "the stored value, so not ignored: {warning}");
-    assert!(warning.contains("fixed at creation"), "{warning}");
+    assert!(warning.contains("PATCH /api/v1/admin/concerts/"), "{warning}");
 }

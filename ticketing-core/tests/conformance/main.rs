@@ -428,7 +428,9 @@ async fn storing_a_key_locks_no_gap_a_neighbouring_key_must_wait_for() {
 /// reservation by deadline, locking all of them and the gaps between: a buyer's hold then waited
 /// for every other buyer's uncommitted hold, and two such holds deadlocked (sixteen buyers
 /// holding different seats exhausted their retries in CI). Here another buyer's reservation is
-/// inserted and left uncommitted while Alice holds another seat: her hold must complete. (The
+/// inserted and left uncommitted while Alice holds another seat: her hold must complete. Bob's
+/// token sorts after every real token, so his row is the one a locking read of Alice's holds
+/// would lock next whichever index InnoDB reads it from. (The
 /// timeout only turns such a wait, which would last as long as the open transaction, into a
 /// failure; it is not a measure of speed.)
 #[cfg(feature = "mysql")]
@@ -466,7 +468,7 @@ async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
     sqlx::query(
         "INSERT INTO reservations (id, user_id, token, seat_id, schedule_id, concert_id, price, fence, status,
                                    held_at, expires_at)
-         VALUES (?, 'bob', 'bobs-token', ?, ?, ?, 10, 1, 'HELD', ?, ?)",
+         VALUES (?, 'bob', 'zzzz-bobs-token', ?, ?, ?, 10, 1, 'HELD', ?, ?)",
     )
     .bind(ReservationId::random().as_uuid())
     .bind(bobs.id.as_uuid())

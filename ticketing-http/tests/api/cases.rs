@@ -1240,6 +1240,8 @@ pub async fn an_operator_pauses_changes_and_resumes_the_sale_on_every_node<
     let two = spawn_node(&one).await;
     let admin = [("X-Admin-Key", ADMIN_KEY)];
     let sale = |action: &str| format!("/api/v1/admin/concerts/{}/{action}", one.demo);
+    // Node two knows the concert, unpaused, before the pause: only its tick's read can tell it.
+    assert!(!two.state.service.concert(one.demo).await.unwrap().paused);
     async fn status<Q: QueueStore, B: BookingStore>(
         node: &crate::harness::Server<Q, B>,
         token: &str,

@@ -6,9 +6,12 @@
 //! MySQL's default isolation lets a plain `SELECT` inside a transaction read an old snapshot,
 //! so a read-modify-write built on it can lose an update. Nothing here is built that way:
 //! every write is a compare-and-set (`UPDATE … WHERE fence = ?` / `WHERE version = ?`), which
-//! InnoDB evaluates against the latest committed row whatever the snapshot, and every read that
-//! decides something inside a transaction is a locking read (`FOR UPDATE`,
-//! `LOCK IN SHARE MODE`), which also reads the latest committed row. The conformance suite runs
+//! InnoDB evaluates against the latest committed row whatever the snapshot, and a read that
+//! decides something inside a transaction is either a locking read (`FOR UPDATE`), which also
+//! reads the latest committed row, or a plain read whose snapshot is taken after the lock that
+//! serialises what it counts (a hold's count of its token's open holds, after the token's row
+//! lock; see migration `20261203000004`, which also says why a locking read there deadlocked
+//! buyers against each other). The conformance suite runs
 //! in the default isolation, and `tests/conformance` shows the lost update a naive
 //! read-modify-write would suffer.
 //!
