@@ -454,6 +454,15 @@ pub struct AdmissionSnapshot {
     pub generation: u64,
 }
 
+impl AdmissionSnapshot {
+    /// The measured admission rate per minute, for operators (0 when it is not a finite number).
+    #[must_use]
+    pub fn admitted_per_minute(&self) -> f64 {
+        let rate = self.rate_per_sec * 60.0;
+        if rate.is_finite() { rate } else { 0.0 }
+    }
+}
+
 /// One admission tick's write: admit up to `quota` from the head of the line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

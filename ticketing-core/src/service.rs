@@ -597,21 +597,21 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             concert,
             waiting: snapshot.waiting,
             active: snapshot.active,
-            admitted_per_minute: snapshot.rate_per_sec * 60.0,
+            admitted_per_minute: snapshot.admitted_per_minute(),
             seats,
         })
     }
 
     /// What a concert's seats add up to now (held, sold, revenue): one booking-store read.
     ///
-    /// # Errors
-    /// Store errors.
-    ///
     /// The tally also tells this process whether the concert is sold out ([`SeatTally::sold_out`]):
     /// from then on, until a tally says otherwise, nobody joins its line
     /// ([`DomainError::SoldOut`]) and its tokens say so ([`TokenView::sold_out`]). Whoever runs the
     /// process reads the tallies of busy lines, and of sold-out concerts, now and then (the HTTP
     /// server's sweeper does, every round).
+    ///
+    /// # Errors
+    /// Store errors.
     pub async fn seat_tally(&self, concert_id: ConcertId) -> Result<SeatTally, Error> {
         let tally = self.booking.seat_tally(concert_id, self.now()).await?;
         let mut sold_out = self.catalog.sold_out.write().unwrap_or_else(PoisonError::into_inner);
@@ -665,28 +665,25 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     pub async fn admission_tick(&self, concert_id: ConcertId) -> Result<Vec<TokenRecord>, Error> {
         let concert = match self.booking.concert(concert_id).await {
             Ok(concert) => concert.ok_or(Error::Domain(DomainError::ConcertNotFound))?,
-            Err(error) => {
-                let known = self
-                    .catalog
-                    .concerts
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&concert_id)
-                    .cloned();
-                let Some(known) = known else { return Err(error.into()) };
-                tracing::warn!(%error, concert = %concert_id, "the booking store did not answer; admitting with the concert's settings as last read");
-                known
-            }
+            Err(error) => self.known_concerts(error, Some(concert_id))?.swap_remove(0),
         };
         self.tick(&concert).await
     }
 
-    /// The concerts this process knows, as it last read them, for admission while the booking
-    /// store does not answer (`error`, returned when it knows none): the line lives in the queue
-    /// store, and no operator's change can be written meanwhile, so the last read stands.
-    fn known_concerts(&self, error: StoreError) -> Result<Vec<Concert>, Error> {
-        let known: Vec<Concert> =
-            self.catalog.concerts.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+    /// The concerts this process knows (only `only`, if given), as it last read them, for
+    /// admission while the booking store does not answer (`error`, returned when it knows
+    /// none): the line lives in the queue store, and no operator's change can be written
+    /// meanwhile, so the last read stands.
+    fn known_concerts(&self, error: StoreError, only: Option<ConcertId>) -> Result<Vec<Concert>, Error> {
+        let known: Vec<Concert> = self
+            .catalog
+            .concerts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|concert| only.is_none_or(|id| concert.id == id))
+            .cloned()
+            .collect();
         if known.is_empty() {
             return Err(error.into());
         }
@@ -812,7 +809,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let mut admitted = 0;
         let concerts = match self.booking.concerts().await {
             Ok(concerts) => concerts,
-            Err(error) => self.known_concerts(error)?,
+            Err(error) => self.known_concerts(error, None)?,
         };
         for concert in concerts {
             match self.tick(&concert).await {

@@ -566,8 +566,7 @@ impl From<&SaleFigures> for FiguresBody {
             paused: f.concert.paused,
             waiting: f.waiting,
             active: f.active,
-            // JSON has no NaN or infinity (the stored rate is finite; this only keeps the schema).
-            admitted_per_minute: if f.admitted_per_minute.is_finite() { f.admitted_per_minute } else { 0.0 },
+            admitted_per_minute: f.admitted_per_minute,
             seats: f.seats.seats,
             held: f.seats.held,
             sold: f.seats.sold,

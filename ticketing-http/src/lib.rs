@@ -571,7 +571,7 @@ pub fn spawn_background<Q: QueueStore, B: BookingStore, C: Clock>(
                     Ok(report) => tracing::debug!(?report, "swept"),
                     Err(error) => tracing::warn!(%error, "sweep failed"),
                 }
-                record_queue_gauges(&state, &mut live).await;
+                record_sale_gauges(&state, &mut live).await;
             }
         })
     };
@@ -590,7 +590,7 @@ pub const QUEUE_GAUGE_IDLE: Duration = Duration::from_millis(2 * config::SWEEP_M
 /// no more, so they leave the output after [`QUEUE_GAUGE_IDLE`]. The tally read also keeps the
 /// service's knowledge of sold-out concerts fresh (`Ticketing::seat_tally`), for busy lines and
 /// for concerts found sold out.
-async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
+async fn record_sale_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
     state: &AppState<Q, B, C>,
     live: &mut std::collections::HashSet<ConcertId>,
 ) {
@@ -609,7 +609,7 @@ async fn record_queue_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
                 metrics::gauge!("ticketing_queue_active", "concert" => id.clone())
                     .set(f64::from(snapshot.active));
                 metrics::gauge!("ticketing_admitted_per_minute", "concert" => id.clone())
-                    .set(snapshot.rate_per_sec * 60.0);
+                    .set(snapshot.admitted_per_minute());
             }
             // The tally also tells the service whether the concert is sold out: read for every
             // busy line, and for a concert found sold out (until a tally says otherwise).
