@@ -64,7 +64,7 @@ for port in "${ports[@]}"; do
   TICKETING_LISTEN="127.0.0.1:$port" TICKETING_STORE="$store" TICKETING_QUEUE="redis://127.0.0.1:6379/" \
     TICKETING_REDIS_PREFIX="$prefix" TICKETING_ADMIN_KEY="$admin_key" TICKETING_DEMO_SEED=false \
     TICKETING_TOKEN_SECRET="$token_secret" \
-    TICKETING_INSECURE_DEMO_AUTH=true TICKETING_HOLD_TTL_SECS="$HOLD_TTL_SECS" RUST_LOG=warn \
+    TICKETING_INSECURE_DEMO_AUTH=true TICKETING_JOINS_PER_ADDRESS=off TICKETING_HOLD_TTL_SECS="$HOLD_TTL_SECS" RUST_LOG=warn \
     "$bin/ticketing-http" >"$out/node-$port.log" 2>&1 &
   pids+=("$!")
   hosts+=("http://127.0.0.1:$port")

@@ -50,7 +50,7 @@ trap cleanup EXIT
 run() { # name, store, queue
   local name=$1 store=$2 queue=$3
   TICKETING_LISTEN="127.0.0.1:$PORT" TICKETING_STORE="$store" TICKETING_QUEUE="$queue" \
-    TICKETING_INSECURE_DEMO_AUTH=true TICKETING_REDIS_PREFIX="endpoints:$$:" TICKETING_MAX_ACTIVE=1 RUST_LOG=warn \
+    TICKETING_INSECURE_DEMO_AUTH=true TICKETING_JOINS_PER_ADDRESS=off TICKETING_REDIS_PREFIX="endpoints:$$:" TICKETING_MAX_ACTIVE=1 RUST_LOG=warn \
     "$BIN" >"/tmp/endpoints-$name.log" 2>&1 &
   server_pid=$!
   wait_for "the server" curl -sf "$BASE/healthz"

@@ -46,7 +46,7 @@ hosts=()
 for port in "${ports[@]}"; do
   TICKETING_LISTEN="127.0.0.1:$port" TICKETING_STORE="$store" TICKETING_QUEUE="$redis" \
     TICKETING_REDIS_PREFIX="$prefix" TICKETING_ADMIN_KEY="$admin_key" TICKETING_DEMO_SEED=false \
-    TICKETING_INSECURE_DEMO_AUTH=true \
+    TICKETING_INSECURE_DEMO_AUTH=true TICKETING_JOINS_PER_ADDRESS=off \
     "$bin/ticketing-http" >"$out/node-$port.log" 2>&1 &
   pids+=("$!")
   hosts+=("http://127.0.0.1:$port")

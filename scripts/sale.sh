@@ -79,7 +79,7 @@ run() { # name, store, queue
   local name=$1 store=$2 queue=$3
   if [ "$store" != memory ]; then TICKETING_STORE="$store" "$server_bin" migrate >/dev/null; fi
   TICKETING_LISTEN="127.0.0.1:$PORT" TICKETING_STORE="$store" TICKETING_QUEUE="$queue" \
-    TICKETING_ADMIN_KEY="$ADMIN_KEY" TICKETING_DEMO_SEED=false TICKETING_INSECURE_DEMO_AUTH=true \
+    TICKETING_ADMIN_KEY="$ADMIN_KEY" TICKETING_DEMO_SEED=false TICKETING_INSECURE_DEMO_AUTH=true TICKETING_JOINS_PER_ADDRESS=off \
     TICKETING_REDIS_PREFIX="sale:$$:" RUST_LOG=warn \
     "$server_bin" >"$OUT/server-$name.log" 2>&1 &
   server_pid=$!

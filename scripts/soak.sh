@@ -39,7 +39,7 @@ TICKETING_STORE="$store" "$bin/ticketing-http" migrate >/dev/null
 TICKETING_LISTEN="127.0.0.1:$port" TICKETING_STORE="$store" TICKETING_QUEUE="redis://127.0.0.1:6379/" \
   TICKETING_REDIS_PREFIX="$prefix" TICKETING_ADMIN_KEY="$admin_key" TICKETING_DEMO_SEED=false \
   TICKETING_TOKEN_SECRET="soak-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM$RANDOM" \
-  TICKETING_INSECURE_DEMO_AUTH=true RUST_LOG=warn "$bin/ticketing-http" >"$out/node.log" 2>&1 &
+  TICKETING_INSECURE_DEMO_AUTH=true TICKETING_JOINS_PER_ADDRESS=off RUST_LOG=warn "$bin/ticketing-http" >"$out/node.log" 2>&1 &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 wait_for "the node at $host" curl -sf "$host/readyz"

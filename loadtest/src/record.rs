@@ -166,8 +166,8 @@ impl Observations {
         self.server_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request the server shed (503 `overloaded` with Retry-After), retried after the
-    /// pause it asked for.
+    /// Counts a request the server shed (503 `overloaded` with Retry-After) or rate limited (429
+    /// `rate_limited`), retried after the pause it asked for.
     pub fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }

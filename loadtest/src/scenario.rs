@@ -216,7 +216,8 @@ impl Person<'_> {
     }
 
     /// Sends one request; `Ok(None)` when no answer came (goose has counted the error). A
-    /// request the server shed (503 `overloaded` with Retry-After) is sent again after the pause
+    /// request the server shed (503 `overloaded` with Retry-After) or rate limited (429
+    /// `rate_limited`, for a deployment that limits token requests) is sent again after the pause
     /// it asked for, as a careful client does, up to [`SHED_RETRIES`] times; it is counted as
     /// shed, not as a server error, and marked handled for goose.
     async fn send(
@@ -261,11 +262,11 @@ impl Person<'_> {
                 return Ok(None);
             };
             let mut reply = Reply { status, retry_after, body, metric, resent: failovers > 0 };
-            if status == 503
-                && retry_after.is_some()
-                && reply.code() == "overloaded"
-                && attempt < SHED_RETRIES
-            {
+            // Shed (503 `overloaded`) or turned away at the door (429 `rate_limited`): wait as
+            // asked and send it again.
+            let turned_away =
+                matches!((status, reply.code().as_str()), (503, "overloaded") | (429, "rate_limited"));
+            if turned_away && retry_after.is_some() && attempt < SHED_RETRIES {
                 attempt += 1;
                 self.run.obs.shed();
                 self.handled(user, &mut reply)?;

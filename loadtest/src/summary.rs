@@ -129,8 +129,8 @@ pub struct Errors {
     pub contract_violations: u64,
     /// 5xx answers and requests with no answer.
     pub server_errors: u64,
-    /// Requests the server shed (503 `overloaded`), each retried after its Retry-After (not
-    /// server errors: the answer a careful client retries).
+    /// Requests the server shed (503 `overloaded`) or rate limited (429 `rate_limited`), each
+    /// retried after its Retry-After (not server errors: the answer a careful client retries).
     pub shed: u64,
     /// Requests sent again to another server because theirs did not answer (not server errors
     /// unless no server answered).
@@ -295,7 +295,7 @@ impl Summary {
             ));
         }
         out.push_str(&format!(
-            "errors: {} contract violations, {} server errors ({} requests shed and retried, {} sent \
+            "errors: {} contract violations, {} server errors ({} requests shed or rate limited and retried, {} sent \
              again to another server)\n",
             self.errors.contract_violations,
             self.errors.server_errors,

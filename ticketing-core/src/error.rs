@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::door::DoorScope;
 use crate::ids::{ParseError, Points};
 
 /// A business rule refused the request. Nothing changed.
@@ -86,6 +87,14 @@ pub enum DomainError {
     /// The idempotency key was first used with a different request.
     #[error("the idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// Too many token requests from one client address or by one user ([`crate::door`]).
+    #[error("too many token requests from this {scope}: try again in {retry_after_secs} s")]
+    RateLimited {
+        /// Whose budget is spent.
+        scope: DoorScope,
+        /// Whole seconds until the budget allows another request.
+        retry_after_secs: u64,
+    },
     /// A value in the request is malformed or out of range.
     #[error("invalid input: {reason}")]
     InvalidInput {

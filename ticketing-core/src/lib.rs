@@ -34,6 +34,7 @@
 //!   backends; [`store::memory`] is the in-memory default.
 //! - [`Ticketing`] ([`service`]): the facade: read, decide with a pure function, write with a
 //!   compare-and-set, retry on conflict.
+//! - [`door`]: how many queue tokens a client address or a user may ask for per minute.
 //! - [`error`]: what went wrong, named for what happened.
 //!
 //! ## Example
@@ -96,6 +97,7 @@
 pub mod catalog;
 pub mod claim;
 pub mod clock;
+pub mod door;
 pub mod error;
 pub mod hold;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -16,6 +17,7 @@ use crate::catalog::{
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
+use crate::door::{Door, DoorBudget};
 use crate::error::{DomainError, Error, StoreError};
 use crate::hold::{self, Holder, Release, Reservation};
 use crate::idempotency::{self, CheckError, IdempotencyRecord, KeyCheck};
@@ -156,6 +158,7 @@ pub struct Ticketing<Q, B, C> {
     catalog: Arc<CatalogCache>,
     signer: TokenSigner,
     lines: Arc<LineWatch>,
+    door: Arc<Door>,
 }
 
 /// What the admission tick of this process knows of each concert's line: the generation it
@@ -299,7 +302,21 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             catalog: Arc::default(),
             signer: TokenSigner::new(TokenKey::random()),
             lines: Arc::default(),
+            door: Arc::default(),
         }
+    }
+
+    /// This service, limiting token requests per client address and per user to `budget`
+    /// ([`crate::door`]); without it there is no limit.
+    #[must_use]
+    pub fn with_door(mut self, budget: DoorBudget) -> Self {
+        self.door = Arc::new(Door::new(budget));
+        self
+    }
+
+    /// The limits on token requests.
+    pub fn door(&self) -> &Door {
+        &self.door
     }
 
     /// This service, signing its tokens' claims with `key` ([`crate::claim`]).
@@ -438,6 +455,23 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// concert sold out ([`Ticketing::seat_tally`]); [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn issue_token(&self, user: &UserId, concert_id: ConcertId) -> Result<TokenView, Error> {
+        self.issue_token_from(user, concert_id, None).await
+    }
+
+    /// [`Ticketing::issue_token`] for a request from `address` (when known), counted first
+    /// against the address's and the user's budgets ([`Ticketing::with_door`]), before any store
+    /// is asked.
+    ///
+    /// # Errors
+    /// [`DomainError::RateLimited`]; those of [`Ticketing::issue_token`].
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn issue_token_from(
+        &self,
+        user: &UserId,
+        concert_id: ConcertId,
+        address: Option<IpAddr>,
+    ) -> Result<TokenView, Error> {
+        self.door.knock(address, user)?;
         let concert = self.concert(concert_id).await?;
         if self.sold_out(concert_id) {
             return Err(DomainError::SoldOut.into());
@@ -1285,11 +1319,13 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// Tidies: frees lapsed holds' seats early, expires idle and timed-out tokens, forgets old
-    /// tokens and idempotency keys. Nothing depends on it for correctness.
+    /// tokens and idempotency keys, and the door's clients whose budget refilled. Nothing
+    /// depends on it for correctness.
     ///
     /// # Errors
     /// Store errors.
     pub async fn sweep(&self) -> Result<SweepReport, Error> {
+        self.door.tidy();
         let now = self.now();
         let forget_before = now - secs(TOKEN_RETENTION_SECS);
         let tokens = self.queue.sweep_queue(now, forget_before, SWEEP_BATCH).await?;

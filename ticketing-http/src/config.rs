@@ -3,12 +3,16 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use axum::http::HeaderName;
 
 use clap::builder::{RangedU64ValueParser, StyledStr, TypedValueParser};
 use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use ticketing_core::catalog::{Concert, QueueSettings};
+use ticketing_core::door::DoorBudget;
 use ticketing_core::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
     ADMIT_INTERVAL_MS_MIN, CONNECTIONS_MAX_DEFAULT, DURATION_SECS_MAX, HEADER_READ_TIMEOUT_MS_DEFAULT,
@@ -184,6 +188,24 @@ pub struct Config {
         value_parser = bounded::<usize>(1, IN_FLIGHT_MAX))]
     pub max_in_flight: usize,
 
+    /// How many queue tokens one client address may ask for per minute: that many at once,
+    /// then one every 60/N seconds; past it, 429 `rate_limited` with Retry-After. An IPv6
+    /// client counts by its /64. `off` for no limit (a load test from one machine). Each server
+    /// counts on its own.
+    #[arg(long, env = "TICKETING_JOINS_PER_ADDRESS", default_value = "300", value_parser = per_minute)]
+    pub joins_per_address: Budget,
+
+    /// How many queue tokens one user may ask for per minute (as `TICKETING_JOINS_PER_ADDRESS`).
+    #[arg(long, env = "TICKETING_JOINS_PER_USER", default_value = "10", value_parser = per_minute)]
+    pub joins_per_user: Budget,
+
+    /// The request header a trusted proxy in front writes the client's address into (for
+    /// example `x-forwarded-for` or `x-real-ip`); its last entry is taken. Unset: the address of
+    /// the connection. Set it only when every request reaches the server through that proxy: a
+    /// client that reaches the server directly can write any address there.
+    #[arg(long, env = "TICKETING_CLIENT_ADDRESS_HEADER", value_parser = header_name)]
+    pub client_address_header: Option<HeaderName>,
+
     /// The ids of the demo concert's queue settings given on the command line or in the
     /// environment (not defaulted); filled by [`Config::try_parse_args`].
     #[arg(skip)]
@@ -325,6 +347,12 @@ impl Config {
             .and_then(|secret| ticketing_core::claim::TokenKey::from_secret(secret).ok())
     }
 
+    /// The limits on token requests.
+    #[must_use]
+    pub fn door(&self) -> DoorBudget {
+        DoorBudget { per_address: self.joins_per_address.0, per_user: self.joins_per_user.0 }
+    }
+
     /// The service configuration.
     #[must_use]
     pub fn service(&self) -> ticketing_core::Config {
@@ -351,6 +379,31 @@ pub struct Bounded<T: TryFrom<u64>> {
     inner: RangedU64ValueParser<T>,
     min: u64,
     max: u64,
+}
+
+/// The most token requests per minute a budget may allow.
+pub const JOINS_PER_MINUTE_MAX: u32 = 1_000_000;
+
+/// A number of requests per minute, or none (`off`): no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget(pub Option<NonZeroU32>);
+
+/// Accepts `off` or a whole number of requests per minute, 1 to [`JOINS_PER_MINUTE_MAX`].
+fn per_minute(text: &str) -> Result<Budget, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Budget(None));
+    }
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=JOINS_PER_MINUTE_MAX).contains(n))
+        .and_then(NonZeroU32::new)
+        .map(|n| Budget(Some(n)))
+        .ok_or_else(|| format!("expected `off` or requests per minute, 1 to {JOINS_PER_MINUTE_MAX}"))
+}
+
+/// Accepts an HTTP header name.
+fn header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::try_from(text).map_err(|e| format!("not a header name: {e}"))
 }
 
 /// Accepts a token secret of at least 32 bytes.
@@ -464,7 +517,43 @@ mod tests {
             .filter_map(|a| a.get_long())
             .filter(|long| parse(&[&format!("--{long}"), "0"]).is_ok())
             .collect();
-        assert_eq!(takes_zero, ["store", "queue", "seat-claim", "lock-redis", "redis-prefix", "admin-key"]);
+        assert_eq!(
+            takes_zero,
+            [
+                "store",
+                "queue",
+                "seat-claim",
+                "lock-redis",
+                "redis-prefix",
+                "admin-key",
+                "client-address-header"
+            ]
+        );
+    }
+
+    #[test]
+    fn join_budgets_are_on_by_default_take_off_and_refuse_nonsense_naming_the_variable() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(
+            defaults.door(),
+            DoorBudget { per_address: NonZeroU32::new(300), per_user: NonZeroU32::new(10) }
+        );
+        assert_eq!(defaults.client_address_header, None);
+        let off = parse(&["--joins-per-address", "off", "--joins-per-user", "OFF"]).unwrap();
+        assert_eq!(off.door(), DoorBudget::default());
+        let set =
+            parse(&["--joins-per-user", "1000000", "--client-address-header", "X-Forwarded-For"]).unwrap();
+        assert_eq!(set.door().per_user, NonZeroU32::new(1_000_000));
+        assert_eq!(set.client_address_header, Some(HeaderName::from_static("x-forwarded-for")));
+        for bad in ["0", "1000001", "-1", "ten", ""] {
+            let error = parse(&[&format!("--joins-per-user={bad}")]).unwrap_err().to_string();
+            assert!(
+                error.contains("TICKETING_JOINS_PER_USER") || error.contains("--joins-per-user"),
+                "{bad}: {error}"
+            );
+            assert!(error.contains("`off` or requests per minute"), "{bad}: {error}");
+        }
+        assert!(parse(&["--client-address-header", "not a header"]).is_err());
     }
 
     #[test]

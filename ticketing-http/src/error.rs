@@ -158,6 +158,7 @@ fn domain_problem(error: &DomainError) -> Problem {
         D::BalanceLimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "balance_limit_exceeded"),
         D::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         D::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+        D::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
     };
     let detail = match error {
         D::NotOwner => D::ReservationNotFound.to_string(),
@@ -277,8 +278,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if retry {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match &self {
+            Self::Core(Error::Domain(DomainError::RateLimited { retry_after_secs, .. })) => {
+                Some(*retry_after_secs)
+            }
+            _ => retry.then_some(1),
+        };
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

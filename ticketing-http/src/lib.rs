@@ -68,6 +68,9 @@ pub struct AppState<Q, B, C> {
     pub shedder: shed::Shedder,
     /// The last readiness answer and when it was found ([`limits::READINESS_CACHE_MS`]).
     pub readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, error::StoreHealth)>>,
+    /// The header a trusted proxy writes the client's address into; `None`: the connection's
+    /// address ([`AppState::client_address`]).
+    pub client_address_header: Option<axum::http::HeaderName>,
 }
 
 /// How [`serve`] bounds its connections, so that clients cannot hoard them.
@@ -109,7 +112,31 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
             connections: ConnectionLimits::default(),
             shedder: shed::Shedder::default(),
             readiness: tokio::sync::Mutex::new(None),
+            client_address_header: None,
         }
+    }
+
+    /// The same state taking the client's address from `header`, which a trusted proxy writes.
+    #[must_use]
+    pub fn with_client_address_header(mut self, header: Option<axum::http::HeaderName>) -> Self {
+        self.client_address_header = header;
+        self
+    }
+
+    /// The address of the client of a request with `headers` over a connection from `peer`:
+    /// the last entry of the configured header (what the nearest trusted proxy wrote) when it
+    /// holds an address, else the connection's.
+    #[must_use]
+    pub fn client_address(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr> {
+        let forwarded = self.client_address_header.as_ref().and_then(|name| {
+            let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+            value.rsplit(',').next()?.trim().parse().ok()
+        });
+        forwarded.or(peer)
     }
 
     /// The same state with another bound on requests in flight ([`shed`]).
@@ -491,8 +518,8 @@ pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
                 (permit, listener.accept().await)
             } => accepted,
         };
-        let (permit, stream) = match accepted {
-            (permit, Ok((stream, _))) => (permit, stream),
+        let (permit, stream, peer) = match accepted {
+            (permit, Ok((stream, peer))) => (permit, stream, peer),
             (_, Err(error)) => {
                 tokio::select! {
                     () = &mut shutdown => break,
@@ -500,10 +527,14 @@ pub async fn serve<Q: QueueStore, B: BookingStore, C: Clock>(
                 }
             }
         };
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|request: Request<hyper::body::Incoming>| request.map(axum::body::Body::new)),
-        );
+        // Each request carries its connection's address, as axum's `ConnectInfo`.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |request: Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -701,7 +732,7 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
     queue: Q,
     booking: B,
 ) -> Result<(), backends::SetupError> {
-    let mut service = Ticketing::new(queue, booking, SystemClock, config.service());
+    let mut service = Ticketing::new(queue, booking, SystemClock, config.service()).with_door(config.door());
     match config.token_key() {
         Some(key) => service = service.with_token_key(key),
         None if config.queue.starts_with("redis") => tracing::warn!(
@@ -730,7 +761,8 @@ async fn serve_with<Q: QueueStore, B: BookingStore>(
         .with_connection_limits(ConnectionLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_connections: config.max_connections,
-        }),
+        })
+        .with_client_address_header(config.client_address_header.clone()),
     );
     let listener = TcpListener::bind(config.listen).await?;
     println!("ticketing listening on http://{}", listener.local_addr()?);

@@ -1,13 +1,14 @@
 //! The handlers. Each one reads the request, calls one service method and renders the answer;
 //! no business rule lives here.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ticketing_core::StoreError;
@@ -148,15 +149,20 @@ fn token_response(
         (status = 404, description = "unknown concert", body = Problem),
         (status = 409, description = "the concert is sold out (`sold_out`)", body = Problem),
         (status = 422, description = "bad userId or concertId", body = Problem),
+        (status = 429, description = "`rate_limited`: this client address or this user asked for tokens too often \
+            (`TICKETING_JOINS_PER_ADDRESS`, `TICKETING_JOINS_PER_USER`); retry after `Retry-After` seconds",
+            body = Problem, headers(("Retry-After" = u64, description = "seconds until the budget allows another request"))),
     ))]
 pub async fn issue_token<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<IssueTokenRequest>,
 ) -> Result<Response, ApiError> {
+    let address = state.client_address(&headers, connection.map(|Extension(ConnectInfo(peer))| peer.ip()));
     let user = state.auth.identify(&headers, request.user_id.as_deref())?;
     let concert_id = body_id(&request.concert_id, ConcertId::parse)?;
-    let view = state.service.issue_token(&user, concert_id).await?;
+    let view = state.service.issue_token_from(&user, concert_id, address).await?;
     let settings = state.queue_settings(concert_id).await?;
     let status = if view.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(token_response(&view, status, &settings))

@@ -1386,3 +1386,69 @@ pub async fn a_sold_out_concert_says_so<
         "other concerts sell on"
     );
 }
+
+pub async fn token_requests_past_a_budget_are_refused_429_with_retry_after<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    use std::num::NonZeroU32;
+    use ticketing_core::door::DoorBudget;
+    // Three requests a minute per address (then one every 20 s), two per user (one every 30 s).
+    let door = DoorBudget { per_address: NonZeroU32::new(3), per_user: NonZeroU32::new(2) };
+    let config = ticketing_core::Config::default();
+    let server = crate::harness::spawn_at_door(
+        fresh().await,
+        none(),
+        open_queue(),
+        config,
+        door,
+        Some("x-forwarded-for"),
+    )
+    .await;
+    let concert = server.demo.to_string();
+    let server = &server;
+    let ask = |user: &'static str, from: &'static str| {
+        let body = json!({"userId": user, "concertId": concert.clone()});
+        async move {
+            server
+                .call(Method::POST, "/api/v1/queue/tokens", None, &[("X-Forwarded-For", from)], Some(body))
+                .await
+        }
+    };
+    let here = "203.0.113.9";
+    let first = ask("alice", here).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(ask("alice", here).await.status, 200, "asking again is counted too");
+    let refused = ask("alice", here).await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("30"), "{refused:?}");
+    assert!(refused.body["detail"].as_str().unwrap().contains("user"), "{refused:?}");
+    // The address has asked three times: another user behind it waits for the address's budget.
+    let behind = ask("bob", here).await;
+    behind.assert_problem(429, "rate_limited");
+    assert_eq!(behind.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("20"), "{behind:?}");
+    assert!(behind.body["detail"].as_str().unwrap().contains("address"), "{behind:?}");
+    // The last entry of the header is the client (what the nearest proxy wrote); an entry a
+    // client wrote before it is not.
+    let elsewhere = ask("bob", "203.0.113.9, 198.51.100.4").await;
+    assert_eq!(elsewhere.status, 201, "{elsewhere:?}");
+    assert_eq!(elsewhere.body["position"], 2, "the refused request took no place in line");
+    // Without the header (or with no address in it) the connection's address counts.
+    for user in ["carol", "dave", "erin"] {
+        assert_eq!(ask(user, "unknown").await.status, 201);
+    }
+    ask("frank", "").await.assert_problem(429, "rate_limited");
+    // Refusals lose nothing: alice's place is kept and her token works.
+    let polled = server.get("/api/v1/queue/tokens/current", first.body["token"].as_str()).await;
+    assert_eq!((polled.status.as_u16(), polled.body["position"].as_u64()), (200, Some(1)), "{polled:?}");
+    // Polling is not limited by the door.
+    for _ in 0..5 {
+        assert_eq!(
+            server.get("/api/v1/queue/tokens/current", first.body["token"].as_str()).await.status,
+            200
+        );
+    }
+}

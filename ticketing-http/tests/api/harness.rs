@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use ticketing_core::catalog::QueueSettings;
+use ticketing_core::door::DoorBudget;
 use ticketing_core::ids::ConcertId;
 use ticketing_core::store::{BookingStore, QueueStore};
 use ticketing_core::{Config, ManualClock, Ticketing};
@@ -83,10 +84,26 @@ pub async fn spawn_with<Q: QueueStore, B: BookingStore>(
     queue: QueueSettings,
     config: Config,
 ) -> Server<Q, B> {
+    spawn_at_door(stores, auth, queue, config, DoorBudget::default(), None).await
+}
+
+/// [`spawn_with`] limiting token requests to `door`, with client addresses from `header` when
+/// one is given.
+pub async fn spawn_at_door<Q: QueueStore, B: BookingStore>(
+    stores: (Q, B, Guard),
+    auth: AuthMode,
+    queue: QueueSettings,
+    config: Config,
+    door: DoorBudget,
+    header: Option<&'static str>,
+) -> Server<Q, B> {
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
-    let service = Ticketing::new(stores.0, stores.1, clock.clone(), config);
+    let service = Ticketing::new(stores.0, stores.1, clock.clone(), config).with_door(door);
     let demo = ticketing_http::seed_demo(&service, queue).await.expect("seed");
-    let state = Arc::new(AppState::new(service, auth, Some(ADMIN_KEY.to_owned()), Duration::from_secs(10)));
+    let state = Arc::new(
+        AppState::new(service, auth, Some(ADMIN_KEY.to_owned()), Duration::from_secs(10))
+            .with_client_address_header(header.map(axum::http::HeaderName::from_static)),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -40,6 +40,7 @@ macro_rules! api_suite {
                 a_seat_list_is_fresh_on_every_node_while_holds_race,
                 an_operator_pauses_changes_and_resumes_the_sale_on_every_node,
                 a_sold_out_concert_says_so,
+                token_requests_past_a_budget_are_refused_429_with_retry_after,
             );
         }
     };
