@@ -55,6 +55,7 @@ async fn concert<Q: QueueStore, B: BookingStore>(
                 waiting_idle_secs: 3_600,
                 ..QueueSettings::default()
             },
+            max_seats_per_buyer: None,
         })
         .await
         .expect("concert");

@@ -110,6 +110,7 @@ pub async fn fresh_seats<B: BookingStore + Clone>(store: &B, seats: u32, now: Da
                 price: Points::new(100).expect("positive"),
             }],
             queue: QueueSettings { max_active: 1_000_000, admit_batch: 100_000, ..QueueSettings::default() },
+            max_seats_per_buyer: None,
         })
         .await
         .expect("create a concert");

@@ -158,6 +158,9 @@ impl<B: BookingStore> BookingStore for Faulty<B> {
     async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
         self.inner.reservation(id).await
     }
+    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
+        self.inner.seats_bought(user, concert).await
+    }
     async fn reservations_of_token(
         &self,
         user: &UserId,

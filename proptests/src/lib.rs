@@ -188,6 +188,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                         price: Points::new(mine[0]).map_err(|e| e.to_string())?,
                     }],
                     queue: queue_settings(),
+                    max_seats_per_buyer: None,
                 })
                 .await
                 .map_err(|e| e.to_string())?;

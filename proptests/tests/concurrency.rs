@@ -169,6 +169,7 @@ async fn race<Q: QueueStore, B: BookingStore>(
                 price: Points::new(PRICE).unwrap(),
             }],
             queue: settings,
+            max_seats_per_buyer: None,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -78,6 +78,7 @@ async fn purchase<B: BookingStore + Clone>(booking: B, plan: Vec<Fault>, crash: 
                 price: Points::new(PRICE).unwrap(),
             }],
             queue: QueueSettings::default(),
+            max_seats_per_buyer: None,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -32,6 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 price: Points::new(1)?,
             }],
             queue,
+            max_seats_per_buyer: None,
         })
         .await?
         .concert

@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 active_ttl_secs: 1,
                 ..Default::default()
             },
+            max_seats_per_buyer: None,
         })
         .await?;
     let concert_id = concert.concert.id;

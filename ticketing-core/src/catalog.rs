@@ -8,9 +8,9 @@ use crate::error::DomainError;
 use crate::ids::{ConcertId, Fence, Points, ReservationId, ScheduleId, SeatId, UserId};
 use crate::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
-    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT, PRICE_MAX_POINTS,
-    SCHEDULES_PER_CONCERT_MAX, SEAT_STATES_WHOLE_READ_SECS, SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX,
-    STARTS_AT_YEAR_MIN, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
+    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
+    MAX_SEATS_PER_BUYER_LIMIT, PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEAT_STATES_WHOLE_READ_SECS,
+    SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
 };
 
 /// How a concert's waiting room admits buyers. Both caps apply at once.
@@ -108,6 +108,10 @@ pub struct Concert {
     /// The version of its settings: 0 at creation, one more with every operator change, which
     /// names the version it was decided from (see [`plan_sale_change`]).
     pub version: u64,
+    /// The most seats one user may buy of this concert, across tokens and retries (`None`: no
+    /// cap beyond the holds a token may have). Set at creation.
+    #[serde(default)]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// What a concert's seats add up to at an instant, for operators: how many there are, how many
@@ -680,6 +684,10 @@ pub struct NewConcert {
     /// How its waiting room admits buyers.
     #[serde(default)]
     pub queue: QueueSettings,
+    /// The most seats one user may buy of it (`None`: no cap), 1 to
+    /// [`MAX_SEATS_PER_BUYER_LIMIT`].
+    #[serde(default)]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// One performance date in a [`NewConcert`].
@@ -710,8 +718,8 @@ pub struct ConcertPlan {
 /// # Errors
 /// [`DomainError::InvalidInput`] for an empty or over-long title, no schedules or too many, a
 /// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
-/// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, or queue settings out of
-/// range.
+/// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, queue settings out of
+/// range, or a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     let invalid = |reason: String| Err(DomainError::InvalidInput { reason });
     let title = request.title.trim();
@@ -722,12 +730,16 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         return invalid(format!("a concert needs 1 to {SCHEDULES_PER_CONCERT_MAX} schedules"));
     }
     request.queue.validate()?;
+    if request.max_seats_per_buyer.is_some_and(|cap| !(1..=MAX_SEATS_PER_BUYER_LIMIT).contains(&cap)) {
+        return invalid(format!("maxSeatsPerBuyer must be 1 to {MAX_SEATS_PER_BUYER_LIMIT}"));
+    }
     let concert = Concert {
         id: ConcertId::random(),
         title: title.to_owned(),
         queue: request.queue,
         paused: false,
         version: 0,
+        max_seats_per_buyer: request.max_seats_per_buyer,
     };
     let mut schedules = Vec::with_capacity(request.schedules.len());
     let mut seats = Vec::new();
@@ -771,6 +783,7 @@ mod tests {
                 price: Points::new(100).expect("valid"),
             }],
             queue: QueueSettings::default(),
+            max_seats_per_buyer: None,
         }
     }
 

@@ -55,6 +55,12 @@ pub enum DomainError {
         /// The configured number of open holds per token.
         limit: u32,
     },
+    /// The user already bought as many seats of the concert as it allows.
+    #[error("you already bought {limit} seat(s) of this concert, its most per buyer")]
+    BuyerLimitReached {
+        /// The concert's `max_seats_per_buyer`.
+        limit: u32,
+    },
     /// The hold's deadline passed (or it was superseded after expiring): the seat is not yours.
     #[error("the hold has expired")]
     HoldExpired,

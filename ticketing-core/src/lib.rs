@@ -65,6 +65,7 @@
 //!             price: Points::new(50_000)?,
 //!         }],
 //!         queue: QueueSettings::default(),
+//!         max_seats_per_buyer: None,
 //!     })
 //!     .await?;
 //!

@@ -27,6 +27,9 @@ pub const ADMIT_INTERVAL_MS_MIN: u64 = 10;
 /// The longest of any configurable duration (one day).
 pub const DURATION_SECS_MAX: u64 = 86_400;
 
+/// The largest per-buyer seat cap a concert may set.
+pub const MAX_SEATS_PER_BUYER_LIMIT: u32 = 10_000;
+
 /// The largest single charge.
 pub const CHARGE_MAX_POINTS: i64 = 10_000_000;
 /// The largest balance a wallet may reach through charges.

@@ -184,6 +184,20 @@ pub struct PaymentIds {
     pub entry: LedgerEntryId,
 }
 
+/// Refuses a payment that would take a buyer past the concert's seat cap: `bought` is how many
+/// seats of the concert the buyer has paid for, read in the same store step as the wallet whose
+/// version the payment's write names (every payment changes that version, so no other payment
+/// of the buyer can slip in between the count and the write).
+///
+/// # Errors
+/// [`DomainError::BuyerLimitReached`].
+pub fn require_within_buyer_cap(bought: u32, cap: Option<u32>) -> Result<(), DomainError> {
+    match cap {
+        Some(limit) if bought >= limit => Err(DomainError::BuyerLimitReached { limit }),
+        _ => Ok(()),
+    }
+}
+
 /// Decides a payment of `reservation` by `payer` from `wallet`.
 ///
 /// # Errors

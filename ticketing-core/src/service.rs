@@ -1133,7 +1133,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
     /// [`DomainError::WrongConcert`];
     /// [`DomainError::InsufficientBalance`], [`DomainError::HoldExpired`],
-    /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`] (remembered under the key);
+    /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`], [`DomainError::BuyerLimitReached`]
+    /// (the concert's `max_seats_per_buyer`) (remembered under the key);
     /// [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn pay(
@@ -1150,6 +1151,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
         let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
         let position = self.position_if_waiting(&record, now).await?;
+        // Set at creation: the process's cached copy is the stored one.
+        let cap = self.concert(record.concert_id).await?.max_seats_per_buyer;
         let receipt = self
             .keyed(ctx, |ctx| {
                 let record = &record;
@@ -1167,6 +1170,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                             .map_err(Stop::Refused)?;
                         payment::require_payer(record, &reservation, now, || position)
                             .map_err(Stop::failed)?;
+                        payment::require_within_buyer_cap(inputs.bought, cap).map_err(Stop::Refused)?;
                         let plan = payment::plan_payment(
                             &reservation,
                             &seat,

@@ -58,6 +58,7 @@ async fn sale(max_active: u32) -> Sale {
                 waiting_idle_secs: 60,
                 active_ttl_secs: 600,
             },
+            max_seats_per_buyer: None,
         })
         .await
         .unwrap();

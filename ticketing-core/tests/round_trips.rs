@@ -50,6 +50,7 @@ fn concert() -> NewConcert {
             waiting_idle_secs: 60,
             active_ttl_secs: 600,
         },
+        max_seats_per_buyer: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn open_concert(title: &str) -> NewConcert {
             waiting_idle_secs: 60,
             active_ttl_secs: 600,
         },
+        max_seats_per_buyer: None,
     }
 }
 

@@ -594,7 +594,14 @@ mod tests {
 
     fn stored_demo(max_active: u32) -> Concert {
         let queue = QueueSettings { max_active, ..QueueSettings::default() };
-        Concert { id: ConcertId::random(), title: crate::DEMO_TITLE.into(), queue, paused: false, version: 0 }
+        Concert {
+            id: ConcertId::random(),
+            title: crate::DEMO_TITLE.into(),
+            queue,
+            paused: false,
+            version: 0,
+            max_seats_per_buyer: None,
+        }
     }
 
     #[test]

@@ -408,6 +408,11 @@ pub struct NewConcertRequest {
     /// Waiting-room caps; defaults apply to what is left out.
     #[serde(default, deserialize_with = "object")]
     pub queue: QueueRequest,
+    /// The most seats one user may buy of this concert, across tokens and retries (a payment
+    /// past it is refused 409 `buyer_limit`); left out: no cap beyond the holds a token may have.
+    #[schema(minimum = 1, maximum = 10_000)]
+    #[serde(default, deserialize_with = "integral_opt")]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// One performance date of a new concert.
@@ -486,6 +491,9 @@ pub struct CreatedConcertBody {
     pub schedules: Vec<CreatedScheduleBody>,
     /// Its waiting-room settings.
     pub queue: QueueBody,
+    /// The most seats one user may buy of it; absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// A created schedule.
@@ -671,6 +679,7 @@ impl From<&ConcertPlan> for CreatedConcertBody {
                 })
                 .collect(),
             queue: QueueBody::from(q),
+            max_seats_per_buyer: plan.concert.max_seats_per_buyer,
         }
     }
 }

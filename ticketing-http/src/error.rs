@@ -150,6 +150,7 @@ fn domain_problem(error: &DomainError) -> Problem {
         D::WrongConcert => (StatusCode::FORBIDDEN, "wrong_concert"),
         D::SeatUnavailable => (StatusCode::CONFLICT, "seat_unavailable"),
         D::HoldLimitReached { .. } => (StatusCode::CONFLICT, "hold_limit"),
+        D::BuyerLimitReached { .. } => (StatusCode::CONFLICT, "buyer_limit"),
         D::HoldExpired => (StatusCode::GONE, "hold_expired"),
         D::AlreadyPaid => (StatusCode::CONFLICT, "already_paid"),
         D::HoldReleased => (StatusCode::GONE, "hold_released"),

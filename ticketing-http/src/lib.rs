@@ -693,7 +693,9 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
             price: Points::new(50_000).expect("a positive literal"),
         })
         .collect();
-    let plan = service.create_concert(&NewConcert { title: DEMO_TITLE.into(), schedules, queue }).await?;
+    let plan = service
+        .create_concert(&NewConcert { title: DEMO_TITLE.into(), schedules, queue, max_seats_per_buyer: None })
+        .await?;
     Ok(plan.concert.id)
 }
 

@@ -298,7 +298,7 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
         (status = 201, body = PaymentBody),
         (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
         (status = 403, description = "wrong_concert: a token of another concert; not_admitted", body = Problem),
-        (status = 404, body = Problem), (status = 409, description = "already_paid", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "`already_paid`, or `buyer_limit`: you already bought the concert's `maxSeatsPerBuyer` seats", body = Problem),
         (status = 410, description = "hold_expired or hold_released", body = Problem), (status = 422, body = Problem),
     ))]
 pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(
@@ -362,6 +362,7 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
         title: request.title,
         schedules,
         queue: request.queue.with_defaults(ticketing_core::catalog::QueueSettings::default()),
+        max_seats_per_buyer: request.max_seats_per_buyer,
     };
     let plan = state.service.create_concert(&new).await?;
     Ok((StatusCode::CREATED, Json(CreatedConcertBody::from(&plan))))

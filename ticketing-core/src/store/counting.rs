@@ -337,6 +337,14 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         self.count("reservation", self.inner.reservation(id))
     }
 
+    fn seats_bought(
+        &self,
+        user: &UserId,
+        concert: ConcertId,
+    ) -> impl Future<Output = StoreResult<u32>> + Send {
+        self.count("seats_bought", self.inner.seats_bought(user, concert))
+    }
+
     fn reservations_of_token(
         &self,
         user: &UserId,

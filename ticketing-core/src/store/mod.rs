@@ -510,6 +510,10 @@ pub struct PaymentInputs {
     pub seat: Option<SeatRecord>,
     /// What is stored under the request's key (`None` without a key).
     pub key: Option<IdempotencyRecord>,
+    /// How many seats of the reservation's concert the reservation's user has paid for (0 when
+    /// the reservation does not exist), read no earlier than the wallet: the payment's write
+    /// names the wallet's version, which every payment of the user changes.
+    pub bought: u32,
 }
 
 /// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
@@ -518,6 +522,13 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     /// One reservation.
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
+
+    /// How many seats of `concert` `user` has paid for (its confirmed reservations).
+    fn seats_bought(
+        &self,
+        user: &UserId,
+        concert: ConcertId,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Every reservation `token` (a token of `user`) made, in any status, in no particular
     /// order. Paying needs it when a token may hold several seats: the token expires only once
@@ -612,8 +623,9 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     /// wallet, the reservation, its seat and, when the request has a key, what is stored for
     /// it. The default reads the wallet first, then the reservation and its seat: a payment
     /// writes all three at once, so a wallet that already shows a racing payment of this hold is
-    /// followed by reads that show the hold paid. A backend may read them in one round trip (one
-    /// statement sees one snapshot).
+    /// followed by reads that show the hold paid; the count of seats the user bought comes after
+    /// the wallet too, so a payment it misses has changed the wallet's version and the write
+    /// fails. A backend may read them in one round trip (one statement sees one snapshot).
     fn payment_inputs(
         &self,
         user: &UserId,
@@ -627,11 +639,15 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
                 Some(reservation) => self.seat(reservation.seat_id).await?,
                 None => None,
             };
+            let bought = match &reservation {
+                Some(reservation) => self.seats_bought(&reservation.user_id, reservation.concert_id).await?,
+                None => 0,
+            };
             let key = match key {
                 Some(key) => self.idempotency(user, key).await?,
                 None => None,
             };
-            Ok(PaymentInputs { wallet, reservation, seat, key })
+            Ok(PaymentInputs { wallet, reservation, seat, key, bought })
         }
     }
 

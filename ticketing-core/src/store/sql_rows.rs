@@ -77,6 +77,7 @@ pub(crate) struct ConcertRow {
     active_ttl_secs: i64,
     paused: bool,
     version: i64,
+    max_seats_per_buyer: Option<i32>,
 }
 
 impl TryFrom<ConcertRow> for Concert {
@@ -94,6 +95,11 @@ impl TryFrom<ConcertRow> for Concert {
             )?,
             paused: r.paused,
             version: u64_of(r.version)?,
+            max_seats_per_buyer: r
+                .max_seats_per_buyer
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("negative max_seats_per_buyer".into()))?,
         })
     }
 }
@@ -529,6 +535,14 @@ pub(crate) struct InputsRow {
     k_outcome: Option<String>,
     k_created_at: Option<DateTime<Utc>>,
     k_expires_at: Option<DateTime<Utc>>,
+    /// Only a payment's inputs have it.
+    #[sqlx(default)]
+    bought: Option<i64>,
+}
+
+/// A stored count.
+pub(crate) fn count(value: i64) -> StoreResult<u32> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("count {value} out of range")))
 }
 
 /// A column of a row the join found (its key is present) that is null: the row is corrupt.
@@ -537,6 +551,11 @@ fn present<T>(value: Option<T>, what: &str) -> StoreResult<T> {
 }
 
 impl InputsRow {
+    /// How many seats the reservation's user bought of its concert (a payment's inputs).
+    pub(crate) fn bought(&self) -> StoreResult<u32> {
+        count(self.bought.unwrap_or(0))
+    }
+
     /// The seat, if the join found it.
     pub(crate) fn seat(&mut self) -> StoreResult<Option<SeatRecord>> {
         let Some(id) = self.s_id else { return Ok(None) };

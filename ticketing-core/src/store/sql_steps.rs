@@ -91,7 +91,8 @@ const HOLD_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// A payment's inputs: the wallet, the reservation, its seat and the key's record.
+/// A payment's inputs: the wallet, the reservation, its seat, the key's record and how many
+/// seats of the concert the reservation's user has bought.
 const PAYMENT_INPUTS: &str = concat!(
     "SELECT ",
     wallet_input_columns!(),
@@ -101,6 +102,8 @@ const PAYMENT_INPUTS: &str = concat!(
     seat_input_columns!(),
     ", ",
     key_input_columns!(),
+    ", (SELECT COUNT(*) FROM reservations b
+         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED') AS bought",
     " FROM (SELECT 1) one
        LEFT JOIN wallets w ON w.user_id = ?
        LEFT JOIN reservations r ON r.id = ?
@@ -167,6 +170,7 @@ pub(crate) struct Steps {
     pub idempotency: String,
     pub reservation: String,
     pub reservations_of_token: String,
+    pub seats_bought: String,
     pub payment_of: String,
     pub token_history: String,
     pub open_admissions: String,
@@ -197,6 +201,9 @@ impl Steps {
             idempotency: dialect.sql("SELECT * FROM idempotency_keys WHERE user_id = ? AND `key` = ?"),
             reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
             reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
+            seats_bought: dialect.sql(
+                "SELECT COUNT(*) FROM reservations WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED'",
+            ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
             open_admissions: dialect.sql(OPEN_ADMISSIONS),
@@ -650,6 +657,20 @@ macro_rules! booking_steps {
             row.map(TryInto::try_into).transpose()
         }
 
+        async fn seats_bought(
+            &self,
+            user: &$crate::ids::UserId,
+            concert: $crate::ids::ConcertId,
+        ) -> $crate::store::StoreResult<u32> {
+            let bought: i64 = sqlx::query_scalar(&STEPS.seats_bought)
+                .bind(user.as_str())
+                .bind(concert.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("seats bought"))?;
+            $crate::store::sql_rows::count(bought)
+        }
+
         async fn reservations_of_token(
             &self,
             _user: &$crate::ids::UserId,
@@ -723,6 +744,7 @@ macro_rules! booking_steps {
                 reservation: row.reservation()?,
                 seat: row.seat()?,
                 key: row.key()?,
+                bought: row.bought()?,
             })
         }
 

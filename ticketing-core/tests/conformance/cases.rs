@@ -82,6 +82,7 @@ async fn fixture_with<Q: QueueStore, B: BookingStore>(
                 },
             ],
             queue: settings,
+            max_seats_per_buyer: None,
         })
         .await
         .expect("create concert");
@@ -139,6 +140,7 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
                     price: Points::new(5).unwrap(),
                 }],
                 queue: generous(),
+                max_seats_per_buyer: None,
             })
             .await
             .unwrap()
@@ -1414,7 +1416,8 @@ pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {
     let fx = fixture(s, generous(), 4).await;
-    let bad = NewConcert { title: String::new(), schedules: vec![], queue: generous() };
+    let bad =
+        NewConcert { title: String::new(), schedules: vec![], queue: generous(), max_seats_per_buyer: None };
     assert!(matches!(domain(fx.svc.create_concert(&bad).await), DomainError::InvalidInput { .. }));
     let concerts = fx.svc.concerts().await.unwrap();
     assert_eq!(concerts, vec![fx.concert.concert.clone()]);
@@ -1570,6 +1573,7 @@ pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: B
                 title: format!("In {year}"),
                 schedules: vec![NewSchedule { starts_at, seat_count: 1, price: Points::new(5).unwrap() }],
                 queue: generous(),
+                max_seats_per_buyer: None,
             })
             .await
             .unwrap();
@@ -1661,4 +1665,108 @@ pub async fn seat_changes_bring_every_seat_written_since_their_horizon<Q: QueueS
     assert_seat_changes_agree(&fx, &mut states, &[]).await;
     assert_eq!(fx.svc.sweep().await.unwrap().holds, 2, "alice's and bob's lapsed holds");
     assert_seat_changes_agree(&fx, &mut states, &[fx.seat(2)]).await;
+}
+
+/// A concert of `seats` seats at [`PRICE`] whose buyers may buy at most `cap` of them.
+async fn capped_concert<Q: QueueStore, B: BookingStore>(fx: &Fx<Q, B>, seats: u32, cap: u32) -> ConcertPlan {
+    fx.svc
+        .create_concert(&NewConcert {
+            title: "Capped".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: seats,
+                price: Points::new(PRICE).unwrap(),
+            }],
+            queue: generous(),
+            max_seats_per_buyer: Some(cap),
+        })
+        .await
+        .unwrap()
+}
+
+/// `name`'s token for `concert`, admitted.
+async fn admitted_to<Q: QueueStore, B: BookingStore>(
+    fx: &Fx<Q, B>,
+    name: &str,
+    concert: &ConcertPlan,
+) -> QueueToken {
+    let token = fx.svc.issue_token(&user(name), concert.concert.id).await.unwrap().record.token;
+    fx.svc.admission_tick(concert.concert.id).await.unwrap();
+    assert_eq!(fx.svc.token_status(&token).await.unwrap().status, TokenStatus::Active);
+    token
+}
+
+pub async fn a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retries<
+    Q: QueueStore,
+    B: BookingStore,
+>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let capped = capped_concert(&fx, 4, 2).await;
+    assert_eq!(capped.concert.max_seats_per_buyer, Some(2));
+    let stored = fx.svc.booking_store().concert(capped.concert.id).await.unwrap().unwrap();
+    assert_eq!(stored.max_seats_per_buyer, Some(2), "the cap is stored");
+    // Two purchases, each with its own token (paying expires the token; the buyer joins again).
+    for seat in &capped.seats[..2] {
+        let token = admitted_to(&fx, "alice", &capped).await;
+        fx.svc.charge(&token, PRICE, None).await.unwrap();
+        let held = fx.svc.hold(&token, seat.id, None).await.unwrap();
+        fx.svc.pay(&token, held.id, None).await.unwrap();
+    }
+    let token = admitted_to(&fx, "alice", &capped).await;
+    fx.svc.charge(&token, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&token, capped.seats[2].id, None).await.unwrap();
+    let key = IdempotencyKey::parse("third-seat").unwrap();
+    let refused = fx.svc.pay(&token, held.id, Some(key.clone())).await;
+    assert_eq!(domain(refused), DomainError::BuyerLimitReached { limit: 2 });
+    assert_eq!(
+        domain(fx.svc.pay(&token, held.id, Some(key)).await),
+        DomainError::BuyerLimitReached { limit: 2 },
+        "a retry with the key answers the same"
+    );
+    // Nothing was taken: the points are there, the seat is still alice's hold, not sold.
+    assert_eq!(fx.svc.balance(&token).await.unwrap().balance.get(), PRICE);
+    let reservation = fx.svc.reservation(&token, held.id).await.unwrap();
+    assert_eq!(reservation.status, ReservationStatus::Held);
+    // Another buyer's cap is their own; another concert knows no cap.
+    let bob = admitted_to(&fx, "bob", &capped).await;
+    fx.svc.charge(&bob, PRICE, None).await.unwrap();
+    let bobs = fx.svc.hold(&bob, capped.seats[3].id, None).await.unwrap();
+    fx.svc.pay(&bob, bobs.id, None).await.unwrap();
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 2);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id()).await.unwrap(), 0);
+}
+
+pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let config = Config { holds_per_token: 4, ..Config::default() };
+    let fx = fixture_with(s, generous(), 1, config).await;
+    let capped = capped_concert(&fx, 4, 1).await;
+    let token = admitted_to(&fx, "alice", &capped).await;
+    fx.svc.charge(&token, PRICE * 4, None).await.unwrap();
+    let mut holds = Vec::new();
+    for seat in &capped.seats {
+        holds.push(fx.svc.hold(&token, seat.id, None).await.unwrap().id);
+    }
+    let svc = Arc::new(fx.svc.clone());
+    let payments: Vec<_> = holds
+        .iter()
+        .map(|&id| {
+            let (svc, token) = (Arc::clone(&svc), token.clone());
+            tokio::spawn(async move { svc.pay(&token, id, None).await })
+        })
+        .collect();
+    let mut paid = 0;
+    for payment in payments {
+        match payment.await.unwrap() {
+            Ok(_) => paid += 1,
+            Err(Error::Domain(DomainError::BuyerLimitReached { limit: 1 }) | Error::Contention) => {}
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(paid, 1, "one payment of four within a cap of one");
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 1);
+    assert_eq!(fx.svc.balance(&token).await.unwrap().balance.get(), PRICE * 3, "charged once");
 }

@@ -27,6 +27,8 @@ macro_rules! conformance {
                 a_sale_is_paused_changed_and_resumed_by_version,
                 a_concerts_figures_add_up,
                 a_sold_out_concert_says_so_and_takes_nobody_more,
+                a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retries,
+                racing_payments_of_one_buyer_stay_within_the_cap,
                 admission_is_first_in_first_out,
                 a_record_read_before_its_admission_has_place_zero,
                 a_poll_refreshes_and_places_a_waiting_token_in_one_step,
@@ -192,6 +194,7 @@ async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
             price: Points::new(10).unwrap(),
         }],
         queue: QueueSettings::default(),
+        max_seats_per_buyer: None,
     })
     .unwrap();
     store.create_concert(&concert).await.unwrap();
@@ -349,6 +352,7 @@ async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_
                 price: ticketing_core::ids::Points::new(1).unwrap(),
             }],
             queue: ticketing_core::catalog::QueueSettings::default(),
+            max_seats_per_buyer: None,
         })
         .await
         .unwrap();
@@ -455,6 +459,7 @@ async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
                 price: Points::new(10).unwrap(),
             }],
             queue: QueueSettings { max_active: 10, admit_batch: 10, ..QueueSettings::default() },
+            max_seats_per_buyer: None,
         })
         .await
         .unwrap();

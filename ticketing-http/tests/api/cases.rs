@@ -860,6 +860,7 @@ pub async fn a_token_acts_only_for_its_own_concert<
                 price: ticketing_core::ids::Points::new(5).unwrap(),
             }],
             queue: open_queue(),
+            max_seats_per_buyer: None,
         })
         .await
         .unwrap();
@@ -1451,4 +1452,63 @@ pub async fn token_requests_past_a_budget_are_refused_429_with_retry_after<
             200
         );
     }
+}
+
+pub async fn a_concerts_seat_cap_per_buyer_refuses_the_payment_past_it<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let create = |cap: serde_json::Value| {
+        let body = json!({
+            "title": "Capped", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 3, "price": 10}],
+            "maxSeatsPerBuyer": cap,
+        });
+        let server = &server;
+        async move { server.call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(body)).await }
+    };
+    for bad in [json!(0), json!(10_001), json!(-1), json!(1.5), json!("2")] {
+        create(bad.clone()).await.assert_problem(422, "invalid_input");
+    }
+    let created = create(json!(1)).await;
+    assert_eq!(
+        (created.status.as_u16(), created.body["maxSeatsPerBuyer"].as_u64()),
+        (201, Some(1)),
+        "{created:?}"
+    );
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    let seats: Vec<String> = {
+        let schedule = created.body["schedules"][0]["scheduleId"].as_str().unwrap().to_owned();
+        let token = server
+            .post("/api/v1/queue/tokens", None, json!({"userId": "alice", "concertId": concert.clone()}))
+            .await
+            .body["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server.state.service.admission_tick(id).await.unwrap();
+        let list = server.get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&token)).await;
+        list.body.as_array().unwrap().iter().map(|s| s["seatId"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut answers = Vec::new();
+    for seat in &seats[..2] {
+        let joined = server
+            .post("/api/v1/queue/tokens", None, json!({"userId": "alice", "concertId": concert.clone()}))
+            .await;
+        let token = joined.body["token"].as_str().unwrap().to_owned();
+        server.state.service.admission_tick(id).await.unwrap();
+        assert_eq!(server.charge(&token, 10).await.status, 200);
+        let held = server.hold(&token, seat).await;
+        assert_eq!(held.status, 201, "{held:?}");
+        answers.push((token.clone(), server.pay(&token, held.body["reservationId"].as_str().unwrap()).await));
+    }
+    assert_eq!(answers[0].1.status, 201, "{:?}", answers[0].1);
+    answers[1].1.assert_problem(409, "buyer_limit");
+    let balance = server.get("/api/v1/balance", Some(&answers[1].0)).await;
+    assert_eq!(balance.body["balance"], 10, "the refused payment took nothing: {balance:?}");
 }

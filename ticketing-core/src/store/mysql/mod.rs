@@ -154,8 +154,8 @@ impl CatalogStore for MyStore {
         let c = &plan.concert;
         let q = c.queue;
         sqlx::query(
-            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs, max_seats_per_buyer)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -164,6 +164,7 @@ impl CatalogStore for MyStore {
         .bind(i64_of(q.admit_interval_ms)?)
         .bind(i64_of(q.waiting_idle_secs)?)
         .bind(i64_of(q.active_ttl_secs)?)
+        .bind(c.max_seats_per_buyer.map(rows::i32_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;

@@ -142,8 +142,8 @@ impl CatalogStore for PgStore {
         let c = &plan.concert;
         let q = c.queue;
         sqlx::query(
-            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs, max_seats_per_buyer)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -152,6 +152,7 @@ impl CatalogStore for PgStore {
         .bind(i64_of(q.admit_interval_ms)?)
         .bind(i64_of(q.waiting_idle_secs)?)
         .bind(i64_of(q.active_ttl_secs)?)
+        .bind(c.max_seats_per_buyer.map(rows::i32_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;
