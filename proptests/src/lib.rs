@@ -34,6 +34,8 @@ pub const USERS: usize = 3;
 pub const SEATS: [(usize, i64); 5] = [(0, 100), (0, 100), (0, 100), (1, 150), (1, 150)];
 /// Concerts per case.
 pub const CONCERTS: usize = 2;
+/// Each concert's seats per buyer: concert 0 lets a user buy one of its three seats.
+pub const CAPS: [Option<u32>; CONCERTS] = [Some(1), None];
 
 /// One generated command. Fields are indexes into the case's users, concerts, seats and
 /// reservations (reservation indexes are reduced modulo what exists), an idempotency key number,
@@ -176,7 +178,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
         let users = users.map_err(|e| e.to_string())?;
         let mut concerts = Vec::new();
         let mut seats = Vec::new();
-        for c in 0..CONCERTS {
+        for (c, cap) in CAPS.into_iter().enumerate() {
             let mine: Vec<i64> =
                 SEATS.iter().filter(|(concert, _)| *concert == c).map(|(_, price)| *price).collect();
             let plan = svc
@@ -188,7 +190,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                         price: Points::new(mine[0]).map_err(|e| e.to_string())?,
                     }],
                     queue: queue_settings(),
-                    max_seats_per_buyer: None,
+                    max_seats_per_buyer: cap,
                 })
                 .await
                 .map_err(|e| e.to_string())?;

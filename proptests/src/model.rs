@@ -387,6 +387,10 @@ impl Model {
             // of the token; any other token must be active. Not remembered under the key: the
             // token, not the request, was refused.
             return Expect::Refused(self.not_active(t));
+        } else if crate::CAPS[self.concert_of_reservation(r)]
+            .is_some_and(|cap| self.bought(user, r) >= cap as usize)
+        {
+            Expect::Refused("buyer_limit_reached")
         } else if self.balances.get(&user).copied().unwrap_or(0) < res.price {
             Expect::Refused("insufficient_balance")
         } else {
@@ -408,6 +412,18 @@ impl Model {
         };
         self.remember(user, key, asked, &outcome);
         outcome
+    }
+
+    /// How many seats of reservation `r`'s concert `user` has paid for.
+    fn bought(&self, user: usize, r: usize) -> usize {
+        let concert = self.concert_of_reservation(r);
+        (0..self.reservations.len())
+            .filter(|&o| {
+                self.reservations[o].user == user
+                    && self.reservations[o].confirmed
+                    && self.concert_of_reservation(o) == concert
+            })
+            .count()
     }
 
     /// Charges `amount` with token `t`.

@@ -127,3 +127,28 @@ fn the_generated_sequences_reach_every_interesting_outcome() {
     let missing: Vec<_> = required.iter().filter(|kind| !seen.contains(**kind)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}\nreached: {seen:?}");
 }
+
+/// A buyer capped at one seat of concert 0 buys one, joins again and is refused the second: the
+/// model predicts `buyer_limit` and the service agrees (random sequences rarely get that far, so
+/// this one is written out).
+#[test]
+fn the_model_and_the_service_agree_on_the_seat_cap_per_buyer() {
+    use proptests::Cmd;
+    assert_eq!(proptests::CAPS[0], Some(1));
+    let (user, concert) = (0, 0);
+    let commands = vec![
+        Cmd::Issue { user, concert },
+        Cmd::Tick { concert },
+        Cmd::Charge { user, concert, amount: 1_000, key: None },
+        Cmd::Hold { user, concert, seat: 0, key: None },
+        Cmd::Pay { user, concert, reservation: 0, key: None },
+        Cmd::Issue { user, concert },
+        Cmd::Tick { concert },
+        Cmd::Hold { user, concert, seat: 1, key: None },
+        Cmd::Pay { user, concert, reservation: 1, key: Some(1) },
+        Cmd::Pay { user, concert, reservation: 1, key: Some(1) },
+    ];
+    let store = MemoryStore::new();
+    let seen = runtime().block_on(run(store.clone(), store, &commands)).unwrap();
+    assert!(seen.contains("pay:Paid") && seen.contains("pay:buyer_limit_reached"), "{seen:?}");
+}

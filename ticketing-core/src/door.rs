@@ -107,17 +107,20 @@ impl<C: RateClock + Clone> Door<C> {
         self.budget
     }
 
-    /// Counts one token request from `address` (when known) by `user`, the address first.
+    /// Counts one token request from `address` (when known) by `user`. The user's budget is
+    /// counted first: a request its own user's budget refuses spends nothing of its address's,
+    /// so one user asking too often does not shut out the others behind a shared address (a
+    /// request the address refuses has spent one of its user's).
     ///
     /// # Errors
     /// [`DomainError::RateLimited`] when either budget is spent, with the whole seconds to wait
     /// (at least one) before that budget allows another request.
     pub fn knock(&self, address: Option<IpAddr>, user: &UserId) -> Result<(), DomainError> {
-        if let (Some(limiter), Some(address)) = (&self.addresses, address) {
-            self.check(limiter, &address_key(address), DoorScope::Address)?;
-        }
         if let Some(limiter) = &self.users {
             self.check(limiter, user, DoorScope::User)?;
+        }
+        if let (Some(limiter), Some(address)) = (&self.addresses, address) {
+            self.check(limiter, &address_key(address), DoorScope::Address)?;
         }
         Ok(())
     }
@@ -212,13 +215,19 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_counted_before_its_users_and_across_them() {
-        let (door, _) = door(2, 100);
+    fn an_address_is_counted_across_its_users_but_not_for_a_users_refusal() {
+        let (door, _) = door(2, 1);
         let here: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(door.knock(Some(here), &user("a")), Ok(()));
-        assert_eq!(door.knock(Some(here), &user("b")), Ok(()));
+        assert_eq!(door.knock(Some(here), &user("a")), refused(DoorScope::User, 60));
+        assert_eq!(door.knock(Some(here), &user("b")), Ok(()), "a's refusal spent none of the address");
         assert_eq!(door.knock(Some(here), &user("c")), refused(DoorScope::Address, 30));
-        assert_eq!(door.knock(Some("192.0.2.8".parse().unwrap()), &user("c")), Ok(()));
+        assert_eq!(door.knock(Some("192.0.2.8".parse().unwrap()), &user("e")), Ok(()));
+        assert_eq!(
+            door.knock(Some("192.0.2.8".parse().unwrap()), &user("c")),
+            refused(DoorScope::User, 60),
+            "the address's refusal of c spent one of c's own"
+        );
         assert_eq!(door.knock(None, &user("d")), Ok(()), "an unknown address is not counted");
     }
 

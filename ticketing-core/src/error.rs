@@ -43,6 +43,9 @@ pub enum DomainError {
         /// 1-based place among the concert's waiting tokens.
         position: u64,
     },
+    /// The token was admitted already: there is no line left to leave.
+    #[error("the token is admitted already: it has no place in line to give up")]
+    AlreadyAdmitted,
     /// The token belongs to another concert than the one asked about.
     #[error("the queue token is for another concert")]
     WrongConcert,

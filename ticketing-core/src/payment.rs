@@ -352,6 +352,15 @@ mod tests {
     }
 
     #[test]
+    fn a_buyer_cap_refuses_only_at_or_past_it() {
+        assert_eq!(require_within_buyer_cap(5, None), Ok(()), "no cap");
+        assert_eq!(require_within_buyer_cap(0, Some(1)), Ok(()));
+        assert_eq!(require_within_buyer_cap(1, Some(2)), Ok(()));
+        assert_eq!(require_within_buyer_cap(2, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+        assert_eq!(require_within_buyer_cap(3, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+    }
+
+    #[test]
     fn a_charge_adds_to_the_balance_with_a_ledger_entry() {
         let plan = plan_charge(&wallet(100, 3), 50, LedgerEntryId::random(), t(0)).expect("valid");
         assert_eq!(plan.expected_version, 3);

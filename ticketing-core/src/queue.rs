@@ -53,6 +53,8 @@ pub enum ExpiryReason {
     TimedOut,
     /// Its user paid.
     Paid,
+    /// Its holder left the line while waiting (it was never admitted).
+    Left,
 }
 
 /// What a client sees of a token's state.
@@ -136,7 +138,7 @@ impl TokenRecord {
             TokenState::Expired { at, reason: ExpiryReason::TimedOut | ExpiryReason::Paid } => Some(at),
             TokenState::Waiting { .. }
             | TokenState::Active { .. }
-            | TokenState::Expired { reason: ExpiryReason::Idle, .. } => None,
+            | TokenState::Expired { reason: ExpiryReason::Idle | ExpiryReason::Left, .. } => None,
         }
     }
 
@@ -328,6 +330,22 @@ pub fn expire_on_payment(record: &TokenRecord, now: DateTime<Utc>) -> Result<Tok
             Ok(record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Paid }))
         }
         TokenStatus::Waiting | TokenStatus::Expired => Err(DomainError::TokenExpired),
+    }
+}
+
+/// The token's holder leaves the line: a waiting token expires at once and gives up its place,
+/// so everyone behind it moves up. Joining again later takes a new place at the back.
+///
+/// # Errors
+/// [`DomainError::AlreadyAdmitted`] for an active token (its admission runs out its time);
+/// [`DomainError::TokenExpired`] for an expired one.
+pub fn leave(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, DomainError> {
+    match record.status_at(now) {
+        TokenStatus::Waiting => {
+            Ok(record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Left }))
+        }
+        TokenStatus::Active => Err(DomainError::AlreadyAdmitted),
+        TokenStatus::Expired => Err(DomainError::TokenExpired),
     }
 }
 

@@ -569,6 +569,28 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         })
     }
 
+    /// The token's holder leaves the line ([`queue::leave`]): a waiting token expires at once and
+    /// everyone behind it moves up. Leaving twice answers [`DomainError::TokenExpired`].
+    ///
+    /// # Errors
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`],
+    /// [`DomainError::AlreadyAdmitted`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn leave(&self, token: &QueueToken) -> Result<(), Error> {
+        let mut record = self.authenticate(token).await?;
+        for _ in 0..CAS_RETRIES {
+            let left = queue::leave(&record, self.now())?;
+            match self.queue.update_token(record.version, &left).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict(_)) => {
+                    record = self.queue.token(token).await?.ok_or(DomainError::TokenNotFound)?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Contention)
+    }
+
     /// The stored record of a token, whatever its status; a token the queue store lost is given
     /// back first ([`QueueStore::restore`]).
     ///

@@ -156,6 +156,9 @@ pub struct ConcertBody {
     pub concert_id: Uuid,
     /// Its title.
     pub title: String,
+    /// The most seats one buyer may buy of it; absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// One schedule with its available seats.
@@ -526,6 +529,9 @@ pub struct SaleBody {
     pub version: u64,
     /// Its waiting-room settings.
     pub queue: QueueBody,
+    /// The most seats one buyer may buy of it (set at creation); absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 impl From<&Concert> for SaleBody {
@@ -536,6 +542,7 @@ impl From<&Concert> for SaleBody {
             paused: concert.paused,
             version: concert.version,
             queue: QueueBody::from(concert.queue),
+            max_seats_per_buyer: concert.max_seats_per_buyer,
         }
     }
 }

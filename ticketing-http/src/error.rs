@@ -148,6 +148,7 @@ fn domain_problem(error: &DomainError) -> Problem {
         D::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
         D::NotAdmitted { .. } => (StatusCode::FORBIDDEN, "not_admitted"),
         D::WrongConcert => (StatusCode::FORBIDDEN, "wrong_concert"),
+        D::AlreadyAdmitted => (StatusCode::CONFLICT, "already_admitted"),
         D::SeatUnavailable => (StatusCode::CONFLICT, "seat_unavailable"),
         D::HoldLimitReached { .. } => (StatusCode::CONFLICT, "hold_limit"),
         D::BuyerLimitReached { .. } => (StatusCode::CONFLICT, "buyer_limit"),

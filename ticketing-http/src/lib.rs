@@ -123,20 +123,34 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> AppState<Q, B, C> {
         self
     }
 
-    /// The address of the client of a request with `headers` over a connection from `peer`:
-    /// the last entry of the configured header (what the nearest trusted proxy wrote) when it
-    /// holds an address, else the connection's.
+    /// The address of the client of a request with `headers` over a connection from `peer`.
+    /// With a configured header: the last entry of its last value (what the nearest trusted
+    /// proxy wrote), an address with or without a port (`192.0.2.1`, `192.0.2.1:4711`,
+    /// `2001:db8::1`, `[2001:db8::1]:443`); `None` when it is missing or holds no address, so
+    /// that such requests are not all counted as the proxy's own. Without one: the connection's.
     #[must_use]
     pub fn client_address(
         &self,
         headers: &HeaderMap,
         peer: Option<std::net::IpAddr>,
     ) -> Option<std::net::IpAddr> {
-        let forwarded = self.client_address_header.as_ref().and_then(|name| {
-            let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
-            value.rsplit(',').next()?.trim().parse().ok()
-        });
-        forwarded.or(peer)
+        let Some(name) = &self.client_address_header else { return peer };
+        let entry = headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .map(str::trim)
+            .unwrap_or_default();
+        let address = entry
+            .parse::<std::net::IpAddr>()
+            .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+            .ok();
+        if address.is_none() {
+            tracing::debug!(header = %name, "no client address in the configured header: not counted");
+        }
+        address
     }
 
     /// The same state with another bound on requests in flight ([`shed`]).
@@ -206,7 +220,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[openapi(
     info(title = "ticketing", description = "Virtual waiting room, seat holds and point payments for concert sale days."),
     paths(
-        routes::issue_token, routes::current_token, routes::concerts, routes::schedules, routes::seats,
+        routes::issue_token, routes::current_token, routes::leave, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
         routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
@@ -326,7 +340,10 @@ impl utoipa::Modify for ProblemResponses {
 pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B, C>>) -> Router {
     let api = Router::new()
         .route("/api/v1/queue/tokens", post(routes::issue_token::<Q, B, C>))
-        .route("/api/v1/queue/tokens/current", get(routes::current_token::<Q, B, C>))
+        .route(
+            "/api/v1/queue/tokens/current",
+            get(routes::current_token::<Q, B, C>).merge(delete(routes::leave::<Q, B, C>)),
+        )
         .route("/api/v1/concerts", get(routes::concerts::<Q, B, C>))
         .route("/api/v1/concerts/{concert_id}/schedules", get(routes::schedules::<Q, B, C>))
         .route("/api/v1/schedules/{schedule_id}/seats", get(routes::seats::<Q, B, C>))
@@ -836,7 +853,44 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn the_client_address_is_the_trusted_headers_last_entry_with_or_without_a_port() {
+        use ticketing_core::store::memory::MemoryStore;
+        let store = MemoryStore::new();
+        let service = Ticketing::new(store.clone(), store, SystemClock, ticketing_core::Config::default());
+        let state = AppState::new(service, AuthMode::None, None, Duration::from_secs(1));
+        let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            state.client_address(&headers("192.0.2.9"), Some(peer)),
+            Some(peer),
+            "no header configured"
+        );
+        let state =
+            state.with_client_address_header(Some(axum::http::HeaderName::from_static("x-forwarded-for")));
+        let cases = [
+            ("192.0.2.9", Some("192.0.2.9")),
+            ("198.51.100.1, 192.0.2.9", Some("192.0.2.9")),
+            ("192.0.2.9:4711", Some("192.0.2.9")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("unknown", None),
+            ("", None),
+        ];
+        for (value, expected) in cases {
+            let expected = expected.map(|a| a.parse::<std::net::IpAddr>().unwrap());
+            assert_eq!(state.client_address(&headers(value), Some(peer)), expected, "{value:?}");
+        }
+        assert_eq!(state.client_address(&HeaderMap::new(), Some(peer)), None, "missing: not the proxy's");
+    }
 
     #[test]
     fn an_empty_lines_gauges_are_set_to_zero_once_then_left_to_lapse() {

@@ -183,6 +183,22 @@ pub async fn current_token<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(token_response(&view, StatusCode::OK, &settings))
 }
 
+/// Leave the line: your waiting token expires at once and everyone behind you moves up. To come
+/// back, ask for a token again (a new place at the back).
+#[utoipa::path(delete, path = "/api/v1/queue/tokens/current", tag = "queue", security(("queueToken" = [])),
+    responses(
+        (status = 204, description = "you left the line"),
+        (status = 401, description = "missing, unknown or expired token (leaving twice: `token_expired`)", body = Problem),
+        (status = 409, description = "`already_admitted`: the token is admitted, there is no place in line to give up", body = Problem),
+    ))]
+pub async fn leave<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+) -> Result<StatusCode, ApiError> {
+    state.service.leave(&token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The concerts on sale.
 #[utoipa::path(get, path = "/api/v1/concerts", tag = "catalog",
     responses((status = 200, body = [ConcertBody])))]
@@ -191,7 +207,14 @@ pub async fn concerts<Q: QueueStore, B: BookingStore, C: Clock>(
 ) -> Result<Json<Vec<ConcertBody>>, ApiError> {
     let concerts = state.service.concerts().await?;
     Ok(Json(
-        concerts.into_iter().map(|c| ConcertBody { concert_id: c.id.as_uuid(), title: c.title }).collect(),
+        concerts
+            .into_iter()
+            .map(|c| ConcertBody {
+                concert_id: c.id.as_uuid(),
+                title: c.title,
+                max_seats_per_buyer: c.max_seats_per_buyer,
+            })
+            .collect(),
     ))
 }
 

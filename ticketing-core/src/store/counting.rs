@@ -341,8 +341,9 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         &self,
         user: &UserId,
         concert: ConcertId,
+        except: Option<ReservationId>,
     ) -> impl Future<Output = StoreResult<u32>> + Send {
-        self.count("seats_bought", self.inner.seats_bought(user, concert))
+        self.count("seats_bought", self.inner.seats_bought(user, concert, except))
     }
 
     fn reservations_of_token(

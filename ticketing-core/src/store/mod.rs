@@ -510,9 +510,9 @@ pub struct PaymentInputs {
     pub seat: Option<SeatRecord>,
     /// What is stored under the request's key (`None` without a key).
     pub key: Option<IdempotencyRecord>,
-    /// How many seats of the reservation's concert the reservation's user has paid for (0 when
-    /// the reservation does not exist), read no earlier than the wallet: the payment's write
-    /// names the wallet's version, which every payment of the user changes.
+    /// How many seats of the reservation's concert the reservation's user has paid for, the
+    /// reservation itself left out (0 when it does not exist), read no earlier than the wallet:
+    /// the payment's write names the wallet's version, which every payment of the user changes.
     pub bought: u32,
 }
 
@@ -523,11 +523,14 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
 
-    /// How many seats of `concert` `user` has paid for (its confirmed reservations).
+    /// How many seats of `concert` `user` has paid for (its confirmed reservations), leaving out
+    /// `except` (the reservation being paid: if a racing payment of it just committed, the
+    /// payment's write then fails on the wallet's version and is decided again, as already paid).
     fn seats_bought(
         &self,
         user: &UserId,
         concert: ConcertId,
+        except: Option<ReservationId>,
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Every reservation `token` (a token of `user`) made, in any status, in no particular
@@ -640,7 +643,7 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
                 None => None,
             };
             let bought = match &reservation {
-                Some(reservation) => self.seats_bought(&reservation.user_id, reservation.concert_id).await?,
+                Some(r) => self.seats_bought(&r.user_id, r.concert_id, Some(r.id)).await?,
                 None => 0,
             };
             let key = match key {

@@ -103,7 +103,8 @@ const PAYMENT_INPUTS: &str = concat!(
     ", ",
     key_input_columns!(),
     ", (SELECT COUNT(*) FROM reservations b
-         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED') AS bought",
+         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED'
+           AND b.id <> r.id) AS bought",
     " FROM (SELECT 1) one
        LEFT JOIN wallets w ON w.user_id = ?
        LEFT JOIN reservations r ON r.id = ?
@@ -202,7 +203,8 @@ impl Steps {
             reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
             reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
             seats_bought: dialect.sql(
-                "SELECT COUNT(*) FROM reservations WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED'",
+                "SELECT COUNT(*) FROM reservations
+                  WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED' AND (? IS NULL OR id <> ?)",
             ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
@@ -661,10 +663,14 @@ macro_rules! booking_steps {
             &self,
             user: &$crate::ids::UserId,
             concert: $crate::ids::ConcertId,
+            except: Option<$crate::ids::ReservationId>,
         ) -> $crate::store::StoreResult<u32> {
+            let except = except.map(|id| id.as_uuid());
             let bought: i64 = sqlx::query_scalar(&STEPS.seats_bought)
                 .bind(user.as_str())
                 .bind(concert.as_uuid())
+                .bind(except)
+                .bind(except)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("seats bought"))?;

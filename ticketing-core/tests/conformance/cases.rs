@@ -1734,8 +1734,11 @@ pub async fn a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retrie
     fx.svc.charge(&bob, PRICE, None).await.unwrap();
     let bobs = fx.svc.hold(&bob, capped.seats[3].id, None).await.unwrap();
     fx.svc.pay(&bob, bobs.id, None).await.unwrap();
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 2);
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id()).await.unwrap(), 0);
+    assert_eq!(
+        fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, None).await.unwrap(),
+        2
+    );
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id(), None).await.unwrap(), 0);
 }
 
 pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: BookingStore>(
@@ -1767,6 +1770,35 @@ pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: 
         }
     }
     assert_eq!(paid, 1, "one payment of four within a cap of one");
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 1);
+    assert_eq!(
+        fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, None).await.unwrap(),
+        1
+    );
     assert_eq!(fx.svc.balance(&token).await.unwrap().balance.get(), PRICE * 3, "charged once");
+}
+
+pub async fn a_waiting_buyer_leaves_and_everyone_behind_moves_up<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, QueueSettings { admit_batch: 1, ..generous() }, 4).await;
+    let (a, b, c) = (fx.token("a").await, fx.token("b").await, fx.token("c").await);
+    fx.svc.leave(&b).await.unwrap();
+    assert_eq!(fx.svc.token_status(&c).await.unwrap().position, Some(2), "c moved up");
+    assert_eq!(domain(fx.svc.token_status(&b).await), DomainError::TokenExpired);
+    assert_eq!(domain(fx.svc.leave(&b).await), DomainError::TokenExpired, "leaving twice");
+    let stored = fx.svc.queue_store().token(&b).await.unwrap().unwrap();
+    assert!(matches!(stored.state, queue::TokenState::Expired { reason: queue::ExpiryReason::Left, .. }));
+    // Admission skips the one who left.
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        admitted.extend(fx.svc.admission_tick(fx.concert_id()).await.unwrap().into_iter().map(|r| r.token));
+        fx.clock.advance_secs(1);
+    }
+    assert_eq!(admitted, vec![a.clone(), c]);
+    assert_eq!(domain(fx.svc.leave(&a).await), DomainError::AlreadyAdmitted);
+    // Coming back is a new token at the back of the line.
+    fx.token("d").await;
+    let back = fx.svc.issue_token(&user("b"), fx.concert_id()).await.unwrap();
+    assert!(back.created && back.record.token != b, "{back:?}");
+    assert_eq!(back.position, Some(2));
 }

@@ -30,6 +30,7 @@ macro_rules! conformance {
                 a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retries,
                 racing_payments_of_one_buyer_stay_within_the_cap,
                 admission_is_first_in_first_out,
+                a_waiting_buyer_leaves_and_everyone_behind_moves_up,
                 a_record_read_before_its_admission_has_place_zero,
                 a_poll_refreshes_and_places_a_waiting_token_in_one_step,
                 admission_skips_idle_tokens_at_the_head,

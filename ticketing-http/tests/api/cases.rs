@@ -677,12 +677,12 @@ pub async fn operations_routes_answer<
     {
         use ticketing_core::limits::{
             ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_MIN, CHARGE_MAX_POINTS, DURATION_SECS_MAX, MAX_ACTIVE_LIMIT,
-            PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX, TITLE_MAX_LEN,
-            USER_ID_MAX_LEN,
+            MAX_SEATS_PER_BUYER_LIMIT, PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEATS_PER_SCHEDULE_MAX,
+            TITLE_MAX_LEN, USER_ID_MAX_LEN,
         };
         let schemas = &openapi.body["components"]["schemas"];
         let field = |schema: &str, name: &str, key: &str| schemas[schema]["properties"][name][key].clone();
-        let limits: [(&str, &str, &str, serde_json::Value); 15] = [
+        let limits: [(&str, &str, &str, serde_json::Value); 17] = [
             ("ChargeRequest", "amount", "minimum", 1.into()),
             ("ChargeRequest", "amount", "maximum", CHARGE_MAX_POINTS.into()),
             ("NewScheduleRequest", "seatCount", "maximum", SEATS_PER_SCHEDULE_MAX.into()),
@@ -696,6 +696,8 @@ pub async fn operations_routes_answer<
             ("PaymentRequest", "reservationId", "format", "uuid".into()),
             ("QueueRequest", "maxActive", "maximum", MAX_ACTIVE_LIMIT.into()),
             ("QueueRequest", "admitBatch", "maximum", ADMIT_BATCH_LIMIT.into()),
+            ("NewConcertRequest", "maxSeatsPerBuyer", "maximum", MAX_SEATS_PER_BUYER_LIMIT.into()),
+            ("NewConcertRequest", "maxSeatsPerBuyer", "minimum", 1.into()),
             ("QueueRequest", "admitIntervalMs", "minimum", ADMIT_INTERVAL_MS_MIN.into()),
             ("QueueRequest", "waitingIdleSecs", "maximum", DURATION_SECS_MAX.into()),
         ];
@@ -705,6 +707,15 @@ pub async fn operations_routes_answer<
         let interval_max = field("QueueRequest", "admitIntervalMs", "maximum");
         assert_eq!(interval_max, serde_json::Value::from(DURATION_SECS_MAX * 1_000));
     }
+    // The door's 429 and leaving the line are documented.
+    let tokens = &openapi.body["paths"]["/api/v1/queue/tokens"]["post"]["responses"]["429"];
+    assert!(
+        tokens["content"]["application/problem+json"].is_object()
+            && tokens["headers"]["Retry-After"].is_object(),
+        "429 documented with Retry-After: {tokens}"
+    );
+    let leave = &openapi.body["paths"]["/api/v1/queue/tokens/current"]["delete"]["responses"];
+    assert!(leave["204"].is_object() && leave["409"].is_object(), "{leave}");
     // Every API operation documents the 503 it may answer, as a problem with Retry-After.
     let paths = openapi.body["paths"].as_object().unwrap();
     for (path, item) in paths.iter().filter(|(path, _)| path.starts_with("/api/")) {
@@ -1427,21 +1438,22 @@ pub async fn token_requests_past_a_budget_are_refused_429_with_retry_after<
     refused.assert_problem(429, "rate_limited");
     assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("30"), "{refused:?}");
     assert!(refused.body["detail"].as_str().unwrap().contains("user"), "{refused:?}");
-    // The address has asked three times: another user behind it waits for the address's budget.
-    let behind = ask("bob", here).await;
+    // Alice's refusal spent nothing of the address: bob, behind it too, takes its third request.
+    let bob = ask("bob", here).await;
+    assert_eq!((bob.status.as_u16(), bob.body["position"].as_u64()), (201, Some(2)), "{bob:?}");
+    let behind = ask("carol", here).await;
     behind.assert_problem(429, "rate_limited");
     assert_eq!(behind.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("20"), "{behind:?}");
     assert!(behind.body["detail"].as_str().unwrap().contains("address"), "{behind:?}");
     // The last entry of the header is the client (what the nearest proxy wrote); an entry a
     // client wrote before it is not.
-    let elsewhere = ask("bob", "203.0.113.9, 198.51.100.4").await;
+    let elsewhere = ask("carol", "203.0.113.9, 198.51.100.4").await;
     assert_eq!(elsewhere.status, 201, "{elsewhere:?}");
-    assert_eq!(elsewhere.body["position"], 2, "the refused request took no place in line");
-    // Without the header (or with no address in it) the connection's address counts.
-    for user in ["carol", "dave", "erin"] {
+    assert_eq!(elsewhere.body["position"], 3, "the refused request took no place in line");
+    // A header without an address is not counted as the proxy's (the connection's) address.
+    for user in ["dave", "erin", "frank", "gina"] {
         assert_eq!(ask(user, "unknown").await.status, 201);
     }
-    ask("frank", "").await.assert_problem(429, "rate_limited");
     // Refusals lose nothing: alice's place is kept and her token works.
     let polled = server.get("/api/v1/queue/tokens/current", first.body["token"].as_str()).await;
     assert_eq!((polled.status.as_u16(), polled.body["position"].as_u64()), (200, Some(1)), "{polled:?}");
@@ -1452,6 +1464,19 @@ pub async fn token_requests_past_a_budget_are_refused_429_with_retry_after<
             200
         );
     }
+    // Without a configured header the connection's address counts.
+    let door = DoorBudget { per_address: NonZeroU32::new(1), per_user: None };
+    let direct = crate::harness::spawn_at_door(
+        fresh().await,
+        none(),
+        open_queue(),
+        ticketing_core::Config::default(),
+        door,
+        None,
+    )
+    .await;
+    assert_eq!(direct.ask("alice").await.status, 201);
+    direct.ask("bob").await.assert_problem(429, "rate_limited");
 }
 
 pub async fn a_concerts_seat_cap_per_buyer_refuses_the_payment_past_it<
@@ -1481,6 +1506,10 @@ pub async fn a_concerts_seat_cap_per_buyer_refuses_the_payment_past_it<
         "{created:?}"
     );
     let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let listed = server.get("/api/v1/concerts", None).await;
+    let listed =
+        listed.body.as_array().unwrap().iter().find(|c| c["concertId"] == concert.as_str()).unwrap().clone();
+    assert_eq!(listed["maxSeatsPerBuyer"], 1, "buyers can read the cap: {listed:?}");
     let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
     let seats: Vec<String> = {
         let schedule = created.body["schedules"][0]["scheduleId"].as_str().unwrap().to_owned();
@@ -1511,4 +1540,34 @@ pub async fn a_concerts_seat_cap_per_buyer_refuses_the_payment_past_it<
     answers[1].1.assert_problem(409, "buyer_limit");
     let balance = server.get("/api/v1/balance", Some(&answers[1].0)).await;
     assert_eq!(balance.body["balance"], 10, "the refused payment took nothing: {balance:?}");
+}
+
+pub async fn a_buyer_leaves_the_line<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let token = |answer: &crate::harness::Answer| answer.body["token"].as_str().unwrap().to_owned();
+    let (a, b, c) =
+        (token(&server.ask("a").await), token(&server.ask("b").await), token(&server.ask("c").await));
+    let current = "/api/v1/queue/tokens/current";
+    server.call(Method::DELETE, current, None, &[], None).await.assert_problem(401, "missing_token");
+    let left = server.delete(current, &b).await;
+    assert_eq!((left.status.as_u16(), &left.body), (204, &serde_json::Value::Null), "{left:?}");
+    server.get(current, Some(&b)).await.assert_problem(401, "token_expired");
+    server.delete(current, &b).await.assert_problem(401, "token_expired");
+    assert_eq!(server.get(current, Some(&c)).await.body["position"], 2, "everyone behind moved up");
+    server.tick().await;
+    assert_eq!(server.get(current, Some(&a)).await.body["status"], "ACTIVE");
+    server.delete(current, &a).await.assert_problem(409, "already_admitted");
+    let back = server.ask("b").await;
+    assert_eq!(
+        (back.status.as_u16(), back.body["status"].as_str(), back.body["position"].as_u64()),
+        (201, Some("WAITING"), Some(1)),
+        "a new place at the back: {back:?}"
+    );
+    assert_ne!(token(&back), b);
 }

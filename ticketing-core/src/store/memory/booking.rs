@@ -334,12 +334,21 @@ impl BookingStore for MemoryStore {
         Ok(shard.books.get(&owner).and_then(|b| b.reservations.get(&id)).cloned())
     }
 
-    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
+    async fn seats_bought(
+        &self,
+        user: &UserId,
+        concert: ConcertId,
+        except: Option<ReservationId>,
+    ) -> StoreResult<u32> {
         let shard = self.inner.users.lock(user);
         let bought = shard.books.get(user).map_or(0, |book| {
             book.reservations
                 .values()
-                .filter(|r| r.concert_id == concert && r.status == ReservationStatus::Confirmed)
+                .filter(|r| {
+                    r.concert_id == concert
+                        && r.status == ReservationStatus::Confirmed
+                        && Some(r.id) != except
+                })
                 .count()
         });
         Ok(u32::try_from(bought).unwrap_or(u32::MAX))

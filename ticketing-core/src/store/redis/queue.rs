@@ -542,6 +542,7 @@ fn record(token: QueueToken, concert: ConcertId, f: &HashMap<String, String>) ->
                 "IDLE" => ExpiryReason::Idle,
                 "TIMED_OUT" => ExpiryReason::TimedOut,
                 "PAID" => ExpiryReason::Paid,
+                "LEFT" => ExpiryReason::Left,
                 _ => return Err(corrupt("reason")),
             },
         },
@@ -571,6 +572,7 @@ fn fields(state: &TokenState) -> (&'static str, String, String, i64, &'static st
                 ExpiryReason::Idle => "IDLE",
                 ExpiryReason::TimedOut => "TIMED_OUT",
                 ExpiryReason::Paid => "PAID",
+                ExpiryReason::Left => "LEFT",
             };
             ("EXPIRED", String::new(), String::new(), ms(*at), reason)
         }
