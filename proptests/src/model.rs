@@ -315,7 +315,11 @@ impl Model {
         if self.seats[s].concert != self.tokens[t].concert {
             return Expect::Refused("wrong_concert");
         }
-        let outcome = if !self.seat_free(s) {
+        let concert = self.seats[s].concert;
+        let outcome = if crate::CAPS[concert].is_some_and(|cap| self.bought_of(user, concert) >= cap as usize)
+        {
+            Expect::Refused("buyer_limit_reached")
+        } else if !self.seat_free(s) {
             Expect::Refused("seat_unavailable")
         } else if (0..self.reservations.len())
             .any(|r| self.reservations[r].token == t && (self.reservations[r].confirmed || self.live(r)))
@@ -416,7 +420,11 @@ impl Model {
 
     /// How many seats of reservation `r`'s concert `user` has paid for.
     fn bought(&self, user: usize, r: usize) -> usize {
-        let concert = self.concert_of_reservation(r);
+        self.bought_of(user, self.concert_of_reservation(r))
+    }
+
+    /// How many seats of `concert` `user` has paid for.
+    fn bought_of(&self, user: usize, concert: usize) -> usize {
         (0..self.reservations.len())
             .filter(|&o| {
                 self.reservations[o].user == user

@@ -1051,8 +1051,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// Token errors; [`DomainError::SeatNotFound`], [`DomainError::WrongConcert`];
-    /// [`DomainError::SeatUnavailable`], [`DomainError::HoldLimitReached`] (remembered under the
-    /// key); [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
+    /// [`DomainError::BuyerLimitReached`] (the user already bought the concert's
+    /// `max_seats_per_buyer`), [`DomainError::SeatUnavailable`],
+    /// [`DomainError::HoldLimitReached`] (remembered under the key);
+    /// [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn hold(
         &self,
@@ -1068,6 +1070,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let reservation_id = ReservationId::random();
         let limit = self.config.holds_per_token;
         let hold_ttl = self.hold_ttl();
+        // Set at creation: the process's cached copy is the stored one.
+        let cap = self.concert(record.concert_id).await?.max_seats_per_buyer;
         let reservation = self
             .keyed(ctx, |ctx| {
                 let record = &record;
@@ -1079,6 +1083,8 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                         if seat.seat.concert_id != record.concert_id {
                             return Err(Stop::failed(DomainError::WrongConcert));
                         }
+                        // A buyer at the cap holds nothing it could not pay for.
+                        payment::require_within_buyer_cap(inputs.bought, cap).map_err(Stop::Refused)?;
                         let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
                         let plan = hold::plan_hold(&seat, holder, reservation_id, hold_ttl, limit, now)
                             .map_err(Stop::Refused)?;

@@ -261,7 +261,7 @@ pub async fn seats<Q: QueueStore, B: BookingStore, C: Clock>(
     responses(
         (status = 201, body = ReservationBody),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "seat_unavailable or hold_limit", body = Problem),
+        (status = 409, description = "`seat_unavailable`, `hold_limit`, or `buyer_limit`: you already bought the concert's `maxSeatsPerBuyer` seats", body = Problem),
         (status = 422, body = Problem),
     ))]
 pub async fn hold<Q: QueueStore, B: BookingStore, C: Clock>(

@@ -497,6 +497,9 @@ pub struct HoldInputs {
     pub seat: Option<SeatRecord>,
     /// What is stored under the request's key (`None` without a key).
     pub key: Option<IdempotencyRecord>,
+    /// How many seats of the seat's concert the user has paid for (0 when the seat does not
+    /// exist): a buyer at its concert's cap holds no more (the payment decides it for sure).
+    pub bought: u32,
 }
 
 /// What a payment is decided from ([`BookingStore::payment_inputs`]).
@@ -589,11 +592,15 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     ) -> impl Future<Output = StoreResult<HoldInputs>> + Send {
         async move {
             let seat = self.seat(seat).await?;
+            let bought = match &seat {
+                Some(seat) => self.seats_bought(user, seat.seat.concert_id, None).await?,
+                None => 0,
+            };
             let key = match key {
                 Some(key) => self.idempotency(user, key).await?,
                 None => None,
             };
-            Ok(HoldInputs { seat, key })
+            Ok(HoldInputs { seat, key, bought })
         }
     }
 

@@ -535,7 +535,7 @@ pub(crate) struct InputsRow {
     k_outcome: Option<String>,
     k_created_at: Option<DateTime<Utc>>,
     k_expires_at: Option<DateTime<Utc>>,
-    /// Only a payment's inputs have it.
+    /// A hold's and a payment's inputs have it (a charge's do not).
     #[sqlx(default)]
     bought: Option<i64>,
 }
@@ -551,7 +551,7 @@ fn present<T>(value: Option<T>, what: &str) -> StoreResult<T> {
 }
 
 impl InputsRow {
-    /// How many seats the reservation's user bought of its concert (a payment's inputs).
+    /// How many seats the user bought of the seat's or reservation's concert.
     pub(crate) fn bought(&self) -> StoreResult<u32> {
         count(self.bought.unwrap_or(0))
     }

@@ -86,13 +86,15 @@ const HOLD_INPUTS: &str = concat!(
     seat_input_columns!(),
     ", ",
     key_input_columns!(),
+    ", (SELECT COUNT(*) FROM reservations b
+         WHERE b.user_id = ? AND b.concert_id = s.concert_id AND b.status = 'CONFIRMED') AS bought",
     " FROM (SELECT 1) one
        LEFT JOIN seats s ON s.id = ?
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
 /// A payment's inputs: the wallet, the reservation, its seat, the key's record and how many
-/// seats of the concert the reservation's user has bought.
+/// seats of the concert the reservation's user has bought (the reservation left out).
 const PAYMENT_INPUTS: &str = concat!(
     "SELECT ",
     wallet_input_columns!(),
@@ -722,13 +724,14 @@ macro_rules! booking_steps {
             key: Option<&$crate::ids::IdempotencyKey>,
         ) -> $crate::store::StoreResult<$crate::store::HoldInputs> {
             let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.hold_inputs)
+                .bind(user.as_str())
                 .bind(seat.as_uuid())
                 .bind(user.as_str())
                 .bind(key.map($crate::ids::IdempotencyKey::as_str))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("hold inputs"))?;
-            Ok($crate::store::HoldInputs { seat: row.seat()?, key: row.key()? })
+            Ok($crate::store::HoldInputs { seat: row.seat()?, key: row.key()?, bought: row.bought()? })
         }
 
         async fn payment_inputs(

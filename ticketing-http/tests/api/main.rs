@@ -41,7 +41,7 @@ macro_rules! api_suite {
                 an_operator_pauses_changes_and_resumes_the_sale_on_every_node,
                 a_sold_out_concert_says_so,
                 token_requests_past_a_budget_are_refused_429_with_retry_after,
-                a_concerts_seat_cap_per_buyer_refuses_the_payment_past_it,
+                a_concerts_seat_cap_per_buyer_refuses_the_hold_past_it,
                 a_buyer_leaves_the_line,
             );
         }
