@@ -2,7 +2,10 @@
 --
 -- MariaDB keeps a column's CHECK with the column, and MODIFY replaces it. MySQL 8 keeps it as a
 -- table constraint named queue_tokens_chk_<n>, which MODIFY would leave in place (refusing
--- LEFT): it is found by its clause and dropped first.
+-- LEFT): it is found by its clause and dropped first. (MySQL 8's CHECK_CONSTRAINTS has no table
+-- column, so the join is on schema and name; MariaDB names a column CHECK after its column,
+-- `expired_reason`, which is left to MODIFY. Today no other CHECK of the schema mentions
+-- TIMED_OUT.) MODIFY rebuilds the table: run it outside a sale.
 DROP PROCEDURE IF EXISTS ticketing_drop_expiry_reason_check;
 CREATE PROCEDURE ticketing_drop_expiry_reason_check()
 SQL SECURITY INVOKER
