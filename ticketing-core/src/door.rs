@@ -101,12 +101,6 @@ impl<C: RateClock + Clone> Door<C> {
         }
     }
 
-    /// The budgets.
-    #[must_use]
-    pub fn budget(&self) -> DoorBudget {
-        self.budget
-    }
-
     /// Counts one token request from `address` (when known) by `user`. The user's budget is
     /// counted first: a request its own user's budget refuses spends nothing of its address's,
     /// so one user asking too often does not shut out the others behind a shared address (a

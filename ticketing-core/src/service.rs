@@ -314,11 +314,6 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         self
     }
 
-    /// The limits on token requests.
-    pub fn door(&self) -> &Door {
-        &self.door
-    }
-
     /// This service, signing its tokens' claims with `key` ([`crate::claim`]).
     #[must_use]
     pub fn with_token_key(mut self, key: TokenKey) -> Self {
@@ -459,7 +454,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// [`Ticketing::issue_token`] for a request from `address` (when known), counted first
-    /// against the address's and the user's budgets ([`Ticketing::with_door`]), before any store
+    /// against the user's and the address's budgets ([`Ticketing::with_door`]), before any store
     /// is asked.
     ///
     /// # Errors

@@ -119,14 +119,7 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
 
     /// A token for `name`, admitted.
     async fn admitted(&self, name: &str) -> QueueToken {
-        let token = self.token(name).await;
-        self.svc.admission_tick(self.concert_id()).await.unwrap();
-        assert_eq!(
-            self.svc.token_status(&token).await.unwrap().status,
-            TokenStatus::Active,
-            "{name} admitted"
-        );
-        token
+        admitted_to(self, name, &self.concert).await
     }
 
     /// A second concert (one seat, open queue), for tokens of the wrong concert.
@@ -1692,7 +1685,7 @@ async fn admitted_to<Q: QueueStore, B: BookingStore>(
 ) -> QueueToken {
     let token = fx.svc.issue_token(&user(name), concert.concert.id).await.unwrap().record.token;
     fx.svc.admission_tick(concert.concert.id).await.unwrap();
-    assert_eq!(fx.svc.token_status(&token).await.unwrap().status, TokenStatus::Active);
+    assert_eq!(fx.svc.token_status(&token).await.unwrap().status, TokenStatus::Active, "{name} admitted");
     token
 }
 
