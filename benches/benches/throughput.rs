@@ -56,6 +56,8 @@ async fn concert<Q: QueueStore, B: BookingStore>(
                 ..QueueSettings::default()
             },
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .expect("concert");

@@ -111,6 +111,8 @@ pub async fn fresh_seats<B: BookingStore + Clone>(store: &B, seats: u32, now: Da
             }],
             queue: QueueSettings { max_active: 1_000_000, admit_batch: 100_000, ..QueueSettings::default() },
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .expect("create a concert");

@@ -191,6 +191,8 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                     }],
                     queue: queue_settings(),
                     max_seats_per_buyer: cap,
+                    sales_open_at: None,
+                    pre_queue: Default::default(),
                 })
                 .await
                 .map_err(|e| e.to_string())?;

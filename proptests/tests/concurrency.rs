@@ -170,6 +170,8 @@ async fn race<Q: QueueStore, B: BookingStore>(
             }],
             queue: settings,
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .map_err(|e| e.to_string())?;

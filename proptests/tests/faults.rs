@@ -79,6 +79,8 @@ async fn purchase<B: BookingStore + Clone>(booking: B, plan: Vec<Fault>, crash: 
             }],
             queue: QueueSettings::default(),
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .map_err(|e| e.to_string())?;

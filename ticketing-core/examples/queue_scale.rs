@@ -33,6 +33,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }],
             queue,
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await?
         .concert

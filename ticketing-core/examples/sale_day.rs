@@ -39,6 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             },
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await?;
     let concert_id = concert.concert.id;

@@ -112,7 +112,72 @@ pub struct Concert {
     /// cap beyond the holds a token may have). Set at creation.
     #[serde(default)]
     pub max_seats_per_buyer: Option<u32>,
+    /// When its sale opens (`None`: at once). Buyers may join before: they wait in a pre-queue
+    /// and nobody is admitted until the opening is recorded ([`Concert::opened`]). Set at creation.
+    #[serde(default)]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How the pre-queue is ordered at the opening.
+    #[serde(default)]
+    pub pre_queue: PreQueue,
+    /// The opening, once the booking store recorded it: from then on the line may be admitted
+    /// from. `None` before the opening, and always for a concert without `sales_open_at`.
+    #[serde(default)]
+    pub opened: Option<Opening>,
 }
+
+impl Concert {
+    /// Whether this concert's sale waits for an opening that has not been recorded yet.
+    #[must_use]
+    pub fn before_opening(&self) -> bool {
+        self.sales_open_at.is_some() && self.opened.is_none()
+    }
+}
+
+/// How a concert's pre-queue (the buyers who joined before its sale opened) is ordered at the
+/// opening. Everyone who joins after the opening is behind the whole pre-queue, first come first
+/// served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreQueue {
+    /// Drawn once at the opening: every place of the pre-queue is given by the opening's seed
+    /// ([`crate::queue::draw_pre_queue`]), so joining early is no advantage over joining on time.
+    #[default]
+    Random,
+    /// First come, first served, as after the opening.
+    Fifo,
+}
+
+impl PreQueue {
+    /// Its name: `random` or `fifo`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::Fifo => "fifo",
+        }
+    }
+
+    /// The pre-queue order of this name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Random, Self::Fifo].into_iter().find(|order| order.as_str() == name)
+    }
+}
+
+/// A concert's recorded opening: when, and the seed of the pre-queue's draw. Recorded once, by
+/// the booking store's decision that its own clock has reached `sales_open_at`
+/// ([`crate::store::CatalogStore::change_sale`]), with an entry in the concert's audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opening {
+    /// When the opening was recorded.
+    pub at: DateTime<Utc>,
+    /// The seed of the pre-queue's draw: below 2^53, so that every JSON reader keeps it exact.
+    pub seed: u64,
+}
+
+/// The largest opening seed plus one: seeds are below 2^53 (exact in any JSON number).
+pub const OPENING_SEED_BOUND: u64 = 1 << 53;
 
 /// What a concert's seats add up to at an instant, for operators: how many there are, how many
 /// are held (holds not lapsed) and sold, and what the sold ones brought in (the sum of their
@@ -160,6 +225,14 @@ pub enum SaleChange {
     Resume,
     /// New waiting-room settings: the fields the patch names, applied to the current ones.
     Queue(QueuePatch),
+    /// The sale opens at `at` (at or after the concert's `sales_open_at`), its pre-queue drawn
+    /// with `seed`. Made by the admission ticker, once; a concert already open is left as it is.
+    Open {
+        /// When.
+        at: DateTime<Utc>,
+        /// The draw's seed, below [`OPENING_SEED_BOUND`].
+        seed: u64,
+    },
 }
 
 impl SaleChange {
@@ -170,6 +243,7 @@ impl SaleChange {
             Self::Pause => SaleActionKind::Pause,
             Self::Resume => SaleActionKind::Resume,
             Self::Queue(_) => SaleActionKind::Queue,
+            Self::Open { .. } => SaleActionKind::Open,
         }
     }
 }
@@ -184,23 +258,26 @@ pub enum SaleActionKind {
     Resume,
     /// Waiting-room settings changed.
     Queue,
+    /// The sale opened (its pre-queue drawn).
+    Open,
 }
 
 impl SaleActionKind {
-    /// Its name: `pause`, `resume` or `queue`.
+    /// Its name: `pause`, `resume`, `queue` or `open`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pause => "pause",
             Self::Resume => "resume",
             Self::Queue => "queue",
+            Self::Open => "open",
         }
     }
 
     /// The kind of this name.
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Pause, Self::Resume, Self::Queue].into_iter().find(|kind| kind.as_str() == name)
+        [Self::Pause, Self::Resume, Self::Queue, Self::Open].into_iter().find(|kind| kind.as_str() == name)
     }
 }
 
@@ -214,11 +291,19 @@ pub struct SaleState {
     pub version: u64,
     /// The waiting-room settings.
     pub queue: QueueSettings,
+    /// The opening, once recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened: Option<Opening>,
 }
 
 impl From<&Concert> for SaleState {
     fn from(concert: &Concert) -> Self {
-        Self { paused: concert.paused, version: concert.version, queue: concert.queue }
+        Self {
+            paused: concert.paused,
+            version: concert.version,
+            queue: concert.queue,
+            opened: concert.opened,
+        }
     }
 }
 
@@ -296,7 +381,8 @@ impl QueuePatch {
 /// nothing and answers the same.
 ///
 /// # Errors
-/// [`DomainError::InvalidInput`] for settings out of range.
+/// [`DomainError::InvalidInput`] for settings out of range, and for an opening of a concert
+/// without `sales_open_at`, before it, or with a seed of 2^53 or more.
 pub fn plan_sale_change(current: &Concert, change: SaleChange) -> Result<Option<Concert>, DomainError> {
     let mut next = current.clone();
     match change {
@@ -305,6 +391,21 @@ pub fn plan_sale_change(current: &Concert, change: SaleChange) -> Result<Option<
         SaleChange::Queue(patch) => {
             next.queue = patch.apply(current.queue);
             next.queue.validate()?;
+        }
+        SaleChange::Open { at, seed } => {
+            let invalid = |reason: &str| Err(DomainError::InvalidInput { reason: reason.into() });
+            let Some(opens_at) = current.sales_open_at else {
+                return invalid("this concert's sale has no scheduled opening");
+            };
+            if at < opens_at {
+                return invalid("the sale does not open yet");
+            }
+            if seed >= OPENING_SEED_BOUND {
+                return invalid("an opening seed is below 2^53");
+            }
+            if current.opened.is_none() {
+                next.opened = Some(Opening { at, seed });
+            }
         }
     }
     if next == *current {
@@ -688,6 +789,12 @@ pub struct NewConcert {
     /// [`MAX_SEATS_PER_BUYER_LIMIT`].
     #[serde(default)]
     pub max_seats_per_buyer: Option<u32>,
+    /// When its sale opens (`None`: at once); buyers who join before wait in a pre-queue.
+    #[serde(default)]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How the pre-queue is ordered at the opening (default: drawn at random).
+    #[serde(default)]
+    pub pre_queue: PreQueue,
 }
 
 /// One performance date in a [`NewConcert`].
@@ -719,7 +826,8 @@ pub struct ConcertPlan {
 /// [`DomainError::InvalidInput`] for an empty or over-long title, no schedules or too many, a
 /// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
 /// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, queue settings out of
-/// range, or a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`.
+/// range, a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`, or a
+/// `sales_open_at` outside the years allowed for a start.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     let invalid = |reason: String| Err(DomainError::InvalidInput { reason });
     let title = request.title.trim();
@@ -733,6 +841,12 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     if request.max_seats_per_buyer.is_some_and(|cap| !(1..=MAX_SEATS_PER_BUYER_LIMIT).contains(&cap)) {
         return invalid(format!("maxSeatsPerBuyer must be 1 to {MAX_SEATS_PER_BUYER_LIMIT}"));
     }
+    if request.sales_open_at.is_some_and(|at| !(STARTS_AT_YEAR_MIN..=STARTS_AT_YEAR_MAX).contains(&at.year()))
+    {
+        return invalid(format!(
+            "salesOpenAt must be in the years {STARTS_AT_YEAR_MIN} to {STARTS_AT_YEAR_MAX}"
+        ));
+    }
     let concert = Concert {
         id: ConcertId::random(),
         title: title.to_owned(),
@@ -740,6 +854,9 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         paused: false,
         version: 0,
         max_seats_per_buyer: request.max_seats_per_buyer,
+        sales_open_at: request.sales_open_at,
+        pre_queue: request.pre_queue,
+        opened: None,
     };
     let mut schedules = Vec::with_capacity(request.schedules.len());
     let mut seats = Vec::new();
@@ -784,7 +901,38 @@ mod tests {
             }],
             queue: QueueSettings::default(),
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_sale_opens_once_at_or_after_its_time() {
+        let opens = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        let open = |at: DateTime<Utc>, seed: u64| SaleChange::Open { at, seed };
+        let unscheduled = plan_concert(&request()).expect("valid").concert;
+        let invalid = |result: Result<Option<Concert>, DomainError>| {
+            matches!(result, Err(DomainError::InvalidInput { .. }))
+        };
+        assert!(invalid(plan_sale_change(&unscheduled, open(opens, 1))), "no opening to make");
+        let scheduled =
+            plan_concert(&NewConcert { sales_open_at: Some(opens), ..request() }).expect("valid").concert;
+        assert!(scheduled.before_opening());
+        assert!(
+            invalid(plan_sale_change(&scheduled, open(opens - Duration::milliseconds(1), 1))),
+            "too early"
+        );
+        assert!(invalid(plan_sale_change(&scheduled, open(opens, OPENING_SEED_BOUND))), "seed too large");
+        let opened = plan_sale_change(&scheduled, open(opens, 7)).expect("valid").expect("a change");
+        assert_eq!((opened.opened, opened.version), (Some(Opening { at: opens, seed: 7 }), 1));
+        assert!(!opened.before_opening());
+        let later = opens + Duration::seconds(1);
+        assert_eq!(plan_sale_change(&opened, open(later, 8)), Ok(None), "opened once");
+        let far = DateTime::from_timestamp(-3_000_000_000_000, 0).expect("valid");
+        assert!(matches!(
+            plan_concert(&NewConcert { sales_open_at: Some(far), ..request() }),
+            Err(DomainError::InvalidInput { .. })
+        ));
     }
 
     #[test]

@@ -66,6 +66,8 @@
 //!         }],
 //!         queue: QueueSettings::default(),
 //!         max_seats_per_buyer: None,
+//!         sales_open_at: None,
+//!         pre_queue: Default::default(),
 //!     })
 //!     .await?;
 //!

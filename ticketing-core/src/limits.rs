@@ -141,3 +141,10 @@ pub const LINE_REBUILD_MARGIN_SECS: u64 = 2;
 /// a later tick; past this the oldest are dropped, and those tokens, if the queue store also
 /// loses its data, come back in line at their place instead of admitted).
 pub const UNLOGGED_ADMISSIONS_MAX: usize = 100_000;
+
+/// At most this many waiting tokens are drawn at a sale's opening (the pre-queue); the draw reads
+/// and rewrites them in one step, once per sale.
+pub const PRE_QUEUE_DRAW_MAX: usize = 1_000_000;
+
+/// Who the audit trail names for the opening of a sale: the admission ticker, not a person.
+pub const OPENER: &str = "admission-ticker";

@@ -470,6 +470,10 @@ pub struct AdmissionSnapshot {
     /// yet.
     #[serde(default)]
     pub generation: u64,
+    /// Whether the line was opened ([`crate::store::QueueStore::open_line`]): a line of a
+    /// concert with a scheduled opening admits nobody until it is.
+    #[serde(default)]
+    pub opened: bool,
 }
 
 impl AdmissionSnapshot {
@@ -507,6 +511,11 @@ pub struct AdmissionPlan {
     /// store with generations refuses the plan if the line began again since.
     #[serde(default)]
     pub generation: u64,
+    /// The concert's sale has a scheduled opening: the store admits nobody unless its line was
+    /// opened ([`crate::store::QueueStore::open_line`]); otherwise
+    /// [`crate::store::StoreError::Conflict`].
+    #[serde(default)]
+    pub requires_open: bool,
 }
 
 /// Plans one admission tick: how many may be admitted now under both caps.
@@ -535,7 +544,75 @@ pub fn plan_admission(
         admitted_before,
         rate_per_sec,
         generation: snapshot.generation,
+        requires_open: false,
     }
+}
+
+/// One waiting token's new place, given by the draw of a pre-queue at its sale's opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Move {
+    /// The token.
+    pub token: QueueToken,
+    /// Its place before the draw (the store moves it only if it is still waiting there).
+    pub from: u64,
+    /// Its place after.
+    pub to: u64,
+}
+
+/// What a queue store writes to open a concert's line at its sale's opening
+/// ([`crate::store::QueueStore::open_line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineOpening {
+    /// The concert.
+    pub concert_id: ConcertId,
+    /// The pre-queue's new places ([`draw_pre_queue`]); empty for a first-come pre-queue, and
+    /// when the line is opened again in a store that lost it (the draw was made once, before).
+    pub moves: Vec<Move>,
+}
+
+/// The draw of a pre-queue at its sale's opening: `line` is every token waiting then, with its
+/// place (in any order). The places stay the same set of numbers; who has which is given by
+/// `seed`: the tokens sorted by SHA-256 of the seed (8 bytes, big-endian) followed by the token
+/// (its 72 characters), smallest first, take the places in ascending order. Anyone who knows
+/// the seed and who was in line can check it; nobody can know it before the opening records it.
+/// Answers the tokens whose place changes.
+///
+/// ```
+/// use ticketing_core::ids::{ConcertId, QueueToken};
+/// use ticketing_core::queue::draw_pre_queue;
+///
+/// let concert = ConcertId::random();
+/// let line: Vec<(u64, QueueToken)> = (1..=5).map(|seq| (seq, QueueToken::generate(concert))).collect();
+/// let moves = draw_pre_queue(7, &line);
+/// assert_eq!(moves, draw_pre_queue(7, &line), "the same seed draws the same order");
+/// let mut places: Vec<u64> = line.iter().map(|(seq, token)| {
+///     moves.iter().find(|m| &m.token == token).map_or(*seq, |m| m.to)
+/// }).collect();
+/// places.sort_unstable();
+/// assert_eq!(places, [1, 2, 3, 4, 5], "the same places, dealt out again");
+/// ```
+#[must_use]
+pub fn draw_pre_queue(seed: u64, line: &[(u64, QueueToken)]) -> Vec<Move> {
+    use sha2::{Digest, Sha256};
+    let mut places: Vec<u64> = line.iter().map(|(seq, _)| *seq).collect();
+    places.sort_unstable();
+    let mut drawn: Vec<([u8; 32], &(u64, QueueToken))> = line
+        .iter()
+        .map(|entry| {
+            let mut hash = Sha256::new();
+            hash.update(seed.to_be_bytes());
+            hash.update(entry.1.as_str().as_bytes());
+            (hash.finalize().into(), entry)
+        })
+        .collect();
+    drawn.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.1.as_str().cmp(b.1.1.as_str())));
+    drawn
+        .into_iter()
+        .zip(places)
+        .filter(|((_, (from, _)), to)| from != to)
+        .map(|((_, (from, token)), to)| Move { token: token.clone(), from: *from, to })
+        .collect()
 }
 
 /// The admission rate when a window closes: what the closed window admitted over how long it
@@ -612,6 +689,37 @@ mod tests {
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_000_000 + secs, 0).expect("valid")
+    }
+
+    #[test]
+    fn a_draw_deals_the_same_places_out_by_the_seed() {
+        let concert = ConcertId::random();
+        let line: Vec<(u64, QueueToken)> =
+            (0..20_u64).map(|i| (100 + i * 3, QueueToken::generate(concert))).collect();
+        let deal = |seed: u64| -> Vec<u64> {
+            let moves = draw_pre_queue(seed, &line);
+            assert!(moves.iter().all(|m| m.from != m.to), "only what changes");
+            line.iter().map(|(seq, t)| moves.iter().find(|m| &m.token == t).map_or(*seq, |m| m.to)).collect()
+        };
+        let dealt = deal(42);
+        assert_eq!(dealt, deal(42), "reproducible");
+        let mut sorted = dealt.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, line.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), "the same places");
+        assert_ne!(dealt, deal(43), "another seed, another order (1 in 20! alike)");
+        // The place order is the order of SHA-256(seed, token).
+        let key = |token: &QueueToken| {
+            use sha2::{Digest, Sha256};
+            let mut hash = Sha256::new();
+            hash.update(42_u64.to_be_bytes());
+            hash.update(token.as_str().as_bytes());
+            <[u8; 32]>::from(hash.finalize())
+        };
+        let mut by_place: Vec<(u64, [u8; 32])> =
+            dealt.iter().zip(&line).map(|(p, (_, t))| (*p, key(t))).collect();
+        by_place.sort_unstable();
+        assert!(by_place.windows(2).all(|w| w[0].1 < w[1].1));
+        assert!(draw_pre_queue(1, &[]).is_empty());
     }
 
     fn settings() -> QueueSettings {

@@ -12,8 +12,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::catalog::{
-    self, Concert, Merged, NewConcert, OccupiedSeat, SaleAction, SaleChange, Schedule, ScheduleAvailability,
-    Seat, SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, SeatTally, secs,
+    self, Concert, Merged, NewConcert, OccupiedSeat, Opening, PreQueue, SaleAction, SaleChange, Schedule,
+    ScheduleAvailability, Seat, SeatList, SeatRecord, SeatState, SeatStates, SeatStatus, SeatTally, secs,
 };
 use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
@@ -26,11 +26,15 @@ use crate::ids::{
     UserId,
 };
 use crate::limits::{
-    CAS_RETRIES, CATALOG_CACHE_MAX, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT, LINE_REBUILD_MARGIN_SECS,
-    SEAT_MAP_CACHE_SEATS_MAX, SWEEP_BATCH, TOKEN_RETENTION_SECS, UNLOGGED_ADMISSIONS_MAX,
+    CAS_RETRIES, CATALOG_CACHE_MAX, ETA_MAX_SECS, HOLD_TTL_SECS_DEFAULT, HOLDS_PER_TOKEN_DEFAULT,
+    LINE_REBUILD_MARGIN_SECS, OPENER, PRE_QUEUE_DRAW_MAX, SEAT_MAP_CACHE_SEATS_MAX, SWEEP_BATCH,
+    TOKEN_RETENTION_SECS, UNLOGGED_ADMISSIONS_MAX,
 };
 use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
-use crate::queue::{self, AdmissionSnapshot, ExpiryReason, Polled, TokenRecord, TokenState, TokenStatus};
+use crate::queue::{
+    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, LineOpening, Polled, TokenRecord, TokenState,
+    TokenStatus,
+};
 use crate::store::{BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, Restored};
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
@@ -64,6 +68,9 @@ pub struct TokenView {
     /// Whether the concert is sold out, as this process last learnt it
     /// ([`Ticketing::seat_tally`]): a waiting buyer need not wait any more.
     pub sold_out: bool,
+    /// When the sale opens, while the token waits in the pre-queue (the sale has a scheduled
+    /// opening and its line is not open yet).
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 impl TokenView {
@@ -525,7 +532,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     fn signed(&self, mut view: TokenView, presented: Option<&QueueToken>) -> TokenView {
         view.sold_out = self.sold_out(view.record.concert_id);
         let record = &view.record;
-        view.record.token = match presented.filter(|token| self.signer.verify(token).is_some()) {
+        // A presented claim stands unless the token now waits at another place than it claims
+        // (the opening's draw moved it): then the answer carries a claim of the new place.
+        let claim_stands = |token: &&QueueToken| {
+            self.signer.verify(token).is_some_and(|claim| record.seq().is_none_or(|seq| seq == claim.seq))
+        };
+        view.record.token = match presented.filter(claim_stands) {
             Some(token) => token.clone(),
             None => self.signer.sign(
                 &record.token,
@@ -758,10 +770,21 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
             Err(error) => return Err(error.into()),
         };
-        if self.line_waits(concert, &snapshot, now).await? || concert.paused {
+        if self.line_waits(concert, &snapshot, now).await? {
             return Ok(Vec::new());
         }
-        let plan = queue::plan_admission(concert_id, &concert.queue, &snapshot, now);
+        if concert.sales_open_at.is_some() && !snapshot.opened {
+            // Admission begins on the tick after the line opens, from a snapshot taken after.
+            self.open(concert, &snapshot, now).await?;
+            return Ok(Vec::new());
+        }
+        if concert.paused {
+            return Ok(Vec::new());
+        }
+        let plan = AdmissionPlan {
+            requires_open: concert.sales_open_at.is_some(),
+            ..queue::plan_admission(concert_id, &concert.queue, &snapshot, now)
+        };
         let admitted = match self.queue.admit(&plan).await {
             Ok(admitted) => admitted,
             Err(StoreError::Conflict(_)) => return Ok(Vec::new()),
@@ -774,6 +797,60 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             self.write_unlogged().await;
         }
         Ok(admitted)
+    }
+
+    /// Opens `concert`'s sale, whose line `snapshot` says is not open yet, once its time has
+    /// come. First the opening is recorded in the booking store, with a fresh seed and an entry
+    /// in the audit trail ([`SaleChange::Open`]); the store refuses it while its own clock is
+    /// before `sales_open_at` (so a node whose clock runs ahead opens nothing early), and only
+    /// one node's recording wins. Then the queue store opens the line, drawing the pre-queue
+    /// with the recorded seed ([`queue::draw_pre_queue`]) when it is drawn at random. A line
+    /// that began again after the opening (its queue store lost it) is opened without a new
+    /// draw: the draw was made once, before.
+    async fn open(
+        &self,
+        concert: &Concert,
+        snapshot: &AdmissionSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let Some(opens_at) = concert.sales_open_at else { return Ok(()) };
+        let opening = match concert.opened {
+            Some(opening) => opening,
+            None if now < opens_at => return Ok(()),
+            None => {
+                let seed = opening_seed();
+                let Some(next) = catalog::plan_sale_change(concert, SaleChange::Open { at: now, seed })?
+                else {
+                    return Ok(());
+                };
+                let opener = UserId::parse(OPENER).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let action =
+                    catalog::sale_action(concert, &next, SaleChange::Open { at: now, seed }, &opener, now);
+                match self.booking.change_sale(&action).await {
+                    Ok(()) => {}
+                    // Not yet by the store's clock, or another node recorded the opening first:
+                    // the next tick reads the concert again.
+                    Err(StoreError::Conflict(_)) => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                }
+                self.remember_concert(&next);
+                tracing::info!(concert = %concert.id, %seed, "the sale opened");
+                next.opened.unwrap_or(Opening { at: now, seed })
+            }
+        };
+        let began = i64::try_from(snapshot.generation).ok().and_then(DateTime::from_timestamp_micros);
+        let drawn_before = snapshot.generation != 0 && began.is_some_and(|began| began > opening.at);
+        let moves = if concert.pre_queue == PreQueue::Random && !drawn_before {
+            let line = self.queue.waiting_line(concert.id, PRE_QUEUE_DRAW_MAX).await?;
+            queue::draw_pre_queue(opening.seed, &line)
+        } else {
+            Vec::new()
+        };
+        let count = moves.len();
+        if self.queue.open_line(&LineOpening { concert_id: concert.id, moves }).await? {
+            tracing::info!(concert = %concert.id, moved = count, "the line opened");
+        }
+        Ok(())
     }
 
     /// Writes the admissions not yet in the admission log; keeps them for the next tick if the
@@ -1363,28 +1440,54 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
 
 /// The view of a token a store step answered; `None` when it is waiting but was out of line at
 /// the step's reads (ask again).
+/// A fresh seed for a pre-queue's draw, below [`catalog::OPENING_SEED_BOUND`].
+fn opening_seed() -> u64 {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system provides a random source");
+    u64::from_be_bytes(bytes) % catalog::OPENING_SEED_BOUND
+}
+
 fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>) -> Option<TokenView> {
     let Polled { record, line } = polled;
     let status = record.status_at(now);
     match line.filter(|line| line.position > 0) {
         Some(line) => {
+            // Before the opening the line waits for it: the estimate counts from the opening.
+            // (A line its queue store lost after the opening is not open again until the next
+            // tick, but the opening, and the draw, were made: its places stand.)
+            let opens_at =
+                concert.sales_open_at.filter(|_| !line.snapshot.opened && concert.opened.is_none());
+            let until_open = opens_at.map_or(0, |at| u64::try_from((at - now).num_seconds()).unwrap_or(0));
             // While the sale is paused nobody is admitted: no honest estimate.
             let eta_secs = if concert.paused {
                 None
             } else {
                 queue::eta_secs(line.position, &line.snapshot, &concert.queue)
+                    .map(|eta| eta.saturating_add(until_open))
+                    .filter(|eta| *eta <= ETA_MAX_SECS)
             };
+            // A pre-queue drawn at random has no place yet: the draw gives it at the opening.
+            let drawn = opens_at.is_some() && concert.pre_queue == PreQueue::Random;
             Some(TokenView {
                 record,
                 status,
-                position: Some(line.position),
+                position: (!drawn).then_some(line.position),
                 eta_secs,
                 created,
                 sold_out: false,
+                opens_at,
             })
         }
         None if status == TokenStatus::Waiting => None,
-        None => Some(TokenView { record, status, position: None, eta_secs: None, created, sold_out: false }),
+        None => Some(TokenView {
+            record,
+            status,
+            position: None,
+            eta_secs: None,
+            created,
+            sold_out: false,
+            opens_at: None,
+        }),
     }
 }
 

@@ -33,6 +33,11 @@ struct Sale {
 }
 
 async fn sale(max_active: u32) -> Sale {
+    sale_opening(max_active, None).await
+}
+
+/// [`sale`] of a concert whose sale opens at `sales_open_at` (its pre-queue drawn at random).
+async fn sale_opening(max_active: u32, sales_open_at: Option<DateTime<chrono::Utc>>) -> Sale {
     let conn = redis_connection().await;
     let prefix = fresh_redis_prefix();
     let clock = ManualClock::at_epoch_secs(1_900_000_000);
@@ -59,6 +64,8 @@ async fn sale(max_active: u32) -> Sale {
                 active_ttl_secs: 600,
             },
             max_seats_per_buyer: None,
+            sales_open_at,
+            pre_queue: Default::default(),
         })
         .await
         .unwrap();
@@ -320,4 +327,52 @@ async fn restore_answers_for_each_token_in_one_script() {
     assert_eq!(s.position(&older.record.token).await, Some(1));
     // The admission log is untouched by restores.
     assert_eq!(s.svc.booking_store().admissions(s.concert, s.clock.now()).await.unwrap().open, vec![]);
+}
+
+/// A pre-queue drawn at the opening keeps the drawn order when Redis loses its data: each
+/// buyer's answer after the draw carries a claim of its new place, the line comes back in that
+/// order, and the line is opened again without a second draw (the opening, and its one entry in
+/// the audit trail, live in the booking store).
+#[tokio::test]
+async fn a_drawn_pre_queue_keeps_the_drawn_order_when_redis_loses_its_data() {
+    let opens_at = DateTime::from_timestamp(1_900_000_010, 0).unwrap();
+    let s = sale_opening(100, Some(opens_at)).await;
+    let mut credentials = Vec::new();
+    for i in 0..6 {
+        credentials.push(s.join(&format!("p{i}")).await);
+    }
+    s.clock.advance_secs(10);
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 0, "opens");
+    let mut drawn: Vec<(u64, QueueToken)> = Vec::new();
+    for credential in &mut credentials {
+        let view = s.svc.token_status(credential).await.unwrap();
+        drawn.push((view.position.unwrap(), view.record.token.clone()));
+        *credential = view.record.token; // The answer's credential: a claim of the drawn place.
+    }
+    let mut by_place = drawn.clone();
+    by_place.sort_unstable_by_key(|(position, _)| *position);
+
+    s.lose_redis().await;
+    for (_, credential) in &drawn {
+        s.position(credential).await; // Comes back.
+    }
+    for (position, credential) in &drawn {
+        assert_eq!(s.position(credential).await, Some(*position), "its drawn place, given back");
+    }
+    // The first tick after the loss waits for waiting buyers to come back; then the line opens
+    // again (no draw) and admits in the drawn order.
+    let mut admitted = Vec::new();
+    for _ in 0..4 {
+        admitted.extend(s.svc.admission_tick(s.concert).await.unwrap().into_iter().map(|r| r.token));
+        s.clock.advance_secs(13);
+        for (_, credential) in &drawn {
+            if admitted.contains(credential) {
+                continue;
+            }
+            s.svc.token_status(credential).await.unwrap();
+        }
+    }
+    assert_eq!(admitted, by_place.into_iter().map(|(_, t)| t).collect::<Vec<_>>());
+    let trail = s.svc.sale_actions(s.concert).await.unwrap();
+    assert_eq!(trail.len(), 1, "opened once: {trail:?}");
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use ticketing_core::catalog::{NewConcert, NewSchedule, QueueSettings};
 use ticketing_core::ids::{ConcertId, Points, QueueToken, UserId};
 use ticketing_core::queue::{
-    AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord, TokenState, TokenStatus,
+    AdmissionPlan, AdmissionSnapshot, LineOpening, NewToken, TokenRecord, TokenState, TokenStatus,
 };
 use ticketing_core::store::memory::MemoryStore;
 use ticketing_core::store::{QueueStore, StoreResult};
@@ -72,6 +72,14 @@ impl QueueStore for AdmittedMeanwhile {
         self.inner.admit(plan).await
     }
 
+    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
+        self.inner.waiting_line(concert, limit).await
+    }
+
+    async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
+        self.inner.open_line(opening).await
+    }
+
     async fn sweep_queue(
         &self,
         now: DateTime<Utc>,
@@ -112,6 +120,8 @@ fn open_concert(title: &str) -> NewConcert {
             active_ttl_secs: 600,
         },
         max_seats_per_buyer: None,
+        sales_open_at: None,
+        pre_queue: Default::default(),
     }
 }
 

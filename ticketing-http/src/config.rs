@@ -601,6 +601,9 @@ mod tests {
             paused: false,
             version: 0,
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
+            opened: None,
         }
     }
 

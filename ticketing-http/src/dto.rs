@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::sync::Arc;
 
 use ticketing_core::catalog::{
-    Concert, ConcertPlan, QueuePatch, QueueSettings, SaleAction, SaleState, ScheduleAvailability, Seat,
-    SeatList, SeatStatus,
+    Concert, ConcertPlan, Opening, PreQueue, QueuePatch, QueueSettings, SaleAction, SaleState,
+    ScheduleAvailability, Seat, SeatList, SeatStatus,
 };
 use ticketing_core::hold::Reservation;
 use ticketing_core::ids::ScheduleId;
@@ -118,6 +118,10 @@ pub struct TokenBody {
     /// The concert is sold out (every seat sold): a waiting token need not poll any more (its
     /// answer has no `Retry-After`), and nobody more may join.
     pub sold_out: bool,
+    /// When the sale opens, while the token waits in its pre-queue (before the opening nobody
+    /// is admitted; `etaSeconds` counts from it). Absent otherwise.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub sales_open_at: Option<DateTime<Utc>>,
     /// When the token was admitted, while active.
     #[serde(serialize_with = "rfc3339_opt")]
     pub admitted_at: Option<DateTime<Utc>>,
@@ -137,6 +141,7 @@ impl From<&TokenView> for TokenBody {
             eta_seconds: view.eta_secs,
             line_number: view.record.seq(),
             sold_out: view.sold_out,
+            sales_open_at: view.opens_at,
             admitted_at: view.record.admitted_at(),
             expires_at: view.expires_at(),
         }
@@ -159,6 +164,26 @@ pub struct ConcertBody {
     /// The most seats one buyer may buy of it; absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// When its sale opens; absent: it is open. Buyers may join before and wait in a pre-queue.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How its pre-queue is ordered at the opening: `random` (drawn once) or `fifo`.
+    pub pre_queue: String,
+    /// Whether its sale is open (always, for a concert without `salesOpenAt`).
+    pub open: bool,
+}
+
+impl From<&Concert> for ConcertBody {
+    fn from(c: &Concert) -> Self {
+        Self {
+            concert_id: c.id.as_uuid(),
+            title: c.title.clone(),
+            max_seats_per_buyer: c.max_seats_per_buyer,
+            sales_open_at: c.sales_open_at,
+            pre_queue: c.pre_queue.as_str().to_owned(),
+            open: !c.before_opening(),
+        }
+    }
 }
 
 /// One schedule with its available seats.
@@ -416,6 +441,39 @@ pub struct NewConcertRequest {
     #[schema(minimum = 1, maximum = 10_000)]
     #[serde(default, deserialize_with = "integral_opt")]
     pub max_seats_per_buyer: Option<u32>,
+    /// When the sale opens (RFC 3339, in the years 1900 to 8999); left out: at once. Buyers may
+    /// join before: they wait in a pre-queue, and nobody is admitted until the opening.
+    #[schema(pattern = "^(19|[2-8][0-9])[0-9]{2}-")]
+    #[serde(default)]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How the pre-queue is ordered at the opening: `random` (the default: drawn once, with a
+    /// seed the audit trail records) or `fifo` (as buyers came).
+    #[schema(value_type = Option<PreQueueName>)]
+    #[serde(default, deserialize_with = "pre_queue_opt")]
+    pub pre_queue: Option<PreQueue>,
+}
+
+/// How a pre-queue is ordered at the opening (the schema of `preQueue`).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum PreQueueName {
+    /// Drawn once at the opening.
+    Random,
+    /// First come, first served.
+    Fifo,
+}
+
+/// `preQueue`: `random` or `fifo`; anything else is a mistake in the request (422), not in its
+/// JSON.
+fn pre_queue_opt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<PreQueue>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(serde_json::Value::String(name)) if PreQueue::parse(&name).is_some() => {
+            Ok(PreQueue::parse(&name))
+        }
+        Some(other) => Err(D::Error::custom(format!("preQueue must be \"random\" or \"fifo\", got {other}"))),
+    }
 }
 
 /// One performance date of a new concert.
@@ -497,6 +555,11 @@ pub struct CreatedConcertBody {
     /// The most seats one user may buy of it; absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// When its sale opens; absent: at once.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How its pre-queue is ordered at the opening.
+    pub pre_queue: String,
 }
 
 /// A created schedule.
@@ -532,6 +595,32 @@ pub struct SaleBody {
     /// The most seats one buyer may buy of it (set at creation); absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// When its sale opens (set at creation); absent: at once.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// How its pre-queue is ordered at the opening.
+    pub pre_queue: String,
+    /// The opening, once recorded; absent before it and for a sale without `salesOpenAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened: Option<OpeningBody>,
+}
+
+/// A sale's recorded opening.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpeningBody {
+    /// When it was recorded (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// The seed of the pre-queue's draw: each token's place is given by SHA-256 of the seed (8
+    /// bytes, big-endian) and the token's 72 characters, smallest first.
+    pub seed: u64,
+}
+
+impl From<Opening> for OpeningBody {
+    fn from(opening: Opening) -> Self {
+        Self { at: opening.at, seed: opening.seed }
+    }
 }
 
 impl From<&Concert> for SaleBody {
@@ -543,6 +632,9 @@ impl From<&Concert> for SaleBody {
             version: concert.version,
             queue: QueueBody::from(concert.queue),
             max_seats_per_buyer: concert.max_seats_per_buyer,
+            sales_open_at: concert.sales_open_at,
+            pre_queue: concert.pre_queue.as_str().to_owned(),
+            opened: concert.opened.map(OpeningBody::from),
         }
     }
 }
@@ -601,11 +693,19 @@ pub struct SaleStateBody {
     pub version: u64,
     /// The waiting-room settings.
     pub queue: QueueBody,
+    /// The opening, once recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened: Option<OpeningBody>,
 }
 
 impl From<SaleState> for SaleStateBody {
     fn from(state: SaleState) -> Self {
-        Self { paused: state.paused, version: state.version, queue: QueueBody::from(state.queue) }
+        Self {
+            paused: state.paused,
+            version: state.version,
+            queue: QueueBody::from(state.queue),
+            opened: state.opened.map(OpeningBody::from),
+        }
     }
 }
 
@@ -613,9 +713,10 @@ impl From<SaleState> for SaleStateBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SaleActionBody {
-    /// Who: the `X-Operator` the change was made with (`admin` when none was given).
+    /// Who: the `X-Operator` the change was made with (`admin` when none was given), or
+    /// `admission-ticker` for the opening.
     pub operator: String,
-    /// What: `pause`, `resume` or `queue`.
+    /// What: `pause`, `resume`, `queue` or `open` (the sale opened and its pre-queue was drawn).
     pub action: String,
     /// When (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "rfc3339")]
@@ -687,6 +788,8 @@ impl From<&ConcertPlan> for CreatedConcertBody {
                 .collect(),
             queue: QueueBody::from(q),
             max_seats_per_buyer: plan.concert.max_seats_per_buyer,
+            sales_open_at: plan.concert.sales_open_at,
+            pre_queue: plan.concert.pre_queue.as_str().to_owned(),
         }
     }
 }

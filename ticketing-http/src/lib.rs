@@ -711,7 +711,14 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
         })
         .collect();
     let plan = service
-        .create_concert(&NewConcert { title: DEMO_TITLE.into(), schedules, queue, max_seats_per_buyer: None })
+        .create_concert(&NewConcert {
+            title: DEMO_TITLE.into(),
+            schedules,
+            queue,
+            max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
+        })
         .await?;
     Ok(plan.concert.id)
 }

@@ -206,16 +206,7 @@ pub async fn concerts<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
 ) -> Result<Json<Vec<ConcertBody>>, ApiError> {
     let concerts = state.service.concerts().await?;
-    Ok(Json(
-        concerts
-            .into_iter()
-            .map(|c| ConcertBody {
-                concert_id: c.id.as_uuid(),
-                title: c.title,
-                max_seats_per_buyer: c.max_seats_per_buyer,
-            })
-            .collect(),
-    ))
+    Ok(Json(concerts.into_iter().map(|c| ConcertBody::from(&c)).collect()))
 }
 
 /// A concert's schedules with their available seats. Needs an ACTIVE token of that concert.
@@ -386,6 +377,8 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
         schedules,
         queue: request.queue.with_defaults(ticketing_core::catalog::QueueSettings::default()),
         max_seats_per_buyer: request.max_seats_per_buyer,
+        sales_open_at: request.sales_open_at,
+        pre_queue: request.pre_queue.unwrap_or_default(),
     };
     let plan = state.service.create_concert(&new).await?;
     Ok((StatusCode::CREATED, Json(CreatedConcertBody::from(&plan))))

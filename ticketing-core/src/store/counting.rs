@@ -37,7 +37,7 @@ use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, Joined, NewToken, Polled, TokenRecord};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, Joined, LineOpening, NewToken, Polled, TokenRecord};
 
 /// How many calls a store saw, by method name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -159,6 +159,18 @@ impl<S: QueueStore> QueueStore for Counting<S> {
 
     fn admit(&self, plan: &AdmissionPlan) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send {
         self.count("admit", self.inner.admit(plan))
+    }
+
+    fn waiting_line(
+        &self,
+        concert: ConcertId,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<(u64, QueueToken)>>> + Send {
+        self.count("waiting_line", self.inner.waiting_line(concert, limit))
+    }
+
+    fn open_line(&self, opening: &LineOpening) -> impl Future<Output = StoreResult<bool>> + Send {
+        self.count("open_line", self.inner.open_line(opening))
     }
 
     fn sweep_queue(

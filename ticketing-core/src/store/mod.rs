@@ -44,7 +44,8 @@ use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::queue::{
-    self, AdmissionPlan, AdmissionSnapshot, InLine, IssueDecision, Joined, NewToken, Polled, TokenRecord,
+    self, AdmissionPlan, AdmissionSnapshot, InLine, IssueDecision, Joined, LineOpening, NewToken, Polled,
+    TokenRecord,
 };
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -222,6 +223,23 @@ pub trait QueueStore: Send + Sync + 'static {
     /// admitted), the rate, and version + 1.
     /// Returns the admitted records. Cost: proportional to the tokens taken, never to the line.
     fn admit(&self, plan: &AdmissionPlan) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    /// The tokens waiting in `concert`'s line, head first, at most `limit`, with their places:
+    /// the pre-queue its sale's opening draws ([`queue::draw_pre_queue`]). Read once per
+    /// opening, never on a buyer's request.
+    fn waiting_line(
+        &self,
+        concert: ConcertId,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<(u64, QueueToken)>>> + Send;
+
+    /// Opens `opening.concert_id`'s line in one atomic step, unless it is open already (then
+    /// nothing is written): moves each token of `opening.moves` that still waits at its `from`
+    /// place to its `to` place (its version + 1; a token that left the line meanwhile is not
+    /// moved), marks the line open ([`AdmissionSnapshot::opened`]), and raises the admission
+    /// version, so that a tick planned before the opening fails its compare-and-set. Answers
+    /// whether this call opened the line. Cost: proportional to the moves, once per opening.
+    fn open_line(&self, opening: &LineOpening) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Tidies up to `limit` records: takes waiting tokens whose idle deadline is at or before
     /// `now` out of the line (EXPIRED, IDLE), drops active tokens expired at `now` from the

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::catalog::{
-    Concert, ConcertPlan, Occupancy, OccupiedSeat, QueueSettings, SaleAction, SaleActionKind, SaleState,
-    Schedule, ScheduleAvailability, Seat, SeatChange, SeatRecord, SeatState,
+    Concert, ConcertPlan, Occupancy, OccupiedSeat, Opening, PreQueue, QueueSettings, SaleAction,
+    SaleActionKind, SaleState, Schedule, ScheduleAvailability, Seat, SeatChange, SeatRecord, SeatState,
 };
 use crate::error::StoreError;
 use crate::hold::Reservation;
@@ -78,6 +78,10 @@ pub(crate) struct ConcertRow {
     paused: bool,
     version: i64,
     max_seats_per_buyer: Option<i32>,
+    sales_open_at: Option<DateTime<Utc>>,
+    pre_queue: String,
+    opened_at: Option<DateTime<Utc>>,
+    opening_seed: Option<i64>,
 }
 
 impl TryFrom<ConcertRow> for Concert {
@@ -100,6 +104,14 @@ impl TryFrom<ConcertRow> for Concert {
                 .map(u32::try_from)
                 .transpose()
                 .map_err(|_| StoreError::Corrupt("negative max_seats_per_buyer".into()))?,
+            sales_open_at: r.sales_open_at,
+            pre_queue: PreQueue::parse(&r.pre_queue)
+                .ok_or_else(|| StoreError::Corrupt(format!("pre-queue order {:?}", r.pre_queue)))?,
+            opened: match (r.opened_at, r.opening_seed) {
+                (Some(at), Some(seed)) => Some(Opening { at, seed: u64_of(seed)? }),
+                (None, None) => None,
+                _ => return Err(StoreError::Corrupt("an opening without its time or its seed".into())),
+            },
         })
     }
 }
@@ -474,6 +486,7 @@ pub(crate) struct AdmissionRow {
     window_started_at: Option<DateTime<Utc>>,
     admitted_in_window: i32,
     rate_per_sec: f64,
+    opened: bool,
 }
 
 /// A snapshot from the stored admission state (none before the first tick) and the counts.
@@ -488,6 +501,7 @@ pub(crate) fn admission_snapshot(
             window_started_at: s.window_started_at,
             admitted_in_window: u32::try_from(s.admitted_in_window).unwrap_or(0),
             rate_per_sec: s.rate_per_sec,
+            opened: s.opened,
             ..AdmissionSnapshot::default()
         },
         None => AdmissionSnapshot::default(),

@@ -194,7 +194,7 @@ impl Steps {
             charge_inputs: dialect.sql(CHARGE_INPUTS),
             concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
             concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
-            change_sale: dialect.call("ticketing_update_concert", 14),
+            change_sale: dialect.call("ticketing_update_concert", 16),
             sale_actions: dialect.sql("SELECT * FROM sale_actions WHERE concert_id = ? ORDER BY seq"),
             seat_tally: dialect.sql(SEAT_TALLY),
             seats: dialect.sql("SELECT * FROM seats WHERE schedule_id = ? ORDER BY number"),
@@ -365,8 +365,9 @@ macro_rules! release_seat_args {
 
 /// The [`CatalogStore`](crate::store::CatalogStore) reads both dialects share: `concerts`,
 /// `concert`, `seats`, `seat`, `ping_catalog`, `sale_actions`; and an operator's change,
-/// `change_sale` (`ticketing_update_concert`, 14 arguments: the concert, its expected version,
-/// the new settings, paused and version, then the audit entry's operator, kind, time and states).
+/// `change_sale` (`ticketing_update_concert`, 16 arguments: the concert, its expected version,
+/// the new settings, paused, version, the opening's time and seed, then the audit entry's
+/// operator, kind, time and states).
 macro_rules! catalog_reads {
     () => {
         async fn concerts(&self) -> $crate::store::StoreResult<Vec<$crate::catalog::Concert>> {
@@ -400,6 +401,8 @@ macro_rules! catalog_reads {
                 .bind(i64_of(q.active_ttl_secs)?)
                 .bind(action.after.paused)
                 .bind(i64_of(action.after.version)?)
+                .bind(action.after.opened.map(|o| o.at))
+                .bind(action.after.opened.map(|o| i64_of(o.seed)).transpose()?)
                 .bind(action.operator.as_str())
                 .bind(action.kind.as_str())
                 .bind(action.at)
@@ -794,7 +797,7 @@ mod tests {
             (&steps.charge_inputs, 3),
             (&steps.concerts, 0),
             (&steps.concert, 1),
-            (&steps.change_sale, 14),
+            (&steps.change_sale, 16),
             (&steps.sale_actions, 1),
             (&steps.seat_tally, 2),
             (&steps.seats, 1),

@@ -83,6 +83,8 @@ async fn fixture_with<Q: QueueStore, B: BookingStore>(
             ],
             queue: settings,
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .expect("create concert");
@@ -134,6 +136,8 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
                 }],
                 queue: generous(),
                 max_seats_per_buyer: None,
+                sales_open_at: None,
+                pre_queue: Default::default(),
             })
             .await
             .unwrap()
@@ -1409,8 +1413,14 @@ pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
     s: impl Future<Output = Stores<Q, B>>,
 ) {
     let fx = fixture(s, generous(), 4).await;
-    let bad =
-        NewConcert { title: String::new(), schedules: vec![], queue: generous(), max_seats_per_buyer: None };
+    let bad = NewConcert {
+        title: String::new(),
+        schedules: vec![],
+        queue: generous(),
+        max_seats_per_buyer: None,
+        sales_open_at: None,
+        pre_queue: Default::default(),
+    };
     assert!(matches!(domain(fx.svc.create_concert(&bad).await), DomainError::InvalidInput { .. }));
     let concerts = fx.svc.concerts().await.unwrap();
     assert_eq!(concerts, vec![fx.concert.concert.clone()]);
@@ -1567,6 +1577,8 @@ pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: B
                 schedules: vec![NewSchedule { starts_at, seat_count: 1, price: Points::new(5).unwrap() }],
                 queue: generous(),
                 max_seats_per_buyer: None,
+                sales_open_at: None,
+                pre_queue: Default::default(),
             })
             .await
             .unwrap();
@@ -1672,6 +1684,8 @@ async fn capped_concert<Q: QueueStore, B: BookingStore>(fx: &Fx<Q, B>, seats: u3
             }],
             queue: generous(),
             max_seats_per_buyer: Some(cap),
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .unwrap()
@@ -1795,4 +1809,169 @@ pub async fn a_waiting_buyer_leaves_and_everyone_behind_moves_up<Q: QueueStore, 
     let back = fx.svc.issue_token(&user("b"), fx.concert_id()).await.unwrap();
     assert!(back.created && back.record.token != b, "{back:?}");
     assert_eq!(back.position, Some(2));
+}
+
+/// A service whose clock reads `clock_offset_secs` from the wall clock now, and a concert of 4
+/// seats whose sale opens `opens_in_secs` from the wall clock now (the clock of a SQL store,
+/// which decides the opening; the memory store decides by the service's clock).
+async fn scheduled<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+    clock_offset_secs: i64,
+    opens_in_secs: i64,
+    pre_queue: ticketing_core::catalog::PreQueue,
+) -> Fx<Q, B> {
+    let stores = s.await;
+    let wall = chrono::Utc::now().timestamp();
+    let clock = ManualClock::at_epoch_secs(wall + clock_offset_secs);
+    let svc = Ticketing::new(stores.queue, stores.booking, clock.clone(), Config::default());
+    let concert = svc
+        .create_concert(&NewConcert {
+            title: "Scheduled".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_950_000_000, 0).unwrap(),
+                seat_count: 4,
+                price: Points::new(PRICE).unwrap(),
+            }],
+            queue: generous(),
+            max_seats_per_buyer: None,
+            sales_open_at: DateTime::from_timestamp(wall + opens_in_secs, 0),
+            pre_queue,
+        })
+        .await
+        .unwrap();
+    Fx { svc: Arc::new(svc), clock, concert, _guard: stores.guard }
+}
+
+/// The places of `tokens` in line, as stored.
+async fn places<Q: QueueStore, B: BookingStore>(fx: &Fx<Q, B>, tokens: &[QueueToken]) -> Vec<u64> {
+    let mut places = Vec::new();
+    for token in tokens {
+        places.push(fx.svc.queue_store().token(token).await.unwrap().unwrap().seq().expect("waiting"));
+    }
+    places
+}
+
+/// A sale with a scheduled opening: buyers join before it and wait in a pre-queue (told when it
+/// opens, with no place yet in a drawn pre-queue), nobody is admitted before it (the store
+/// refuses an admission of a line not opened), and at the opening the booking store records it
+/// once (seed, audit entry) and the queue store deals the pre-queue's places out again exactly as
+/// the seed draws them, once; whoever joins after is behind the whole pre-queue.
+pub async fn a_scheduled_sale_opens_once_and_draws_its_pre_queue<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    use ticketing_core::catalog::{PreQueue, SaleActionKind};
+    use ticketing_core::queue::{AdmissionPlan, LineOpening, Move, draw_pre_queue};
+    // The service's clock is 10 s behind the wall clock; the sale opened 1 s ago by the wall.
+    let fx = scheduled(s, -10, -1, PreQueue::Random).await;
+    let id = fx.concert_id();
+    let opens_at = fx.concert.concert.sales_open_at.unwrap();
+    let mut pre = Vec::new();
+    for i in 0..6 {
+        let view = fx.svc.issue_token(&user(&format!("u{i}")), id).await.unwrap();
+        assert_eq!((view.status, view.opens_at, view.position), (TokenStatus::Waiting, Some(opens_at), None));
+        assert!(view.eta_secs.is_some_and(|eta| eta >= 9), "counted from the opening: {:?}", view.eta_secs);
+        pre.push(view.record.token);
+    }
+    let before = places(&fx, &pre).await;
+    assert_eq!(fx.svc.admission_tick(id).await.unwrap().len(), 0, "before the opening");
+    let snapshot = fx.svc.queue_store().admission_snapshot(id, fx.clock.now()).await.unwrap();
+    assert!(!snapshot.opened);
+    let early = AdmissionPlan {
+        requires_open: true,
+        ..queue::plan_admission(id, &generous(), &snapshot, fx.clock.now())
+    };
+    assert!(
+        matches!(fx.svc.queue_store().admit(&early).await, Err(StoreError::Conflict(_))),
+        "the store refuses"
+    );
+    assert_eq!(fx.svc.concert(id).await.unwrap().opened, None);
+
+    fx.clock.advance_secs(10);
+    assert_eq!(fx.svc.admission_tick(id).await.unwrap().len(), 0, "this tick opens; the next admits");
+    let concert = fx.svc.booking_store().concert(id).await.unwrap().unwrap();
+    let opening = concert.opened.expect("recorded");
+    assert_eq!(opening.at, fx.clock.now());
+    assert!(opening.seed < ticketing_core::catalog::OPENING_SEED_BOUND);
+    let trail = fx.svc.sale_actions(id).await.unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!((trail[0].operator.as_str(), trail[0].kind), ("admission-ticker", SaleActionKind::Open));
+    assert_eq!(trail[0].after.opened, Some(opening));
+
+    // The places are the same numbers, dealt out as the seed draws them.
+    let line: Vec<(u64, QueueToken)> = before.iter().copied().zip(pre.iter().cloned()).collect();
+    let moves = draw_pre_queue(opening.seed, &line);
+    let expected: Vec<u64> = line
+        .iter()
+        .map(|(seq, token)| moves.iter().find(|m| &m.token == token).map_or(*seq, |m| m.to))
+        .collect();
+    let after = places(&fx, &pre).await;
+    assert_eq!(after, expected);
+    let (mut sorted_before, mut sorted_after) = (before.clone(), after.clone());
+    sorted_before.sort_unstable();
+    sorted_after.sort_unstable();
+    assert_eq!(sorted_before, sorted_after, "a permutation of the same places");
+    let status = fx.svc.token_status(&pre[0]).await.unwrap();
+    let rank = after.iter().filter(|place| **place <= after[0]).count() as u64;
+    assert_eq!((status.opens_at, status.position), (None, Some(rank)), "a place, once drawn");
+
+    let late = fx.svc.issue_token(&user("late"), id).await.unwrap();
+    assert_eq!((late.position, late.opens_at), (Some(7), None), "behind the whole pre-queue");
+    // Opening again changes nothing: the draw is applied once.
+    let again = Move { token: pre[0].clone(), from: after[0], to: 1 };
+    let reopened = fx.svc.queue_store().open_line(&LineOpening { concert_id: id, moves: vec![again] }).await;
+    assert!(!reopened.unwrap());
+    assert_eq!(places(&fx, &pre).await, after);
+
+    let admitted: Vec<QueueToken> =
+        fx.svc.admission_tick(id).await.unwrap().into_iter().map(|record| record.token).collect();
+    let mut order: Vec<(u64, QueueToken)> = after.iter().copied().zip(pre.iter().cloned()).collect();
+    order.sort_unstable_by_key(|(place, _)| *place);
+    let mut expected: Vec<QueueToken> = order.into_iter().map(|(_, token)| token).collect();
+    expected.push(late.record.token);
+    assert_eq!(admitted, expected, "the drawn order, then first come first served");
+    assert_eq!(fx.svc.sale_actions(id).await.unwrap().len(), 1, "opened once");
+}
+
+/// A first-come pre-queue keeps its order at the opening, and its buyers see their places while
+/// they wait for it.
+pub async fn a_first_come_pre_queue_keeps_its_order<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    use ticketing_core::catalog::PreQueue;
+    let fx = scheduled(s, -10, -1, PreQueue::Fifo).await;
+    let id = fx.concert_id();
+    let mut pre = Vec::new();
+    for i in 0..3 {
+        let view = fx.svc.issue_token(&user(&format!("u{i}")), id).await.unwrap();
+        assert_eq!(view.position, Some(i + 1), "its place, while it waits for the opening");
+        pre.push(view.record.token);
+    }
+    let before = places(&fx, &pre).await;
+    fx.clock.advance_secs(10);
+    assert_eq!(fx.svc.admission_tick(id).await.unwrap().len(), 0, "opens");
+    assert!(fx.svc.concert(id).await.unwrap().opened.is_some());
+    assert_eq!(places(&fx, &pre).await, before, "not drawn");
+    let admitted: Vec<QueueToken> =
+        fx.svc.admission_tick(id).await.unwrap().into_iter().map(|record| record.token).collect();
+    assert_eq!(admitted, pre);
+}
+
+/// A node whose clock runs ahead of the store's cannot open a sale early: the booking store
+/// refuses to record the opening until its own clock reaches it, so nobody is admitted.
+pub async fn a_node_whose_clock_runs_ahead_opens_no_sale_early<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    use ticketing_core::catalog::PreQueue;
+    // The sale opens in an hour by the store's (wall) clock; the node's clock is two hours on.
+    let fx = scheduled(s, 7_200, 3_600, PreQueue::Random).await;
+    let id = fx.concert_id();
+    let token = fx.token("early").await;
+    for _ in 0..3 {
+        assert_eq!(fx.svc.admission_tick(id).await.unwrap().len(), 0);
+        fx.clock.advance_secs(1);
+    }
+    assert_eq!(fx.svc.booking_store().concert(id).await.unwrap().unwrap().opened, None, "not recorded");
+    assert!(fx.svc.sale_actions(id).await.unwrap().is_empty());
+    let status = fx.svc.token_status(&token).await.unwrap();
+    assert_eq!((status.status, status.opens_at), (TokenStatus::Waiting, fx.concert.concert.sales_open_at));
 }

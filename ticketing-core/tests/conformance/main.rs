@@ -12,14 +12,20 @@ mod cases;
 
 pub use cases::Stores;
 
-/// Stamps out one `#[tokio::test]` per case for a backend.
+/// Stamps out one `#[tokio::test]` per case for a backend; `store_clock: [...]` adds the cases
+/// of a booking store that keeps its own clock (SQL: it decides a sale's opening by it, so a node
+/// whose clock runs ahead cannot open a sale early), which the memory store, whose clock is the
+/// service's, cannot show.
 macro_rules! conformance {
-    ($backend:ident, $fresh:expr) => {
+    ($backend:ident, $fresh:expr $(, store_clock: [$($extra:ident),* $(,)?])?) => {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
 
+            conformance!(@cases $fresh; $($($extra,)*)?);
             conformance!(@cases $fresh;
+                a_scheduled_sale_opens_once_and_draws_its_pre_queue,
+                a_first_come_pre_queue_keeps_its_order,
                 issuing_twice_returns_the_same_token_and_place,
                 positions_follow_arrival_order,
                 an_idle_waiting_token_loses_its_place,
@@ -104,7 +110,8 @@ macro_rules! postgres {
 #[cfg(feature = "postgres")]
 conformance!(
     postgres_conditional,
-    postgres!(ticketing_core::store::postgres::ClaimStrategy::ConditionalUpdate)
+    postgres!(ticketing_core::store::postgres::ClaimStrategy::ConditionalUpdate),
+    store_clock: [a_node_whose_clock_runs_ahead_opens_no_sale_early]
 );
 #[cfg(feature = "postgres")]
 conformance!(postgres_for_update, postgres!(ticketing_core::store::postgres::ClaimStrategy::ForUpdate));
@@ -134,7 +141,11 @@ macro_rules! mysql {
 }
 
 #[cfg(feature = "mysql")]
-conformance!(mysql_conditional, mysql!(ticketing_core::store::mysql::ClaimStrategy::ConditionalUpdate));
+conformance!(
+    mysql_conditional,
+    mysql!(ticketing_core::store::mysql::ClaimStrategy::ConditionalUpdate),
+    store_clock: [a_node_whose_clock_runs_ahead_opens_no_sale_early]
+);
 #[cfg(feature = "mysql")]
 conformance!(mysql_for_update, mysql!(ticketing_core::store::mysql::ClaimStrategy::ForUpdate));
 #[cfg(feature = "mysql")]
@@ -161,7 +172,7 @@ conformance!(redis_queue_postgres_booking, async {
         ticketing_core::testing::fresh_redis_prefix(),
     );
     Stores { queue, booking, guard: Some(Box::new(database)) }
-});
+}, store_clock: [a_node_whose_clock_runs_ahead_opens_no_sale_early]);
 
 /// The Redis lock strategy's own promise: a holder whose lock lapsed while it was paused can
 /// never write after a newer holder has — even with a fresh read of the seat, its old fence is
@@ -196,6 +207,8 @@ async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
         }],
         queue: QueueSettings::default(),
         max_seats_per_buyer: None,
+        sales_open_at: None,
+        pre_queue: Default::default(),
     })
     .unwrap();
     store.create_concert(&concert).await.unwrap();
@@ -354,6 +367,8 @@ async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_
             }],
             queue: ticketing_core::catalog::QueueSettings::default(),
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .unwrap();
@@ -461,6 +476,8 @@ async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
             }],
             queue: QueueSettings { max_active: 10, admit_batch: 10, ..QueueSettings::default() },
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .unwrap();

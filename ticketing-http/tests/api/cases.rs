@@ -872,6 +872,8 @@ pub async fn a_token_acts_only_for_its_own_concert<
             }],
             queue: open_queue(),
             max_seats_per_buyer: None,
+            sales_open_at: None,
+            pre_queue: Default::default(),
         })
         .await
         .unwrap();
@@ -1578,4 +1580,138 @@ pub async fn a_buyer_leaves_the_line<
         "a new place at the back: {back:?}"
     );
     assert_ne!(token(&back), b);
+}
+
+/// A concert with `salesOpenAt` keeps the buyers who join before it in a pre-queue: they are told
+/// when it opens (a drawn pre-queue gives no place yet; a first-come one does), nobody is
+/// admitted, and the concert says it is not open. Bad opening settings are refused whole.
+pub async fn a_scheduled_sale_keeps_a_pre_queue_until_it_opens<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let opens_at = "2030-03-17T18:46:40.000Z"; // An hour after the server's clock.
+    let create = |opening: serde_json::Value| {
+        let mut body = json!({
+            "title": "Scheduled", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 3, "price": 10}],
+        });
+        body.as_object_mut().unwrap().extend(opening.as_object().unwrap().clone());
+        let server = &server;
+        async move { server.call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(body)).await }
+    };
+    for bad in [
+        json!({"salesOpenAt": "1800-01-01T00:00:00Z"}),
+        json!({"salesOpenAt": "soon"}),
+        json!({"salesOpenAt": opens_at, "preQueue": "lottery"}),
+        json!({"salesOpenAt": opens_at, "preQueue": 1}),
+    ] {
+        create(bad.clone()).await.assert_problem(422, "invalid_input");
+    }
+    let created = create(json!({"salesOpenAt": opens_at})).await;
+    assert_eq!(
+        (created.status.as_u16(), created.body["salesOpenAt"].as_str(), created.body["preQueue"].as_str()),
+        (201, Some(opens_at), Some("random")),
+        "{created:?}"
+    );
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let listed = server.get("/api/v1/concerts", None).await;
+    let listed =
+        listed.body.as_array().unwrap().iter().find(|c| c["concertId"] == concert.as_str()).unwrap().clone();
+    assert_eq!((listed["salesOpenAt"].as_str(), listed["open"].as_bool()), (Some(opens_at), Some(false)));
+    let demo = server.get("/api/v1/concerts", None).await.body.as_array().unwrap()[0].clone();
+    assert_eq!((demo["open"].as_bool(), demo.get("salesOpenAt")), (Some(true), None), "{demo:?}");
+
+    let join = |user: &'static str, concert: String| {
+        let server = &server;
+        async move {
+            server.post("/api/v1/queue/tokens", None, json!({"userId": user, "concertId": concert})).await
+        }
+    };
+    let alice = join("alice", concert.clone()).await;
+    assert_eq!(
+        (alice.status.as_u16(), alice.body["status"].as_str(), alice.body["salesOpenAt"].as_str()),
+        (201, Some("WAITING"), Some(opens_at)),
+        "{alice:?}"
+    );
+    assert_eq!(alice.body["position"], serde_json::Value::Null, "a drawn pre-queue has no place yet");
+    assert!(alice.body["etaSeconds"].as_u64().is_some_and(|eta| eta >= 3_600), "{alice:?}");
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    server.state.service.admission_tick(id).await.unwrap();
+    let token = alice.body["token"].as_str().unwrap();
+    let status = server.get("/api/v1/queue/tokens/current", Some(token)).await;
+    assert_eq!(
+        (status.body["status"].as_str(), status.body["salesOpenAt"].as_str()),
+        (Some("WAITING"), Some(opens_at))
+    );
+    let sale = server
+        .call(Method::POST, &format!("/api/v1/admin/concerts/{concert}/resume"), None, &admin, None)
+        .await;
+    assert_eq!((sale.status.as_u16(), sale.body.get("opened")), (200, None), "not opened: {sale:?}");
+    assert_eq!(sale.body["salesOpenAt"].as_str(), Some(opens_at));
+
+    let fifo = create(json!({"salesOpenAt": opens_at, "preQueue": "fifo"})).await;
+    assert_eq!(fifo.body["preQueue"], "fifo");
+    let fifo = fifo.body["concertId"].as_str().unwrap().to_owned();
+    join("alice", fifo.clone()).await;
+    let bob = join("bob", fifo).await;
+    assert_eq!((bob.body["position"].as_u64(), bob.body["salesOpenAt"].as_str()), (Some(2), Some(opens_at)));
+}
+
+/// The opening of a scheduled sale as the admin API shows it, on a store whose clock is the
+/// server's (memory): the sale says when it opened and the draw's seed, the audit trail has the
+/// `open` entry, and the buyers in line get their places.
+pub async fn a_scheduled_sale_opens_and_the_admin_api_shows_it<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let body = json!({
+        "title": "Scheduled", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 3, "price": 10}],
+        "salesOpenAt": "2030-03-17T17:47:10Z",
+    });
+    let created = server.call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(body)).await;
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    let join = |user: &'static str| {
+        let server = &server;
+        let concert = concert.clone();
+        async move {
+            server.post("/api/v1/queue/tokens", None, json!({"userId": user, "concertId": concert})).await
+        }
+    };
+    let tokens = [join("a").await, join("b").await, join("c").await];
+    assert!(tokens.iter().all(|answer| answer.status == 201), "{tokens:?}");
+    server.clock.advance_secs(30); // The opening (within the tokens' idle time of 60 s).
+    server.state.service.admission_tick(id).await.unwrap();
+    let sale = server
+        .call(Method::POST, &format!("/api/v1/admin/concerts/{concert}/resume"), None, &admin, None)
+        .await;
+    assert_eq!(sale.body["opened"]["at"], "2030-03-17T17:47:10.000Z", "{sale:?}");
+    assert!(sale.body["opened"]["seed"].as_u64().is_some_and(|seed| seed < 1 << 53), "{sale:?}");
+    let actions = server
+        .call(Method::GET, &format!("/api/v1/admin/concerts/{concert}/actions"), None, &admin, None)
+        .await;
+    let open = &actions.body.as_array().unwrap()[0];
+    assert_eq!(
+        (open["action"].as_str(), open["operator"].as_str()),
+        (Some("open"), Some("admission-ticker"))
+    );
+    assert_eq!(open["after"]["opened"], sale.body["opened"]);
+    let mut positions = Vec::new();
+    for token in &tokens {
+        let status =
+            server.get("/api/v1/queue/tokens/current", Some(token.body["token"].as_str().unwrap())).await;
+        assert_eq!(status.body.get("salesOpenAt"), None, "open: {status:?}");
+        positions.push(status.body["position"].as_u64().unwrap_or_else(|| panic!("{status:?}")));
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, [1, 2, 3], "everyone has a place, once drawn");
 }

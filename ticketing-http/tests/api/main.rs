@@ -43,6 +43,7 @@ macro_rules! api_suite {
                 token_requests_past_a_budget_are_refused_429_with_retry_after,
                 a_concerts_seat_cap_per_buyer_refuses_the_hold_past_it,
                 a_buyer_leaves_the_line,
+                a_scheduled_sale_keeps_a_pre_queue_until_it_opens,
             );
         }
     };
@@ -85,3 +86,14 @@ api_suite!(redis_queue_postgres_booking, async {
     let guard: crate::harness::Guard = Some(Box::new(database));
     (queue, booking, guard)
 });
+
+/// The opening itself, on the store whose clock is the server's: a SQL store decides the opening
+/// by its own clock, which the test cannot move (the core conformance suite covers both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_sale_opens_and_the_admin_api_shows_it() {
+    cases::a_scheduled_sale_opens_and_the_admin_api_shows_it(|| async {
+        let store = ticketing_core::store::memory::MemoryStore::new();
+        (store.clone(), store, None)
+    })
+    .await;
+}

@@ -132,9 +132,16 @@ impl CatalogStore for MemoryStore {
         if stored.version != action.before.version {
             return Err(StoreError::Conflict("concert"));
         }
+        // The opening's time is this process's clock, which is this store's clock.
+        if stored.opened.is_none()
+            && action.after.opened.is_some_and(|o| stored.sales_open_at.is_none_or(|opens| o.at < opens))
+        {
+            return Err(StoreError::Conflict("concert"));
+        }
         stored.queue = action.after.queue;
         stored.paused = action.after.paused;
         stored.version = action.after.version;
+        stored.opened = action.after.opened;
         catalog.sale_actions.entry(action.concert_id).or_default().push(action.clone());
         Ok(())
     }

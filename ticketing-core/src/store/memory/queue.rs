@@ -11,8 +11,8 @@ use super::{MemoryStore, lock, read, write};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{
-    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, IssueDecision, Joined, NewToken, Polled,
-    TokenRecord, TokenState, TokenStatus,
+    self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, IssueDecision, Joined, LineOpening,
+    NewToken, Polled, TokenRecord, TokenState, TokenStatus,
 };
 use crate::store::{QueueStore, StoreResult};
 
@@ -290,6 +290,9 @@ impl QueueStore for MemoryStore {
         if queue.admission.version != plan.expected_version {
             return Err(StoreError::Conflict("admission state"));
         }
+        if plan.requires_open && !queue.admission.opened {
+            return Err(StoreError::Conflict("line not open"));
+        }
         let mut admitted = Vec::new();
         while admitted.len() < plan.quota as usize {
             let Some((&seq, token)) = queue.line.first_key_value() else { break };
@@ -319,8 +322,45 @@ impl QueueStore for MemoryStore {
             admitted_in_window: plan.admitted_before.saturating_add(count),
             rate_per_sec: plan.rate_per_sec,
             generation: 0,
+            opened: queue.admission.opened,
         };
         Ok(admitted)
+    }
+
+    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
+        let Some(queue) = self.queue_of(concert) else { return Ok(Vec::new()) };
+        Ok(lock(&queue).line.iter().take(limit).map(|(seq, token)| (*seq, token.clone())).collect())
+    }
+
+    async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
+        let queue = self.queue_or_new(opening.concert_id);
+        let mut queue = lock(&queue);
+        if queue.admission.opened {
+            return Ok(false);
+        }
+        // Out of the indexes first, then back at the new places: a place may pass from one moved
+        // token to another.
+        let mut moved = Vec::with_capacity(opening.moves.len());
+        for one in &opening.moves {
+            let Some(record) = queue.tokens.get(&one.token).cloned() else { continue };
+            let TokenState::Waiting { seq, expires_at } = record.state else { continue };
+            if seq != one.from {
+                continue;
+            }
+            queue.unindex(&record);
+            moved.push(TokenRecord {
+                version: record.version + 1,
+                state: TokenState::Waiting { seq: one.to, expires_at },
+                ..record
+            });
+        }
+        for record in moved {
+            queue.index(&record);
+            queue.tokens.insert(record.token.clone(), record);
+        }
+        queue.admission.opened = true;
+        queue.admission.version += 1;
+        Ok(true)
     }
 
     async fn sweep_queue(

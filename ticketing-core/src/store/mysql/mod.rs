@@ -154,8 +154,9 @@ impl CatalogStore for MyStore {
         let c = &plan.concert;
         let q = c.queue;
         sqlx::query(
-            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs, max_seats_per_buyer)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
+                                   max_seats_per_buyer, sales_open_at, pre_queue)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -165,6 +166,9 @@ impl CatalogStore for MyStore {
         .bind(i64_of(q.waiting_idle_secs)?)
         .bind(i64_of(q.active_ttl_secs)?)
         .bind(c.max_seats_per_buyer.map(rows::i32_of).transpose()?)
+        // As a DATETIME, like a schedule's start (a TIMESTAMP ends in 2038).
+        .bind(c.sales_open_at.map(|at| at.naive_utc()))
+        .bind(c.pre_queue.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{MyStore, db, one_row};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, LineOpening, NewToken, TokenRecord};
 use crate::store::sql_rows::{
     AdmissionRow, TokenColumns, TokenRow, admission_snapshot, i32_of, i64_of, u64_of,
 };
@@ -121,7 +121,7 @@ impl QueueStore for MyStore {
         // The version is read before the counts (see the trait): each statement below runs in
         // its own transaction, so each sees what committed before it.
         let state: Option<AdmissionRow> = sqlx::query_as(
-            "SELECT version, window_started_at, admitted_in_window, rate_per_sec FROM admission_state WHERE concert_id = ?",
+            "SELECT version, window_started_at, admitted_in_window, rate_per_sec, opened FROM admission_state WHERE concert_id = ?",
         )
         .bind(concert.as_uuid())
         .fetch_optional(&self.pool)
@@ -154,14 +154,17 @@ impl QueueStore for MyStore {
         .execute(&mut *tx)
         .await
         .map_err(db("admission state"))?;
-        let version: i64 =
-            sqlx::query_scalar("SELECT version FROM admission_state WHERE concert_id = ? FOR UPDATE")
+        let (version, opened): (i64, bool) =
+            sqlx::query_as("SELECT version, opened FROM admission_state WHERE concert_id = ? FOR UPDATE")
                 .bind(concert)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("admission state"))?;
         if version != i64_of(plan.expected_version)? {
             return Err(StoreError::Conflict("admission state"));
+        }
+        if plan.requires_open && !opened {
+            return Err(StoreError::Conflict("line not open"));
         }
         let head: Vec<(String, i64)> = sqlx::query_as(
             "SELECT token, seq FROM queue_tokens
@@ -228,6 +231,74 @@ impl QueueStore for MyStore {
         let rows: Vec<TokenRow> =
             read.build_query_as().fetch_all(&self.pool).await.map_err(db("admitted tokens"))?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, token FROM queue_tokens WHERE concert_id = ? AND status = 'WAITING' ORDER BY seq LIMIT ?",
+        )
+        .bind(concert.as_uuid())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("line"))?;
+        rows.into_iter()
+            .map(|(seq, token)| {
+                Ok((
+                    u64_of(seq)?,
+                    QueueToken::parse(&token).map_err(|_| StoreError::Corrupt("line token".into()))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
+        let concert = opening.concert_id.as_uuid();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec) VALUES (?, 0, 0, 0)
+             ON DUPLICATE KEY UPDATE version = version",
+        )
+        .bind(concert)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("admission state"))?;
+        let opened: bool =
+            sqlx::query_scalar("SELECT opened FROM admission_state WHERE concert_id = ? FOR UPDATE")
+                .bind(concert)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("admission state"))?;
+        if opened {
+            return Ok(false);
+        }
+        if !opening.moves.is_empty() {
+            let moves: Vec<(&str, u64, u64)> =
+                opening.moves.iter().map(|m| (m.token.as_str(), m.from, m.to)).collect();
+            let moves =
+                serde_json::to_string(&moves).map_err(|e| StoreError::Corrupt(format!("moves: {e}")))?;
+            // The tokens as ASCII text: compared with the column's utf8mb4 in its own collation, not
+            // the connection's (two implicit utf8mb4 collations cannot be compared).
+            sqlx::query(
+                "UPDATE queue_tokens q
+                 JOIN JSON_TABLE(?, '$[*]' COLUMNS (token VARCHAR(72) CHARACTER SET ascii PATH '$[0]', from_seq BIGINT PATH '$[1]',
+                                                    to_seq BIGINT PATH '$[2]')) m ON q.token = m.token
+                 SET q.seq = m.to_seq, q.version = q.version + 1
+                 WHERE q.concert_id = ? AND q.status = 'WAITING' AND q.seq = m.from_seq",
+            )
+            .bind(moves)
+            .bind(concert)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("open line"))?;
+        }
+        sqlx::query("UPDATE admission_state SET opened = TRUE, version = version + 1 WHERE concert_id = ?")
+            .bind(concert)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("admission state"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
     }
 
     async fn sweep_queue(

@@ -142,8 +142,9 @@ impl CatalogStore for PgStore {
         let c = &plan.concert;
         let q = c.queue;
         sqlx::query(
-            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs, max_seats_per_buyer)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
+                                   max_seats_per_buyer, sales_open_at, pre_queue)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -153,6 +154,8 @@ impl CatalogStore for PgStore {
         .bind(i64_of(q.waiting_idle_secs)?)
         .bind(i64_of(q.active_ttl_secs)?)
         .bind(c.max_seats_per_buyer.map(rows::i32_of).transpose()?)
+        .bind(c.sales_open_at)
+        .bind(c.pre_queue.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{PgStore, db, one_row};
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
-use crate::queue::{AdmissionPlan, AdmissionSnapshot, NewToken, TokenRecord};
+use crate::queue::{AdmissionPlan, AdmissionSnapshot, LineOpening, NewToken, TokenRecord};
 use crate::store::sql_rows::{AdmissionRow, TokenColumns, TokenRow, admission_snapshot, i64_of, u64_of};
 use crate::store::{QueueStore, StoreResult};
 
@@ -155,14 +155,17 @@ impl QueueStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db("admission state"))?;
-        let version: i64 =
-            sqlx::query_scalar("SELECT version FROM admission_state WHERE concert_id = $1 FOR UPDATE")
+        let (version, opened): (i64, bool) =
+            sqlx::query_as("SELECT version, opened FROM admission_state WHERE concert_id = $1 FOR UPDATE")
                 .bind(concert)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("admission state"))?;
         if version != i64_of(plan.expected_version)? {
             return Err(StoreError::Conflict("admission state"));
+        }
+        if plan.requires_open && !opened {
+            return Err(StoreError::Conflict("line not open"));
         }
         let mut rows: Vec<AdmittedRow> = sqlx::query_as(
             "WITH head AS (SELECT token, seq FROM queue_tokens
@@ -209,6 +212,71 @@ impl QueueStore for PgStore {
         .map_err(db("admission state"))?;
         tx.commit().await.map_err(db("commit"))?;
         rows.into_iter().map(|r| r.token.try_into()).collect()
+    }
+
+    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, token FROM queue_tokens WHERE concert_id = $1 AND status = 'WAITING' ORDER BY seq LIMIT $2",
+        )
+        .bind(concert.as_uuid())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("line"))?;
+        rows.into_iter()
+            .map(|(seq, token)| {
+                Ok((
+                    u64_of(seq)?,
+                    QueueToken::parse(&token).map_err(|_| StoreError::Corrupt("line token".into()))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
+        let concert = opening.concert_id.as_uuid();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec)
+             VALUES ($1, 0, 0, 0) ON CONFLICT (concert_id) DO NOTHING",
+        )
+        .bind(concert)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("admission state"))?;
+        let opened: bool =
+            sqlx::query_scalar("SELECT opened FROM admission_state WHERE concert_id = $1 FOR UPDATE")
+                .bind(concert)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("admission state"))?;
+        if opened {
+            return Ok(false);
+        }
+        if !opening.moves.is_empty() {
+            let tokens: Vec<&str> = opening.moves.iter().map(|m| m.token.as_str()).collect();
+            let from = opening.moves.iter().map(|m| i64_of(m.from)).collect::<StoreResult<Vec<_>>>()?;
+            let to = opening.moves.iter().map(|m| i64_of(m.to)).collect::<StoreResult<Vec<_>>>()?;
+            sqlx::query(
+                "UPDATE queue_tokens q SET seq = m.to_seq, version = q.version + 1
+                 FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS m(token, from_seq, to_seq)
+                 WHERE q.token = m.token AND q.concert_id = $1 AND q.status = 'WAITING' AND q.seq = m.from_seq",
+            )
+            .bind(concert)
+            .bind(&tokens)
+            .bind(&from)
+            .bind(&to)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("open line"))?;
+        }
+        sqlx::query("UPDATE admission_state SET opened = true, version = version + 1 WHERE concert_id = $1")
+            .bind(concert)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("admission state"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
     }
 
     async fn sweep_queue(

@@ -43,7 +43,8 @@ use super::backend;
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
 use crate::queue::{
-    AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, Joined, NewToken, Polled, TokenRecord, TokenState,
+    AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, Joined, LineOpening, NewToken, Polled,
+    TokenRecord, TokenState,
 };
 use crate::store::{Lost, QueueStore, Restored, StoreResult};
 
@@ -125,15 +126,15 @@ return {'OK'}
 ";
 
 /// KEYS[1] base; ARGV now, now in microseconds. Expires timed-out actives, then reports counts,
-/// admission state and the line's generation (beginning one if the line has none).
+/// admission state (with whether the line was opened) and the line's generation (beginning one if the line has none).
 const SNAPSHOT: &str = r"
 local b = KEYS[1]
 local gen = line_gen(b, ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', ARGV[1], 'WITHSCORES')
 for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
-local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
+local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate', 'opened')
 return {'OK', tostring(redis.call('ZCARD', b .. 'active')), tostring(redis.call('ZCARD', b .. 'line')),
-  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0', gen}
+  adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0', adm[5] or '0', gen}
 ";
 
 /// KEYS[1] base; ARGV now (ms), now (us), concert, then per token nine fields: token, user, issued,
@@ -219,9 +220,10 @@ local function report(out, b, t, waiting, now)
     local rank = redis.call('ZRANK', b .. 'line', t)
     local due = redis.call('ZRANGEBYSCORE', b .. 'active', '-inf', now, 'WITHSCORES')
     for i = 1, #due, 2 do expire(b, due[i], 'TIMED_OUT', due[i + 1]) end
-    local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate')
+    local adm = redis.call('HMGET', b .. 'adm', 'version', 'window', 'admitted', 'rate', 'opened')
     for _, v in ipairs({rank and tostring(rank + 1) or '0', tostring(redis.call('ZCARD', b .. 'active')),
-        tostring(redis.call('ZCARD', b .. 'line')), adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0'}) do
+        tostring(redis.call('ZCARD', b .. 'line')), adm[1] or '0', adm[2] or '', adm[3] or '0', adm[4] or '0',
+        adm[5] or '0'}) do
       table.insert(out, v)
     end
   end
@@ -268,13 +270,14 @@ return report({'OK', '1', ARGV[1]}, b, ARGV[1], true, ARGV[4])
 ";
 
 /// KEYS[1] base; ARGV expected version, quota, now, active expiry, window start, admitted before,
-/// rate, expected generation. Returns 'OK' then, per admitted token in order: token, user,
-/// issued, version.
+/// rate, expected generation, '1' if the line must have been opened. Returns 'OK' then, per
+/// admitted token in order: token, user, issued, version.
 const ADMIT: &str = r"
 local b = KEYS[1]
 local v = redis.call('HGET', b .. 'adm', 'version') or '0'
 if v ~= ARGV[1] then return {'CONFLICT'} end
 if (redis.call('GET', b .. 'gen') or '') ~= ARGV[8] then return {'CONFLICT'} end
+if ARGV[9] == '1' and redis.call('HGET', b .. 'adm', 'opened') ~= '1' then return {'CONFLICT'} end
 local quota = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local admitted = {'OK'}
@@ -303,6 +306,27 @@ end
 redis.call('HSET', b .. 'adm', 'version', tonumber(v) + 1, 'window', ARGV[5],
   'admitted', tonumber(ARGV[6]) + math.floor((#admitted - 1) / 4), 'rate', ARGV[7])
 return admitted
+";
+
+/// KEYS[1] base; ARGV per move: token, from, to. Opens the line unless it is open: moves each
+/// token still waiting at its `from` place to `to`, marks the line opened and raises the
+/// admission version. Returns 'OK' and '1' if it opened the line, '0' if it was open.
+const OPEN: &str = r"
+local b = KEYS[1]
+if redis.call('HGET', b .. 'adm', 'opened') == '1' then return {'OK', '0'} end
+for i = 1, #ARGV - 2, 3 do
+  local t, from, to = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local k = b .. 't:' .. t
+  local status, seq = unpack(redis.call('HMGET', k, 'status', 'seq'))
+  if status == 'WAITING' and tonumber(seq) == tonumber(from) then
+    redis.call('HINCRBY', k, 'version', 1)
+    redis.call('HSET', k, 'seq', to)
+    redis.call('ZADD', b .. 'line', to, t)
+  end
+end
+redis.call('HSET', b .. 'adm', 'opened', '1')
+redis.call('HINCRBY', b .. 'adm', 'version', 1)
+return {'OK', '1'}
 ";
 
 /// KEYS[1] base; ARGV now, forget before, limit. Returns 'OK' and the count touched.
@@ -360,6 +384,7 @@ struct Scripts {
     poll: redis::Script,
     join: redis::Script,
     admit: redis::Script,
+    open: redis::Script,
     sweep: redis::Script,
     restore: redis::Script,
 }
@@ -404,7 +429,7 @@ fn polled(token: QueueToken, concert: ConcertId, v: &[String]) -> StoreResult<Po
 }
 
 /// The admission state as the SNAPSHOT and POLL scripts report it: active, waiting, version,
-/// window start, admitted in window, rate.
+/// window start, admitted in window, rate, opened (then, from SNAPSHOT, the generation).
 fn snapshot(v: &[String]) -> StoreResult<AdmissionSnapshot> {
     let field = |i: usize| v.get(i).map(String::as_str).ok_or_else(|| corrupt("admission state"));
     let number = |i: usize| field(i).and_then(|s| s.parse::<u64>().map_err(|_| corrupt("admission state")));
@@ -416,8 +441,9 @@ fn snapshot(v: &[String]) -> StoreResult<AdmissionSnapshot> {
         window_started_at: if window.is_empty() { None } else { Some(at_ms(window)?) },
         admitted_in_window: u32::try_from(number(4)?).unwrap_or(u32::MAX),
         rate_per_sec: field(5)?.parse().map_err(|_| corrupt("rate"))?,
+        opened: field(6)? == "1",
         // The poll's report has no generation; the SNAPSHOT script's has.
-        generation: match v.get(6) {
+        generation: match v.get(7) {
             Some(generation) => generation.parse().map_err(|_| corrupt("generation"))?,
             None => 0,
         },
@@ -448,6 +474,7 @@ impl RedisQueueStore {
                 poll: script(&format!("{PLACE}\n{POLL}")),
                 join: script(&format!("{PLACE}\n{JOIN}")),
                 admit: script(ADMIT),
+                open: script(OPEN),
                 sweep: script(SWEEP),
                 restore: script(RESTORE),
             }),
@@ -729,6 +756,7 @@ impl QueueStore for RedisQueueStore {
             .arg(plan.admitted_before)
             .arg(plan.rate_per_sec)
             .arg(plan.generation)
+            .arg(if plan.requires_open { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend("admit"))?;
@@ -748,6 +776,39 @@ impl QueueStore for RedisQueueStore {
                 })
             })
             .collect()
+    }
+
+    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{}line", self.base(concert)))
+            .arg(0)
+            .arg(limit - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("line"))?;
+        head.into_iter()
+            .map(|(token, seq)| {
+                let token = QueueToken::parse(&token).map_err(|_| corrupt("line token"))?;
+                // Places are below 2^53 (microseconds since the epoch, counted on), so exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let seq = seq as u64;
+                Ok((seq, token))
+            })
+            .collect()
+    }
+
+    async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
+        let mut invocation = self.scripts.open.key(self.base(opening.concert_id));
+        for one in &opening.moves {
+            invocation.arg(one.token.as_str()).arg(one.from).arg(one.to);
+        }
+        let values: Vec<String> =
+            invocation.invoke_async(&mut self.conn()).await.map_err(backend("open line"))?;
+        Ok(answer(values, "line")?.first().map(String::as_str) == Some("1"))
     }
 
     async fn sweep_queue(
