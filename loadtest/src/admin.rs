@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::api::{Account, CreatedConcert, NewConcert, Sales};
+use crate::api::{Account, CreatedConcert, ListedConcert, NewConcert, Sales};
 
 /// Account reads in flight at once during the audit.
 const ACCOUNT_READS_IN_FLIGHT: usize = 16;
@@ -43,6 +43,9 @@ pub enum AdminError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The answer lacks what was asked for.
+    #[error("{0}: not in the answer")]
+    Missing(String),
 }
 
 /// Admin calls against one server (any node of a deployment will do).
@@ -68,6 +71,19 @@ impl Admin {
     pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, AdminError> {
         let request = self.client.post(format!("{}/api/v1/admin/concerts", self.base)).json(concert);
         self.call("creating the concert", request, 201).await
+    }
+
+    /// The concert as `GET /api/v1/concerts` lists it (with its opening, if it has one).
+    ///
+    /// # Errors
+    /// When the server does not answer `200` with a list naming it.
+    pub async fn concert(&self, concert: Uuid) -> Result<ListedConcert, AdminError> {
+        let request = self.client.get(format!("{}/api/v1/concerts", self.base));
+        let listed: Vec<ListedConcert> = self.call("listing the concerts", request, 200).await?;
+        listed
+            .into_iter()
+            .find(|c| c.concert_id == concert)
+            .ok_or_else(|| AdminError::Missing(format!("concert {concert} in the list")))
     }
 
     /// What the concert sold.

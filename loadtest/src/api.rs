@@ -48,6 +48,51 @@ pub struct Token {
     /// out).
     #[serde(default)]
     pub sold_out: bool,
+    /// When the sale opens, while the token waits in its pre-queue (older servers leave it out).
+    #[serde(default)]
+    pub sales_open_at: Option<DateTime<Utc>>,
+}
+
+impl Token {
+    /// The token's identity: its credential's first 72 characters (the rest is a claim the
+    /// server may sign again, after the opening's draw).
+    #[must_use]
+    pub fn identity(&self) -> &str {
+        identity(&self.token)
+    }
+}
+
+/// The identity part of a credential.
+#[must_use]
+pub fn identity(credential: &str) -> &str {
+    credential.get(..72).unwrap_or(credential)
+}
+
+/// One concert of `GET /api/v1/concerts`, as far as the audit reads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedConcert {
+    /// Its id.
+    pub concert_id: Uuid,
+    /// When its sale opens, if it is scheduled.
+    #[serde(default)]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// `random` or `fifo` (older servers leave it out).
+    #[serde(default)]
+    pub pre_queue: Option<String>,
+    /// Its recorded opening.
+    #[serde(default)]
+    pub opened: Option<Opening>,
+}
+
+/// A sale's recorded opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opening {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The seed of the pre-queue's draw.
+    pub seed: u64,
 }
 
 /// One schedule with its available seats.
@@ -166,6 +211,12 @@ pub struct NewConcert {
     pub schedules: Vec<NewSchedule>,
     /// The waiting-room caps.
     pub queue: QueueSettings,
+    /// When the sale opens (`None`: at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_open_at: Option<DateTime<Utc>>,
+    /// `random` or `fifo`: how the pre-queue is ordered at the opening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_queue: Option<String>,
 }
 
 /// One date of a [`NewConcert`].

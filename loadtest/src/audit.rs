@@ -47,12 +47,58 @@ pub struct Audit {
     /// Users whose server balance is not what their charges minus payments make, or whose
     /// ledger does not add up.
     pub balance_mismatches: usize,
-    /// Pairs admitted out of line order (a later number admitted at an earlier tick).
+    /// Pairs admitted out of line order (a later number admitted at an earlier tick). With a
+    /// drawn pre-queue, its buyers' order is the draw's (SHA-256 of the seed and the token), all
+    /// of them before anyone who joined after the opening.
     pub fifo_inversions: u64,
+    /// The sale's scheduled opening as checked, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opening: Option<OpeningAudit>,
     /// Responses that broke the API contract (wrong status or body), counted by the clients.
     pub contract_violations: u64,
     /// A few examples per failed check.
     pub examples: BTreeMap<String, Vec<String>>,
+}
+
+/// What the audit checked of a scheduled opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpeningAudit {
+    /// Whether the server recorded the opening (a run that ends before it does not).
+    pub opened: bool,
+    /// Buyers who waited in the pre-queue.
+    pub pre_queue: usize,
+    /// Of those, how many saw their number in line after the opening.
+    pub drawn_seen: usize,
+    /// Admissions at an instant before the opening.
+    pub admitted_before_opening: usize,
+    /// Pairs of pre-queue buyers whose numbers after the opening are not in the order the seed
+    /// draws (a drawn pre-queue only).
+    pub draw_inversions: u64,
+    /// Buyers whose number in line changed more than once (the draw is applied once).
+    pub drawn_more_than_once: usize,
+}
+
+/// A scheduled opening, as the server lists it after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// When the sale was to open.
+    pub opens_at: chrono::DateTime<chrono::Utc>,
+    /// Whether its pre-queue is drawn (`random`), not first come first served.
+    pub drawn: bool,
+    /// The recorded opening.
+    pub opened: Option<crate::api::Opening>,
+}
+
+/// A pre-queue token's key in the draw: SHA-256 of the seed (8 bytes, big-endian) and the
+/// token's identity, the order [`ticketing_core::queue::draw_pre_queue`] deals places in
+/// (written again here: the load test speaks HTTP only).
+fn draw_key(seed: u64, token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(seed.to_be_bytes());
+    hash.update(token.as_bytes());
+    hash.finalize().into()
 }
 
 /// PASS or FAIL.
@@ -78,6 +124,8 @@ pub struct Evidence<'a> {
     pub price: i64,
     /// Contract violations the clients counted.
     pub contract_violations: u64,
+    /// The sale's scheduled opening, if it had one.
+    pub opening: Option<Scheduled>,
 }
 
 /// The users whose accounts the audit needs: everyone who charged, paid or was left waiting for
@@ -103,7 +151,7 @@ fn all_seats(sales: &Sales) -> impl Iterator<Item = &SeatSale> {
 /// Runs every check.
 #[must_use]
 pub fn audit(evidence: Evidence<'_>) -> Audit {
-    let Evidence { clients, sales, accounts, price, contract_violations } = evidence;
+    let Evidence { clients, sales, accounts, price, contract_violations, opening } = evidence;
     let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut note = |check: &str, example: String| {
         let list = examples.entry(check.to_owned()).or_default();
@@ -224,13 +272,74 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         }
     }
 
-    // 5. FIFO: nobody admitted before someone earlier in line who was also admitted.
+    // 5. FIFO: nobody admitted before someone earlier in line who was also admitted; a drawn
+    // pre-queue comes first, in the order its seed draws.
+    let seed = opening.filter(|o| o.drawn).and_then(|o| o.opened).map(|o| o.seed);
+    let drawn_key = |c: &UserRecord| match (seed, c.pre_queue, &c.token) {
+        (Some(seed), true, Some(token)) => Some(draw_key(seed, token)),
+        _ => None,
+    };
+    let mut keyed: Vec<((u8, [u8; 32], u64), i64)> = clients
+        .iter()
+        .filter_map(|c| {
+            let at = c.admitted_at?.timestamp_millis();
+            match drawn_key(c) {
+                Some(key) => Some(((0, key, 0), at)),
+                None => Some(((1, [0; 32], c.line_number?), at)),
+            }
+        })
+        .collect();
+    keyed.sort_unstable();
     let admissions: Vec<(u64, i64)> =
-        clients.iter().filter_map(|c| Some((c.line_number?, c.admitted_at?.timestamp_millis()))).collect();
+        keyed.iter().enumerate().map(|(rank, (_, at))| (rank as u64, *at)).collect();
     let fifo_inversions = fifo_inversions(&admissions);
     if fifo_inversions > 0 {
         note("fifoInversions", format!("{fifo_inversions} pairs among {} admissions", admissions.len()));
     }
+
+    // 6. A scheduled opening: nobody admitted before it, and the pre-queue drawn once as its
+    // seed draws it (numbers seen after the opening in the seed's order).
+    let opening_audit = opening.map(|scheduled| {
+        let opened_at = scheduled.opened.map_or(scheduled.opens_at, |o| o.at.max(scheduled.opens_at));
+        let early: Vec<&UserRecord> =
+            clients.iter().filter(|c| c.admitted_at.is_some_and(|at| at < opened_at)).collect();
+        for c in early.iter().take(EXAMPLES) {
+            note(
+                "admittedBeforeOpening",
+                format!("{} admitted at {:?}, before {opened_at}", c.user_id, c.admitted_at),
+            );
+        }
+        let mut drawn: Vec<([u8; 32], u64)> =
+            clients.iter().filter_map(|c| Some((drawn_key(c)?, c.drawn_number?))).collect();
+        drawn.sort_unstable();
+        let ranked: Vec<(u64, u64)> =
+            drawn.iter().enumerate().map(|(rank, (_, n))| (rank as u64, *n)).collect();
+        let draw_inversions = crate::stats::fifo_inversions(&ranked);
+        if draw_inversions > 0 {
+            note(
+                "drawInversions",
+                format!("{draw_inversions} pairs among {} drawn numbers seen", drawn.len()),
+            );
+        }
+        let twice: Vec<&UserRecord> = clients.iter().filter(|c| c.line_changes > 1).collect();
+        for c in twice.iter().take(EXAMPLES) {
+            note(
+                "drawnMoreThanOnce",
+                format!("{}: its number in line changed {} times", c.user_id, c.line_changes),
+            );
+        }
+        OpeningAudit {
+            opened: scheduled.opened.is_some(),
+            pre_queue: clients.iter().filter(|c| c.pre_queue).count(),
+            drawn_seen: clients.iter().filter(|c| c.pre_queue && c.drawn_number.is_some()).count(),
+            admitted_before_opening: early.len(),
+            draw_inversions,
+            drawn_more_than_once: twice.len(),
+        }
+    });
+    let opening_failed = opening_audit.as_ref().is_some_and(|o| {
+        o.admitted_before_opening > 0 || o.draw_inversions > 0 || o.drawn_more_than_once > 0
+    });
 
     let failed = seats_paid_twice
         + payments_without_booked_seat
@@ -239,6 +348,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         + balance_mismatches
         > 0
         || fifo_inversions > 0
+        || opening_failed
         || contract_violations > 0;
     Audit {
         verdict: if failed { Verdict::Fail } else { Verdict::Pass },
@@ -254,6 +364,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         sales_no_client_made,
         balance_mismatches,
         fifo_inversions,
+        opening: opening_audit,
         contract_violations,
         examples,
     }
@@ -313,6 +424,18 @@ impl Audit {
             self.fifo_inversions,
             self.contract_violations,
         );
+        if let Some(o) = &self.opening {
+            out.push_str(&format!(
+                "  opening: {} | pre-queue {} (drawn number seen by {}) | admitted before the opening {} | \
+                 draw inversions {} | drawn more than once {}\n",
+                if o.opened { "recorded" } else { "NOT recorded" },
+                o.pre_queue,
+                o.drawn_seen,
+                o.admitted_before_opening,
+                o.draw_inversions,
+                o.drawn_more_than_once,
+            ));
+        }
         for (check, list) in &self.examples {
             for example in list {
                 out.push_str(&format!("  {check}: {example}\n"));
@@ -394,7 +517,7 @@ mod tests {
     }
 
     fn run(clients: &[UserRecord], sales: &Sales, accounts: &HashMap<String, Account>) -> Audit {
-        audit(Evidence { clients, sales, accounts, price: PRICE, contract_violations: 0 })
+        audit(Evidence { clients, sales, accounts, price: PRICE, contract_violations: 0, opening: None })
     }
 
     #[test]
@@ -499,7 +622,87 @@ mod tests {
             accounts: &accounts,
             price: PRICE,
             contract_violations: 2,
+            opening: None,
         });
         assert_eq!(audit.verdict, Verdict::Fail);
+    }
+
+    /// A drawn pre-queue of four (tokens t0…t3) admitted in the seed's order, then a late
+    /// joiner with number 9; the opening at 1 s.
+    fn drawn_sale() -> (Vec<UserRecord>, Scheduled) {
+        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+        let seed = 7;
+        let mut pre: Vec<UserRecord> = (0..4)
+            .map(|i| {
+                let mut c = client(&format!("p{i}"));
+                c.pre_queue = true;
+                c.token = Some(format!("{i:072}"));
+                c.line_number = Some(i + 1);
+                c
+            })
+            .collect();
+        pre.sort_by_key(|c| draw_key(seed, c.token.as_deref().unwrap()));
+        for (rank, c) in pre.iter_mut().enumerate() {
+            let rank = rank as i64;
+            c.admitted_at = at(2_000 + rank * 1_000);
+            c.drawn_number = Some(rank as u64 + 1);
+            c.line_changes = u32::from(c.line_number != c.drawn_number);
+            c.line_number = c.drawn_number;
+        }
+        let mut late = client("late");
+        late.line_number = Some(9);
+        late.admitted_at = at(9_000);
+        pre.push(late);
+        let opened = crate::api::Opening { at: at(1_000).unwrap(), seed };
+        (pre, Scheduled { opens_at: opened.at, drawn: true, opened: Some(opened) })
+    }
+
+    fn audit_opening(clients: &[UserRecord], opening: Scheduled) -> Audit {
+        let empty = sales(vec![]);
+        let accounts = HashMap::new();
+        audit(Evidence {
+            clients,
+            sales: &empty,
+            accounts: &accounts,
+            price: PRICE,
+            contract_violations: 0,
+            opening: Some(opening),
+        })
+    }
+
+    #[test]
+    fn a_pre_queue_drawn_as_its_seed_says_and_admitted_after_the_opening_passes() {
+        let (clients, opening) = drawn_sale();
+        let audit = audit_opening(&clients, opening);
+        assert_eq!(audit.verdict, Verdict::Pass, "{}", audit.render());
+        let checked = audit.opening.unwrap();
+        assert_eq!((checked.pre_queue, checked.drawn_seen, checked.draw_inversions), (4, 4, 0));
+    }
+
+    #[test]
+    fn an_admission_before_the_opening_fails() {
+        let (mut clients, opening) = drawn_sale();
+        clients[0].admitted_at = DateTime::<Utc>::from_timestamp_millis(500);
+        let audit = audit_opening(&clients, opening);
+        assert_eq!((audit.verdict, audit.opening.unwrap().admitted_before_opening), (Verdict::Fail, 1));
+    }
+
+    #[test]
+    fn numbers_out_of_the_seeds_order_or_drawn_twice_fail() {
+        let (clients, opening) = drawn_sale();
+        let mut swapped = clients.clone();
+        let (a, b) = (swapped[0].drawn_number, swapped[1].drawn_number);
+        (swapped[0].drawn_number, swapped[1].drawn_number) = (b, a);
+        let audit = audit_opening(&swapped, opening);
+        assert_eq!((audit.verdict, audit.opening.unwrap().draw_inversions), (Verdict::Fail, 1));
+        let mut twice = clients.clone();
+        twice[2].line_changes = 2;
+        let audit = audit_opening(&twice, opening);
+        assert_eq!((audit.verdict, audit.opening.unwrap().drawn_more_than_once), (Verdict::Fail, 1));
+        // Admitted out of the seed's order: a FIFO inversion of the drawn order.
+        let mut late_first = clients;
+        late_first[4].admitted_at = DateTime::<Utc>::from_timestamp_millis(1_500);
+        let audit = audit_opening(&late_first, opening);
+        assert_eq!((audit.verdict, audit.fifo_inversions), (Verdict::Fail, 4));
     }
 }

@@ -66,6 +66,15 @@ pub struct SaleArgs {
     /// Weight of the browser scenario (joins, polls a little, walks away).
     #[arg(long, default_value_t = 1)]
     pub browser_weight: usize,
+    /// Schedule the sale's opening this many seconds after the concert is created: everyone who
+    /// joins before waits in a pre-queue, and the audit checks that nobody was admitted before
+    /// the opening and that the pre-queue was drawn once, as its seed says. Left out: the sale
+    /// opens at once.
+    #[arg(long, value_name = "SECS")]
+    pub opens_in_secs: Option<u32>,
+    /// How the pre-queue is ordered at the opening: `random` (drawn) or `fifo`.
+    #[arg(long, default_value = "random", value_parser = ["random", "fifo"])]
+    pub pre_queue: String,
     /// Hold attempts per buyer before giving up on conflicts.
     #[arg(long, default_value_t = 5)]
     pub hold_attempts: u32,

@@ -102,6 +102,10 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
                 waiting_idle_secs: sale.waiting_idle_secs,
                 active_ttl_secs: sale.active_ttl_secs,
             },
+            sales_open_at: sale
+                .opens_in_secs
+                .map(|secs| Utc::now() + chrono::Duration::seconds(i64::from(secs))),
+            pre_queue: sale.opens_in_secs.map(|_| sale.pre_queue.clone()),
         })
         .await?;
     println!(
@@ -145,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     let metrics = attack.execute().await?;
 
     let sales = admin.sales(run.concert.concert_id).await?;
+    let listed = admin.concert(run.concert.concert_id).await?;
     let clients = run.obs.snapshot();
     let accounts = admin.accounts(&audit::users_to_check(&clients, &sales)).await?;
     let audit = audit::audit(Evidence {
@@ -153,6 +158,11 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
         accounts: &accounts,
         price: sale.price,
         contract_violations: run.obs.contract_violations(),
+        opening: listed.sales_open_at.map(|opens_at| audit::Scheduled {
+            opens_at,
+            drawn: listed.pre_queue.as_deref() != Some("fifo"),
+            opened: listed.opened,
+        }),
     });
     let summary = Summary::new(Inputs {
         metrics: &metrics,

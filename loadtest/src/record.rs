@@ -77,6 +77,14 @@ pub struct UserRecord {
     pub joined_ms: u64,
     /// Its (last) token's number in line.
     pub line_number: Option<u64>,
+    /// How often the number in line it saw changed (the opening's draw changes it once).
+    pub line_changes: u32,
+    /// It waited in the sale's pre-queue (an answer said when the sale opens).
+    pub pre_queue: bool,
+    /// Its number in line as first seen after the opening, for one that waited in the pre-queue.
+    pub drawn_number: Option<u64>,
+    /// Its token's identity (the credential's first 72 characters).
+    pub token: Option<String>,
     /// When the server says it was admitted.
     pub admitted_at: Option<DateTime<Utc>>,
     /// When it first saw itself ACTIVE, in ms since the attack started.
@@ -107,6 +115,10 @@ impl UserRecord {
             host: host.to_owned(),
             joined_ms,
             line_number: None,
+            line_changes: 0,
+            pre_queue: false,
+            drawn_number: None,
+            token: None,
             admitted_at: None,
             active_seen_ms: None,
             charged: 0,

@@ -360,10 +360,11 @@ impl Person<'_> {
         self.expect(user, reply, token.concert_id == run.concert.concert_id, "token of another concert")?;
         match token.status {
             TokenStatus::Waiting => {
+                // A pre-queue drawn at the opening gives no place before it.
                 self.expect(
                     user,
                     reply,
-                    token.position.is_some_and(|p| p >= 1),
+                    token.position.is_some_and(|p| p >= 1) || token.sales_open_at.is_some(),
                     "waiting without a position",
                 )?;
                 // A sold-out line no longer moves: no Retry-After then, and no reason to wait.
@@ -376,9 +377,22 @@ impl Person<'_> {
                 if token.sold_out {
                     return Err(Stop::End(Outcome::SoldOut));
                 }
-                if let Some(line) = token.line_number {
-                    self.record(|r| r.line_number = Some(line));
-                }
+                let pre_queue = token.sales_open_at.is_some();
+                let identity = token.identity().to_owned();
+                let line = token.line_number;
+                self.record(|r| {
+                    r.token.get_or_insert(identity);
+                    r.pre_queue |= pre_queue;
+                    if let Some(line) = line {
+                        if r.line_number.is_some_and(|seen| seen != line) {
+                            r.line_changes += 1;
+                        }
+                        r.line_number = Some(line);
+                        if r.pre_queue && !pre_queue {
+                            r.drawn_number.get_or_insert(line);
+                        }
+                    }
+                });
             }
             TokenStatus::Active => {
                 self.expect(user, reply, token.position.is_none(), "active with a position")?;
@@ -431,7 +445,13 @@ impl Person<'_> {
             200 => {
                 let next: Token = self.parse(user, &mut reply)?;
                 self.check_token(user, &mut reply, &next)?;
-                self.expect(user, &mut reply, next.token == token, "poll answered another token")?;
+                // The same token; its claim may be signed anew (after the opening's draw).
+                self.expect(
+                    user,
+                    &mut reply,
+                    next.identity() == crate::api::identity(token),
+                    "poll answered another token",
+                )?;
                 Ok(Some((next, reply.retry_after)))
             }
             // Polled too late: the place in line is gone (an overloaded client or server).

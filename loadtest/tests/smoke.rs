@@ -175,6 +175,31 @@ async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
     assert_sound_sale(loadtest(&server, "pg-redis").await);
 }
 
+/// A sale whose opening is scheduled two seconds after the concert is made, on PostgreSQL +
+/// Redis (PostgreSQL's clock decides the opening): the first buyers wait in a pre-queue, nobody
+/// is admitted before the opening, the pre-queue is drawn once as the recorded seed says, and
+/// the rest of the audit passes as in any sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
+    use ticketing_core::store::postgres::ClaimStrategy;
+    use ticketing_core::store::redis::RedisQueueStore;
+    let (booking, database) = ticketing_core::testing::fresh_pg_store(ClaimStrategy::ConditionalUpdate).await;
+    let queue = RedisQueueStore::new(
+        ticketing_core::testing::redis_connection().await,
+        ticketing_core::testing::fresh_redis_prefix(),
+    );
+    let server = start(queue, booking, Some(Box::new(database))).await;
+    let (passed, summary) =
+        loadtest_with(&server, "opening", &[("--opens-in-secs", "2"), ("--run-time", "6s")]).await;
+    assert_audit_clean(passed, &summary);
+    let opening = &summary["audit"]["opening"];
+    assert_eq!(opening["opened"], true, "{opening:#}");
+    assert!(opening["preQueue"].as_u64().unwrap() > 0, "{opening:#}");
+    for check in ["admittedBeforeOpening", "drawInversions", "drawnMoreThanOnce"] {
+        assert_eq!(opening[check], 0, "{check}: {opening:#}");
+    }
+}
+
 /// Deletes every key under `prefix` in one script, as a restart without persistence or a
 /// failover to an empty replica loses them: at once. Answers how many there were.
 async fn lose_keys(conn: &redis::aio::ConnectionManager, prefix: &str) -> i64 {

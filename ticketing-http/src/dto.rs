@@ -171,6 +171,10 @@ pub struct ConcertBody {
     pub pre_queue: String,
     /// Whether its sale is open (always, for a concert without `salesOpenAt`).
     pub open: bool,
+    /// Its opening, once recorded: when, and the seed its pre-queue was drawn with (anyone in
+    /// the pre-queue can check the draw). Absent before the opening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened: Option<OpeningBody>,
 }
 
 impl From<&Concert> for ConcertBody {
@@ -182,6 +186,7 @@ impl From<&Concert> for ConcertBody {
             sales_open_at: c.sales_open_at,
             pre_queue: c.pre_queue.as_str().to_owned(),
             open: !c.before_opening(),
+            opened: c.opened.map(OpeningBody::from),
         }
     }
 }
