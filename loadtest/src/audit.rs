@@ -279,7 +279,9 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         (Some(seed), true, Some(token)) => Some(draw_key(seed, token)),
         _ => None,
     };
-    let mut keyed: Vec<((u8, [u8; 32], u64), i64)> = clients
+    // Sorted by (0, draw key) for a drawn pre-queue, then (1, number in line) for the rest.
+    type Key = (u8, [u8; 32], u64);
+    let mut keyed: Vec<(Key, i64)> = clients
         .iter()
         .filter_map(|c| {
             let at = c.admitted_at?.timestamp_millis();
@@ -641,7 +643,7 @@ mod tests {
                 c
             })
             .collect();
-        pre.sort_by_key(|c| draw_key(seed, c.token.as_deref().unwrap()));
+        pre.sort_by_key(|c| draw_key(seed, c.token.as_deref().expect("a token")));
         for (rank, c) in pre.iter_mut().enumerate() {
             let rank = rank as i64;
             c.admitted_at = at(2_000 + rank * 1_000);
@@ -653,7 +655,7 @@ mod tests {
         late.line_number = Some(9);
         late.admitted_at = at(9_000);
         pre.push(late);
-        let opened = crate::api::Opening { at: at(1_000).unwrap(), seed };
+        let opened = crate::api::Opening { at: at(1_000).expect("a time"), seed };
         (pre, Scheduled { opens_at: opened.at, drawn: true, opened: Some(opened) })
     }
 
@@ -675,7 +677,7 @@ mod tests {
         let (clients, opening) = drawn_sale();
         let audit = audit_opening(&clients, opening);
         assert_eq!(audit.verdict, Verdict::Pass, "{}", audit.render());
-        let checked = audit.opening.unwrap();
+        let checked = audit.opening.expect("checked");
         assert_eq!((checked.pre_queue, checked.drawn_seen, checked.draw_inversions), (4, 4, 0));
     }
 
@@ -684,7 +686,10 @@ mod tests {
         let (mut clients, opening) = drawn_sale();
         clients[0].admitted_at = DateTime::<Utc>::from_timestamp_millis(500);
         let audit = audit_opening(&clients, opening);
-        assert_eq!((audit.verdict, audit.opening.unwrap().admitted_before_opening), (Verdict::Fail, 1));
+        assert_eq!(
+            (audit.verdict, audit.opening.expect("checked").admitted_before_opening),
+            (Verdict::Fail, 1)
+        );
     }
 
     #[test]
@@ -694,11 +699,11 @@ mod tests {
         let (a, b) = (swapped[0].drawn_number, swapped[1].drawn_number);
         (swapped[0].drawn_number, swapped[1].drawn_number) = (b, a);
         let audit = audit_opening(&swapped, opening);
-        assert_eq!((audit.verdict, audit.opening.unwrap().draw_inversions), (Verdict::Fail, 1));
+        assert_eq!((audit.verdict, audit.opening.expect("checked").draw_inversions), (Verdict::Fail, 1));
         let mut twice = clients.clone();
         twice[2].line_changes = 2;
         let audit = audit_opening(&twice, opening);
-        assert_eq!((audit.verdict, audit.opening.unwrap().drawn_more_than_once), (Verdict::Fail, 1));
+        assert_eq!((audit.verdict, audit.opening.expect("checked").drawn_more_than_once), (Verdict::Fail, 1));
         // Admitted out of the seed's order: a FIFO inversion of the drawn order.
         let mut late_first = clients;
         late_first[4].admitted_at = DateTime::<Utc>::from_timestamp_millis(1_500);

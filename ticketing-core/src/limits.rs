@@ -146,5 +146,9 @@ pub const UNLOGGED_ADMISSIONS_MAX: usize = 100_000;
 /// and rewrites them in one step, once per sale.
 pub const PRE_QUEUE_DRAW_MAX: usize = 1_000_000;
 
+/// The moves of a pre-queue's draw written per statement (SQL) or per script (Redis, which
+/// answers nobody else while a script runs): a large pre-queue is dealt out in several.
+pub const PRE_QUEUE_DRAW_CHUNK: usize = 5_000;
+
 /// Who the audit trail names for the opening of a sale: the admission ticker, not a person.
 pub const OPENER: &str = "admission-ticker";

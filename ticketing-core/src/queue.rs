@@ -569,6 +569,9 @@ pub struct LineOpening {
     /// The pre-queue's new places ([`draw_pre_queue`]); empty for a first-come pre-queue, and
     /// when the line is opened again in a store that lost it (the draw was made once, before).
     pub moves: Vec<Move>,
+    /// The line generation the moves were read in ([`AdmissionSnapshot::generation`]); a store
+    /// with generations refuses the opening if the line began again since.
+    pub generation: u64,
 }
 
 /// The draw of a pre-queue at its sale's opening: `line` is every token waiting then, with its

@@ -814,6 +814,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let Some(opens_at) = concert.sales_open_at else { return Ok(()) };
+        let mut recorded = None;
         let opening = match concert.opened {
             Some(opening) => opening,
             None if now < opens_at => return Ok(()),
@@ -833,22 +834,51 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                     Err(StoreError::Conflict(_)) => return Ok(()),
                     Err(error) => return Err(error.into()),
                 }
-                self.remember_concert(&next);
                 tracing::info!(concert = %concert.id, %seed, "the sale opened");
-                next.opened.unwrap_or(Opening { at: now, seed })
+                let opening = next.opened.unwrap_or(Opening { at: now, seed });
+                recorded = Some(next);
+                opening
             }
         };
-        let began = i64::try_from(snapshot.generation).ok().and_then(DateTime::from_timestamp_micros);
-        let drawn_before = snapshot.generation != 0 && began.is_some_and(|began| began > opening.at);
-        let moves = if concert.pre_queue == PreQueue::Random && !drawn_before {
+        // A line that began again (its queue store lost it) waits, as admission does after a
+        // loss, until the waiting buyers have had time to come back with their places: opened
+        // sooner, it would admit (or draw) whoever came back first.
+        let generation = snapshot.generation;
+        let began = i64::try_from(generation).ok().and_then(DateTime::from_timestamp_micros);
+        let rebuilding = |line: Option<&[(u64, QueueToken)]>| {
+            let pause = secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS);
+            let lost = line.is_none_or(|line| line.iter().any(|(seq, _)| *seq < generation));
+            generation != 0 && lost && began.is_some_and(|began| now < began + pause)
+        };
+        // Lost after the opening: the draw was made, before; the places come back with the claims.
+        let drawn_before = generation != 0 && began.is_some_and(|began| began > opening.at);
+        let moves = if drawn_before {
+            if rebuilding(None) {
+                return Ok(());
+            }
+            Vec::new()
+        } else if concert.pre_queue == PreQueue::Random {
             let line = self.queue.waiting_line(concert.id, PRE_QUEUE_DRAW_MAX).await?;
+            // Tokens placed before the line began were given back: it was lost before the opening.
+            if rebuilding(Some(&line)) {
+                return Ok(());
+            }
             queue::draw_pre_queue(opening.seed, &line)
         } else {
             Vec::new()
         };
         let count = moves.len();
-        if self.queue.open_line(&LineOpening { concert_id: concert.id, moves }).await? {
-            tracing::info!(concert = %concert.id, moved = count, "the line opened");
+        match self.queue.open_line(&LineOpening { concert_id: concert.id, moves, generation }).await {
+            Ok(true) => tracing::info!(concert = %concert.id, moved = count, "the line opened"),
+            Ok(false) => {}
+            // The line began again meanwhile: the next tick decides again.
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
+        // Only now: until the line is open, this process's answers keep the pre-queue's places
+        // hidden (they read the opening from the cache).
+        if let Some(next) = recorded {
+            self.remember_concert(&next);
         }
         Ok(())
     }
@@ -1438,8 +1468,6 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 }
 
-/// The view of a token a store step answered; `None` when it is waiting but was out of line at
-/// the step's reads (ask again).
 /// A fresh seed for a pre-queue's draw, below [`catalog::OPENING_SEED_BOUND`].
 fn opening_seed() -> u64 {
     let mut bytes = [0_u8; 8];
@@ -1447,6 +1475,8 @@ fn opening_seed() -> u64 {
     u64::from_be_bytes(bytes) % catalog::OPENING_SEED_BOUND
 }
 
+/// The view of a token a store step answered; `None` when it is waiting but was out of line at
+/// the step's reads (ask again).
 fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>) -> Option<TokenView> {
     let Polled { record, line } = polled;
     let status = record.status_at(now);
@@ -1458,16 +1488,19 @@ fn view_of(polled: Polled, concert: &Concert, created: bool, now: DateTime<Utc>)
             let opens_at =
                 concert.sales_open_at.filter(|_| !line.snapshot.opened && concert.opened.is_none());
             let until_open = opens_at.map_or(0, |at| u64::try_from((at - now).num_seconds()).unwrap_or(0));
+            // A pre-queue drawn at random has no place yet: the draw gives it at the opening, and
+            // its estimate is the time to the opening (one from its place would tell the place).
+            let drawn = opens_at.is_some() && concert.pre_queue == PreQueue::Random;
             // While the sale is paused nobody is admitted: no honest estimate.
             let eta_secs = if concert.paused {
                 None
+            } else if drawn {
+                Some(until_open).filter(|eta| *eta <= ETA_MAX_SECS)
             } else {
                 queue::eta_secs(line.position, &line.snapshot, &concert.queue)
                     .map(|eta| eta.saturating_add(until_open))
                     .filter(|eta| *eta <= ETA_MAX_SECS)
             };
-            // A pre-queue drawn at random has no place yet: the draw gives it at the opening.
-            let drawn = opens_at.is_some() && concert.pre_queue == PreQueue::Random;
             Some(TokenView {
                 record,
                 status,

@@ -146,3 +146,57 @@ async fn the_queue_store_fails_fast_while_redis_is_away_and_recovers_by_itself()
     .await;
     assert!(back.is_ok(), "the store answers again once Redis is back");
 }
+
+/// A pre-queue larger than one script's part is dealt out in several scripts: every token ends
+/// at its drawn place, the line is marked open only by the last part, and an opening read in a
+/// line generation that has since begun again is refused.
+#[tokio::test]
+async fn a_large_pre_queue_is_drawn_in_parts_and_opened_once() {
+    use ticketing_core::limits::PRE_QUEUE_DRAW_CHUNK;
+    use ticketing_core::queue::{LineOpening, draw_pre_queue};
+    let (store, _conn, _prefix) = fresh_store().await;
+    let concert = ConcertId::random();
+    let count = PRE_QUEUE_DRAW_CHUNK * 2 + 7;
+    let inserts = (0..count).map(|i| {
+        let store = store.clone();
+        async move { store.insert_token(new_token(concert, &format!("u{i}")), None).await.unwrap() }
+    });
+    futures_join_all(inserts).await;
+    let snapshot = store.admission_snapshot(concert, now()).await.unwrap();
+    assert!(!snapshot.opened);
+    let line = store.waiting_line(concert, usize::MAX).await.unwrap();
+    assert_eq!(line.len(), count);
+    let moves = draw_pre_queue(11, &line);
+    assert!(moves.len() > PRE_QUEUE_DRAW_CHUNK, "more than one part: {}", moves.len());
+    let stale = LineOpening { concert_id: concert, moves: Vec::new(), generation: snapshot.generation + 1 };
+    assert!(matches!(store.open_line(&stale).await, Err(StoreError::Conflict(_))), "another generation");
+    let opening = LineOpening { concert_id: concert, moves: moves.clone(), generation: snapshot.generation };
+    assert!(store.open_line(&opening).await.unwrap());
+    assert!(store.admission_snapshot(concert, now()).await.unwrap().opened);
+    for one in moves.iter().step_by(97) {
+        assert_eq!(store.token(&one.token).await.unwrap().unwrap().seq(), Some(one.to));
+    }
+    let mut places: Vec<u64> =
+        store.waiting_line(concert, usize::MAX).await.unwrap().iter().map(|e| e.0).collect();
+    let mut before: Vec<u64> = line.iter().map(|e| e.0).collect();
+    places.sort_unstable();
+    before.sort_unstable();
+    assert_eq!(places, before, "the same places");
+    assert!(!store.open_line(&opening).await.unwrap(), "opened once");
+}
+
+/// Runs `futures` a few hundred at a time.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut futures = futures.peekable();
+    while futures.peek().is_some() {
+        let mut set = tokio::task::JoinSet::new();
+        for future in futures.by_ref().take(500) {
+            set.spawn(future);
+        }
+        while set.join_next().await.transpose().unwrap().is_some() {}
+    }
+}

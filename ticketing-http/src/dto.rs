@@ -106,14 +106,18 @@ pub struct TokenBody {
     pub concert_id: Uuid,
     /// `WAITING`, `ACTIVE` or `EXPIRED`.
     pub status: String,
-    /// 1-based place in line, while waiting.
+    /// 1-based place in line, while waiting; `null` in a pre-queue drawn at random until the
+    /// opening's draw gives it a place (`salesOpenAt` is then given).
     pub position: Option<u64>,
     /// Estimated seconds until admission, while waiting; `null` when no honest estimate is at
     /// most a day (86,400 s), and while the sale is paused. Derived from the measured admission rate, never faster than the
-    /// rate cap and never slower than capacity allows (`maxActive` per active time).
+    /// rate cap and never slower than capacity allows (`maxActive` per active time); before the
+    /// opening it counts from `salesOpenAt` (in a drawn pre-queue it is the time to the opening).
     pub eta_seconds: Option<u64>,
-    /// The token's number in its concert's line, while waiting: fixed for the life of the
-    /// wait, smaller is earlier; admission follows it. (`position` is how many are ahead now.)
+    /// The token's number in its concert's line, while waiting (with `position`): fixed for the
+    /// life of the wait, except that the opening's draw deals a random pre-queue's numbers out
+    /// again, once; smaller is earlier; admission follows it. (`position` is how many are ahead
+    /// now.) After the draw the answer's `token` carries a claim of the new number: use it.
     pub line_number: Option<u64>,
     /// The concert is sold out (every seat sold): a waiting token need not poll any more (its
     /// answer has no `Retry-After`), and nobody more may join.
@@ -139,7 +143,8 @@ impl From<&TokenView> for TokenBody {
             status: screaming(&view.status),
             position: view.position,
             eta_seconds: view.eta_secs,
-            line_number: view.record.seq(),
+            // Hidden with the position (a pre-queue drawn at the opening has no place before it).
+            line_number: view.position.and(view.record.seq()),
             sold_out: view.sold_out,
             sales_open_at: view.opens_at,
             admitted_at: view.record.admitted_at(),

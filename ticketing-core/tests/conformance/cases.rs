@@ -1918,7 +1918,9 @@ pub async fn a_scheduled_sale_opens_once_and_draws_its_pre_queue<Q: QueueStore, 
     assert_eq!((late.position, late.opens_at), (Some(7), None), "behind the whole pre-queue");
     // Opening again changes nothing: the draw is applied once.
     let again = Move { token: pre[0].clone(), from: after[0], to: 1 };
-    let reopened = fx.svc.queue_store().open_line(&LineOpening { concert_id: id, moves: vec![again] }).await;
+    let generation = fx.svc.queue_store().admission_snapshot(id, fx.clock.now()).await.unwrap().generation;
+    let reopened =
+        fx.svc.queue_store().open_line(&LineOpening { concert_id: id, moves: vec![again], generation }).await;
     assert!(!reopened.unwrap());
     assert_eq!(places(&fx, &pre).await, after);
 

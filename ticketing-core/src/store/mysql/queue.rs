@@ -74,7 +74,8 @@ impl QueueStore for MyStore {
     }
 
     async fn update_token(&self, expected_version: u64, updated: &TokenRecord) -> StoreResult<()> {
-        // The line's order (`seq`) is never rewritten: a refreshed token keeps its place.
+        // The line's order (`seq`) is not written here: a refreshed token keeps its place (only
+        // the opening's draw deals places out again, `open_line`).
         let columns = TokenColumns::of(&updated.state)?;
         let result = sqlx::query(
             "UPDATE queue_tokens SET version = ?, status = ?, admitted_at = ?, expires_at = ?, expired_reason = ?
@@ -272,9 +273,10 @@ impl QueueStore for MyStore {
         if opened {
             return Ok(false);
         }
-        if !opening.moves.is_empty() {
+        // In parts (each well under `max_allowed_packet`), all in this one transaction.
+        for part in opening.moves.chunks(crate::limits::PRE_QUEUE_DRAW_CHUNK) {
             let moves: Vec<(&str, u64, u64)> =
-                opening.moves.iter().map(|m| (m.token.as_str(), m.from, m.to)).collect();
+                part.iter().map(|m| (m.token.as_str(), m.from, m.to)).collect();
             let moves =
                 serde_json::to_string(&moves).map_err(|e| StoreError::Corrupt(format!("moves: {e}")))?;
             // The tokens as ASCII text: compared with the column's utf8mb4 in its own collation, not

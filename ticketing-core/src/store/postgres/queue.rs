@@ -253,10 +253,11 @@ impl QueueStore for PgStore {
         if opened {
             return Ok(false);
         }
-        if !opening.moves.is_empty() {
-            let tokens: Vec<&str> = opening.moves.iter().map(|m| m.token.as_str()).collect();
-            let from = opening.moves.iter().map(|m| i64_of(m.from)).collect::<StoreResult<Vec<_>>>()?;
-            let to = opening.moves.iter().map(|m| i64_of(m.to)).collect::<StoreResult<Vec<_>>>()?;
+        // In parts, all in this one transaction.
+        for part in opening.moves.chunks(crate::limits::PRE_QUEUE_DRAW_CHUNK) {
+            let tokens: Vec<&str> = part.iter().map(|m| m.token.as_str()).collect();
+            let from = part.iter().map(|m| i64_of(m.from)).collect::<StoreResult<Vec<_>>>()?;
+            let to = part.iter().map(|m| i64_of(m.to)).collect::<StoreResult<Vec<_>>>()?;
             sqlx::query(
                 "UPDATE queue_tokens q SET seq = m.to_seq, version = q.version + 1
                  FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS m(token, from_seq, to_seq)

@@ -42,6 +42,7 @@ use redis::aio::ConnectionManager;
 use super::backend;
 use crate::error::StoreError;
 use crate::ids::{ConcertId, QueueToken, UserId};
+use crate::limits::PRE_QUEUE_DRAW_CHUNK;
 use crate::queue::{
     AdmissionPlan, AdmissionSnapshot, ExpiryReason, InLine, Joined, LineOpening, NewToken, Polled,
     TokenRecord, TokenState,
@@ -308,13 +309,15 @@ redis.call('HSET', b .. 'adm', 'version', tonumber(v) + 1, 'window', ARGV[5],
 return admitted
 ";
 
-/// KEYS[1] base; ARGV per move: token, from, to. Opens the line unless it is open: moves each
-/// token still waiting at its `from` place to `to`, marks the line opened and raises the
-/// admission version. Returns 'OK' and '1' if it opened the line, '0' if it was open.
+/// KEYS[1] base; ARGV expected generation, '1' for the last part of the draw, then per move:
+/// token, from, to. Unless the line is open (or began again: 'CONFLICT'), moves each token still
+/// waiting at its `from` place to `to`; the last part marks the line opened and raises the
+/// admission version. Returns 'OK' and '1' if it opened the line, '0' otherwise.
 const OPEN: &str = r"
 local b = KEYS[1]
+if (redis.call('GET', b .. 'gen') or '') ~= ARGV[1] then return {'CONFLICT'} end
 if redis.call('HGET', b .. 'adm', 'opened') == '1' then return {'OK', '0'} end
-for i = 1, #ARGV - 2, 3 do
+for i = 3, #ARGV - 2, 3 do
   local t, from, to = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = b .. 't:' .. t
   local status, seq = unpack(redis.call('HMGET', k, 'status', 'seq'))
@@ -324,6 +327,7 @@ for i = 1, #ARGV - 2, 3 do
     redis.call('ZADD', b .. 'line', to, t)
   end
 end
+if ARGV[2] ~= '1' then return {'OK', '0'} end
 redis.call('HSET', b .. 'adm', 'opened', '1')
 redis.call('HINCRBY', b .. 'adm', 'version', 1)
 return {'OK', '1'}
@@ -785,7 +789,8 @@ impl QueueStore for RedisQueueStore {
         let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(format!("{}line", self.base(concert)))
             .arg(0)
-            .arg(limit - 1)
+            // Past an i64, to the end (-1).
+            .arg(i64::try_from(limit - 1).unwrap_or(-1))
             .arg("WITHSCORES")
             .query_async(&mut self.conn())
             .await
@@ -801,14 +806,28 @@ impl QueueStore for RedisQueueStore {
             .collect()
     }
 
+    /// In parts of [`PRE_QUEUE_DRAW_CHUNK`] moves, one script each (a script holds Redis for
+    /// every concert while it runs), the line marked open by the last. A draw stopped midway is
+    /// made again whole by the next tick: a token's drawn place depends only on the seed and the
+    /// set of places, not on where the token is.
     async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
-        let mut invocation = self.scripts.open.key(self.base(opening.concert_id));
-        for one in &opening.moves {
-            invocation.arg(one.token.as_str()).arg(one.from).arg(one.to);
+        let parts: Vec<&[crate::queue::Move]> = if opening.moves.is_empty() {
+            vec![&[]]
+        } else {
+            opening.moves.chunks(PRE_QUEUE_DRAW_CHUNK).collect()
+        };
+        let mut opened = false;
+        for (i, part) in parts.iter().enumerate() {
+            let mut invocation = self.scripts.open.key(self.base(opening.concert_id));
+            invocation.arg(opening.generation).arg(if i + 1 == parts.len() { "1" } else { "0" });
+            for one in *part {
+                invocation.arg(one.token.as_str()).arg(one.from).arg(one.to);
+            }
+            let values: Vec<String> =
+                invocation.invoke_async(&mut self.conn()).await.map_err(backend("open line"))?;
+            opened = answer(values, "line")?.first().map(String::as_str) == Some("1");
         }
-        let values: Vec<String> =
-            invocation.invoke_async(&mut self.conn()).await.map_err(backend("open line"))?;
-        Ok(answer(values, "line")?.first().map(String::as_str) == Some("1"))
+        Ok(opened)
     }
 
     async fn sweep_queue(
