@@ -46,6 +46,9 @@ pub enum Expect {
     Refused(&'static str),
     /// Seat statuses of a concert (AVAILABLE / HELD / BOOKED), by seat handle.
     Seats(Vec<(usize, &'static str)>),
+    /// The tick that opens a scheduled sale: nobody admitted; its pre-queue is drawn
+    /// ([`Model::draw`]).
+    Opened,
 }
 
 /// A token.
@@ -121,6 +124,10 @@ pub struct Model {
     keys: HashMap<(usize, u8), (String, Expect)>,
     /// Concerts whose sale an operator paused.
     paused: std::collections::HashSet<usize>,
+    /// Concerts whose sale waits for an opening (their pre-queue drawn at random), and those
+    /// opened.
+    scheduled: std::collections::HashSet<usize>,
+    opened: std::collections::HashSet<usize>,
 }
 
 impl Model {
@@ -247,8 +254,40 @@ impl Model {
         Expect::Ok
     }
 
-    /// One admission tick: nobody while the sale is paused.
+    /// Marks `concert` as one whose sale waits for an opening (drawn at random), already due:
+    /// its first tick opens it.
+    pub fn schedule(&mut self, concert: usize) {
+        self.scheduled.insert(concert);
+    }
+
+    /// Whether `concert`'s sale waits for its opening: a drawn pre-queue has no places yet.
+    #[must_use]
+    pub fn before_opening(&self, concert: usize) -> bool {
+        self.scheduled.contains(&concert) && !self.opened.contains(&concert)
+    }
+
+    /// The opening's draw of `concert`'s pre-queue: every token of it not admitted (a lapsed one
+    /// may still be in the store's line) takes a place of the same set again, in the order of
+    /// `key` (SHA-256 of the seed and the token, which only the runner knows).
+    pub fn draw(&mut self, concert: usize, key: impl Fn(usize) -> [u8; 32]) {
+        let mut drawn: Vec<usize> = (0..self.tokens.len())
+            .filter(|&t| self.tokens[t].concert == concert && !self.tokens[t].active && !self.tokens[t].paid)
+            .collect();
+        let mut places: Vec<u64> = drawn.iter().map(|&t| self.tokens[t].seq).collect();
+        places.sort_unstable();
+        drawn.sort_by_key(|&t| key(t));
+        for (t, place) in drawn.into_iter().zip(places) {
+            self.tokens[t].seq = place;
+        }
+    }
+
+    /// One admission tick: a scheduled sale's first opens it (and admits nobody, paused or not);
+    /// nobody while the sale is paused.
     pub fn tick(&mut self, concert: usize) -> Expect {
+        if self.before_opening(concert) {
+            self.opened.insert(concert);
+            return Expect::Opened;
+        }
         if self.paused.contains(&concert) {
             return Expect::Admitted(Vec::new());
         }

@@ -102,6 +102,7 @@ fn the_generated_sequences_reach_every_interesting_outcome() {
         "poll:token_expired",
         "tick:admitted(2)",
         "tick:admitted(0)",
+        "tick:Opened",
         "pause:Ok",
         "seats:not_admitted",
         "seats:wrong_concert",
@@ -120,12 +121,78 @@ fn the_generated_sequences_reach_every_interesting_outcome() {
         "pay:Paid",
         "pay:insufficient_balance",
         "pay:hold_expired",
-        "pay:already_paid",
         "pay:not_owner",
         "pay:idempotency_key_reused",
     ];
+    // `pay:already_paid` (paying one's paid hold again) needs a long run on one concert that
+    // random sequences over three concerts reach too rarely: it is written out below.
     let missing: Vec<_> = required.iter().filter(|kind| !seen.contains(**kind)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}\nreached: {seen:?}");
+}
+
+/// A buyer pays a hold, then pays it again (its token expired with the payment, and with a
+/// new, admitted one): the model predicts `already_paid` both times and the service agrees.
+#[test]
+fn the_model_and_the_service_agree_on_paying_a_paid_hold_again() {
+    use proptests::Cmd;
+    let (user, concert) = (1, 1);
+    let commands = vec![
+        Cmd::Issue { user, concert },
+        Cmd::Tick { concert },
+        Cmd::Charge { user, concert, amount: 1_000, key: None },
+        Cmd::Hold { user, concert, seat: 3, key: None },
+        Cmd::Pay { user, concert, reservation: 0, key: None },
+        Cmd::Pay { user, concert, reservation: 0, key: Some(2) },
+        Cmd::Issue { user, concert },
+        Cmd::Tick { concert },
+        Cmd::Pay { user, concert, reservation: 0, key: None },
+    ];
+    let store = MemoryStore::new();
+    let seen = runtime().block_on(run(store.clone(), store, &commands)).unwrap();
+    assert!(seen.contains("pay:Paid") && seen.contains("pay:already_paid"), "{seen:?}");
+}
+
+/// Everyone in concert 2's pre-queue has no place until the opening's tick, which admits
+/// nobody and draws them; the next tick admits them in the drawn order (the model draws from
+/// the recorded seed by the draw's definition, not with the service's code). On every backend:
+/// the SQL stores decide the opening by their own clock.
+fn the_model_and_the_service_agree_on_a_drawn_pre_queue<Q, B>(queue: Q, booking: B)
+where
+    Q: ticketing_core::store::QueueStore,
+    B: ticketing_core::store::BookingStore,
+{
+    use proptests::Cmd;
+    assert!(proptests::SCHEDULED[2]);
+    let concert = 2;
+    let mut commands: Vec<Cmd> = (0..proptests::USERS).map(|user| Cmd::Issue { user, concert }).collect();
+    commands.extend([
+        Cmd::Poll { user: 0, concert },
+        Cmd::Tick { concert },
+        Cmd::Poll { user: 1, concert },
+        Cmd::Issue { user: 2, concert },
+        Cmd::Tick { concert },
+        Cmd::Tick { concert },
+    ]);
+    let seen = runtime().block_on(run(queue, booking, &commands)).unwrap();
+    assert!(seen.contains("tick:Opened") && seen.contains("tick:admitted(2)"), "{seen:?}");
+}
+
+#[test]
+fn a_drawn_pre_queue_agrees_with_the_model_on_memory() {
+    let store = MemoryStore::new();
+    the_model_and_the_service_agree_on_a_drawn_pre_queue(store.clone(), store);
+}
+
+#[test]
+fn a_drawn_pre_queue_agrees_with_the_model_on_postgres_and_redis() {
+    let (booking, _) = postgres_for_redis();
+    the_model_and_the_service_agree_on_a_drawn_pre_queue(redis_queue().clone(), booking.clone());
+}
+
+#[test]
+fn a_drawn_pre_queue_agrees_with_the_model_on_mysql() {
+    let (store, _) = mysql();
+    the_model_and_the_service_agree_on_a_drawn_pre_queue(store.clone(), store.clone());
 }
 
 /// A buyer capped at one seat of concert 0 buys one, joins again and is refused a second hold
