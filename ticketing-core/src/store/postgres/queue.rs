@@ -147,20 +147,7 @@ impl QueueStore for PgStore {
     async fn admit(&self, plan: &AdmissionPlan) -> StoreResult<Vec<TokenRecord>> {
         let concert = plan.concert_id.as_uuid();
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec)
-             VALUES ($1, 0, 0, 0) ON CONFLICT (concert_id) DO NOTHING",
-        )
-        .bind(concert)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("admission state"))?;
-        let (version, opened): (i64, bool) =
-            sqlx::query_as("SELECT version, opened FROM admission_state WHERE concert_id = $1 FOR UPDATE")
-                .bind(concert)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("admission state"))?;
+        let (version, opened) = locked_admission_state(&mut tx, concert).await?;
         if version != i64_of(plan.expected_version)? {
             return Err(StoreError::Conflict("admission state"));
         }
@@ -236,20 +223,7 @@ impl QueueStore for PgStore {
     async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
         let concert = opening.concert_id.as_uuid();
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec)
-             VALUES ($1, 0, 0, 0) ON CONFLICT (concert_id) DO NOTHING",
-        )
-        .bind(concert)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("admission state"))?;
-        let opened: bool =
-            sqlx::query_scalar("SELECT opened FROM admission_state WHERE concert_id = $1 FOR UPDATE")
-                .bind(concert)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("admission state"))?;
+        let (_, opened) = locked_admission_state(&mut tx, concert).await?;
         if opened {
             return Ok(false);
         }
@@ -325,4 +299,25 @@ impl QueueStore for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
         Ok(())
     }
+}
+
+/// The concert's admission state row (made if missing), locked for this transaction: its
+/// version and whether its line was opened. Admission and the opening each decide under it.
+async fn locked_admission_state(
+    tx: &mut crate::store::SqlTx<sqlx::Postgres>,
+    concert: uuid::Uuid,
+) -> StoreResult<(i64, bool)> {
+    sqlx::query(
+        "INSERT INTO admission_state (concert_id, version, admitted_in_window, rate_per_sec)
+         VALUES ($1, 0, 0, 0) ON CONFLICT (concert_id) DO NOTHING",
+    )
+    .bind(concert)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("admission state"))?;
+    sqlx::query_as("SELECT version, opened FROM admission_state WHERE concert_id = $1 FOR UPDATE")
+        .bind(concert)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("admission state"))
 }
