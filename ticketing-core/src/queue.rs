@@ -513,7 +513,7 @@ pub struct AdmissionPlan {
     pub generation: u64,
     /// The concert's sale has a scheduled opening: the store admits nobody unless its line was
     /// opened ([`crate::store::QueueStore::open_line`]); otherwise
-    /// [`crate::store::StoreError::Conflict`].
+    /// [`crate::error::StoreError::Conflict`].
     #[serde(default)]
     pub requires_open: bool,
 }
