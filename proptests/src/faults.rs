@@ -152,6 +152,9 @@ impl<B: BookingStore> AdmissionLog for Faulty<B> {
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
         self.inner.admissions(concert, now).await
     }
+    async fn revoke_token(&self, revocation: &ticketing_core::store::Revocation) -> StoreResult<()> {
+        self.inner.revoke_token(revocation).await
+    }
 }
 
 impl<B: BookingStore> BookingStore for Faulty<B> {

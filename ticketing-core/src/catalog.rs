@@ -260,10 +260,12 @@ pub enum SaleActionKind {
     Queue,
     /// The sale opened (its pre-queue drawn).
     Open,
+    /// A buyer's token was revoked (the entry's `subject`).
+    Revoke,
 }
 
 impl SaleActionKind {
-    /// Its name: `pause`, `resume`, `queue` or `open`.
+    /// Its name: `pause`, `resume`, `queue`, `open` or `revoke`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -271,13 +273,16 @@ impl SaleActionKind {
             Self::Resume => "resume",
             Self::Queue => "queue",
             Self::Open => "open",
+            Self::Revoke => "revoke",
         }
     }
 
     /// The kind of this name.
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Pause, Self::Resume, Self::Queue, Self::Open].into_iter().find(|kind| kind.as_str() == name)
+        [Self::Pause, Self::Resume, Self::Queue, Self::Open, Self::Revoke]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -325,6 +330,9 @@ pub struct SaleAction {
     pub before: SaleState,
     /// The sale after.
     pub after: SaleState,
+    /// Whom it concerned, for an action on one buyer (a revocation): the buyer's user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<UserId>,
 }
 
 /// The audit entry of `change` by `operator` at `now`, taking the concert from `before` to
@@ -344,6 +352,7 @@ pub fn sale_action(
         at: now,
         before: SaleState::from(before),
         after: SaleState::from(after),
+        subject: None,
     }
 }
 

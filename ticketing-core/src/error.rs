@@ -37,6 +37,9 @@ pub enum DomainError {
     /// The queue token has expired (idle in the line, past its active time, or used to pay).
     #[error("the queue token has expired")]
     TokenExpired,
+    /// An operator revoked the queue token: it acts for nobody any more.
+    #[error("the queue token was revoked")]
+    TokenRevoked,
     /// The token is still waiting in line.
     #[error("not admitted yet: position {position} in line")]
     NotAdmitted {

@@ -116,5 +116,6 @@ pub mod testing;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DomainError, Error, StoreError};
 pub use service::{
-    Account, Config, SaleFigures, ScheduleSales, SeatSale, SeatView, SweepReport, Ticketing, TokenView,
+    Account, Config, Revoked, SaleFigures, ScheduleSales, SeatSale, SeatView, SweepReport, Ticketing,
+    TokenView,
 };

@@ -263,6 +263,9 @@ pub fn require_payer(
     if reservation.concert_id != record.concert_id {
         return Err(DomainError::WrongConcert);
     }
+    if record.revoked() {
+        return Err(DomainError::TokenRevoked);
+    }
     if reservation.token == record.token && record.status_at(now) != TokenStatus::Waiting {
         return Ok(());
     }

@@ -55,6 +55,9 @@ pub enum ExpiryReason {
     Paid,
     /// Its holder left the line while waiting (it was never admitted).
     Left,
+    /// An operator revoked it: it acts for nobody any more, and a queue store that loses it
+    /// gives it back revoked ([`crate::store::AdmissionLog::revoke_token`]).
+    Revoked,
 }
 
 /// What a client sees of a token's state.
@@ -138,8 +141,23 @@ impl TokenRecord {
             TokenState::Expired { at, reason: ExpiryReason::TimedOut | ExpiryReason::Paid } => Some(at),
             TokenState::Waiting { .. }
             | TokenState::Active { .. }
-            | TokenState::Expired { reason: ExpiryReason::Idle | ExpiryReason::Left, .. } => None,
+            | TokenState::Expired {
+                reason: ExpiryReason::Idle | ExpiryReason::Left | ExpiryReason::Revoked,
+                ..
+            } => None,
         }
+    }
+
+    /// Whether an operator revoked the token.
+    #[must_use]
+    pub fn revoked(&self) -> bool {
+        matches!(self.state, TokenState::Expired { reason: ExpiryReason::Revoked, .. })
+    }
+
+    /// Why the token may not act once it is expired: revoked, or expired.
+    #[must_use]
+    pub fn expired_error(&self) -> DomainError {
+        if self.revoked() { DomainError::TokenRevoked } else { DomainError::TokenExpired }
     }
 
     fn with_state(&self, state: TokenState) -> Self {
@@ -329,8 +347,17 @@ pub fn expire_on_payment(record: &TokenRecord, now: DateTime<Utc>) -> Result<Tok
         TokenStatus::Active => {
             Ok(record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Paid }))
         }
-        TokenStatus::Waiting | TokenStatus::Expired => Err(DomainError::TokenExpired),
+        TokenStatus::Waiting | TokenStatus::Expired => Err(record.expired_error()),
     }
+}
+
+/// An operator revokes the token: whatever its state, it expires at once as REVOKED (a waiting
+/// one gives up its place; an admitted one its admission; an expired one any grace it had to
+/// reach its account). `None` when it is revoked already.
+#[must_use]
+pub fn revoke(record: &TokenRecord, now: DateTime<Utc>) -> Option<TokenRecord> {
+    (!record.revoked())
+        .then(|| record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Revoked }))
 }
 
 /// The token's holder leaves the line: a waiting token expires at once and gives up its place,
@@ -345,7 +372,7 @@ pub fn leave(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, Do
             Ok(record.with_state(TokenState::Expired { at: now, reason: ExpiryReason::Left }))
         }
         TokenStatus::Active => Err(DomainError::AlreadyAdmitted),
-        TokenStatus::Expired => Err(DomainError::TokenExpired),
+        TokenStatus::Expired => Err(record.expired_error()),
     }
 }
 
@@ -368,7 +395,7 @@ pub fn require_active(
     match record.status_at(now) {
         TokenStatus::Active => Ok(()),
         TokenStatus::Waiting => Err(DomainError::NotAdmitted { position: position() }),
-        TokenStatus::Expired => Err(DomainError::TokenExpired),
+        TokenStatus::Expired => Err(record.expired_error()),
     }
 }
 
@@ -379,7 +406,7 @@ pub fn require_active(
 pub fn require_valid(record: &TokenRecord, now: DateTime<Utc>) -> Result<(), DomainError> {
     match record.status_at(now) {
         TokenStatus::Waiting | TokenStatus::Active => Ok(()),
-        TokenStatus::Expired => Err(DomainError::TokenExpired),
+        TokenStatus::Expired => Err(record.expired_error()),
     }
 }
 
@@ -401,7 +428,7 @@ pub fn require_account_access(
     {
         Ok(())
     } else {
-        Err(DomainError::TokenExpired)
+        Err(record.expired_error())
     }
 }
 
@@ -427,12 +454,13 @@ pub fn recovered(
         version: 1,
         state: TokenState::Waiting { seq: claim.seq, expires_at: idle_deadline(settings, now) },
     });
-    let state = match (history.paid_at, record.state) {
-        (Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
-        (None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
+    let state = match (history.revoked_at, history.paid_at, record.state) {
+        (Some(at), _, _) => TokenState::Expired { at, reason: ExpiryReason::Revoked },
+        (None, Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
+        (None, None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
             TokenState::Expired { at: expires_at, reason: ExpiryReason::TimedOut }
         }
-        (None, state) => state,
+        (None, None, state) => state,
     };
     restamped(TokenRecord { token: token.identity(), state, ..record }, now)
 }

@@ -35,7 +35,9 @@ use crate::queue::{
     self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, LineOpening, Polled, TokenRecord, TokenState,
     TokenStatus,
 };
-use crate::store::{BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, Restored};
+use crate::store::{
+    BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, Restored, Revocation,
+};
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,6 +598,104 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             }
         }
         Err(Error::Contention)
+    }
+
+    /// `operator` revokes `user`'s token for `concert_id` ([`queue::revoke`]): first the
+    /// revocation is recorded where the money is, with its entry in the concert's audit trail
+    /// ([`crate::store::AdmissionLog::revoke_token`]: a queue store that loses the token gives
+    /// it back revoked, never in line or admitted); then the token expires as REVOKED in the
+    /// queue store (one compare-and-set; every node's next request with it answers
+    /// [`DomainError::TokenRevoked`]); then each of its live holds is released, freeing the
+    /// seats. Revoking again repeats nothing that was done and finishes what was not (a failure
+    /// midway is retried by asking again). A payment already under way when the token is revoked
+    /// may complete; its seat is then sold, not released.
+    ///
+    /// # Errors
+    /// [`DomainError::ConcertNotFound`]; [`DomainError::TokenNotFound`] when the user has no
+    /// token for the concert in the queue store; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn revoke(
+        &self,
+        concert_id: ConcertId,
+        user: &UserId,
+        operator: &UserId,
+    ) -> Result<Revoked, Error> {
+        let concert =
+            self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
+        let mut record =
+            self.queue.token_of_user(concert_id, user).await?.ok_or(DomainError::TokenNotFound)?;
+        let now = self.now();
+        let state = catalog::SaleState::from(&concert);
+        let action = SaleAction {
+            concert_id,
+            operator: operator.clone(),
+            kind: catalog::SaleActionKind::Revoke,
+            at: now,
+            before: state,
+            after: state,
+            subject: Some(user.clone()),
+        };
+        let revocation = Revocation { token: record.token.identity(), user_id: user.clone(), action };
+        self.booking.revoke_token(&revocation).await?;
+        let mut done = false;
+        for _ in 0..CAS_RETRIES {
+            let Some(revoked) = queue::revoke(&record, now) else {
+                done = true;
+                break;
+            };
+            match self.queue.update_token(record.version, &revoked).await {
+                Ok(()) => {
+                    record = revoked;
+                    done = true;
+                    break;
+                }
+                Err(StoreError::Conflict(_)) => {
+                    record = self.queue.token(&record.token).await?.ok_or(DomainError::TokenNotFound)?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if !done {
+            return Err(Error::Contention);
+        }
+        let released = self.release_holds_of(&record, now).await?;
+        tracing::info!(concert = %concert_id, %user, %operator, released, "token revoked");
+        Ok(Revoked { record, released })
+    }
+
+    /// Releases every live hold `record`'s token made; answers how many it released.
+    async fn release_holds_of(&self, record: &TokenRecord, now: DateTime<Utc>) -> Result<usize, Error> {
+        let mut released = 0;
+        for mut reservation in self.booking.reservations_of_token(&record.user_id, &record.token).await? {
+            for attempt in 0..=CAS_RETRIES {
+                if attempt == CAS_RETRIES {
+                    return Err(Error::Contention);
+                }
+                let seat =
+                    self.booking.seat(reservation.seat_id).await?.ok_or(StoreError::Missing("seat"))?;
+                let plan = match hold::plan_release(&reservation, &seat, &record.user_id, now) {
+                    Ok(Release::Write(plan)) => plan,
+                    // Over, or paid (a payment that was under way): nothing to free.
+                    Ok(Release::AlreadyOver) | Err(DomainError::AlreadyPaid) => break,
+                    Err(error) => return Err(error.into()),
+                };
+                match self.booking.release_seat(&plan).await {
+                    Ok(()) => {
+                        released += 1;
+                        break;
+                    }
+                    Err(StoreError::Conflict(_)) => {
+                        reservation = self
+                            .booking
+                            .reservation(reservation.id)
+                            .await?
+                            .ok_or(StoreError::Missing("reservation"))?;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(released)
     }
 
     /// The stored record of a token, whatever its status; a token the queue store lost is given
@@ -1466,6 +1566,15 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let holds = self.booking.sweep_holds(now, SWEEP_BATCH).await?;
         Ok(SweepReport { tokens, holds })
     }
+}
+
+/// What revoking a token did ([`Ticketing::revoke`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revoked {
+    /// The token as it now stands: EXPIRED, REVOKED.
+    pub record: TokenRecord,
+    /// How many of its live holds were released (their seats freed).
+    pub released: usize,
 }
 
 /// A fresh seed for a pre-queue's draw, below [`catalog::OPENING_SEED_BOUND`].

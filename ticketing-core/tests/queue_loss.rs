@@ -377,3 +377,33 @@ async fn a_drawn_pre_queue_keeps_the_drawn_order_when_redis_loses_its_data() {
     let trail = s.svc.sale_actions(s.concert).await.unwrap();
     assert_eq!(trail.len(), 1, "opened once: {trail:?}");
 }
+
+/// A revoked token stays revoked when Redis loses its data: its claim gives it back revoked
+/// (never in line, never admitted), and the rebuilt line's capacity does not count its admission.
+#[tokio::test]
+async fn a_revoked_token_comes_back_revoked() {
+    let s = sale(2).await;
+    let ops = user("ops");
+    let admitted = s.join("a").await;
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 1);
+    let waiting = s.join("w").await;
+    let other = s.join("x").await;
+    s.svc.revoke(s.concert, &user("a"), &ops).await.unwrap();
+    s.svc.revoke(s.concert, &user("w"), &ops).await.unwrap();
+
+    s.lose_redis().await;
+    for token in [&admitted, &waiting] {
+        assert_eq!(
+            s.svc.token_status(token).await.map(|_| ()).unwrap_err().to_string(),
+            Error::Domain(DomainError::TokenRevoked).to_string()
+        );
+    }
+    assert_eq!(s.position(&other).await, Some(1), "the one left in line");
+    // The rebuilt line counts no revoked admission: both places of the capacity are free.
+    s.svc.admission_tick(s.concert).await.unwrap();
+    s.clock.advance_secs(13);
+    s.position(&other).await;
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 1);
+    let snapshot = s.svc.queue_store().admission_snapshot(s.concert, s.clock.now()).await.unwrap();
+    assert_eq!(snapshot.active, 1, "only x is active: the revoked admission was not given back");
+}

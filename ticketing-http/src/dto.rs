@@ -615,6 +615,32 @@ pub struct SaleBody {
     pub opened: Option<OpeningBody>,
 }
 
+/// A revoked token (`POST /api/v1/admin/concerts/{concertId}/users/{userId}/revoke`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedBody {
+    /// Whose token.
+    pub user_id: String,
+    /// Of which concert.
+    pub concert_id: Uuid,
+    /// When it was revoked (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub revoked_at: DateTime<Utc>,
+    /// How many of its live holds were released by this call (0 when revoked again).
+    pub released_holds: usize,
+}
+
+impl From<&ticketing_core::Revoked> for RevokedBody {
+    fn from(revoked: &ticketing_core::Revoked) -> Self {
+        Self {
+            user_id: revoked.record.user_id.to_string(),
+            concert_id: revoked.record.concert_id.as_uuid(),
+            revoked_at: revoked.record.expires_at(),
+            released_holds: revoked.released,
+        }
+    }
+}
+
 /// A sale's recorded opening.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -726,8 +752,12 @@ pub struct SaleActionBody {
     /// Who: the `X-Operator` the change was made with (`admin` when none was given), or
     /// `admission-ticker` for the opening.
     pub operator: String,
-    /// What: `pause`, `resume`, `queue` or `open` (the sale opened and its pre-queue was drawn).
+    /// What: `pause`, `resume`, `queue`, `open` (the sale opened and its pre-queue was drawn) or
+    /// `revoke` (a buyer's token was revoked: `subject`).
     pub action: String,
+    /// Whose token was revoked, for a `revoke`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// When (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "rfc3339")]
     pub at: DateTime<Utc>,
@@ -742,6 +772,7 @@ impl From<&SaleAction> for SaleActionBody {
         Self {
             operator: action.operator.as_str().to_owned(),
             action: action.kind.as_str().to_owned(),
+            subject: action.subject.as_ref().map(ToString::to_string),
             at: action.at,
             before: SaleStateBody::from(action.before),
             after: SaleStateBody::from(action.after),

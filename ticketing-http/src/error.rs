@@ -146,6 +146,7 @@ fn domain_problem(error: &DomainError) -> Problem {
         D::ReservationNotFound | D::NotOwner => (StatusCode::NOT_FOUND, "reservation_not_found"),
         D::TokenNotFound => (StatusCode::UNAUTHORIZED, "invalid_token"),
         D::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
+        D::TokenRevoked => (StatusCode::UNAUTHORIZED, "token_revoked"),
         D::NotAdmitted { .. } => (StatusCode::FORBIDDEN, "not_admitted"),
         D::WrongConcert => (StatusCode::FORBIDDEN, "wrong_concert"),
         D::AlreadyAdmitted => (StatusCode::CONFLICT, "already_admitted"),

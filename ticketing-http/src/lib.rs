@@ -222,7 +222,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::leave, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
-        routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
+        routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::revoke, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
     modifiers(&BearerScheme, &ServiceUnavailable, &ProblemResponses),
@@ -369,6 +369,10 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
                 .route("/api/v1/admin/concerts/{concert_id}/resume", post(routes::resume::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/queue", patch(routes::change_queue::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/actions", get(routes::sale_actions::<Q, B, C>))
+                .route(
+                    "/api/v1/admin/concerts/{concert_id}/users/{user_id}/revoke",
+                    post(routes::revoke::<Q, B, C>),
+                )
                 .route("/api/v1/admin/concerts/{concert_id}/figures", get(routes::figures::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/sales", get(routes::sales::<Q, B, C>))
                 .route("/api/v1/admin/users/{user_id}/account", get(routes::account::<Q, B, C>))

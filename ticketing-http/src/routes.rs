@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::dto::{
     AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, FiguresBody, HoldRequest,
     IssueTokenRequest, NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody,
-    SaleActionBody, SaleBody, SalesBody, ScheduleBody, SeatBody, TokenBody,
+    RevokedBody, SaleActionBody, SaleBody, SalesBody, ScheduleBody, SeatBody, TokenBody,
 };
 use crate::error::{ApiError, Health, Problem, StoreHealth};
 
@@ -449,6 +449,38 @@ async fn change_sale<Q: QueueStore, B: BookingStore, C: Clock>(
     let operator = operator(headers)?;
     let concert = state.service.change_sale(concert_id, change, &operator).await?;
     Ok(Json(SaleBody::from(&concert)))
+}
+
+/// Revokes the user's token for the concert: the token answers 401 `token_revoked` from now
+/// on, on every node; a waiting one gives up its place and an admitted one its admission; its
+/// live holds are released (their seats free again); the revocation is kept where the money is,
+/// so a queue store that loses its data gives the token back revoked; the audit trail gets a
+/// `revoke` entry naming the user. Revoking again changes nothing more. The user may join the
+/// line again, at the back. Needs `X-Admin-Key`.
+#[utoipa::path(post, path = "/api/v1/admin/concerts/{concertId}/users/{userId}/revoke", tag = "admin",
+    params(("concertId" = Uuid, Path, description = "the concert"),
+        ("userId" = String, Path, description = "whose token: 1 to 64 letters, digits and `. _ - @ :`",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key"),
+        ("X-Operator" = Option<String>, Header, description = "who revokes, for the audit trail (default `admin`): 1 to 64 letters, digits and `. _ - @ :`",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@:-]+$")),
+    responses((status = 200, body = RevokedBody), (status = 401, body = Problem),
+        (status = 404, description = "no such concert, or the user has no token for it", body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn revoke<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Path((concert_id, user_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RevokedBody>, ApiError> {
+    let concert_id = path_id(&concert_id, ConcertId::parse, DomainError::ConcertNotFound)?;
+    let user = UserId::parse(&user_id).map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+    let operator = operator(&headers)?;
+    match state.service.revoke(concert_id, &user, &operator).await {
+        Ok(revoked) => Ok(Json(RevokedBody::from(&revoked))),
+        // The user's token, not the caller's: not a credential problem.
+        Err(ticketing_core::Error::Domain(DomainError::TokenNotFound)) => Err(ApiError::NotFound),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// A concert's live figures: its line (waiting, active, the measured admission rate per minute)

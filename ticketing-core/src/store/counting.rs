@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
-    PaymentInputs, QueueStore, Restored, StoreResult, TokenHistory, WalletStore,
+    PaymentInputs, QueueStore, Restored, Revocation, StoreResult, TokenHistory, WalletStore,
 };
 use crate::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
@@ -218,6 +218,10 @@ impl<S: AdmissionLog> AdmissionLog for Counting<S> {
         now: DateTime<Utc>,
     ) -> impl Future<Output = StoreResult<Admissions>> + Send {
         self.count("admissions", self.inner.admissions(concert, now))
+    }
+
+    fn revoke_token(&self, revocation: &Revocation) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("revoke_token", self.inner.revoke_token(revocation))
     }
 }
 

@@ -739,8 +739,15 @@ pub trait AdmissionLog: Send + Sync + 'static {
         token: &QueueToken,
     ) -> impl Future<Output = StoreResult<TokenHistory>> + Send;
 
+    /// Records that an operator revoked a token, with its entry in the concert's audit trail, in
+    /// one step: a queue store that loses the token gives it back revoked ([`AdmissionLog::history`]),
+    /// and a lost line's open admissions leave it out ([`AdmissionLog::admissions`]). Revoking a
+    /// token again writes nothing.
+    fn revoke_token(&self, revocation: &Revocation) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// The admissions of `concert` whose active time has not ended at `now` and that were not
-    /// paid with, and the oldest and newest line generations its admissions were recorded in.
+    /// paid with nor revoked, and the oldest and newest line generations its admissions were
+    /// recorded in.
     fn admissions(
         &self,
         concert: ConcertId,
@@ -755,6 +762,20 @@ pub struct TokenHistory {
     pub admitted: Option<TokenRecord>,
     /// When a payment was made with the token (which ends its active time), if one was.
     pub paid_at: Option<DateTime<Utc>>,
+    /// When an operator revoked the token, if one did ([`AdmissionLog::revoke_token`]).
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// An operator's revocation of a token ([`AdmissionLog::revoke_token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revocation {
+    /// The token (its identity).
+    pub token: QueueToken,
+    /// Its user.
+    pub user_id: UserId,
+    /// The audit entry: the concert's sale as it stands (before and after are the same), who
+    /// revoked, when, and whose token (`subject`).
+    pub action: SaleAction,
 }
 
 /// A concert's open admissions ([`AdmissionLog::admissions`]).

@@ -129,6 +129,8 @@ pub(crate) struct SaleActionRow {
     at: DateTime<Utc>,
     before_state: String,
     after_state: String,
+    #[sqlx(default)]
+    subject: Option<String>,
 }
 
 impl TryFrom<SaleActionRow> for SaleAction {
@@ -146,6 +148,7 @@ impl TryFrom<SaleActionRow> for SaleAction {
             at: r.at,
             before: state(&r.before_state)?,
             after: state(&r.after_state)?,
+            subject: r.subject.as_deref().map(user).transpose()?,
         })
     }
 }
@@ -710,6 +713,7 @@ pub(crate) struct TokenHistoryRow {
     expires_at: Option<DateTime<Utc>>,
     version: Option<i64>,
     paid_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<TokenHistoryRow> for crate::store::TokenHistory {
@@ -740,6 +744,6 @@ impl TryFrom<TokenHistoryRow> for crate::store::TokenHistory {
                 (None, ..) => None,
                 _ => return Err(missing("a column of the admission log")),
             };
-        Ok(Self { admitted, paid_at: r.paid_at })
+        Ok(Self { admitted, paid_at: r.paid_at, revoked_at: r.revoked_at })
     }
 }

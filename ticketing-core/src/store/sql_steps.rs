@@ -125,21 +125,24 @@ const CHARGE_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// A token's admission-log row (nulls when it has none) and when a payment was made with it.
+/// A token's admission-log row (nulls when it has none), when a payment was made with it and
+/// when it was revoked.
 const TOKEN_HISTORY: &str =
     "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version,
        (SELECT MIN(p.at) FROM reservations r JOIN payments p ON p.reservation_id = r.id
-         WHERE r.token = ? AND r.status = 'CONFIRMED') AS paid_at
+         WHERE r.token = ? AND r.status = 'CONFIRMED') AS paid_at,
+       (SELECT v.at FROM revoked_tokens v WHERE v.token = ?) AS revoked_at
   FROM (SELECT 1) one LEFT JOIN queue_admissions a ON a.token = ?";
 
-/// A concert's admissions open at an instant: not ended, not paid with.
+/// A concert's admissions open at an instant: not ended, not paid with, not revoked.
 const OPEN_ADMISSIONS: &str =
     "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version
   FROM queue_admissions a
  WHERE a.concert_id = ? AND a.expires_at > ?
-   AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')";
+   AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')
+   AND NOT EXISTS (SELECT 1 FROM revoked_tokens v WHERE v.token = a.token)";
 
 /// A concert's seats counted by price (a handful of rows): how many, how many held by a hold
 /// not lapsed at the bound time, how many sold. Through the schedules, so each dialect's index
@@ -176,6 +179,7 @@ pub(crate) struct Steps {
     pub seats_bought: String,
     pub payment_of: String,
     pub token_history: String,
+    pub revoke_token: String,
     pub open_admissions: String,
     pub generations: String,
     dialect: Dialect,
@@ -210,6 +214,7 @@ impl Steps {
             ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
+            revoke_token: dialect.call("ticketing_revoke_token", 7),
             open_admissions: dialect.sql(OPEN_ADMISSIONS),
             generations: dialect
                 .sql("SELECT MIN(generation), MAX(generation) FROM queue_admissions WHERE concert_id = ?"),
@@ -528,10 +533,30 @@ macro_rules! admission_log {
             let row: $crate::store::sql_rows::TokenHistoryRow = sqlx::query_as(&STEPS.token_history)
                 .bind(token.as_str())
                 .bind(token.as_str())
+                .bind(token.as_str())
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("token history"))?;
             row.try_into()
+        }
+
+        async fn revoke_token(
+            &self,
+            revocation: &$crate::store::Revocation,
+        ) -> $crate::store::StoreResult<()> {
+            let action = &revocation.action;
+            sqlx::query(&STEPS.revoke_token)
+                .bind(revocation.token.as_str())
+                .bind(action.concert_id.as_uuid())
+                .bind(revocation.user_id.as_str())
+                .bind(action.operator.as_str())
+                .bind(action.at)
+                .bind($crate::store::sql_rows::sale_state_json(&action.before)?)
+                .bind($crate::store::sql_rows::sale_state_json(&action.after)?)
+                .execute(&self.pool)
+                .await
+                .map_err(db("revocation"))?;
+            Ok(())
         }
 
         async fn admissions(
@@ -809,7 +834,8 @@ mod tests {
             (&steps.reservations_of_token, 1),
             (&steps.seats_bought, 4),
             (&steps.payment_of, 1),
-            (&steps.token_history, 2),
+            (&steps.token_history, 3),
+            (&steps.revoke_token, 7),
             (&steps.open_admissions, 2),
             (&steps.generations, 1),
         ];

@@ -1977,3 +1977,60 @@ pub async fn a_node_whose_clock_runs_ahead_opens_no_sale_early<Q: QueueStore, B:
     let status = fx.svc.token_status(&token).await.unwrap();
     assert_eq!((status.status, status.opens_at), (TokenStatus::Waiting, fx.concert.concert.sales_open_at));
 }
+
+/// An operator revokes a buyer's token: the revocation is recorded durably with its audit entry
+/// (the token's history says so, and a lost line's open admissions leave it out), the token
+/// answers `token_revoked` on every route, its live holds are released (the seat is free), a
+/// waiting token gives up its place; revoking again does nothing more; the user may join again
+/// at the back.
+pub async fn an_operator_revokes_a_token_and_its_holds_are_released<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    use ticketing_core::catalog::SaleActionKind;
+    let fx = fixture(s, generous(), 4).await;
+    let ops = user("ops");
+    let alice = fx.admitted("alice").await;
+    let (bob, carol) = (fx.token("bob").await, fx.token("carol").await);
+    fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
+    let admitted = fx.svc.queue_store().token(&alice).await.unwrap().unwrap();
+    fx.svc.booking_store().log_admissions(7, std::slice::from_ref(&admitted)).await.unwrap();
+
+    let revoked = fx.svc.revoke(fx.concert_id(), &user("alice"), &ops).await.unwrap();
+    assert!(revoked.record.revoked() && revoked.released == 1, "{revoked:?}");
+    assert_eq!(fx.seat_status(0).await, SeatStatus::Available, "the hold is released");
+    assert_eq!(domain(fx.svc.token_status(&alice).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.balance(&alice).await), DomainError::TokenRevoked);
+    let schedule = fx.concert.schedules[0].id;
+    assert_eq!(domain(fx.svc.seats(&alice, schedule).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.hold(&alice, fx.seat(1), None).await), DomainError::TokenRevoked);
+
+    // Durable where the money is: the history gives it back revoked, the open admissions leave it out.
+    let history = fx.svc.booking_store().history(&user("alice"), &alice).await.unwrap();
+    assert_eq!(history.revoked_at, Some(fx.clock.now()));
+    let open = fx.svc.booking_store().admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert!(open.open.iter().all(|r| r.token != alice), "{open:?}");
+
+    // Revoking again: nothing more written; a waiting token gives up its place.
+    assert_eq!(fx.svc.revoke(fx.concert_id(), &user("alice"), &ops).await.unwrap().released, 0);
+    fx.svc.revoke(fx.concert_id(), &user("bob"), &ops).await.unwrap();
+    assert_eq!(domain(fx.svc.token_status(&bob).await), DomainError::TokenRevoked);
+    assert_eq!(fx.svc.token_status(&carol).await.unwrap().position, Some(1), "carol moved up");
+    assert_eq!(
+        domain(fx.svc.revoke(fx.concert_id(), &user("nobody"), &ops).await),
+        DomainError::TokenNotFound
+    );
+    let trail = fx.svc.sale_actions(fx.concert_id()).await.unwrap();
+    let seen: Vec<_> =
+        trail.iter().map(|a| (a.kind, a.operator.as_str(), a.subject.as_ref().map(UserId::as_str))).collect();
+    assert_eq!(
+        seen,
+        [(SaleActionKind::Revoke, "ops", Some("alice")), (SaleActionKind::Revoke, "ops", Some("bob"))],
+        "one entry per revocation"
+    );
+    assert_eq!(trail[0].before, trail[0].after, "the sale itself is unchanged");
+
+    // Joining again is a new token at the back.
+    let back = fx.svc.issue_token(&user("alice"), fx.concert_id()).await.unwrap();
+    assert!(back.created && back.record.token != alice && back.position == Some(2), "{back:?}");
+}

@@ -26,6 +26,7 @@ macro_rules! conformance {
             conformance!(@cases $fresh;
                 a_scheduled_sale_opens_once_and_draws_its_pre_queue,
                 a_first_come_pre_queue_keeps_its_order,
+                an_operator_revokes_a_token_and_its_holds_are_released,
                 issuing_twice_returns_the_same_token_and_place,
                 positions_follow_arrival_order,
                 an_idle_waiting_token_loses_its_place,

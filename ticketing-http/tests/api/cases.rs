@@ -1715,3 +1715,54 @@ pub async fn a_scheduled_sale_opens_and_the_admin_api_shows_it<
     positions.sort_unstable();
     assert_eq!(positions, [1, 2, 3], "everyone has a place, once drawn");
 }
+
+/// An operator revokes a buyer's token through one node: the buyer's next request on the other
+/// node answers 401 `token_revoked`, its hold is released (another buyer sees the seat free),
+/// the audit trail names the buyer; no token → 404; a bad user id → 422; no key → 401.
+pub async fn an_operator_revokes_a_token_on_every_node<
+    Q: QueueStore + Clone,
+    B: BookingStore + Clone,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let one = spawn(fresh().await, none(), open_queue()).await;
+    let two = spawn_node(&one).await;
+    let alice = one.admitted("alice").await;
+    let bob = one.admitted("bob").await;
+    let seat = one.seat_id(&alice, 0).await;
+    assert_eq!(one.hold(&alice, &seat).await.status, 201);
+    let revoke = |user: &str| format!("/api/v1/admin/concerts/{}/users/{user}/revoke", one.demo);
+    let as_ops = [("X-Admin-Key", ADMIN_KEY), ("X-Operator", "ops")];
+    two.call(Method::POST, &revoke("alice"), None, &[], None).await.assert_problem(401, "admin_key_required");
+    two.call(Method::POST, &revoke("al ice"), None, &as_ops, None).await.assert_problem(422, "invalid_input");
+    two.call(Method::POST, &revoke("nobody"), None, &as_ops, None).await.assert_problem(404, "not_found");
+
+    let revoked = two.call(Method::POST, &revoke("alice"), None, &as_ops, None).await;
+    assert_eq!(
+        (revoked.status.as_u16(), revoked.body["userId"].as_str(), revoked.body["releasedHolds"].as_u64()),
+        (200, Some("alice"), Some(1)),
+        "{revoked:?}"
+    );
+    one.get("/api/v1/queue/tokens/current", Some(&alice)).await.assert_problem(401, "token_revoked");
+    one.hold(&alice, &seat).await.assert_problem(401, "token_revoked");
+    one.get("/api/v1/balance", Some(&alice)).await.assert_problem(401, "token_revoked");
+    let seats = one.seats(&bob).await;
+    let freed = seats.iter().find(|s| s["seatId"] == seat.as_str()).unwrap();
+    assert_eq!(freed["status"], "AVAILABLE", "the hold was released: {freed:?}");
+    let again = one.call(Method::POST, &revoke("alice"), None, &as_ops, None).await;
+    assert_eq!((again.status.as_u16(), again.body["releasedHolds"].as_u64()), (200, Some(0)));
+
+    let actions = one
+        .call(Method::GET, &format!("/api/v1/admin/concerts/{}/actions", one.demo), None, &as_ops, None)
+        .await;
+    let entries = actions.body.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{actions:?}");
+    assert_eq!(
+        (entries[0]["action"].as_str(), entries[0]["operator"].as_str(), entries[0]["subject"].as_str()),
+        (Some("revoke"), Some("ops"), Some("alice"))
+    );
+    // She may join again, at the back.
+    let back = one.ask("alice").await;
+    assert_eq!((back.status.as_u16(), back.body["status"].as_str()), (201, Some("WAITING")), "{back:?}");
+}

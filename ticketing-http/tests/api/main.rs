@@ -44,6 +44,7 @@ macro_rules! api_suite {
                 a_concerts_seat_cap_per_buyer_refuses_the_hold_past_it,
                 a_buyer_leaves_the_line,
                 a_scheduled_sale_keeps_a_pre_queue_until_it_opens,
+                an_operator_revokes_a_token_on_every_node,
             );
         }
     };

@@ -16,7 +16,7 @@ use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleI
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
 use crate::queue::TokenRecord;
 use crate::store::{
-    AdmissionLog, Admissions, BookingStore, CatalogStore, StoreResult, TokenHistory, WalletStore,
+    AdmissionLog, Admissions, BookingStore, CatalogStore, Revocation, StoreResult, TokenHistory, WalletStore,
 };
 
 /// The users of one shard, with deadlines to sweep.
@@ -316,7 +316,28 @@ impl AdmissionLog for MemoryStore {
         let admitted = super::lock(&self.inner.admissions)
             .get(&token.concert())
             .and_then(|c| c.get(token).map(|(_, record)| record.clone()));
-        Ok(TokenHistory { admitted, paid_at: self.paid_with(user, token) })
+        let revoked_at = super::lock(&self.inner.revoked).get(token).copied();
+        Ok(TokenHistory { admitted, paid_at: self.paid_with(user, token), revoked_at })
+    }
+
+    async fn revoke_token(&self, revocation: &Revocation) -> StoreResult<()> {
+        // The revocation, then its audit entry, each under its own lock: the catalog lock is
+        // never taken inside the leaf lock.
+        let fresh = {
+            let mut revoked = super::lock(&self.inner.revoked);
+            let fresh = !revoked.contains_key(&revocation.token);
+            revoked.entry(revocation.token.identity()).or_insert(revocation.action.at);
+            fresh
+        };
+        if fresh {
+            let action = &revocation.action;
+            write(&self.inner.catalog)
+                .sale_actions
+                .entry(action.concert_id)
+                .or_default()
+                .push(action.clone());
+        }
+        Ok(())
     }
 
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
@@ -329,7 +350,11 @@ impl AdmissionLog for MemoryStore {
                 of_concert.values().map(|(_, r)| r).filter(|r| r.expires_at() > now).cloned().collect();
             (open, first, last)
         };
-        let open = records.into_iter().filter(|r| self.paid_with(&r.user_id, &r.token).is_none()).collect();
+        let revoked = super::lock(&self.inner.revoked).clone();
+        let open = records
+            .into_iter()
+            .filter(|r| self.paid_with(&r.user_id, &r.token).is_none() && !revoked.contains_key(&r.token))
+            .collect();
         Ok(Admissions { open, first_generation, last_generation })
     }
 }

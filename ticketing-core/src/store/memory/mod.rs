@@ -56,6 +56,8 @@ struct Inner {
     /// The admission log: each concert's admitted tokens with the line generation they were
     /// admitted in (a leaf lock, taken alone).
     admissions: Mutex<HashMap<ConcertId, AdmissionsOfConcert>>,
+    /// Revoked tokens and when (a leaf lock, taken alone).
+    revoked: Mutex<HashMap<crate::ids::QueueToken, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// One concert's logged admissions: each token with the generation it was admitted in.

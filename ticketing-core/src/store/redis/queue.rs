@@ -574,6 +574,7 @@ fn record(token: QueueToken, concert: ConcertId, f: &HashMap<String, String>) ->
                 "TIMED_OUT" => ExpiryReason::TimedOut,
                 "PAID" => ExpiryReason::Paid,
                 "LEFT" => ExpiryReason::Left,
+                "REVOKED" => ExpiryReason::Revoked,
                 _ => return Err(corrupt("reason")),
             },
         },
@@ -604,6 +605,7 @@ fn fields(state: &TokenState) -> (&'static str, String, String, i64, &'static st
                 ExpiryReason::TimedOut => "TIMED_OUT",
                 ExpiryReason::Paid => "PAID",
                 ExpiryReason::Left => "LEFT",
+                ExpiryReason::Revoked => "REVOKED",
             };
             ("EXPIRED", String::new(), String::new(), ms(*at), reason)
         }
