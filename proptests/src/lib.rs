@@ -65,6 +65,8 @@ pub enum Cmd {
     Charge { user: usize, concert: usize, amount: i64, key: Option<u8> },
     /// Pay a reservation.
     Pay { user: usize, concert: usize, reservation: usize, key: Option<u8> },
+    /// An operator revokes the user's token for the concert.
+    Revoke { user: usize, concert: usize },
     /// Move the clock.
     Advance { ms: i64 },
     /// Run the sweeper.
@@ -101,6 +103,7 @@ pub fn commands(max_len: usize) -> impl Strategy<Value = Vec<Cmd>> {
             .prop_map(|(user, concert, reservation)| Cmd::Release { user, concert, reservation }),
         3 => (user.clone(), concert.clone(), amount, key.clone())
             .prop_map(|(user, concert, amount, key)| Cmd::Charge { user, concert, amount, key }),
+        1 => (user.clone(), concert.clone()).prop_map(|(user, concert)| Cmd::Revoke { user, concert }),
         3 => (user, concert, 0_usize..8, key).prop_map(|(user, concert, reservation, key)| Cmd::Pay {
             user,
             concert,
@@ -412,6 +415,13 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                 if sale.paused != paused {
                     return Err(format!("pause: asked for paused = {paused}, the sale says {}", sale.paused));
                 }
+            }
+            Cmd::Revoke { user, concert } => {
+                let expected = self.model.revoke(user, concert);
+                self.saw("revoke", &expected);
+                let ops = UserId::parse("ops").map_err(|e| e.to_string())?;
+                let actual = self.svc.revoke(self.concerts[concert].0, &self.users[user], &ops).await;
+                refusal(&expected, &actual.map(|_| ()), "revoke")?;
             }
             Cmd::Advance { ms } => {
                 self.model.now += ms;

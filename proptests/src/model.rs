@@ -68,6 +68,8 @@ pub struct Token {
     pub paid: bool,
     /// When its user paid (and it expired), in ms.
     pub paid_at: Option<i64>,
+    /// An operator revoked it.
+    pub revoked: bool,
 }
 
 /// A seat.
@@ -191,9 +193,14 @@ impl Model {
         !seat.booked && seat.holder.is_none_or(|r| !self.live(r))
     }
 
+    /// Why a token that is not valid any more may not act: revoked, or expired.
+    fn gone(&self, t: usize) -> &'static str {
+        if self.tokens[t].revoked { "token_revoked" } else { "token_expired" }
+    }
+
     /// Why a token may not act: waiting in line or expired.
     fn not_active(&self, t: usize) -> &'static str {
-        if self.waiting(t) { "not_admitted" } else { "token_expired" }
+        if self.waiting(t) { "not_admitted" } else { self.gone(t) }
     }
 
     fn replay(&self, user: usize, key: Option<u8>, asked: &str) -> Option<Expect> {
@@ -227,6 +234,7 @@ impl Model {
             active: false,
             paid: false,
             paid_at: None,
+            revoked: false,
         });
         self.current.insert((user, concert), self.tokens.len() - 1);
         Expect::Token { created: true, active: false }
@@ -240,8 +248,28 @@ impl Model {
         } else if self.active(t) {
             Expect::Token { created: false, active: true }
         } else {
-            Expect::Refused("token_expired")
+            Expect::Refused(self.gone(t))
         }
+    }
+
+    /// An operator revokes `user`'s token for `concert`: it expires for good (no grace to
+    /// reach the account) and its live holds are released.
+    pub fn revoke(&mut self, user: usize, concert: usize) -> Expect {
+        let Some(&t) = self.current.get(&(user, concert)) else { return Expect::Refused("token_not_found") };
+        let token = &mut self.tokens[t];
+        token.revoked = true;
+        token.active = false;
+        token.until = None;
+        token.paid = false;
+        token.paid_at = None;
+        for r in 0..self.reservations.len() {
+            if self.reservations[r].token == t && self.live(r) {
+                self.reservations[r].released = true;
+                let seat = self.reservations[r].seat;
+                self.seats[seat].holder = None;
+            }
+        }
+        Expect::Ok
     }
 
     /// An operator pauses (or resumes) a concert's sale.
@@ -384,7 +412,7 @@ impl Model {
     /// Releases reservation `r` with token `t`.
     pub fn release(&mut self, t: usize, r: usize) -> Expect {
         if !self.account_access(t) && !self.tokens[t].paid {
-            return Expect::Refused("token_expired");
+            return Expect::Refused(self.gone(t));
         }
         let res = &self.reservations[r];
         if res.user != self.tokens[t].user {
@@ -479,7 +507,7 @@ impl Model {
             return Expect::Refused("invalid_amount");
         }
         if !self.account_access(t) {
-            return Expect::Refused("token_expired");
+            return Expect::Refused(self.gone(t));
         }
         let user = self.tokens[t].user;
         let asked = format!("charge:{amount}");
