@@ -458,6 +458,20 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_token_pays_nothing_not_even_its_own_hold() {
+        let (reservation, _) = held_seat();
+        let active = token_of(&reservation, active_until(100));
+        let revoked = crate::queue::revoke(&active, t(10)).expect("not revoked yet");
+        assert_eq!(require_payer(&revoked, &reservation, t(20), || 0), Err(DomainError::TokenRevoked));
+        assert_eq!(crate::queue::revoke(&revoked, t(30)), None, "revoked once");
+        assert_eq!(
+            crate::queue::require_account_access(&revoked, chrono::Duration::seconds(300), t(20)),
+            Err(DomainError::TokenRevoked),
+            "no grace to reach the account"
+        );
+    }
+
+    #[test]
     fn the_token_that_made_a_hold_may_pay_it_after_its_active_time() {
         let (reservation, _) = held_seat();
         let timed_out = token_of(&reservation, active_until(100));
