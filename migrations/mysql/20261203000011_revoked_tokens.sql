@@ -51,12 +51,16 @@ CREATE PROCEDURE ticketing_revoke_token(
 )
 SQL SECURITY INVOKER
 BEGIN
+    DECLARE v_again BOOLEAN DEFAULT FALSE;
+    -- A second revocation of the token (a duplicate key, error 1062) writes nothing; every other
+    -- error rolls back and is raised.
+    DECLARE CONTINUE HANDLER FOR 1062 SET v_again = TRUE;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     -- A transaction a stopped call left open on this connection is discarded, not committed.
     ROLLBACK;
     START TRANSACTION;
-    INSERT IGNORE INTO revoked_tokens (token, concert_id, user_id, at) VALUES (p_token, p_concert, p_user, p_at);
-    IF ROW_COUNT() = 1 THEN
+    INSERT INTO revoked_tokens (token, concert_id, user_id, at) VALUES (p_token, p_concert, p_user, p_at);
+    IF NOT v_again THEN
         INSERT INTO sale_actions (concert_id, operator, action, at, before_state, after_state, subject)
         VALUES (p_concert, p_operator, 'revoke', p_at, p_before, p_after, p_user);
     END IF;

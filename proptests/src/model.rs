@@ -373,6 +373,10 @@ impl Model {
     pub fn hold(&mut self, t: usize, s: usize, key: Option<u8>) -> Expect {
         let user = self.tokens[t].user;
         let asked = format!("hold:{s}");
+        // A revoked token is answered for nothing, not even a replay.
+        if self.tokens[t].revoked {
+            return Expect::Refused("token_revoked");
+        }
         if let Some(replayed) = self.replay(user, key, &asked) {
             return replayed;
         }
@@ -436,6 +440,9 @@ impl Model {
     pub fn pay(&mut self, t: usize, r: usize, key: Option<u8>) -> Expect {
         let user = self.tokens[t].user;
         let asked = format!("pay:{r}");
+        if self.tokens[t].revoked {
+            return Expect::Refused("token_revoked");
+        }
         if let Some(replayed) = self.replay(user, key, &asked) {
             return replayed;
         }

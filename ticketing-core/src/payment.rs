@@ -253,7 +253,7 @@ pub fn plan_payment(
 /// `position` is asked for only when the token is still waiting, to say where it stands.
 ///
 /// # Errors
-/// [`DomainError::WrongConcert`], [`DomainError::NotAdmitted`] or [`DomainError::TokenExpired`].
+/// [`DomainError::WrongConcert`], [`DomainError::NotAdmitted`] or [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token).
 pub fn require_payer(
     record: &TokenRecord,
     reservation: &Reservation,

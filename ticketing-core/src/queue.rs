@@ -341,7 +341,7 @@ pub fn refreshed_concurrently(previous: &TokenRecord, current: &TokenRecord, now
 /// The token's user paid: the token expires at once.
 ///
 /// # Errors
-/// [`DomainError::TokenExpired`] when the token is not active at `now`.
+/// [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token) when the token is not active at `now`.
 pub fn expire_on_payment(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, DomainError> {
     match record.status_at(now) {
         TokenStatus::Active => {
@@ -365,7 +365,7 @@ pub fn revoke(record: &TokenRecord, now: DateTime<Utc>) -> Option<TokenRecord> {
 ///
 /// # Errors
 /// [`DomainError::AlreadyAdmitted`] for an active token (its admission runs out its time);
-/// [`DomainError::TokenExpired`] for an expired one.
+/// [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token) for an expired one.
 pub fn leave(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, DomainError> {
     match record.status_at(now) {
         TokenStatus::Waiting => {
@@ -381,7 +381,7 @@ pub fn leave(record: &TokenRecord, now: DateTime<Utc>) -> Result<TokenRecord, Do
 /// `position` is asked for only when the token is still waiting, to say where it stands.
 ///
 /// # Errors
-/// [`DomainError::WrongConcert`], [`DomainError::TokenExpired`] or
+/// [`DomainError::WrongConcert`], [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token) or
 /// [`DomainError::NotAdmitted`] with the position.
 pub fn require_active(
     record: &TokenRecord,
@@ -402,7 +402,7 @@ pub fn require_active(
 /// Checks that `record` is a token that has not expired (waiting or active).
 ///
 /// # Errors
-/// [`DomainError::TokenExpired`].
+/// [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token).
 pub fn require_valid(record: &TokenRecord, now: DateTime<Utc>) -> Result<(), DomainError> {
     match record.status_at(now) {
         TokenStatus::Waiting | TokenStatus::Active => Ok(()),
@@ -417,7 +417,7 @@ pub fn require_valid(record: &TokenRecord, now: DateTime<Utc>) -> Result<(), Dom
 /// token's active time ends.
 ///
 /// # Errors
-/// [`DomainError::TokenExpired`].
+/// [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token).
 pub fn require_account_access(
     record: &TokenRecord,
     grace: chrono::Duration,

@@ -499,7 +499,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// the admission state for the ETA come back from the same step.
     ///
     /// # Errors
-    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token); store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn token_status(&self, token: &QueueToken) -> Result<TokenView, Error> {
         let concert = match self.concert(token.concert()).await {
@@ -579,10 +579,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// The token's holder leaves the line ([`queue::leave`]): a waiting token expires at once and
-    /// everyone behind it moves up. Leaving twice answers [`DomainError::TokenExpired`].
+    /// everyone behind it moves up. Leaving twice answers [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token).
     ///
     /// # Errors
-    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`],
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token),
     /// [`DomainError::AlreadyAdmitted`]; [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn leave(&self, token: &QueueToken) -> Result<(), Error> {
@@ -1267,6 +1267,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let now = self.now();
         // The token as read once for this request: the hold's own step decides.
         let record = self.authenticate(token).await?;
+        // Before any replay under a key: a revoked token is answered for nothing.
+        if record.revoked() {
+            return Err(DomainError::TokenRevoked.into());
+        }
         let position = self.position_if_waiting(&record, now).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("hold:{seat_id}"), now };
         let reservation_id = ReservationId::random();
@@ -1378,6 +1382,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         // expired the token, and an expired hold is reported as such (410) rather than hidden
         // behind the token's expiry. Who may pay afresh is `payment::require_payer`, below.
         let record = self.authenticate(token).await?;
+        // Before any replay under a key: a revoked token is answered for nothing.
+        if record.revoked() {
+            return Err(DomainError::TokenRevoked.into());
+        }
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
         let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
         let position = self.position_if_waiting(&record, now).await?;
@@ -1472,7 +1480,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ///
     /// # Errors
     /// [`DomainError::InvalidAmount`], [`DomainError::BalanceLimitExceeded`] (remembered under
-    /// the key); [`DomainError::TokenExpired`] unless the token has access to its user's account
+    /// the key); [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token) unless the token has access to its user's account
     /// ([`queue::require_account_access`]); [`DomainError::IdempotencyKeyReused`];
     /// [`Error::Contention`]; store errors.
     #[tracing::instrument(level = "debug", skip(self))]
@@ -1505,7 +1513,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// ([`queue::require_account_access`]).
     ///
     /// # Errors
-    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`]; store errors.
+    /// [`DomainError::TokenNotFound`], [`DomainError::TokenExpired`] ([`DomainError::TokenRevoked`] for a revoked token); store errors.
     pub async fn balance(&self, token: &QueueToken) -> Result<Wallet, Error> {
         let now = self.now();
         let record = self.authenticate(token).await?;

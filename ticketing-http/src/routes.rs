@@ -172,7 +172,7 @@ pub async fn issue_token<Q: QueueStore, B: BookingStore, C: Clock>(
 #[utoipa::path(get, path = "/api/v1/queue/tokens/current", tag = "queue", security(("queueToken" = [])),
     responses(
         (status = 200, description = "the token; Retry-After suggests the next poll", body = TokenBody),
-        (status = 401, description = "missing, unknown or expired token", body = Problem),
+        (status = 401, description = "missing, unknown, expired (`token_expired`) or revoked (`token_revoked`) token", body = Problem),
     ))]
 pub async fn current_token<Q: QueueStore, B: BookingStore, C: Clock>(
     State(state): St<Q, B, C>,
@@ -188,7 +188,7 @@ pub async fn current_token<Q: QueueStore, B: BookingStore, C: Clock>(
 #[utoipa::path(delete, path = "/api/v1/queue/tokens/current", tag = "queue", security(("queueToken" = [])),
     responses(
         (status = 204, description = "you left the line"),
-        (status = 401, description = "missing, unknown or expired token (leaving twice: `token_expired`)", body = Problem),
+        (status = 401, description = "missing, unknown, expired or revoked token (leaving twice: `token_expired`)", body = Problem),
         (status = 409, description = "`already_admitted`: the token is admitted, there is no place in line to give up", body = Problem),
     ))]
 pub async fn leave<Q: QueueStore, B: BookingStore, C: Clock>(

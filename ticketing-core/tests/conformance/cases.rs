@@ -1991,7 +1991,7 @@ pub async fn an_operator_revokes_a_token_and_its_holds_are_released<Q: QueueStor
     let ops = user("ops");
     let alice = fx.admitted("alice").await;
     let (bob, carol) = (fx.token("bob").await, fx.token("carol").await);
-    fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    let held = fx.svc.hold(&alice, fx.seat(0), key("hold-once")).await.unwrap();
     assert_eq!(fx.seat_status(0).await, SeatStatus::Held);
     let admitted = fx.svc.queue_store().token(&alice).await.unwrap().unwrap();
     fx.svc.booking_store().log_admissions(7, std::slice::from_ref(&admitted)).await.unwrap();
@@ -2004,6 +2004,12 @@ pub async fn an_operator_revokes_a_token_and_its_holds_are_released<Q: QueueStor
     let schedule = fx.concert.schedules[0].id;
     assert_eq!(domain(fx.svc.seats(&alice, schedule).await), DomainError::TokenRevoked);
     assert_eq!(domain(fx.svc.hold(&alice, fx.seat(1), None).await), DomainError::TokenRevoked);
+    // Not even a replay under its key, nor its own (released) hold, read, paid or left.
+    assert_eq!(domain(fx.svc.hold(&alice, fx.seat(0), key("hold-once")).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.reservation(&alice, held.id).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.pay(&alice, held.id, key("pay-once")).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.release(&alice, held.id).await), DomainError::TokenRevoked);
+    assert_eq!(domain(fx.svc.leave(&alice).await), DomainError::TokenRevoked);
 
     // Durable where the money is: the history gives it back revoked, the open admissions leave it out.
     let history = fx.svc.booking_store().history(&user("alice"), &alice).await.unwrap();
