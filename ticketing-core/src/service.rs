@@ -1406,6 +1406,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                         // paid", not "token expired" (the first payment expired the token).
                         hold::require_live_hold(&reservation, &seat, &record.user_id, now)
                             .map_err(Stop::Refused)?;
+                        // A hold its revoked token made in the instant of the revocation is
+                        // paid by none of its user's tokens.
+                        if inputs.hold_revoked {
+                            return Err(Stop::failed(DomainError::TokenRevoked));
+                        }
                         payment::require_payer(record, &reservation, now, || position)
                             .map_err(Stop::failed)?;
                         payment::require_within_buyer_cap(inputs.bought, cap).map_err(Stop::Refused)?;

@@ -535,6 +535,10 @@ pub struct PaymentInputs {
     /// reservation itself left out (0 when it does not exist), read no earlier than the wallet:
     /// the payment's write names the wallet's version, which every payment of the user changes.
     pub bought: u32,
+    /// Whether the token that made the reservation was revoked: its hold is paid by nobody (a
+    /// hold written in the instant of its token's revocation, after the revocation listed the
+    /// token's holds, lapses unpaid).
+    pub hold_revoked: bool,
 }
 
 /// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
@@ -671,11 +675,15 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
                 Some(r) => self.seats_bought(&r.user_id, r.concert_id, Some(r.id)).await?,
                 None => 0,
             };
+            let hold_revoked = match &reservation {
+                Some(r) => self.history(&r.user_id, &r.token).await?.revoked_at.is_some(),
+                None => false,
+            };
             let key = match key {
                 Some(key) => self.idempotency(user, key).await?,
                 None => None,
             };
-            Ok(PaymentInputs { wallet, reservation, seat, key, bought })
+            Ok(PaymentInputs { wallet, reservation, seat, key, bought, hold_revoked })
         }
     }
 

@@ -555,6 +555,9 @@ pub(crate) struct InputsRow {
     /// A hold's and a payment's inputs have it (a charge's do not).
     #[sqlx(default)]
     bought: Option<i64>,
+    /// A payment's inputs have it: whether the reservation's token was revoked.
+    #[sqlx(default)]
+    r_revoked: Option<i64>,
 }
 
 /// A stored count.
@@ -571,6 +574,11 @@ impl InputsRow {
     /// How many seats the user bought of the seat's or reservation's concert.
     pub(crate) fn bought(&self) -> StoreResult<u32> {
         count(self.bought.unwrap_or(0))
+    }
+
+    /// Whether the reservation's token was revoked.
+    pub(crate) fn hold_revoked(&self) -> bool {
+        self.r_revoked.unwrap_or(0) > 0
     }
 
     /// The seat, if the join found it.

@@ -106,7 +106,8 @@ const PAYMENT_INPUTS: &str = concat!(
     key_input_columns!(),
     ", (SELECT COUNT(*) FROM reservations b
          WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED'
-           AND b.id <> r.id) AS bought",
+           AND b.id <> r.id) AS bought,
+       (SELECT COUNT(*) FROM revoked_tokens v WHERE v.token = r.token) AS r_revoked",
     " FROM (SELECT 1) one
        LEFT JOIN wallets w ON w.user_id = ?
        LEFT JOIN reservations r ON r.id = ?
@@ -782,6 +783,7 @@ macro_rules! booking_steps {
                 seat: row.seat()?,
                 key: row.key()?,
                 bought: row.bought()?,
+                hold_revoked: row.hold_revoked(),
             })
         }
 

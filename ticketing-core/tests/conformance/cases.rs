@@ -2039,4 +2039,30 @@ pub async fn an_operator_revokes_a_token_and_its_holds_are_released<Q: QueueStor
     // Joining again is a new token at the back.
     let back = fx.svc.issue_token(&user("alice"), fx.concert_id()).await.unwrap();
     assert!(back.created && back.record.token != alice && back.position == Some(2), "{back:?}");
+
+    // The race: a hold its token wrote in the instant of the revocation, after the revocation
+    // listed the token's holds (here: steps 1 and 2 of a revocation without step 3), lapses
+    // unpaid: no token of its user pays it, not even a new admitted one.
+    use ticketing_core::catalog::{SaleAction, SaleState};
+    let dave = fx.admitted("dave").await;
+    let late = fx.svc.hold(&dave, fx.seat(1), None).await.unwrap();
+    let record = fx.svc.queue_store().token(&dave).await.unwrap().unwrap();
+    let state = SaleState::from(&fx.svc.booking_store().concert(fx.concert_id()).await.unwrap().unwrap());
+    let action = SaleAction {
+        concert_id: fx.concert_id(),
+        operator: ops.clone(),
+        kind: SaleActionKind::Revoke,
+        at: fx.clock.now(),
+        before: state,
+        after: state,
+        subject: Some(user("dave")),
+    };
+    let revocation =
+        ticketing_core::store::Revocation { token: dave.identity(), user_id: user("dave"), action };
+    fx.svc.booking_store().revoke_token(&revocation).await.unwrap();
+    let revoked = queue::revoke(&record, fx.clock.now()).unwrap();
+    fx.svc.queue_store().update_token(record.version, &revoked).await.unwrap();
+    let again = fx.admitted("dave").await;
+    fx.svc.charge(&again, 10 * PRICE, None).await.unwrap();
+    assert_eq!(domain(fx.svc.pay(&again, late.id, None).await), DomainError::TokenRevoked);
 }
