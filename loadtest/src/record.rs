@@ -43,6 +43,9 @@ pub enum Outcome {
     TokenExpired,
     /// A browser walked away from the line on purpose.
     Abandoned,
+    /// A browser left the line (`DELETE /api/v1/queue/tokens/current`), and its token then
+    /// answered `401 token_expired`.
+    Left,
     /// The run's time ended while waiting.
     RunEnded,
     /// A response was wrong or the server failed; see the errors.

@@ -435,6 +435,35 @@ impl Person<'_> {
         Ok(token)
     }
 
+    /// Leaves the line with `token`: 204, then a poll answers 401 `token_expired`. Answers
+    /// whether it left: an admitted token (409 `already_admitted`) or one that went idle meanwhile
+    /// (401 `token_expired`) did not, and neither is a mistake of the server.
+    async fn leave(&self, user: &mut GooseUser, token: &str) -> Flow<bool> {
+        let path = "/api/v1/queue/tokens/current";
+        let sent = self.send(user, "leave", GooseMethod::Delete, path, |b| b.bearer_auth(token)).await?;
+        let Some(mut reply) = sent.filter(|r| r.status < 500) else { return Ok(false) };
+        match reply.status {
+            204 => {}
+            409 if reply.code() == "already_admitted" => {
+                self.handled(user, &mut reply)?;
+                return Ok(false);
+            }
+            401 if reply.code() == "token_expired" => {
+                self.handled(user, &mut reply)?;
+                return Ok(false);
+            }
+            _ => return self.violation(user, &mut reply, "expected 204"),
+        }
+        let sent = self.send(user, "poll", GooseMethod::Get, path, |b| b.bearer_auth(token)).await?;
+        let Some(mut reply) = sent.filter(|r| r.status < 500) else { return Ok(true) };
+        if reply.status == 401 && reply.code() == "token_expired" {
+            self.handled(user, &mut reply)?;
+            Ok(true)
+        } else {
+            self.violation(user, &mut reply, "a token that left answered other than 401 token_expired")
+        }
+    }
+
     /// One poll; `None` when the server failed (try again later).
     async fn poll(&self, user: &mut GooseUser, token: &str) -> Flow<Option<(Token, Option<u64>)>> {
         let sent = self
@@ -788,7 +817,14 @@ fn browser(
                     (token, retry) = (next, next_retry);
                 }
             }
-            // Walks away without a word: the token goes idle and loses its place.
+            // Half walk away without a word (the token goes idle and loses its place); half
+            // leave the line, so that everyone behind moves up at once.
+            if token.status == TokenStatus::Waiting
+                && rand::rng().random_bool(0.5)
+                && person.leave(user, &token.token).await?
+            {
+                return Err(Stop::End(Outcome::Left));
+            }
             Ok(())
         }
         .await;

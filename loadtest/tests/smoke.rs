@@ -198,6 +198,9 @@ async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
     for check in ["admittedBeforeOpening", "drawInversions", "drawnMoreThanOnce"] {
         assert_eq!(opening[check], 0, "{check}: {opening:#}");
     }
+    // Browsers that wait for the opening leave the line (half of them) and are told so after.
+    assert!(summary["steps"]["DELETE leave"]["count"].as_u64().unwrap_or(0) > 0, "{summary:#}");
+    assert!(summary["outcomes"]["browser"]["left"].as_u64().unwrap_or(0) > 0, "{summary:#}");
 }
 
 /// Deletes every key under `prefix` in one script, as a restart without persistence or a

@@ -505,6 +505,13 @@ pub struct AdmissionSnapshot {
 }
 
 impl AdmissionSnapshot {
+    /// The line split at its sale's opening, for operators: `(pre_queue, waiting)`. While a
+    /// scheduled sale's line is not open every token in it is in the pre-queue; after, none.
+    #[must_use]
+    pub fn pre_queue_and_waiting(&self, scheduled: bool) -> (u64, u64) {
+        if scheduled && !self.opened { (self.waiting, 0) } else { (0, self.waiting) }
+    }
+
     /// The measured admission rate per minute, for operators (0 when it is not a finite number).
     #[must_use]
     pub fn admitted_per_minute(&self) -> f64 {

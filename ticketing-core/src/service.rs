@@ -126,8 +126,11 @@ pub struct ScheduleSales {
 pub struct SaleFigures {
     /// The concert as stored (its sale settings, paused or not).
     pub concert: Concert,
-    /// Tokens waiting in line (possibly counting some gone idle and not swept yet).
+    /// Tokens waiting in line after the opening (possibly counting some gone idle and not
+    /// swept yet).
     pub waiting: u64,
+    /// Tokens waiting in the pre-queue of a sale whose line is not open yet.
+    pub pre_queue: u64,
     /// Tokens active.
     pub active: u32,
     /// The measured admission rate, per minute (a moving average over the admission windows in
@@ -756,9 +759,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             self.booking.concert(concert_id).await?.ok_or(Error::Domain(DomainError::ConcertNotFound))?;
         let snapshot = self.queue.admission_snapshot(concert_id, now).await?;
         let seats = self.seat_tally(concert_id).await?;
+        let (pre_queue, waiting) = snapshot.pre_queue_and_waiting(concert.sales_open_at.is_some());
         Ok(SaleFigures {
             concert,
-            waiting: snapshot.waiting,
+            waiting,
+            pre_queue,
             active: snapshot.active,
             admitted_per_minute: snapshot.admitted_per_minute(),
             seats,

@@ -683,8 +683,11 @@ pub struct FiguresBody {
     pub concert_id: Uuid,
     /// Whether admission is paused.
     pub paused: bool,
-    /// Tokens waiting in line (possibly counting some gone idle and not swept yet).
+    /// Tokens waiting in line after the opening (possibly counting some gone idle and not swept
+    /// yet).
     pub waiting: u64,
+    /// Tokens waiting in the pre-queue, before a scheduled sale's line opens.
+    pub pre_queue: u64,
     /// Tokens active (admitted, not expired).
     pub active: u32,
     /// The measured admission rate per minute (a moving average over the admission windows in
@@ -708,6 +711,7 @@ impl From<&SaleFigures> for FiguresBody {
             concert_id: f.concert.id.as_uuid(),
             paused: f.concert.paused,
             waiting: f.waiting,
+            pre_queue: f.pre_queue,
             active: f.active,
             admitted_per_minute: f.admitted_per_minute,
             seats: f.seats.seats,

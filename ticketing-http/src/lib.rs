@@ -653,10 +653,12 @@ async fn record_sale_gauges<Q: QueueStore, B: BookingStore, C: Clock>(
             let set = gauges_to_set(live, concert.id, snapshot.waiting == 0 && snapshot.active == 0);
             let id = concert.id.to_string();
             if set {
+                let (pre_queue, waiting) = snapshot.pre_queue_and_waiting(concert.sales_open_at.is_some());
                 #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts far below 2^52.
                 {
-                    metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone())
-                        .set(snapshot.waiting as f64);
+                    metrics::gauge!("ticketing_queue_waiting", "concert" => id.clone()).set(waiting as f64);
+                    metrics::gauge!("ticketing_queue_pre_queue", "concert" => id.clone())
+                        .set(pre_queue as f64);
                 }
                 metrics::gauge!("ticketing_queue_active", "concert" => id.clone())
                     .set(f64::from(snapshot.active));

@@ -1885,6 +1885,8 @@ pub async fn a_scheduled_sale_opens_once_and_draws_its_pre_queue<Q: QueueStore, 
         "the store refuses"
     );
     assert_eq!(fx.svc.concert(id).await.unwrap().opened, None);
+    let figures = fx.svc.figures(id).await.unwrap();
+    assert_eq!((figures.pre_queue, figures.waiting), (6, 0), "the operator sees a pre-queue");
 
     fx.clock.advance_secs(10);
     assert_eq!(fx.svc.admission_tick(id).await.unwrap().len(), 0, "this tick opens; the next admits");
@@ -1916,6 +1918,8 @@ pub async fn a_scheduled_sale_opens_once_and_draws_its_pre_queue<Q: QueueStore, 
 
     let late = fx.svc.issue_token(&user("late"), id).await.unwrap();
     assert_eq!((late.position, late.opens_at), (Some(7), None), "behind the whole pre-queue");
+    let figures = fx.svc.figures(id).await.unwrap();
+    assert_eq!((figures.pre_queue, figures.waiting), (0, 7), "one line, once open");
     // Opening again changes nothing: the draw is applied once.
     let again = Move { token: pre[0].clone(), from: after[0], to: 1 };
     let generation = fx.svc.queue_store().admission_snapshot(id, fx.clock.now()).await.unwrap().generation;
