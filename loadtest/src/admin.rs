@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -84,6 +85,28 @@ impl Admin {
             .into_iter()
             .find(|c| c.concert_id == concert)
             .ok_or_else(|| AdminError::Missing(format!("concert {concert} in the list")))
+    }
+
+    /// Revokes `user`'s token for `concert` as the operator `loadtest`; answers when, or `None`
+    /// when the user has no token for it (404).
+    ///
+    /// # Errors
+    /// When the server answers otherwise.
+    pub async fn revoke(&self, concert: Uuid, user: &str) -> Result<Option<DateTime<Utc>>, AdminError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Revoked {
+            revoked_at: DateTime<Utc>,
+        }
+        let request = self
+            .client
+            .post(format!("{}/api/v1/admin/concerts/{concert}/users/{user}/revoke", self.base))
+            .header("X-Operator", "loadtest");
+        match self.call::<Revoked>(&format!("revoking {user}'s token"), request, 200).await {
+            Ok(revoked) => Ok(Some(revoked.revoked_at)),
+            Err(AdminError::Status { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// What the concert sold.

@@ -14,6 +14,11 @@ use crate::api::{Account, LedgerKind, Sales, SeatSale, SeatStatus};
 use crate::record::UserRecord;
 use crate::stats::fifo_inversions;
 
+/// A payment whose inputs were read before a revocation was written may complete and bear a
+/// time up to its request's duration later than the revocation's (taken before its write): the
+/// audit allows this much.
+pub const REVOCATION_SLACK_MS: i64 = 1_000;
+
 /// How many examples each check keeps.
 const EXAMPLES: usize = 5;
 
@@ -51,6 +56,9 @@ pub struct Audit {
     /// drawn pre-queue, its buyers' order is the draw's (SHA-256 of the seed and the token), all
     /// of them before anyone who joined after the opening.
     pub fifo_inversions: u64,
+    /// Seats paid by a user more than [`REVOCATION_SLACK_MS`] after the run's operator revoked
+    /// that user's token.
+    pub paid_after_revocation: usize,
     /// The sale's scheduled opening as checked, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opening: Option<OpeningAudit>,
@@ -339,6 +347,20 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
             drawn_more_than_once: twice.len(),
         }
     });
+    // 7. Nobody pays after an operator revoked their token.
+    let revoked: HashMap<&str, chrono::DateTime<chrono::Utc>> =
+        clients.iter().filter_map(|c| Some((c.user_id.as_str(), c.revoked_at?))).collect();
+    let mut paid_after_revocation = 0;
+    for seat in sales.schedules.iter().flat_map(|s| &s.seats) {
+        let (Some(user), Some(paid_at)) = (seat.paid_by.as_deref(), seat.paid_at) else { continue };
+        if let Some(at) = revoked.get(user) {
+            if paid_at > *at + chrono::Duration::milliseconds(REVOCATION_SLACK_MS) {
+                paid_after_revocation += 1;
+                note("paidAfterRevocation", format!("{user} paid at {paid_at}, revoked at {at}"));
+            }
+        }
+    }
+
     let opening_failed = opening_audit.as_ref().is_some_and(|o| {
         o.admitted_before_opening > 0 || o.draw_inversions > 0 || o.drawn_more_than_once > 0
     });
@@ -351,6 +373,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         > 0
         || fifo_inversions > 0
         || opening_failed
+        || paid_after_revocation > 0
         || contract_violations > 0;
     Audit {
         verdict: if failed { Verdict::Fail } else { Verdict::Pass },
@@ -366,6 +389,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         sales_no_client_made,
         balance_mismatches,
         fifo_inversions,
+        paid_after_revocation,
         opening: opening_audit,
         contract_violations,
         examples,
@@ -411,7 +435,7 @@ impl Audit {
         let mut out = format!(
             "audit: {verdict}\n  seats {} | booked {} | payments seen {} | unanswered {} | accounts checked {} | admissions observed {}\n  \
              seats paid twice {} | payments without booked seat {} | booked seats without one payment {} | sales no client made {} | \
-             balance mismatches {} | FIFO inversions {} | contract violations {}\n",
+             balance mismatches {} | FIFO inversions {} | paid after revocation {} | contract violations {}\n",
             self.seats,
             self.booked_seats,
             self.payments_seen,
@@ -424,6 +448,7 @@ impl Audit {
             self.sales_no_client_made,
             self.balance_mismatches,
             self.fifo_inversions,
+            self.paid_after_revocation,
             self.contract_violations,
         );
         if let Some(o) = &self.opening {
@@ -533,6 +558,21 @@ mod tests {
             (audit.seats, audit.booked_seats, audit.payments_seen, audit.accounts_checked),
             (3, 2, 2, 2)
         );
+    }
+
+    #[test]
+    fn a_payment_after_the_buyers_revocation_fails() {
+        let sales = sales(vec![seat(1, Some("a"))]);
+        let accounts = HashMap::from([account("a", 150, &[1])]);
+        let paid_at = DateTime::<Utc>::UNIX_EPOCH;
+        let mut a = buyer("a", 1, 150);
+        a.revoked_at = Some(paid_at + chrono::Duration::seconds(2));
+        assert_eq!(run(&[a.clone()], &sales, &accounts).verdict, Verdict::Pass, "paid before");
+        a.revoked_at = Some(paid_at - chrono::Duration::milliseconds(REVOCATION_SLACK_MS / 2));
+        assert_eq!(run(&[a.clone()], &sales, &accounts).verdict, Verdict::Pass, "within the slack");
+        a.revoked_at = Some(paid_at - chrono::Duration::seconds(5));
+        let audit = run(&[a], &sales, &accounts);
+        assert_eq!((audit.verdict, audit.paid_after_revocation), (Verdict::Fail, 1));
     }
 
     #[test]

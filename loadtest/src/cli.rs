@@ -72,6 +72,11 @@ pub struct SaleArgs {
     /// opens at once.
     #[arg(long, value_name = "SECS")]
     pub opens_in_secs: Option<u32>,
+    /// Every this many milliseconds, an operator revokes the token of one buyer still at work
+    /// (picked at random); the audit checks that nobody paid after their revocation. Left out:
+    /// nobody is revoked.
+    #[arg(long, value_name = "MS")]
+    pub revoke_every_ms: Option<u64>,
     /// How the pre-queue is ordered at the opening: `random` (drawn) or `fifo`.
     #[arg(long, default_value = "random", value_parser = ["random", "fifo"])]
     pub pre_queue: String,

@@ -146,7 +146,11 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
             GooseCoordinatedOmissionMitigation::Average,
         )?;
     }
+    let operator = sale.revoke_every_ms.map(|every| revoking(admin.clone(), Arc::clone(&run), every));
     let metrics = attack.execute().await?;
+    if let Some(operator) = operator {
+        operator.abort();
+    }
 
     let sales = admin.sales(run.concert.concert_id).await?;
     let listed = admin.concert(run.concert.concert_id).await?;
@@ -184,6 +188,39 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     println!("summary: {}  report: {}", path.display(), goose.report_file.join(", "));
     println!("{}", audit.render());
     Ok(summary)
+}
+
+/// The run's operator: every `every_ms`, revokes the token of one buyer still at work, picked at
+/// random, and notes when the server says it did.
+fn revoking(admin: Admin, run: Arc<Run>, every_ms: u64) -> tokio::task::JoinHandle<()> {
+    use rand::Rng;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(every_ms.max(1)));
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let at_work: Vec<String> = run
+                .obs
+                .snapshot()
+                .into_iter()
+                .filter(|c| {
+                    c.role == record::Role::Buyer
+                        && c.outcome == record::Outcome::InProgress
+                        && c.revoked_at.is_none()
+                })
+                .map(|c| c.user_id)
+                .collect();
+            if at_work.is_empty() {
+                continue;
+            }
+            let user = &at_work[rand::rng().random_range(0..at_work.len())];
+            match admin.revoke(run.concert.concert_id, user).await {
+                Ok(Some(at)) => run.obs.update(user, |r| r.revoked_at = Some(at)),
+                Ok(None) => {}
+                Err(error) => eprintln!("loadtest: {error}"),
+            }
+        }
+    })
 }
 
 /// How long after the start people should stop waiting in line: the ramp-up plus the run time

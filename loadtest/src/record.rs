@@ -46,6 +46,8 @@ pub enum Outcome {
     /// A browser left the line (`DELETE /api/v1/queue/tokens/current`), and its token then
     /// answered `401 token_expired`.
     Left,
+    /// An operator revoked the person's token (`401 token_revoked`).
+    Revoked,
     /// The run's time ended while waiting.
     RunEnded,
     /// A response was wrong or the server failed; see the errors.
@@ -88,6 +90,8 @@ pub struct UserRecord {
     pub drawn_number: Option<u64>,
     /// Its token's identity (the credential's first 72 characters).
     pub token: Option<String>,
+    /// When the run's operator revoked the person's token, as the server answered.
+    pub revoked_at: Option<DateTime<Utc>>,
     /// When the server says it was admitted.
     pub admitted_at: Option<DateTime<Utc>>,
     /// When it first saw itself ACTIVE, in ms since the attack started.
@@ -122,6 +126,7 @@ impl UserRecord {
             pre_queue: false,
             drawn_number: None,
             token: None,
+            revoked_at: None,
             admitted_at: None,
             active_seen_ms: None,
             charged: 0,

@@ -298,11 +298,17 @@ impl Person<'_> {
         Ok(())
     }
 
-    /// A response the contract does not allow: counted, and the story fails.
+    /// A response the contract does not allow: counted, and the story fails. Except one: any
+    /// request of a person whose token an operator revoked answers 401 `token_revoked`, which
+    /// ends the story (the run's operator revokes people, `--revoke-every-ms`).
     fn violation<T>(&self, user: &mut GooseUser, reply: &mut Reply, why: &str) -> Flow<T> {
         if reply.status >= 500 {
             // Already counted as a server error; goose has it as a failure too.
             return Err(Stop::End(Outcome::Failed));
+        }
+        if reply.status == 401 && reply.code() == "token_revoked" {
+            self.handled(user, reply)?;
+            return Err(Stop::End(Outcome::Revoked));
         }
         self.run.obs.contract_violation();
         let tag = format!("{} {}: {why}", reply.metric.name, reply.status);

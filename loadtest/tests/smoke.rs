@@ -175,10 +175,11 @@ async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
     assert_sound_sale(loadtest(&server, "pg-redis").await);
 }
 
-/// A sale whose opening is scheduled two seconds after the concert is made, on PostgreSQL +
-/// Redis (PostgreSQL's clock decides the opening): the first buyers wait in a pre-queue, nobody
-/// is admitted before the opening, the pre-queue is drawn once as the recorded seed says, and
-/// the rest of the audit passes as in any sale.
+/// A sale with the operator's controls, on PostgreSQL + Redis: its opening is scheduled two
+/// seconds after the concert is made (PostgreSQL's clock decides it), so the first buyers wait in
+/// a pre-queue, nobody is admitted before the opening, and the pre-queue is drawn once as the
+/// recorded seed says; browsers leave the line; an operator revokes a buyer every 200 ms, and
+/// nobody pays after their revocation; the rest of the audit passes as in any sale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
     use ticketing_core::store::postgres::ClaimStrategy;
@@ -189,8 +190,8 @@ async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
         ticketing_core::testing::fresh_redis_prefix(),
     );
     let server = start(queue, booking, Some(Box::new(database))).await;
-    let (passed, summary) =
-        loadtest_with(&server, "opening", &[("--opens-in-secs", "2"), ("--run-time", "6s")]).await;
+    let overrides = [("--opens-in-secs", "2"), ("--run-time", "6s"), ("--revoke-every-ms", "200")];
+    let (passed, summary) = loadtest_with(&server, "opening", &overrides).await;
     assert_audit_clean(passed, &summary);
     let opening = &summary["audit"]["opening"];
     assert_eq!(opening["opened"], true, "{opening:#}");
@@ -198,6 +199,9 @@ async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
     for check in ["admittedBeforeOpening", "drawInversions", "drawnMoreThanOnce"] {
         assert_eq!(opening[check], 0, "{check}: {opening:#}");
     }
+    // An operator revokes a buyer now and then: they are told so, and nobody paid after.
+    assert_eq!(summary["audit"]["paidAfterRevocation"], 0, "{summary:#}");
+    assert!(summary["outcomes"]["buyer"]["revoked"].as_u64().unwrap_or(0) > 0, "{summary:#}");
     // Browsers that wait for the opening leave the line (half of them) and are told so after.
     assert!(summary["steps"]["DELETE leave"]["count"].as_u64().unwrap_or(0) > 0, "{summary:#}");
     assert!(summary["outcomes"]["browser"]["left"].as_u64().unwrap_or(0) > 0, "{summary:#}");
