@@ -83,6 +83,9 @@ pub struct ListedConcert {
     /// Its recorded opening.
     #[serde(default)]
     pub opened: Option<Opening>,
+    /// The most seats one buyer may buy of it.
+    #[serde(default)]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// A sale's recorded opening.
@@ -217,6 +220,9 @@ pub struct NewConcert {
     /// `random` or `fifo`: how the pre-queue is ordered at the opening.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre_queue: Option<String>,
+    /// The most seats one buyer may buy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// One date of a [`NewConcert`].

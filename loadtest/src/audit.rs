@@ -56,6 +56,8 @@ pub struct Audit {
     /// drawn pre-queue, its buyers' order is the draw's (SHA-256 of the seed and the token), all
     /// of them before anyone who joined after the opening.
     pub fifo_inversions: u64,
+    /// Buyers who own more booked seats than the concert's cap on seats per buyer.
+    pub over_cap: usize,
     /// Seats paid by a user more than [`REVOCATION_SLACK_MS`] after the run's operator revoked
     /// that user's token.
     pub paid_after_revocation: usize,
@@ -134,6 +136,8 @@ pub struct Evidence<'a> {
     pub contract_violations: u64,
     /// The sale's scheduled opening, if it had one.
     pub opening: Option<Scheduled>,
+    /// The concert's cap on seats per buyer, if it has one.
+    pub max_seats_per_buyer: Option<u32>,
 }
 
 /// The users whose accounts the audit needs: everyone who charged, paid or was left waiting for
@@ -159,7 +163,8 @@ fn all_seats(sales: &Sales) -> impl Iterator<Item = &SeatSale> {
 /// Runs every check.
 #[must_use]
 pub fn audit(evidence: Evidence<'_>) -> Audit {
-    let Evidence { clients, sales, accounts, price, contract_violations, opening } = evidence;
+    let Evidence { clients, sales, accounts, price, contract_violations, opening, max_seats_per_buyer } =
+        evidence;
     let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut note = |check: &str, example: String| {
         let list = examples.entry(check.to_owned()).or_default();
@@ -361,6 +366,24 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         }
     }
 
+    // 8. Nobody owns more seats than the concert lets one buyer.
+    let mut owned: HashMap<&str, usize> = HashMap::new();
+    for seat in sales.schedules.iter().flat_map(|s| &s.seats) {
+        if let Some(user) = seat.paid_by.as_deref() {
+            *owned.entry(user).or_default() += 1;
+        }
+    }
+    let over_cap = match max_seats_per_buyer {
+        Some(cap) => {
+            let over: Vec<(&str, usize)> = owned.into_iter().filter(|(_, n)| *n > cap as usize).collect();
+            for (user, n) in over.iter().take(EXAMPLES) {
+                note("overCap", format!("{user} owns {n} seats, the cap is {cap}"));
+            }
+            over.len()
+        }
+        None => 0,
+    };
+
     let opening_failed = opening_audit.as_ref().is_some_and(|o| {
         o.admitted_before_opening > 0 || o.draw_inversions > 0 || o.drawn_more_than_once > 0
     });
@@ -374,6 +397,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         || fifo_inversions > 0
         || opening_failed
         || paid_after_revocation > 0
+        || over_cap > 0
         || contract_violations > 0;
     Audit {
         verdict: if failed { Verdict::Fail } else { Verdict::Pass },
@@ -390,6 +414,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         balance_mismatches,
         fifo_inversions,
         paid_after_revocation,
+        over_cap,
         opening: opening_audit,
         contract_violations,
         examples,
@@ -435,7 +460,7 @@ impl Audit {
         let mut out = format!(
             "audit: {verdict}\n  seats {} | booked {} | payments seen {} | unanswered {} | accounts checked {} | admissions observed {}\n  \
              seats paid twice {} | payments without booked seat {} | booked seats without one payment {} | sales no client made {} | \
-             balance mismatches {} | FIFO inversions {} | paid after revocation {} | contract violations {}\n",
+             balance mismatches {} | FIFO inversions {} | paid after revocation {} | over the cap {} | contract violations {}\n",
             self.seats,
             self.booked_seats,
             self.payments_seen,
@@ -449,6 +474,7 @@ impl Audit {
             self.balance_mismatches,
             self.fifo_inversions,
             self.paid_after_revocation,
+            self.over_cap,
             self.contract_violations,
         );
         if let Some(o) = &self.opening {
@@ -544,7 +570,15 @@ mod tests {
     }
 
     fn run(clients: &[UserRecord], sales: &Sales, accounts: &HashMap<String, Account>) -> Audit {
-        audit(Evidence { clients, sales, accounts, price: PRICE, contract_violations: 0, opening: None })
+        audit(Evidence {
+            clients,
+            sales,
+            accounts,
+            price: PRICE,
+            contract_violations: 0,
+            opening: None,
+            max_seats_per_buyer: None,
+        })
     }
 
     #[test]
@@ -558,6 +592,33 @@ mod tests {
             (audit.seats, audit.booked_seats, audit.payments_seen, audit.accounts_checked),
             (3, 2, 2, 2)
         );
+    }
+
+    #[test]
+    fn a_buyer_over_the_concerts_cap_fails() {
+        let mut a = buyer("a", 1, 200);
+        a.payments.push(SeenPayment {
+            payment_id: id(1002),
+            reservation_id: id(2002),
+            seat_id: id(2),
+            amount: PRICE,
+        });
+        let sales = sales(vec![seat(1, Some("a")), seat(2, Some("a"))]);
+        let accounts = HashMap::from([account("a", 200, &[1, 2])]);
+        let audit_with = |cap: u32| {
+            audit(Evidence {
+                clients: std::slice::from_ref(&a),
+                sales: &sales,
+                accounts: &accounts,
+                price: PRICE,
+                contract_violations: 0,
+                opening: None,
+                max_seats_per_buyer: Some(cap),
+            })
+        };
+        assert_eq!(audit_with(2).verdict, Verdict::Pass, "{}", audit_with(2).render());
+        let over = audit_with(1);
+        assert_eq!((over.verdict, over.over_cap), (Verdict::Fail, 1));
     }
 
     #[test]
@@ -665,6 +726,7 @@ mod tests {
             price: PRICE,
             contract_violations: 2,
             opening: None,
+            max_seats_per_buyer: None,
         });
         assert_eq!(audit.verdict, Verdict::Fail);
     }
@@ -709,6 +771,7 @@ mod tests {
             price: PRICE,
             contract_violations: 0,
             opening: Some(opening),
+            max_seats_per_buyer: None,
         })
     }
 

@@ -72,6 +72,14 @@ pub struct SaleArgs {
     /// opens at once.
     #[arg(long, value_name = "SECS")]
     pub opens_in_secs: Option<u32>,
+    /// The most seats one buyer may buy of the run's concert (its `maxSeatsPerBuyer`); the audit
+    /// fails a buyer with more. Left out: no cap.
+    #[arg(long, value_name = "N")]
+    pub max_seats_per_buyer: Option<u32>,
+    /// Seats each buyer tries to buy, one after another (joining the line again after each
+    /// payment); past the concert's cap a buyer is told `buyer_limit` and stops.
+    #[arg(long, default_value_t = 1)]
+    pub seats_per_buyer: u32,
     /// Every this many milliseconds, an operator revokes the token of one buyer still at work
     /// (picked at random); the audit checks that nobody paid after their revocation. Left out:
     /// nobody is revoked.

@@ -106,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
                 .opens_in_secs
                 .map(|secs| Utc::now() + chrono::Duration::seconds(i64::from(secs))),
             pre_queue: sale.opens_in_secs.map(|_| sale.pre_queue.clone()),
+            max_seats_per_buyer: sale.max_seats_per_buyer,
         })
         .await?;
     println!(
@@ -124,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
         Run::new(concert, sale.price, sale.auth.0.clone(), hosts.clone(), sale.hold_attempts.max(1));
     let started_at = Utc::now();
     run.deadline = deadline.map(|after| run.started + after);
+    run.seats_per_buyer = sale.seats_per_buyer;
     let run = Arc::new(run);
 
     let mut attack = GooseAttack::initialize_with_config(goose.clone())?.set_client_builder_without_cookies(
@@ -167,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
             drawn: listed.pre_queue.as_deref() != Some("fifo"),
             opened: listed.opened,
         }),
+        max_seats_per_buyer: listed.max_seats_per_buyer,
     });
     let summary = Summary::new(Inputs {
         metrics: &metrics,

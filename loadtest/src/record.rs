@@ -48,6 +48,9 @@ pub enum Outcome {
     Left,
     /// An operator revoked the person's token (`401 token_revoked`).
     Revoked,
+    /// Bought as many seats as the concert lets one buyer (`409 buyer_limit`), having bought at
+    /// least one.
+    AtCap,
     /// The run's time ended while waiting.
     RunEnded,
     /// A response was wrong or the server failed; see the errors.

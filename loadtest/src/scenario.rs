@@ -53,6 +53,8 @@ pub struct Run {
     pub started: Instant,
     /// When people should stop waiting: the end of the configured run time.
     pub deadline: Option<Instant>,
+    /// Seats each buyer tries to buy, one after another (`--seats-per-buyer`).
+    pub seats_per_buyer: u32,
     /// Distinguishes this run's user ids from any other run's.
     pub tag: String,
     next_person: AtomicU64,
@@ -79,6 +81,7 @@ impl Run {
             obs: Observations::default(),
             started: Instant::now(),
             deadline: None,
+            seats_per_buyer: 1,
             tag,
             next_person: AtomicU64::new(0),
             sold_out_ms: AtomicU64::new(u64::MAX),
@@ -208,11 +211,20 @@ impl Reply {
 struct Person<'a> {
     run: &'a Run,
     user_id: String,
+    /// The person's first token's identity: the line's audits (FIFO, the draw) follow that
+    /// token only; a buyer who comes back for another seat takes a new place, audited as nobody.
+    first_token: std::sync::Mutex<Option<String>>,
 }
 
 impl Person<'_> {
     fn record(&self, change: impl FnOnce(&mut crate::record::UserRecord)) {
         self.run.obs.update(&self.user_id, change);
+    }
+
+    /// Whether `identity` is the person's first token (the first one seen is).
+    fn is_first_token(&self, identity: &str) -> bool {
+        let mut first = self.first_token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.get_or_insert_with(|| identity.to_owned()) == identity
     }
 
     /// Sends one request; `Ok(None)` when no answer came (goose has counted the error). A
@@ -386,6 +398,9 @@ impl Person<'_> {
                 let pre_queue = token.sales_open_at.is_some();
                 let identity = token.identity().to_owned();
                 let line = token.line_number;
+                if !self.is_first_token(&identity) {
+                    return Ok(());
+                }
                 self.record(|r| {
                     r.token.get_or_insert(identity);
                     r.pre_queue |= pre_queue;
@@ -402,6 +417,9 @@ impl Person<'_> {
             }
             TokenStatus::Active => {
                 self.expect(user, reply, token.position.is_none(), "active with a position")?;
+                if !self.is_first_token(token.identity()) {
+                    return Ok(());
+                }
                 if let Some(at) = token.admitted_at {
                     let seen = run.elapsed_ms();
                     self.record(|r| {
@@ -616,6 +634,11 @@ impl Person<'_> {
                         self.handled(user, &mut reply)?;
                         self.record(|r| r.hold_conflicts += 1);
                     }
+                    // The concert's seats per buyer (`--max-seats-per-buyer`) are bought.
+                    409 if reply.code() == "buyer_limit" => {
+                        self.handled(user, &mut reply)?;
+                        return Err(Stop::End(Outcome::AtCap));
+                    }
                     401 if reply.code() == "token_expired" => {
                         self.handled(user, &mut reply)?;
                         return Err(Stop::End(Outcome::TokenExpired));
@@ -719,6 +742,10 @@ impl Person<'_> {
                     && paid.status == "COMPLETED";
                 self.expect(user, &mut reply, ok, "the payment does not match the hold")
             }
+            409 if reply.code() == "buyer_limit" => {
+                self.handled(user, &mut reply)?;
+                Err(Stop::End(Outcome::AtCap))
+            }
             // Slow enough that the hold (or the token) ran out: allowed, and nothing moved.
             410 if reply.code() == "hold_expired" => {
                 self.handled(user, &mut reply)?;
@@ -763,7 +790,7 @@ async fn arrive(run: &Run, role: Role, host: String) -> Option<Person<'_>> {
         pause(run, 1).await;
         return None;
     }
-    let person = Person { run, user_id: run.next_user_id() };
+    let person = Person { run, user_id: run.next_user_id(), first_token: std::sync::Mutex::new(None) };
     run.obs.start(&person.user_id, role, &host, run.elapsed_ms());
     Some(person)
 }
@@ -791,12 +818,27 @@ fn buyer(
     Box::pin(async move {
         let Some(person) = arrive(&run, Role::Buyer, user.base_url.to_string()).await else { return Ok(()) };
         let result = async {
-            let (token, retry) = person.join(user).await?;
-            let token = person.wait_until_admitted(user, token, retry).await?.token;
-            let held = person.hold_a_seat(user, &token).await?;
-            let balance = person.top_up(user, &token).await?;
-            person.pay(user, &token, &held, balance).await?;
-            person.read_back(user, &token, &held).await
+            // Paying expires the token: each further seat is a new place in line. A buyer who
+            // bought one ends as having bought, or at the cap, whatever ends the next try.
+            let mut bought = 0;
+            for _ in 0..run.seats_per_buyer.max(1) {
+                let round = async {
+                    let (token, retry) = person.join(user).await?;
+                    let token = person.wait_until_admitted(user, token, retry).await?.token;
+                    let held = person.hold_a_seat(user, &token).await?;
+                    let balance = person.top_up(user, &token).await?;
+                    person.pay(user, &token, &held, balance).await?;
+                    person.read_back(user, &token, &held).await
+                }
+                .await;
+                match round {
+                    Ok(()) => bought += 1,
+                    Err(Stop::End(Outcome::AtCap)) if bought > 0 => return Err(Stop::End(Outcome::AtCap)),
+                    Err(Stop::End(ending)) if bought > 0 && ending != Outcome::Revoked => return Ok(()),
+                    Err(stop) => return Err(stop),
+                }
+            }
+            Ok(())
         }
         .await;
         finish(&person, result, Outcome::Bought)

@@ -179,7 +179,8 @@ async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
 /// seconds after the concert is made (PostgreSQL's clock decides it), so the first buyers wait in
 /// a pre-queue, nobody is admitted before the opening, and the pre-queue is drawn once as the
 /// recorded seed says; browsers leave the line; an operator revokes a buyer every 200 ms, and
-/// nobody pays after their revocation; the rest of the audit passes as in any sale.
+/// nobody pays after their revocation; buyers try for a second seat of a concert that allows one
+/// per buyer, and nobody owns two; the rest of the audit passes as in any sale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
     use ticketing_core::store::postgres::ClaimStrategy;
@@ -190,7 +191,13 @@ async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
         ticketing_core::testing::fresh_redis_prefix(),
     );
     let server = start(queue, booking, Some(Box::new(database))).await;
-    let overrides = [("--opens-in-secs", "2"), ("--run-time", "6s"), ("--revoke-every-ms", "200")];
+    let overrides = [
+        ("--opens-in-secs", "2"),
+        ("--run-time", "6s"),
+        ("--revoke-every-ms", "200"),
+        ("--max-seats-per-buyer", "1"),
+        ("--seats-per-buyer", "2"),
+    ];
     let (passed, summary) = loadtest_with(&server, "opening", &overrides).await;
     assert_audit_clean(passed, &summary);
     let opening = &summary["audit"]["opening"];
@@ -199,6 +206,8 @@ async fn a_sale_with_a_scheduled_opening_draws_its_pre_queue_once() {
     for check in ["admittedBeforeOpening", "drawInversions", "drawnMoreThanOnce"] {
         assert_eq!(opening[check], 0, "{check}: {opening:#}");
     }
+    // Buyers try for a second seat of a concert that allows one: nobody owns two.
+    assert_eq!(summary["audit"]["overCap"], 0, "{summary:#}");
     // An operator revokes a buyer now and then: they are told so, and nobody paid after.
     assert_eq!(summary["audit"]["paidAfterRevocation"], 0, "{summary:#}");
     assert!(summary["outcomes"]["buyer"]["revoked"].as_u64().unwrap_or(0) > 0, "{summary:#}");
