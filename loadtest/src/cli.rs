@@ -72,6 +72,9 @@ pub struct SaleArgs {
     /// opens at once.
     #[arg(long, value_name = "SECS")]
     pub opens_in_secs: Option<u32>,
+    /// The share of browsers that leave the line (`DELETE`) rather than walk away silently.
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub leave_share: f64,
     /// The most seats one buyer may buy of the run's concert (its `maxSeatsPerBuyer`); the audit
     /// fails a buyer with more. Left out: no cap.
     #[arg(long, value_name = "N")]
@@ -106,6 +109,14 @@ impl std::str::FromStr for ClientAuthArg {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         text.parse().map(Self)
+    }
+}
+
+/// A share: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
     }
 }
 

@@ -126,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     let started_at = Utc::now();
     run.deadline = deadline.map(|after| run.started + after);
     run.seats_per_buyer = sale.seats_per_buyer;
+    run.leave_share = sale.leave_share;
     let run = Arc::new(run);
 
     let mut attack = GooseAttack::initialize_with_config(goose.clone())?.set_client_builder_without_cookies(

@@ -55,6 +55,8 @@ pub struct Run {
     pub deadline: Option<Instant>,
     /// Seats each buyer tries to buy, one after another (`--seats-per-buyer`).
     pub seats_per_buyer: u32,
+    /// The share of browsers that leave the line rather than walk away (`--leave-share`).
+    pub leave_share: f64,
     /// Distinguishes this run's user ids from any other run's.
     pub tag: String,
     next_person: AtomicU64,
@@ -82,6 +84,7 @@ impl Run {
             started: Instant::now(),
             deadline: None,
             seats_per_buyer: 1,
+            leave_share: 0.5,
             tag,
             next_person: AtomicU64::new(0),
             sold_out_ms: AtomicU64::new(u64::MAX),
@@ -865,10 +868,10 @@ fn browser(
                     (token, retry) = (next, next_retry);
                 }
             }
-            // Half walk away without a word (the token goes idle and loses its place); half
-            // leave the line, so that everyone behind moves up at once.
+            // Some walk away without a word (the token goes idle and loses its place); the others
+            // (`--leave-share`, half by default) leave the line, so that everyone behind moves up.
             if token.status == TokenStatus::Waiting
-                && rand::rng().random_bool(0.5)
+                && rand::rng().random_bool(run.leave_share)
                 && person.leave(user, &token.token).await?
             {
                 return Err(Stop::End(Outcome::Left));
