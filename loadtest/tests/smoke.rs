@@ -248,9 +248,7 @@ async fn a_sale_whose_redis_loses_its_data_keeps_every_place_in_line() {
     let run = loadtest_with(
         &server,
         "redis-loss",
-        // Nobody leaves the line: a token that left comes back waiting after the loss (leaving
-        // keeps no tombstone yet; see the README's "Leaving the line").
-        &[("--max-active", "30"), ("--admit-batch", "10"), ("--run-time", "14s"), ("--leave-share", "0")],
+        &[("--max-active", "30"), ("--admit-batch", "10"), ("--run-time", "14s")],
     )
     .await;
     let deleted = fault.await.unwrap();

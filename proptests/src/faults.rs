@@ -152,6 +152,9 @@ impl<B: BookingStore> AdmissionLog for Faulty<B> {
     async fn admissions(&self, concert: ConcertId, now: DateTime<Utc>) -> StoreResult<Admissions> {
         self.inner.admissions(concert, now).await
     }
+    async fn record_leave(&self, token: &QueueToken, user: &UserId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.record_leave(token, user, at).await
+    }
     async fn revoke_token(&self, revocation: &ticketing_core::store::Revocation) -> StoreResult<()> {
         self.inner.revoke_token(revocation).await
     }

@@ -446,6 +446,8 @@ pub fn recovered(
     settings: &QueueSettings,
     now: DateTime<Utc>,
 ) -> TokenRecord {
+    // Left the line: never admitted (an admission logged after a leave that lost its race wins).
+    let left = history.left_at.filter(|_| history.admitted.is_none());
     let record = history.admitted.unwrap_or_else(|| TokenRecord {
         token: token.identity(),
         user_id: claim.user,
@@ -456,6 +458,9 @@ pub fn recovered(
     });
     let state = match (history.revoked_at, history.paid_at, record.state) {
         (Some(at), _, _) => TokenState::Expired { at, reason: ExpiryReason::Revoked },
+        (None, _, _) if left.is_some() => {
+            TokenState::Expired { at: left.unwrap_or(now), reason: ExpiryReason::Left }
+        }
         (None, Some(at), _) => TokenState::Expired { at, reason: ExpiryReason::Paid },
         (None, None, TokenState::Active { expires_at, .. }) if expires_at <= now => {
             TokenState::Expired { at: expires_at, reason: ExpiryReason::TimedOut }

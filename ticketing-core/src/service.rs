@@ -590,12 +590,22 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn leave(&self, token: &QueueToken) -> Result<(), Error> {
         let mut record = self.authenticate(token).await?;
+        // Recorded where the money is first (once it may leave), so that a queue store that
+        // loses the token gives it back expired, never waiting: one booking-store write.
+        let now = self.now();
+        queue::leave(&record, now)?;
+        self.booking.record_leave(&record.token.identity(), &record.user_id, now).await?;
         for _ in 0..CAS_RETRIES {
             let left = queue::leave(&record, self.now())?;
             match self.queue.update_token(record.version, &left).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::Conflict(_)) => {
-                    record = self.queue.token(token).await?.ok_or(DomainError::TokenNotFound)?;
+                // Changed meanwhile, or lost by its queue store (then given back: it is recorded
+                // as left, so it comes back expired and leaving again answers token_expired).
+                Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {
+                    record = self.authenticate(token).await?;
+                    if matches!(record.state, TokenState::Expired { reason: ExpiryReason::Left, .. }) {
+                        return Ok(());
+                    }
                 }
                 Err(error) => return Err(error.into()),
             }

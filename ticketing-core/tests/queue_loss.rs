@@ -407,3 +407,20 @@ async fn a_revoked_token_comes_back_revoked() {
     let snapshot = s.svc.queue_store().admission_snapshot(s.concert, s.clock.now()).await.unwrap();
     assert_eq!(snapshot.active, 1, "only x is active: the revoked admission was not given back");
 }
+
+/// A token whose holder left the line stays gone when Redis loses its data: its claim gives it
+/// back expired (the leave is recorded in the booking store), and everyone behind keeps moving up.
+#[tokio::test]
+async fn a_token_that_left_the_line_comes_back_expired() {
+    let s = sale(2).await;
+    let (first, gone, last) = (s.join("a").await, s.join("b").await, s.join("c").await);
+    s.svc.leave(&gone).await.unwrap();
+    s.lose_redis().await;
+    assert_eq!(s.position(&first).await, Some(1));
+    assert_eq!(
+        s.svc.token_status(&gone).await.map(|_| ()).unwrap_err().to_string(),
+        Error::Domain(DomainError::TokenExpired).to_string(),
+        "not back in line"
+    );
+    assert_eq!(s.position(&last).await, Some(2), "c stays behind a only");
+}

@@ -220,6 +220,15 @@ impl<S: AdmissionLog> AdmissionLog for Counting<S> {
         self.count("admissions", self.inner.admissions(concert, now))
     }
 
+    fn record_leave(
+        &self,
+        token: &QueueToken,
+        user: &UserId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("record_leave", self.inner.record_leave(token, user, at))
+    }
+
     fn revoke_token(&self, revocation: &Revocation) -> impl Future<Output = StoreResult<()>> + Send {
         self.count("revoke_token", self.inner.revoke_token(revocation))
     }

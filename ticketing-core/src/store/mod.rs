@@ -747,6 +747,16 @@ pub trait AdmissionLog: Send + Sync + 'static {
         token: &QueueToken,
     ) -> impl Future<Output = StoreResult<TokenHistory>> + Send;
 
+    /// Records that the holder of waiting `token` (of `user`) left the line at `at`, so that a
+    /// queue store that loses the token gives it back expired (LEFT), never waiting
+    /// ([`AdmissionLog::history`]). Recording it again changes nothing.
+    fn record_leave(
+        &self,
+        token: &QueueToken,
+        user: &UserId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Records that an operator revoked a token, with its entry in the concert's audit trail, in
     /// one step: a queue store that loses the token gives it back revoked ([`AdmissionLog::history`]),
     /// and a lost line's open admissions leave it out ([`AdmissionLog::admissions`]). Revoking a
@@ -772,6 +782,8 @@ pub struct TokenHistory {
     pub paid_at: Option<DateTime<Utc>>,
     /// When an operator revoked the token, if one did ([`AdmissionLog::revoke_token`]).
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When its holder left the line with it, if they did ([`AdmissionLog::record_leave`]).
+    pub left_at: Option<DateTime<Utc>>,
 }
 
 /// An operator's revocation of a token ([`AdmissionLog::revoke_token`]).

@@ -722,6 +722,7 @@ pub(crate) struct TokenHistoryRow {
     version: Option<i64>,
     paid_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    left_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<TokenHistoryRow> for crate::store::TokenHistory {
@@ -752,6 +753,6 @@ impl TryFrom<TokenHistoryRow> for crate::store::TokenHistory {
                 (None, ..) => None,
                 _ => return Err(missing("a column of the admission log")),
             };
-        Ok(Self { admitted, paid_at: r.paid_at, revoked_at: r.revoked_at })
+        Ok(Self { admitted, paid_at: r.paid_at, revoked_at: r.revoked_at, left_at: r.left_at })
     }
 }

@@ -107,7 +107,7 @@ const PAYMENT_INPUTS: &str = concat!(
     ", (SELECT COUNT(*) FROM reservations b
          WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED'
            AND b.id <> r.id) AS bought,
-       (SELECT COUNT(*) FROM revoked_tokens v WHERE v.token = r.token) AS r_revoked",
+       (SELECT COUNT(*) FROM ended_tokens v WHERE v.token = r.token AND v.reason = 'REVOKED') AS r_revoked",
     " FROM (SELECT 1) one
        LEFT JOIN wallets w ON w.user_id = ?
        LEFT JOIN reservations r ON r.id = ?
@@ -126,14 +126,15 @@ const CHARGE_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// A token's admission-log row (nulls when it has none), when a payment was made with it and
-/// when it was revoked.
+/// A token's admission-log row (nulls when it has none), when a payment was made with it, and
+/// when it was revoked or left the line.
 const TOKEN_HISTORY: &str =
     "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version,
        (SELECT MIN(p.at) FROM reservations r JOIN payments p ON p.reservation_id = r.id
          WHERE r.token = ? AND r.status = 'CONFIRMED') AS paid_at,
-       (SELECT v.at FROM revoked_tokens v WHERE v.token = ?) AS revoked_at
+       (SELECT v.at FROM ended_tokens v WHERE v.token = ? AND v.reason = 'REVOKED') AS revoked_at,
+       (SELECT v.at FROM ended_tokens v WHERE v.token = ? AND v.reason = 'LEFT') AS left_at
   FROM (SELECT 1) one LEFT JOIN queue_admissions a ON a.token = ?";
 
 /// A concert's admissions open at an instant: not ended, not paid with, not revoked.
@@ -143,7 +144,7 @@ const OPEN_ADMISSIONS: &str =
   FROM queue_admissions a
  WHERE a.concert_id = ? AND a.expires_at > ?
    AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')
-   AND NOT EXISTS (SELECT 1 FROM revoked_tokens v WHERE v.token = a.token)";
+   AND NOT EXISTS (SELECT 1 FROM ended_tokens v WHERE v.token = a.token)";
 
 /// A concert's seats counted by price (a handful of rows): how many, how many held by a hold
 /// not lapsed at the bound time, how many sold. Through the schedules, so each dialect's index
@@ -180,6 +181,7 @@ pub(crate) struct Steps {
     pub seats_bought: String,
     pub payment_of: String,
     pub token_history: String,
+    pub record_leave: String,
     pub revoke_token: String,
     pub open_admissions: String,
     pub generations: String,
@@ -215,6 +217,13 @@ impl Steps {
             ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
+            record_leave: dialect.sql(&format!(
+                "INSERT INTO ended_tokens (token, concert_id, user_id, at, reason) VALUES (?, ?, ?, ?, 'LEFT') {}",
+                match dialect {
+                    Dialect::Postgres => "ON CONFLICT (token) DO NOTHING",
+                    Dialect::MySql => "ON DUPLICATE KEY UPDATE token = token",
+                }
+            )),
             revoke_token: dialect.call("ticketing_revoke_token", 7),
             open_admissions: dialect.sql(OPEN_ADMISSIONS),
             generations: dialect
@@ -535,10 +544,28 @@ macro_rules! admission_log {
                 .bind(token.as_str())
                 .bind(token.as_str())
                 .bind(token.as_str())
+                .bind(token.as_str())
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("token history"))?;
             row.try_into()
+        }
+
+        async fn record_leave(
+            &self,
+            token: &$crate::ids::QueueToken,
+            user: &$crate::ids::UserId,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::StoreResult<()> {
+            sqlx::query(&STEPS.record_leave)
+                .bind(token.as_str())
+                .bind(token.concert().as_uuid())
+                .bind(user.as_str())
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(db("leaving"))?;
+            Ok(())
         }
 
         async fn revoke_token(
@@ -836,7 +863,8 @@ mod tests {
             (&steps.reservations_of_token, 1),
             (&steps.seats_bought, 4),
             (&steps.payment_of, 1),
-            (&steps.token_history, 3),
+            (&steps.token_history, 4),
+            (&steps.record_leave, 4),
             (&steps.revoke_token, 7),
             (&steps.open_admissions, 2),
             (&steps.generations, 1),

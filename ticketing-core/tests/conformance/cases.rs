@@ -1796,6 +1796,9 @@ pub async fn a_waiting_buyer_leaves_and_everyone_behind_moves_up<Q: QueueStore, 
     assert_eq!(domain(fx.svc.leave(&b).await), DomainError::TokenExpired, "leaving twice");
     let stored = fx.svc.queue_store().token(&b).await.unwrap().unwrap();
     assert!(matches!(stored.state, queue::TokenState::Expired { reason: queue::ExpiryReason::Left, .. }));
+    // Recorded where the money is, so a queue store that loses it gives it back expired.
+    let history = fx.svc.booking_store().history(&user("b"), &b).await.unwrap();
+    assert_eq!(history.left_at, Some(fx.clock.now()));
     // Admission skips the one who left.
     let mut admitted = Vec::new();
     for _ in 0..3 {

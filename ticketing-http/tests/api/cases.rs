@@ -1047,7 +1047,7 @@ pub const CALL_BUDGET: &[(&str, u64, u64)] = &[
     ("charge with a key", 1, 1),
     ("pay with a key", 2, 1),
     ("pay replayed with its key", 1, 1),
-    ("leave the line", 2, 0),
+    ("leave the line", 2, 1),
 ];
 
 pub async fn requests_keep_to_their_store_call_budget<

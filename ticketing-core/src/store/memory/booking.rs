@@ -317,7 +317,13 @@ impl AdmissionLog for MemoryStore {
             .get(&token.concert())
             .and_then(|c| c.get(token).map(|(_, record)| record.clone()));
         let revoked_at = super::lock(&self.inner.revoked).get(token).copied();
-        Ok(TokenHistory { admitted, paid_at: self.paid_with(user, token), revoked_at })
+        let left_at = super::lock(&self.inner.left).get(token).copied();
+        Ok(TokenHistory { admitted, paid_at: self.paid_with(user, token), revoked_at, left_at })
+    }
+
+    async fn record_leave(&self, token: &QueueToken, _user: &UserId, at: DateTime<Utc>) -> StoreResult<()> {
+        super::lock(&self.inner.left).entry(token.identity()).or_insert(at);
+        Ok(())
     }
 
     async fn revoke_token(&self, revocation: &Revocation) -> StoreResult<()> {

@@ -58,6 +58,8 @@ struct Inner {
     admissions: Mutex<HashMap<ConcertId, AdmissionsOfConcert>>,
     /// Revoked tokens and when (a leaf lock, taken alone).
     revoked: Mutex<HashMap<crate::ids::QueueToken, chrono::DateTime<chrono::Utc>>>,
+    /// Tokens whose holders left the line, and when (a leaf lock, taken alone).
+    left: Mutex<HashMap<crate::ids::QueueToken, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// One concert's logged admissions: each token with the generation it was admitted in.

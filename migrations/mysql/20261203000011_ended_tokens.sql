@@ -1,13 +1,15 @@
--- An operator may revoke a buyer's token. The revocation is kept here, where the money is, so
--- that a queue store that loses the token (a Redis restart without persistence) gives it back
--- revoked, never waiting or admitted: the claim path reads it with the token's history, and a lost
--- line's open admissions leave it out. The token's own row expires with the reason REVOKED. An
--- audit entry names whose token it was (`subject`).
-CREATE TABLE revoked_tokens (
+-- Tokens ended for good, kept where the money is: revoked by an operator (REVOKED), or left by
+-- their holder (LEFT). A queue store that loses such a token (a Redis restart without
+-- persistence) gives it back expired, never waiting or admitted: the claim path reads this with
+-- the token's history, and a lost line's open admissions leave it out. The token's own row
+-- expires with the reason REVOKED (new here). A revocation's audit entry names whose token it was
+-- (`subject`).
+CREATE TABLE ended_tokens (
     token       VARCHAR(72) NOT NULL PRIMARY KEY,
     concert_id  BINARY(16) NOT NULL,
     user_id     VARCHAR(64) NOT NULL,
     at          DATETIME(3) NOT NULL,
+    reason      VARCHAR(8) NOT NULL CHECK (reason IN ('REVOKED', 'LEFT')),
     FOREIGN KEY (concert_id) REFERENCES concerts (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
@@ -42,8 +44,9 @@ DROP PROCEDURE ticketing_drop_expiry_reason_check;
 ALTER TABLE queue_tokens MODIFY expired_reason VARCHAR(16) NULL
     CHECK (expired_reason IN ('IDLE', 'TIMED_OUT', 'PAID', 'LEFT', 'REVOKED'));
 
--- A revocation and its audit entry, once: revoking a token again writes nothing. The same
--- arguments in the same order as PostgreSQL's function.
+-- A revocation and its audit entry, once: revoking a token again writes nothing (revoking one that
+-- left turns its record into the revocation). The same arguments in the same order as
+-- PostgreSQL's function.
 CREATE PROCEDURE ticketing_revoke_token(
     IN p_token VARCHAR(72) CHARACTER SET utf8mb4, IN p_concert BINARY(16),
     IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_operator VARCHAR(64) CHARACTER SET utf8mb4,
@@ -59,7 +62,13 @@ BEGIN
     -- A transaction a stopped call left open on this connection is discarded, not committed.
     ROLLBACK;
     START TRANSACTION;
-    INSERT INTO revoked_tokens (token, concert_id, user_id, at) VALUES (p_token, p_concert, p_user, p_at);
+    INSERT INTO ended_tokens (token, concert_id, user_id, at, reason)
+    VALUES (p_token, p_concert, p_user, p_at, 'REVOKED');
+    IF v_again THEN
+        -- Counted by its WHERE (the connection reports found rows): a left token becomes revoked.
+        UPDATE ended_tokens SET reason = 'REVOKED', at = p_at WHERE token = p_token AND reason <> 'REVOKED';
+        SET v_again = ROW_COUNT() = 0;
+    END IF;
     IF NOT v_again THEN
         INSERT INTO sale_actions (concert_id, operator, action, at, before_state, after_state, subject)
         VALUES (p_concert, p_operator, 'revoke', p_at, p_before, p_after, p_user);
