@@ -149,11 +149,11 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
             GooseCoordinatedOmissionMitigation::Average,
         )?;
     }
-    let operator = sale.revoke_every_ms.map(|every| revoking(admin.clone(), Arc::clone(&run), every));
+    // Stopped when the attack ends, however it ends.
+    let operator =
+        sale.revoke_every_ms.map(|every| AbortOnDrop(revoking(admin.clone(), Arc::clone(&run), every)));
     let metrics = attack.execute().await?;
-    if let Some(operator) = operator {
-        operator.abort();
-    }
+    drop(operator);
 
     let sales = admin.sales(run.concert.concert_id).await?;
     let listed = admin.concert(run.concert.concert_id).await?;
@@ -194,12 +194,22 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     Ok(summary)
 }
 
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The run's operator: every `every_ms`, revokes the token of one buyer still at work, picked at
 /// random, and notes when the server says it did.
 fn revoking(admin: Admin, run: Arc<Run>, every_ms: u64) -> tokio::task::JoinHandle<()> {
     use rand::Rng;
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_millis(every_ms.max(1)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         loop {
             interval.tick().await;
@@ -207,10 +217,14 @@ fn revoking(admin: Admin, run: Arc<Run>, every_ms: u64) -> tokio::task::JoinHand
                 .obs
                 .snapshot()
                 .into_iter()
+                // Buyers who have not paid yet: a buyer's newest token is then the one at work
+                // (after a payment, the revocation could name the paid token while the buyer
+                // comes back with a new one).
                 .filter(|c| {
                     c.role == record::Role::Buyer
                         && c.outcome == record::Outcome::InProgress
                         && c.revoked_at.is_none()
+                        && c.payments.is_empty()
                 })
                 .map(|c| c.user_id)
                 .collect();

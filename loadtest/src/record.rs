@@ -225,6 +225,12 @@ impl Observations {
         self.server_errors.load(Ordering::Relaxed)
     }
 
+    /// Whether the run's operator revoked `user_id`'s token.
+    #[must_use]
+    pub fn revoked(&self, user_id: &str) -> bool {
+        self.lock().get(user_id).is_some_and(|r| r.revoked_at.is_some())
+    }
+
     /// A copy of every record, by user id.
     #[must_use]
     pub fn snapshot(&self) -> Vec<UserRecord> {

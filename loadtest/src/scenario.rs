@@ -825,6 +825,10 @@ fn buyer(
             // bought one ends as having bought, or at the cap, whatever ends the next try.
             let mut bought = 0;
             for _ in 0..run.seats_per_buyer.max(1) {
+                // Revoked between two purchases: no more tries.
+                if bought > 0 && run.obs.revoked(&person.user_id) {
+                    return Err(Stop::End(Outcome::Revoked));
+                }
                 let round = async {
                     let (token, retry) = person.join(user).await?;
                     let token = person.wait_until_admitted(user, token, retry).await?.token;
@@ -837,7 +841,11 @@ fn buyer(
                 match round {
                     Ok(()) => bought += 1,
                     Err(Stop::End(Outcome::AtCap)) if bought > 0 => return Err(Stop::End(Outcome::AtCap)),
-                    Err(Stop::End(ending)) if bought > 0 && ending != Outcome::Revoked => return Ok(()),
+                    Err(Stop::End(ending))
+                        if bought > 0 && ending != Outcome::Revoked && ending != Outcome::Failed =>
+                    {
+                        return Ok(());
+                    }
                     Err(stop) => return Err(stop),
                 }
             }

@@ -1,7 +1,8 @@
 -- Tokens ended for good, kept where the money is: revoked by an operator (REVOKED), or left by
 -- their holder (LEFT). A queue store that loses such a token (a Redis restart without
--- persistence) gives it back expired, never waiting or admitted: the claim path reads this with
--- the token's history, and a lost line's open admissions leave it out. The token's own row
+-- persistence) gives it back expired, never waiting: the claim path reads this with the token's
+-- history, and a lost line's open admissions leave revoked ones out. (A leave that lost its race
+-- to an admission does not end the admission: the logged admission wins.) The token's own row
 -- expires with the reason REVOKED (new here). A revocation's audit entry names whose token it was
 -- (`subject`).
 CREATE TABLE ended_tokens (

@@ -434,9 +434,11 @@ pub fn require_account_access(
 
 /// The record to give back for `token`, which its queue store lost
 /// ([`crate::store::QueueStore::restore`]), from its verified `claim` and what the booking data
-/// says of it: expired as PAID if a payment was made with it (logged as admitted or not);
-/// admitted until its deadline when the admission log has it (expired as TIMED_OUT if the
-/// deadline passed); otherwise waiting at its claimed place with a fresh idle deadline.
+/// says of it: expired as REVOKED if an operator revoked it; expired as LEFT if its holder left
+/// the line and it was never logged as admitted; expired as PAID if a payment was made with it
+/// (logged as admitted or not); admitted until its deadline when the admission log has it
+/// (expired as TIMED_OUT if the deadline passed); otherwise waiting at its claimed place with a
+/// fresh idle deadline.
 /// Versioned by [`restamped`].
 #[must_use]
 pub fn recovered(

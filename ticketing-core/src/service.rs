@@ -649,7 +649,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             subject: Some(user.clone()),
         };
         let revocation = Revocation { token: record.token.identity(), user_id: user.clone(), action };
-        self.booking.revoke_token(&revocation).await?;
+        // Two revocations racing over a token that left may deadlock in MySQL (one is refused as
+        // a conflict): writing it again is safe.
+        match self.booking.revoke_token(&revocation).await {
+            Err(StoreError::Conflict(_)) => self.booking.revoke_token(&revocation).await?,
+            written => written?,
+        }
         let mut done = false;
         for _ in 0..CAS_RETRIES {
             let Some(revoked) = queue::revoke(&record, now) else {

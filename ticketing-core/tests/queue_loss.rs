@@ -424,3 +424,19 @@ async fn a_token_that_left_the_line_comes_back_expired() {
     );
     assert_eq!(s.position(&last).await, Some(2), "c stays behind a only");
 }
+
+/// A leave that lost its race to an admission (recorded, then the tick admitted the token first)
+/// does not end the admission: a lost line's rebuild still counts it against the capacity.
+#[tokio::test]
+async fn an_admission_that_beat_a_leave_still_counts_after_a_loss() {
+    use ticketing_core::store::AdmissionLog;
+    let s = sale(2).await;
+    let admitted = s.join("a").await;
+    assert_eq!(s.svc.admission_tick(s.concert).await.unwrap().len(), 1);
+    s.svc.booking_store().record_leave(&admitted, &user("a"), s.clock.now()).await.unwrap();
+    s.lose_redis().await;
+    s.svc.admission_tick(s.concert).await.unwrap();
+    let snapshot = s.svc.queue_store().admission_snapshot(s.concert, s.clock.now()).await.unwrap();
+    assert_eq!(snapshot.active, 1, "the admission was given back to the rebuilt line");
+    assert_eq!(s.status(&admitted).await, TokenStatus::Active, "and its holder keeps it");
+}

@@ -749,7 +749,8 @@ pub trait AdmissionLog: Send + Sync + 'static {
 
     /// Records that the holder of waiting `token` (of `user`) left the line at `at`, so that a
     /// queue store that loses the token gives it back expired (LEFT), never waiting
-    /// ([`AdmissionLog::history`]). Recording it again changes nothing.
+    /// ([`AdmissionLog::history`]); an admission logged for the token (a leave that lost its race
+    /// to a tick) wins over it. Recording it again changes nothing.
     fn record_leave(
         &self,
         token: &QueueToken,

@@ -137,14 +137,15 @@ const TOKEN_HISTORY: &str =
        (SELECT v.at FROM ended_tokens v WHERE v.token = ? AND v.reason = 'LEFT') AS left_at
   FROM (SELECT 1) one LEFT JOIN queue_admissions a ON a.token = ?";
 
-/// A concert's admissions open at an instant: not ended, not paid with, not revoked.
+/// A concert's admissions open at an instant: not ended, not paid with, not revoked (a leave that
+/// lost its race to the admission does not count: the admission stands).
 const OPEN_ADMISSIONS: &str =
     "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version
   FROM queue_admissions a
  WHERE a.concert_id = ? AND a.expires_at > ?
    AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')
-   AND NOT EXISTS (SELECT 1 FROM ended_tokens v WHERE v.token = a.token)";
+   AND NOT EXISTS (SELECT 1 FROM ended_tokens v WHERE v.token = a.token AND v.reason = 'REVOKED')";
 
 /// A concert's seats counted by price (a handful of rows): how many, how many held by a hold
 /// not lapsed at the bound time, how many sold. Through the schedules, so each dialect's index

@@ -1807,6 +1807,13 @@ pub async fn a_waiting_buyer_leaves_and_everyone_behind_moves_up<Q: QueueStore, 
     }
     assert_eq!(admitted, vec![a.clone(), c]);
     assert_eq!(domain(fx.svc.leave(&a).await), DomainError::AlreadyAdmitted);
+    // A leave recorded for a token that a tick admitted first (it lost its race) does not end
+    // the admission: a lost line's open admissions still count it.
+    let record = fx.svc.queue_store().token(&a).await.unwrap().unwrap();
+    fx.svc.booking_store().log_admissions(7, std::slice::from_ref(&record)).await.unwrap();
+    fx.svc.booking_store().record_leave(&a, &user("a"), fx.clock.now()).await.unwrap();
+    let open = fx.svc.booking_store().admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
+    assert!(open.open.iter().any(|r| r.token == a), "{open:?}");
     // Coming back is a new token at the back of the line.
     fx.token("d").await;
     let back = fx.svc.issue_token(&user("b"), fx.concert_id()).await.unwrap();
