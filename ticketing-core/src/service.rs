@@ -966,7 +966,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let generation = snapshot.generation;
         let began = i64::try_from(generation).ok().and_then(DateTime::from_timestamp_micros);
         let rebuilding = |line: Option<&[(u64, QueueToken)]>| {
-            let pause = secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS);
+            let pause = rebuild_pause(concert);
             let lost = line.is_none_or(|line| line.iter().any(|(seq, _)| *seq < generation));
             generation != 0 && lost && began.is_some_and(|began| now < began + pause)
         };
@@ -1058,7 +1058,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 if !lost.is_empty() {
                     self.queue.restore(&lost, now).await?;
                 }
-                let pause = secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS);
+                let pause = rebuild_pause(concert);
                 tracing::warn!(concert = %concert.id, restored = lost.len(), "the queue store lost this line; \
                     admission waits for waiting buyers to come back");
                 // From the later of the line's new beginning and this check: buyers come back
@@ -1608,6 +1608,12 @@ pub struct Revoked {
     pub record: TokenRecord,
     /// How many of its live holds were released (their seats freed).
     pub released: usize,
+}
+
+/// How long a line its queue store lost waits for its buyers to come back before it admits (or
+/// is drawn): the longest pause a waiting client is told to keep between polls, and a margin.
+fn rebuild_pause(concert: &Concert) -> Duration {
+    secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS)
 }
 
 /// A fresh seed for a pre-queue's draw, below [`catalog::OPENING_SEED_BOUND`].

@@ -183,6 +183,7 @@ pub(crate) struct Steps {
     pub payment_of: String,
     pub token_history: String,
     pub record_leave: String,
+    pub waiting_line: String,
     pub revoke_token: String,
     pub open_admissions: String,
     pub generations: String,
@@ -218,6 +219,9 @@ impl Steps {
             ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
+            waiting_line: dialect.sql(
+                "SELECT seq, token FROM queue_tokens WHERE concert_id = ? AND status = 'WAITING' ORDER BY seq LIMIT ?",
+            ),
             record_leave: dialect.sql(&format!(
                 "INSERT INTO ended_tokens (token, concert_id, user_id, at, reason) VALUES (?, ?, ?, ?, 'LEFT') {}",
                 match dialect {
@@ -489,6 +493,32 @@ macro_rules! catalog_reads {
         async fn ping_catalog(&self) -> $crate::store::StoreResult<()> {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
             Ok(())
+        }
+    };
+}
+
+/// The queue store's read of the line both dialects share: `waiting_line` (the pre-queue an
+/// opening draws), one statement.
+macro_rules! queue_line_reads {
+    () => {
+        async fn waiting_line(
+            &self,
+            concert: $crate::ids::ConcertId,
+            limit: usize,
+        ) -> $crate::store::StoreResult<Vec<(u64, $crate::ids::QueueToken)>> {
+            let rows: Vec<(i64, String)> = sqlx::query_as(&super::STEPS.waiting_line)
+                .bind(concert.as_uuid())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("line"))?;
+            rows.into_iter()
+                .map(|(seq, token)| {
+                    let token = $crate::ids::QueueToken::parse(&token)
+                        .map_err(|_| $crate::error::StoreError::Corrupt("line token".into()))?;
+                    Ok(($crate::store::sql_rows::u64_of(seq)?, token))
+                })
+                .collect()
         }
     };
 }
@@ -829,7 +859,7 @@ macro_rules! booking_steps {
     };
 }
 
-pub(crate) use {admission_log, booking_steps, catalog_reads, wallet_steps};
+pub(crate) use {admission_log, booking_steps, catalog_reads, queue_line_reads, wallet_steps};
 
 pub(crate) use {
     apply_charge_args, bind_key, bind_wallet, claim_seat_args, commit_payment_args, release_seat_args,
@@ -866,6 +896,7 @@ mod tests {
             (&steps.payment_of, 1),
             (&steps.token_history, 4),
             (&steps.record_leave, 4),
+            (&steps.waiting_line, 2),
             (&steps.revoke_token, 7),
             (&steps.open_admissions, 2),
             (&steps.generations, 1),

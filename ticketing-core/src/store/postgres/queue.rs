@@ -201,24 +201,7 @@ impl QueueStore for PgStore {
         rows.into_iter().map(|r| r.token.try_into()).collect()
     }
 
-    async fn waiting_line(&self, concert: ConcertId, limit: usize) -> StoreResult<Vec<(u64, QueueToken)>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, token FROM queue_tokens WHERE concert_id = $1 AND status = 'WAITING' ORDER BY seq LIMIT $2",
-        )
-        .bind(concert.as_uuid())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("line"))?;
-        rows.into_iter()
-            .map(|(seq, token)| {
-                Ok((
-                    u64_of(seq)?,
-                    QueueToken::parse(&token).map_err(|_| StoreError::Corrupt("line token".into()))?,
-                ))
-            })
-            .collect()
-    }
+    crate::store::sql_steps::queue_line_reads!();
 
     async fn open_line(&self, opening: &LineOpening) -> StoreResult<bool> {
         let concert = opening.concert_id.as_uuid();
