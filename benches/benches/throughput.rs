@@ -56,6 +56,7 @@ async fn concert<Q: QueueStore, B: BookingStore>(
                 ..QueueSettings::default()
             },
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

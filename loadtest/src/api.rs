@@ -172,16 +172,33 @@ pub struct Reservation {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
-    /// Its id.
+    /// Its first seat's payment id.
     pub payment_id: Uuid,
-    /// The reservation it confirmed.
+    /// Its first seat's reservation.
     pub reservation_id: Uuid,
-    /// Points paid.
+    /// Points paid, over all its seats.
     pub amount: i64,
     /// The balance right after.
     pub balance: i64,
     /// `COMPLETED`.
     pub status: String,
+    /// Each seat's payment (older servers leave it out: one seat, the fields above).
+    #[serde(default)]
+    pub payments: Vec<PaidSeat>,
+}
+
+/// One seat of a [`Payment`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaidSeat {
+    /// Its payment's id.
+    pub payment_id: Uuid,
+    /// The reservation it confirmed.
+    pub reservation_id: Uuid,
+    /// The seat it booked.
+    pub seat_id: Uuid,
+    /// Points paid for it.
+    pub amount: i64,
 }
 
 /// A balance.
@@ -223,6 +240,9 @@ pub struct NewConcert {
     /// The most seats one buyer may buy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many seats one token may hold at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_per_token: Option<u32>,
 }
 
 /// One date of a [`NewConcert`].

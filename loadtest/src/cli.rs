@@ -83,6 +83,11 @@ pub struct SaleArgs {
     /// payment); past the concert's cap a buyer is told `buyer_limit` and stops.
     #[arg(long, default_value_t = 1)]
     pub seats_per_buyer: u32,
+    /// The share of buyers who hold two seats (for a friend) and pay them in one payment; the
+    /// run's concert then lets a token hold two (`holdsPerToken`). A buyer who finds no second
+    /// seat pays the one it holds.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub pair_share: f64,
     /// Every this many milliseconds, an operator revokes the token of one buyer still at work
     /// (picked at random); the audit checks that nobody paid after their revocation. Left out:
     /// nobody is revoked.

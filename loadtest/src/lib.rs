@@ -107,6 +107,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
                 .map(|secs| Utc::now() + chrono::Duration::seconds(i64::from(secs))),
             pre_queue: sale.opens_in_secs.map(|_| sale.pre_queue.clone()),
             max_seats_per_buyer: sale.max_seats_per_buyer,
+            holds_per_token: (sale.pair_share > 0.0).then_some(2),
         })
         .await?;
     println!(
@@ -127,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     run.deadline = deadline.map(|after| run.started + after);
     run.seats_per_buyer = sale.seats_per_buyer;
     run.leave_share = sale.leave_share;
+    run.pair_share = sale.pair_share;
     let run = Arc::new(run);
 
     let mut attack = GooseAttack::initialize_with_config(goose.clone())?.set_client_builder_without_cookies(

@@ -107,6 +107,8 @@ pub struct UserRecord {
     pub payments: Vec<SeenPayment>,
     /// Reservations whose payment was sent but never answered.
     pub payments_unknown: Vec<Uuid>,
+    /// Payments answered `201` that paid several seats at once (`--pair-share`).
+    pub paid_together: u32,
     /// Holds tried.
     pub hold_attempts: u32,
     /// Holds answered `409 seat_unavailable`.
@@ -136,6 +138,7 @@ impl UserRecord {
             charges_unknown: 0,
             payments: Vec::new(),
             payments_unknown: Vec::new(),
+            paid_together: 0,
             hold_attempts: 0,
             hold_conflicts: 0,
             outcome: Outcome::InProgress,

@@ -57,6 +57,8 @@ pub struct Run {
     pub seats_per_buyer: u32,
     /// The share of browsers that leave the line rather than walk away (`--leave-share`).
     pub leave_share: f64,
+    /// The share of buyers who hold two seats and pay them in one payment (`--pair-share`).
+    pub pair_share: f64,
     /// Distinguishes this run's user ids from any other run's.
     pub tag: String,
     next_person: AtomicU64,
@@ -85,6 +87,7 @@ impl Run {
             deadline: None,
             seats_per_buyer: 1,
             leave_share: 0.5,
+            pair_share: 0.0,
             tag,
             next_person: AtomicU64::new(0),
             sold_out_ms: AtomicU64::new(u64::MAX),
@@ -687,15 +690,15 @@ impl Person<'_> {
         Ok(Outcome::SoldOut)
     }
 
-    /// Charges what the balance lacks for one seat, plus a random tip so balances are not all
+    /// Charges what the balance lacks for `seats` seats, plus a random tip so balances are not all
     /// zero after paying (the audit then checks a real number).
-    async fn top_up(&self, user: &mut GooseUser, token: &str) -> Flow<i64> {
+    async fn top_up(&self, user: &mut GooseUser, token: &str, seats: usize) -> Flow<i64> {
         let balance: Balance = self
             .read(user, "balance", "/api/v1/balance", token, |b: &Balance| {
                 (b.user_id != self.user_id).then(|| "the balance of another user".to_owned())
             })
             .await?;
-        let shortfall = self.run.price - balance.balance;
+        let shortfall = self.run.price * seats as i64 - balance.balance;
         if shortfall <= 0 {
             return Ok(balance.balance);
         }
@@ -723,27 +726,61 @@ impl Person<'_> {
         }
     }
 
-    async fn pay(&self, user: &mut GooseUser, token: &str, held: &Reservation, balance: i64) -> Flow<()> {
-        let body = json!({"reservationId": held.reservation_id});
+    /// Pays `held` (one hold, or two in one payment) and records each seat's payment.
+    async fn pay(&self, user: &mut GooseUser, token: &str, held: &[Reservation], balance: i64) -> Flow<()> {
+        let body = match held {
+            [one] => json!({"reservationId": one.reservation_id}),
+            several => {
+                json!({"reservationIds": several.iter().map(|h| h.reservation_id).collect::<Vec<_>>()})
+            }
+        };
         let Some(mut reply) = self.keyed_post(user, "pay", "/api/v1/payments", token, &body).await? else {
-            self.record(|r| r.payments_unknown.push(held.reservation_id));
+            self.record(|r| r.payments_unknown.extend(held.iter().map(|h| h.reservation_id)));
             return Err(Stop::End(Outcome::Failed));
         };
         match reply.status {
             201 => {
                 let paid: Payment = self.parse(user, &mut reply)?;
-                let seen = SeenPayment {
-                    payment_id: paid.payment_id,
-                    reservation_id: paid.reservation_id,
-                    seat_id: held.seat_id,
-                    amount: paid.amount,
+                let seats: Vec<SeenPayment> = if paid.payments.is_empty() {
+                    held.iter()
+                        .take(1)
+                        .map(|h| SeenPayment {
+                            payment_id: paid.payment_id,
+                            reservation_id: paid.reservation_id,
+                            seat_id: h.seat_id,
+                            amount: paid.amount,
+                        })
+                        .collect()
+                } else {
+                    paid.payments
+                        .iter()
+                        .map(|p| SeenPayment {
+                            payment_id: p.payment_id,
+                            reservation_id: p.reservation_id,
+                            seat_id: p.seat_id,
+                            amount: p.amount,
+                        })
+                        .collect()
                 };
-                self.record(|r| r.payments.push(seen));
-                let ok = paid.reservation_id == held.reservation_id
-                    && paid.amount == self.run.price
-                    && paid.balance == balance - self.run.price
+                let each_held = held.iter().all(|h| {
+                    seats
+                        .iter()
+                        .filter(|p| p.reservation_id == h.reservation_id && p.seat_id == h.seat_id)
+                        .count()
+                        == 1
+                });
+                self.record(|r| {
+                    r.payments.extend(seats.iter().cloned());
+                    r.paid_together += u32::from(seats.len() > 1);
+                });
+                let total = self.run.price * held.len() as i64;
+                let ok = each_held
+                    && seats.len() == held.len()
+                    && seats.iter().all(|p| p.amount == self.run.price)
+                    && paid.amount == total
+                    && paid.balance == balance - total
                     && paid.status == "COMPLETED";
-                self.expect(user, &mut reply, ok, "the payment does not match the hold")
+                self.expect(user, &mut reply, ok, "the payment does not match the holds")
             }
             409 if reply.code() == "buyer_limit" => {
                 self.handled(user, &mut reply)?;
@@ -832,10 +869,22 @@ fn buyer(
                 let round = async {
                     let (token, retry) = person.join(user).await?;
                     let token = person.wait_until_admitted(user, token, retry).await?.token;
-                    let held = person.hold_a_seat(user, &token).await?;
-                    let balance = person.top_up(user, &token).await?;
+                    let mut held = vec![person.hold_a_seat(user, &token).await?];
+                    // A friend's seat too, paid with the first in one payment; none found (or
+                    // the token ran out meanwhile): the first is paid alone.
+                    if run.pair_share > 0.0 && rand::rng().random_bool(run.pair_share) {
+                        match person.hold_a_seat(user, &token).await {
+                            Ok(second) => held.push(second),
+                            Err(Stop::End(_)) => {}
+                            Err(failed) => return Err(failed),
+                        }
+                    }
+                    let balance = person.top_up(user, &token, held.len()).await?;
                     person.pay(user, &token, &held, balance).await?;
-                    person.read_back(user, &token, &held).await
+                    for one in &held {
+                        person.read_back(user, &token, one).await?;
+                    }
+                    Ok(())
                 }
                 .await;
                 match round {

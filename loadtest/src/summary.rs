@@ -22,6 +22,8 @@ pub struct Summary {
     pub run: RunInfo,
     /// Seats paid in this run (the server's count).
     pub purchases: usize,
+    /// Payments that paid several seats at once (buyers of `--pair-share`).
+    pub paid_together: u64,
     /// Purchases per second over the selling time (until sell-out, or the whole run).
     pub purchases_per_second: f64,
     /// Seconds from the start of the attack to the last seat's payment, when every seat sold.
@@ -241,6 +243,7 @@ impl Summary {
                 people_per_host,
             },
             purchases: booked.len(),
+            paid_together: clients.iter().map(|c| u64::from(c.paid_together)).sum(),
             purchases_per_second: booked.len() as f64 / selling_secs,
             time_to_sell_out_secs,
             queue_wait_secs: Distribution::of(waits),

@@ -164,13 +164,11 @@ impl<B: BookingStore> BookingStore for Faulty<B> {
     async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
         self.inner.reservation(id).await
     }
-    async fn seats_bought(
-        &self,
-        user: &UserId,
-        concert: ConcertId,
-        except: Option<ReservationId>,
-    ) -> StoreResult<u32> {
-        self.inner.seats_bought(user, concert, except).await
+    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
+        self.inner.seats_bought(user, concert).await
+    }
+    async fn reservations_of_user(&self, user: &UserId) -> StoreResult<Vec<Reservation>> {
+        self.inner.reservations_of_user(user).await
     }
     async fn reservations_of_token(
         &self,

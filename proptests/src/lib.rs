@@ -36,6 +36,9 @@ pub const SEATS: [(usize, i64); 7] = [(0, 100), (0, 100), (0, 100), (1, 150), (1
 pub const CONCERTS: usize = 3;
 /// Each concert's seats per buyer: concert 0 lets a user buy one of its three seats.
 pub const CAPS: [Option<u32>; CONCERTS] = [Some(1), None, None];
+/// Each concert's holds per token: concert 1's buyers may hold both its seats and pay them in one
+/// payment.
+pub const HOLDS: [u32; CONCERTS] = [1, 2, 1];
 /// Concerts whose sale has a scheduled opening with a pre-queue drawn at random: concert 2's
 /// opened a second before the case began by the wall clock (a SQL store's, which decides it; the
 /// service's clock, which the memory store decides by, is years on), so its first tick opens it.
@@ -65,6 +68,8 @@ pub enum Cmd {
     Charge { user: usize, concert: usize, amount: i64, key: Option<u8> },
     /// Pay a reservation.
     Pay { user: usize, concert: usize, reservation: usize, key: Option<u8> },
+    /// Pay several reservations in one payment (the same one twice must be refused).
+    PayOrder { user: usize, concert: usize, reservations: Vec<usize>, key: Option<u8> },
     /// An operator revokes the user's token for the concert.
     Revoke { user: usize, concert: usize },
     /// Move the clock.
@@ -104,6 +109,8 @@ pub fn commands(max_len: usize) -> impl Strategy<Value = Vec<Cmd>> {
         3 => (user.clone(), concert.clone(), amount, key.clone())
             .prop_map(|(user, concert, amount, key)| Cmd::Charge { user, concert, amount, key }),
         1 => (user.clone(), concert.clone()).prop_map(|(user, concert)| Cmd::Revoke { user, concert }),
+        1 => (user.clone(), concert.clone(), proptest::collection::vec(0_usize..8, 2..=3), key.clone())
+            .prop_map(|(user, concert, reservations, key)| Cmd::PayOrder { user, concert, reservations, key }),
         3 => (user, concert, 0_usize..8, key).prop_map(|(user, concert, reservation, key)| Cmd::Pay {
             user,
             concert,
@@ -210,6 +217,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                     }],
                     queue: queue_settings(),
                     max_seats_per_buyer: cap,
+                    holds_per_token: Some(HOLDS[c]),
                     sales_open_at: SCHEDULED[c].then(|| chrono::Utc::now() - Duration::seconds(1)),
                     pre_queue: Default::default(),
                 })
@@ -252,6 +260,28 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
     /// A description of the first disagreement.
     pub async fn step(&mut self, cmd: &Cmd) -> Result<(), String> {
         self.step_inner(cmd).await
+    }
+
+    /// Compares a payment's answer with the model's: the reservations paid (as first paid, for
+    /// a replay; in any order) and the balance after, or the same refusal.
+    fn paid(
+        &self,
+        expected: &Expect,
+        actual: Result<ticketing_core::payment::PaymentReceipt, Error>,
+        what: &str,
+    ) -> Result<(), String> {
+        match (expected, actual) {
+            (Expect::Paid { reservations, balance }, Ok(receipt))
+                if receipt.payments.len() == reservations.len()
+                    && reservations.iter().all(|&r| {
+                        receipt.payments.iter().any(|p| p.reservation_id == self.reservations[r])
+                    })
+                    && receipt.balance.get() == *balance =>
+            {
+                Ok(())
+            }
+            (expected, actual) => refusal(expected, &actual.map(|_| ()), what),
+        }
     }
 
     /// Notes the kind of an outcome the model predicted.
@@ -396,12 +426,19 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                 let expected = self.model.pay(t, r, key);
                 self.saw("pay", &expected);
                 let actual = self.svc.pay(&self.tokens[t], self.reservations[r], Self::key(key)).await;
-                match (&expected, actual) {
-                    (Expect::Paid { reservation, balance }, Ok(receipt))
-                        if receipt.payment.reservation_id == self.reservations[*reservation]
-                            && receipt.balance.get() == *balance => {}
-                    (expected, actual) => refusal(expected, &actual.map(|_| ()), "pay")?,
+                self.paid(&expected, actual, "pay")?;
+            }
+            Cmd::PayOrder { user, concert, ref reservations, key } => {
+                let Some(t) = current(self, user, concert) else { return Ok(()) };
+                if self.reservations.is_empty() {
+                    return Ok(());
                 }
+                let rs: Vec<usize> = reservations.iter().map(|r| r % self.reservations.len()).collect();
+                let expected = self.model.pay_order(t, &rs, key);
+                self.saw("pay_order", &expected);
+                let ids: Vec<ReservationId> = rs.iter().map(|&r| self.reservations[r]).collect();
+                let actual = self.svc.pay_order(&self.tokens[t], &ids, Self::key(key)).await;
+                self.paid(&expected, actual, "pay_order")?;
             }
             Cmd::Pause { concert, paused } => {
                 let expected = self.model.pause(concert, paused);

@@ -39,7 +39,7 @@ pub enum Expect {
     /// A hold: the reservation handle (new, or replayed).
     Held(usize),
     /// A payment of a reservation handle, leaving this balance.
-    Paid { reservation: usize, balance: i64 },
+    Paid { reservations: Vec<usize>, balance: i64 },
     /// A charge leaving this balance.
     Balance(i64),
     /// A refusal, by its `code` (the serde tag of `DomainError`).
@@ -393,7 +393,9 @@ impl Model {
         } else if !self.seat_free(s) {
             Expect::Refused("seat_unavailable")
         } else if (0..self.reservations.len())
-            .any(|r| self.reservations[r].token == t && (self.reservations[r].confirmed || self.live(r)))
+            .filter(|&r| self.reservations[r].token == t && (self.reservations[r].confirmed || self.live(r)))
+            .count()
+            >= crate::HOLDS[concert] as usize
         {
             Expect::Refused("hold_limit_reached")
         } else {
@@ -438,45 +440,77 @@ impl Model {
 
     /// Pays reservation `r` with token `t`.
     pub fn pay(&mut self, t: usize, r: usize, key: Option<u8>) -> Expect {
+        self.pay_order(t, &[r], key)
+    }
+
+    /// Pays reservations `rs` with token `t` in one payment: all or none.
+    pub fn pay_order(&mut self, t: usize, rs: &[usize], key: Option<u8>) -> Expect {
         let user = self.tokens[t].user;
-        let asked = format!("pay:{r}");
+        let mut set: Vec<usize> = rs.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        if set.len() != rs.len() {
+            // Checked before the token is even read.
+            return Expect::Refused("invalid_input");
+        }
+        let asked = format!("pay:{}", set.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
         if self.tokens[t].revoked {
             return Expect::Refused("token_revoked");
         }
         if let Some(replayed) = self.replay(user, key, &asked) {
             return replayed;
         }
-        if self.reservations[r].user != user {
-            return Expect::Refused("not_owner");
+        for &r in rs {
+            if self.reservations[r].user != user {
+                return Expect::Refused("not_owner");
+            }
+            if self.concert_of_reservation(r) != self.tokens[t].concert {
+                // Not remembered under the key: the token, not the request, was refused.
+                return Expect::Refused("wrong_concert");
+            }
         }
-        if self.concert_of_reservation(r) != self.tokens[t].concert {
-            // Not remembered under the key: the token, not the request, was refused.
-            return Expect::Refused("wrong_concert");
-        }
-        let res = self.reservations[r].clone();
-        let outcome = if res.confirmed {
-            Expect::Refused("already_paid")
-        } else if res.released {
-            Expect::Refused("hold_released")
-        } else if !self.live(r) {
-            Expect::Refused("hold_expired")
-        } else if !self.active(t) && (res.token != t || self.waiting(t)) {
+        // The holds' own states answer first, in the order named.
+        let lapsed = rs.iter().find_map(|&r| {
+            let res = &self.reservations[r];
+            if res.confirmed {
+                Some("already_paid")
+            } else if res.released {
+                Some("hold_released")
+            } else if !self.live(r) {
+                Some("hold_expired")
+            } else {
+                None
+            }
+        });
+        let outcome = if let Some(refused) = lapsed {
+            Expect::Refused(refused)
+        } else if let Some(&r) = rs.iter().find(|&&r| {
+            let res = &self.reservations[r];
+            !self.active(t) && (res.token != t || self.waiting(t))
+        }) {
             // The token that made a hold may pay it until the hold's deadline, whatever became
             // of the token; any other token must be active. Not remembered under the key: the
             // token, not the request, was refused.
+            let _ = r;
             return Expect::Refused(self.not_active(t));
-        } else if crate::CAPS[self.concert_of_reservation(r)]
-            .is_some_and(|cap| self.bought(user, r) >= cap as usize)
+        } else if crate::CAPS[self.concert_of_reservation(rs[0])]
+            .is_some_and(|cap| self.bought(user, rs[0]) + rs.len() > cap as usize)
         {
             Expect::Refused("buyer_limit_reached")
-        } else if self.balances.get(&user).copied().unwrap_or(0) < res.price {
+        } else if self.balances.get(&user).copied().unwrap_or(0)
+            < rs.iter().map(|&r| self.reservations[r].price).sum::<i64>()
+        {
             Expect::Refused("insufficient_balance")
         } else {
+            let total: i64 = rs.iter().map(|&r| self.reservations[r].price).sum();
             let balance = self.balances.entry(user).or_insert(0);
-            *balance -= res.price;
+            *balance -= total;
             let balance = *balance;
-            self.reservations[r].confirmed = true;
-            self.seats[res.seat].booked = true;
+            for &r in rs {
+                self.reservations[r].confirmed = true;
+                let seat = self.reservations[r].seat;
+                self.seats[seat].booked = true;
+            }
             // The token expires once nothing it holds is left to pay.
             let more_to_pay =
                 (0..self.reservations.len()).any(|o| self.reservations[o].token == t && self.live(o));
@@ -486,7 +520,7 @@ impl Model {
                 self.tokens[t].paid = true;
                 self.tokens[t].paid_at = Some(self.now);
             }
-            Expect::Paid { reservation: r, balance }
+            Expect::Paid { reservations: rs.to_vec(), balance }
         };
         self.remember(user, key, asked, &outcome);
         outcome

@@ -128,7 +128,7 @@ async fn buyer<Q: QueueStore, B: BookingStore>(
             .collect();
         for pay in pays {
             match pay.await.map_err(|e| e.to_string())? {
-                Ok(receipt) => history.paid.push(receipt.payment.seat_id),
+                Ok(receipt) => history.paid.push(receipt.payments[0].seat_id),
                 // The loser of two racing payments may read the hold before the winner commits and
                 // the wallet after: "insufficient balance" is then the true answer. Double
                 // spending is what the ledger and history checks below look for.
@@ -170,6 +170,7 @@ async fn race<Q: QueueStore, B: BookingStore>(
             }],
             queue: settings,
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

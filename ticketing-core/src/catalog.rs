@@ -8,7 +8,7 @@ use crate::error::DomainError;
 use crate::ids::{ConcertId, Fence, Points, ReservationId, ScheduleId, SeatId, UserId};
 use crate::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
-    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
+    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, HOLDS_PER_TOKEN_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
     MAX_SEATS_PER_BUYER_LIMIT, PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEAT_STATES_WHOLE_READ_SECS,
     SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
 };
@@ -112,6 +112,11 @@ pub struct Concert {
     /// cap beyond the holds a token may have). Set at creation.
     #[serde(default)]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many open holds (held or paid) one of its tokens may have, so a buyer can hold
+    /// seats for family and friends and pay them in one payment (`None`: the deployment's
+    /// [`Config::holds_per_token`](crate::Config::holds_per_token)). Set at creation.
+    #[serde(default)]
+    pub holds_per_token: Option<u32>,
     /// When its sale opens (`None`: at once). Buyers may join before: they wait in a pre-queue
     /// and nobody is admitted until the opening is recorded ([`Concert::opened`]). Set at creation.
     #[serde(default)]
@@ -798,6 +803,10 @@ pub struct NewConcert {
     /// [`MAX_SEATS_PER_BUYER_LIMIT`].
     #[serde(default)]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many open holds one token may have (`None`: the deployment's), 1 to
+    /// [`HOLDS_PER_TOKEN_MAX`].
+    #[serde(default)]
+    pub holds_per_token: Option<u32>,
     /// When its sale opens (`None`: at once); buyers who join before wait in a pre-queue.
     #[serde(default)]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -835,7 +844,8 @@ pub struct ConcertPlan {
 /// [`DomainError::InvalidInput`] for an empty or over-long title, no schedules or too many, a
 /// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
 /// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, queue settings out of
-/// range, a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`, or a
+/// range, a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`, a
+/// `holds_per_token` of 0 or above `HOLDS_PER_TOKEN_MAX`, or a
 /// `sales_open_at` outside the years allowed for a start.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     let invalid = |reason: String| Err(DomainError::InvalidInput { reason });
@@ -850,6 +860,9 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     if request.max_seats_per_buyer.is_some_and(|cap| !(1..=MAX_SEATS_PER_BUYER_LIMIT).contains(&cap)) {
         return invalid(format!("maxSeatsPerBuyer must be 1 to {MAX_SEATS_PER_BUYER_LIMIT}"));
     }
+    if request.holds_per_token.is_some_and(|n| !(1..=HOLDS_PER_TOKEN_MAX).contains(&n)) {
+        return invalid(format!("holdsPerToken must be 1 to {HOLDS_PER_TOKEN_MAX}"));
+    }
     if request.sales_open_at.is_some_and(|at| !(STARTS_AT_YEAR_MIN..=STARTS_AT_YEAR_MAX).contains(&at.year()))
     {
         return invalid(format!(
@@ -863,6 +876,7 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         paused: false,
         version: 0,
         max_seats_per_buyer: request.max_seats_per_buyer,
+        holds_per_token: request.holds_per_token,
         sales_open_at: request.sales_open_at,
         pre_queue: request.pre_queue,
         opened: None,
@@ -910,6 +924,7 @@ mod tests {
             }],
             queue: QueueSettings::default(),
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         }

@@ -66,6 +66,7 @@
 //!         }],
 //!         queue: QueueSettings::default(),
 //!         max_seats_per_buyer: None,
+//!         holds_per_token: None,
 //!         sales_open_at: None,
 //!         pre_queue: Default::default(),
 //!     })

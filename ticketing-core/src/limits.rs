@@ -7,6 +7,12 @@
 pub const HOLD_TTL_SECS_DEFAULT: u64 = 300;
 /// How many open holds (held or confirmed reservations) one queue token may have.
 pub const HOLDS_PER_TOKEN_DEFAULT: u32 = 1;
+/// The most holds a token may have open at once, for the server and for any concert.
+pub const HOLDS_PER_TOKEN_MAX: u32 = 100;
+/// The most reservations a buyer's own view lists (newest first).
+pub const RESERVATIONS_PER_USER_READ: usize = 1_000;
+/// The most reservations one payment may name.
+pub const RESERVATIONS_PER_PAYMENT_MAX: usize = HOLDS_PER_TOKEN_MAX as usize;
 /// How long a waiting token keeps its place without being polled.
 pub const WAITING_IDLE_SECS_DEFAULT: u64 = 60;
 /// How long an admitted token stays active.

@@ -11,7 +11,7 @@ use crate::error::DomainError;
 use crate::hold::ReservationStatus;
 use crate::hold::{Reservation, require_live_hold};
 use crate::ids::{Fence, LedgerEntryId, PaymentId, Points, ReservationId, SeatId, UserId};
-use crate::limits::{BALANCE_MAX_POINTS, CHARGE_MAX_POINTS};
+use crate::limits::{BALANCE_MAX_POINTS, CHARGE_MAX_POINTS, RESERVATIONS_PER_PAYMENT_MAX};
 use crate::queue::{self, TokenRecord, TokenStatus};
 
 /// A user's prepaid balance.
@@ -153,10 +153,39 @@ pub fn plan_charge(
     })
 }
 
-/// A payment to write, in one atomic step: debit, reservation CONFIRMED, seat BOOKED, payment
-/// recorded.
+/// A payment to write, in one atomic step: one debit of the wallet for every seat in it, and for
+/// each seat its reservation CONFIRMED, the seat BOOKED, a payment and a PAYMENT ledger entry
+/// recorded. All of it is written or none of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentPlan {
+    /// The seats paid for, in the order of their seat ids: the order every store takes their
+    /// locks in, so two payments of overlapping holds cannot deadlock.
+    pub seats: Vec<PaidSeat>,
+    /// The wallet version it was computed from.
+    pub expected_wallet_version: u64,
+    /// The wallet after the debit (its version raised once, however many seats).
+    pub wallet: Wallet,
+}
+
+impl PaymentPlan {
+    /// What the payment answers: its payments and the balance after it.
+    #[must_use]
+    pub fn receipt(&self) -> PaymentReceipt {
+        PaymentReceipt {
+            payments: self.seats.iter().map(|s| s.payment.clone()).collect(),
+            balance: self.wallet.balance,
+        }
+    }
+
+    /// The reservations it confirms.
+    pub fn reservation_ids(&self) -> impl Iterator<Item = ReservationId> + '_ {
+        self.seats.iter().map(|s| s.reservation.id)
+    }
+}
+
+/// One seat of a [`PaymentPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidSeat {
     /// The reservation being confirmed.
     pub reservation: Reservation,
     /// The fence of the hold; the seat must still have it.
@@ -165,13 +194,9 @@ pub struct PaymentPlan {
     pub new_fence: Fence,
     /// The seat's new state.
     pub seat_state: SeatState,
-    /// The wallet version it was computed from.
-    pub expected_wallet_version: u64,
-    /// The wallet after the debit.
-    pub wallet: Wallet,
-    /// The PAYMENT ledger entry.
+    /// Its PAYMENT ledger entry (one per seat, so a refund answers one entry with another).
     pub entry: LedgerEntry,
-    /// The payment.
+    /// Its payment.
     pub payment: Payment,
 }
 
@@ -184,24 +209,48 @@ pub struct PaymentIds {
     pub entry: LedgerEntryId,
 }
 
-/// Refuses a payment that would take a buyer past the concert's seat cap: `bought` is how many
-/// seats of the concert the buyer has paid for, read in the same store step as the wallet whose
-/// version the payment's write names (every payment changes that version, so no other payment
-/// of the buyer can slip in between the count and the write).
+/// Refuses a payment of `adding` seats that would take a buyer past the concert's seat cap:
+/// `bought` is how many seats of the concert the buyer has paid for (the ones being paid left
+/// out), read in the same store step as the wallet whose version the payment's write names
+/// (every payment changes that version, so no other payment of the buyer can slip in between
+/// the count and the write). A hold asks with `adding` 1: a buyer at the cap holds nothing.
 ///
 /// # Errors
 /// [`DomainError::BuyerLimitReached`].
-pub fn require_within_buyer_cap(bought: u32, cap: Option<u32>) -> Result<(), DomainError> {
+pub fn require_within_buyer_cap(bought: u32, adding: u32, cap: Option<u32>) -> Result<(), DomainError> {
     match cap {
-        Some(limit) if bought >= limit => Err(DomainError::BuyerLimitReached { limit }),
+        Some(limit) if u64::from(bought) + u64::from(adding) > u64::from(limit) => {
+            Err(DomainError::BuyerLimitReached { limit })
+        }
         _ => Ok(()),
     }
 }
 
-/// Decides a payment of `reservation` by `payer` from `wallet`.
+/// Checks the reservations one payment names: at least one, at most
+/// [`RESERVATIONS_PER_PAYMENT_MAX`], none twice.
 ///
 /// # Errors
-/// Those of [`require_live_hold`], and [`DomainError::InsufficientBalance`].
+/// [`DomainError::InvalidInput`].
+pub fn validate_order(ids: &[ReservationId]) -> Result<(), DomainError> {
+    if ids.is_empty() {
+        return Err(DomainError::InvalidInput { reason: "name at least one reservation to pay".into() });
+    }
+    if ids.len() > RESERVATIONS_PER_PAYMENT_MAX {
+        return Err(DomainError::InvalidInput {
+            reason: format!("at most {RESERVATIONS_PER_PAYMENT_MAX} reservations per payment"),
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(DomainError::InvalidInput { reason: format!("reservation {twice} is named twice") });
+    }
+    Ok(())
+}
+
+/// Decides a payment of one `reservation` by `payer` from `wallet`: [`plan_order`] of one seat.
+///
+/// # Errors
+/// Those of [`plan_order`].
 pub fn plan_payment(
     reservation: &Reservation,
     seat: &SeatRecord,
@@ -210,37 +259,76 @@ pub fn plan_payment(
     ids: PaymentIds,
     now: DateTime<Utc>,
 ) -> Result<PaymentPlan, DomainError> {
-    require_live_hold(reservation, seat, payer, now)?;
-    let price = reservation.price;
+    plan_order(&[(reservation, seat, ids)], wallet, payer, now)
+}
+
+/// Decides one payment of several holds by `payer` from `wallet`: every hold must be live and
+/// the payer's own ([`require_live_hold`], judged in the order given: the first refusal
+/// answers), and the balance must cover their sum. The wallet is debited once; each seat gets
+/// its payment and ledger entry (with `ids`, chosen by the caller), the entries' running
+/// balances stepping down in seat order.
+///
+/// # Errors
+/// Those of [`require_live_hold`]; [`DomainError::InsufficientBalance`] (for the sum);
+/// [`DomainError::InvalidInput`] for no holds.
+pub fn plan_order(
+    holds: &[(&Reservation, &SeatRecord, PaymentIds)],
+    wallet: &Wallet,
+    payer: &UserId,
+    now: DateTime<Utc>,
+) -> Result<PaymentPlan, DomainError> {
+    if holds.is_empty() {
+        return Err(DomainError::InvalidInput { reason: "name at least one reservation to pay".into() });
+    }
+    let mut total = Points::ZERO;
+    for (reservation, seat, _) in holds {
+        require_live_hold(reservation, seat, payer, now)?;
+        // Prices are at most PRICE_MAX_POINTS and a payment names at most
+        // RESERVATIONS_PER_PAYMENT_MAX holds: the sum cannot overflow.
+        total = total.checked_add(reservation.price).unwrap_or(total);
+    }
     let balance = wallet
         .balance
-        .checked_sub(price)
-        .ok_or(DomainError::InsufficientBalance { balance: wallet.balance, required: price })?;
-    let payment = Payment {
-        id: ids.payment,
-        reservation_id: reservation.id,
-        seat_id: reservation.seat_id,
-        user_id: payer.clone(),
-        amount: price,
-        at: now,
-    };
+        .checked_sub(total)
+        .ok_or(DomainError::InsufficientBalance { balance: wallet.balance, required: total })?;
+    let mut ordered: Vec<&(&Reservation, &SeatRecord, PaymentIds)> = holds.iter().collect();
+    ordered.sort_by_key(|(reservation, _, _)| reservation.seat_id);
+    let mut running = wallet.balance;
+    let seats = ordered
+        .into_iter()
+        .map(|(reservation, _, ids)| {
+            let price = reservation.price;
+            // Never below `balance`, which is not negative: the sum was checked above.
+            running = running.checked_sub(price).unwrap_or(balance);
+            PaidSeat {
+                reservation: (*reservation).clone(),
+                expected_fence: reservation.fence,
+                new_fence: reservation.fence.next(),
+                seat_state: SeatState::Booked { reservation: reservation.id },
+                entry: LedgerEntry {
+                    id: ids.entry,
+                    user_id: payer.clone(),
+                    kind: LedgerKind::Payment,
+                    amount: price,
+                    balance_after: running,
+                    at: now,
+                    payment_id: Some(ids.payment),
+                },
+                payment: Payment {
+                    id: ids.payment,
+                    reservation_id: reservation.id,
+                    seat_id: reservation.seat_id,
+                    user_id: payer.clone(),
+                    amount: price,
+                    at: now,
+                },
+            }
+        })
+        .collect();
     Ok(PaymentPlan {
-        reservation: reservation.clone(),
-        expected_fence: reservation.fence,
-        new_fence: reservation.fence.next(),
-        seat_state: SeatState::Booked { reservation: reservation.id },
+        seats,
         expected_wallet_version: wallet.version,
         wallet: Wallet { user_id: payer.clone(), balance, version: wallet.version + 1 },
-        entry: LedgerEntry {
-            id: ids.entry,
-            user_id: payer.clone(),
-            kind: LedgerKind::Payment,
-            amount: price,
-            balance_after: balance,
-            at: now,
-            payment_id: Some(ids.payment),
-        },
-        payment,
     })
 }
 
@@ -279,24 +367,50 @@ pub fn require_payer(
 #[must_use]
 pub fn token_after_payment(
     record: &TokenRecord,
-    paid: ReservationId,
+    paid: &[ReservationId],
     held: &[Reservation],
     now: DateTime<Utc>,
 ) -> Option<TokenRecord> {
-    let more_to_pay = held
-        .iter()
-        .any(|r| r.id != paid && r.token == record.token && r.status_at(now) == ReservationStatus::Held);
+    let more_to_pay = held.iter().any(|r| {
+        !paid.contains(&r.id) && r.token == record.token && r.status_at(now) == ReservationStatus::Held
+    });
     if more_to_pay { None } else { queue::expire_on_payment(record, now).ok() }
 }
 
 /// What a completed payment returns to its caller (and to every idempotent replay).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "StoredReceipt")]
 pub struct PaymentReceipt {
-    /// The payment.
-    pub payment: Payment,
+    /// Its payments, one per seat, in the order of their seat ids.
+    pub payments: Vec<Payment>,
     /// The balance right after it.
     pub balance: Points,
+}
+
+impl PaymentReceipt {
+    /// What the payment cost: the sum of its seats' prices.
+    #[must_use]
+    pub fn total(&self) -> Points {
+        self.payments.iter().fold(Points::ZERO, |sum, p| sum.checked_add(p.amount).unwrap_or(sum))
+    }
+}
+
+/// A receipt as stored under an idempotency key: as now, or as written before a payment could
+/// hold several seats (one `payment`), so a replay across an upgrade still answers.
+#[derive(Deserialize)]
+#[serde(untagged, rename_all = "camelCase")]
+enum StoredReceipt {
+    Order { payments: Vec<Payment>, balance: Points },
+    Single { payment: Payment, balance: Points },
+}
+
+impl From<StoredReceipt> for PaymentReceipt {
+    fn from(stored: StoredReceipt) -> Self {
+        match stored {
+            StoredReceipt::Order { payments, balance } => Self { payments, balance },
+            StoredReceipt::Single { payment, balance } => Self { payments: vec![payment], balance },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -356,11 +470,15 @@ mod tests {
 
     #[test]
     fn a_buyer_cap_refuses_only_at_or_past_it() {
-        assert_eq!(require_within_buyer_cap(5, None), Ok(()), "no cap");
-        assert_eq!(require_within_buyer_cap(0, Some(1)), Ok(()));
-        assert_eq!(require_within_buyer_cap(1, Some(2)), Ok(()));
-        assert_eq!(require_within_buyer_cap(2, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
-        assert_eq!(require_within_buyer_cap(3, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+        assert_eq!(require_within_buyer_cap(5, 1, None), Ok(()), "no cap");
+        assert_eq!(require_within_buyer_cap(0, 1, Some(1)), Ok(()));
+        assert_eq!(require_within_buyer_cap(1, 1, Some(2)), Ok(()));
+        assert_eq!(require_within_buyer_cap(2, 1, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+        assert_eq!(require_within_buyer_cap(3, 1, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+        // A payment of several seats counts them all.
+        assert_eq!(require_within_buyer_cap(0, 2, Some(2)), Ok(()));
+        assert_eq!(require_within_buyer_cap(1, 2, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
+        assert_eq!(require_within_buyer_cap(0, 3, Some(2)), Err(DomainError::BuyerLimitReached { limit: 2 }));
     }
 
     #[test]
@@ -396,11 +514,85 @@ mod tests {
         let ids = ids();
         let plan = plan_payment(&reservation, &seat, &wallet(1_000, 2), &alice(), ids, t(10)).expect("valid");
         assert_eq!((plan.wallet.balance.get(), plan.expected_wallet_version), (700, 2));
-        assert_eq!((plan.expected_fence, plan.new_fence), (Fence::new(1), Fence::new(2)));
-        assert_eq!(plan.seat_state, SeatState::Booked { reservation: reservation.id });
-        assert_eq!(plan.entry.signed_amount(), -300);
-        assert_eq!(plan.entry.payment_id, Some(ids.payment));
-        assert_eq!(plan.payment.amount.get(), 300);
+        let [seat] = plan.seats.as_slice() else { panic!("one seat") };
+        assert_eq!((seat.expected_fence, seat.new_fence), (Fence::new(1), Fence::new(2)));
+        assert_eq!(seat.seat_state, SeatState::Booked { reservation: reservation.id });
+        assert_eq!(seat.entry.signed_amount(), -300);
+        assert_eq!(seat.entry.payment_id, Some(ids.payment));
+        assert_eq!(seat.payment.amount.get(), 300);
+        assert_eq!(plan.wallet.version, 3, "one version more");
+    }
+
+    #[test]
+    fn an_order_debits_its_sum_once_with_an_entry_per_seat_in_seat_order() {
+        let (first, first_seat) = held_seat();
+        let (second, second_seat) = held_seat();
+        let ids = [ids(), ids()];
+        let order = [(&first, &first_seat, ids[0]), (&second, &second_seat, ids[1])];
+        let plan = plan_order(&order, &wallet(1_000, 2), &alice(), t(10)).expect("valid");
+        assert_eq!(
+            (plan.wallet.balance.get(), plan.wallet.version, plan.expected_wallet_version),
+            (400, 3, 2)
+        );
+        let seats: Vec<SeatId> = plan.seats.iter().map(|s| s.reservation.seat_id).collect();
+        let mut sorted = seats.clone();
+        sorted.sort();
+        assert_eq!(seats, sorted, "in seat order, whatever the order named");
+        assert_eq!(
+            plan.seats.iter().map(|s| s.entry.balance_after.get()).collect::<Vec<_>>(),
+            vec![700, 400],
+            "the running balance steps down"
+        );
+        for s in &plan.seats {
+            let named = order.iter().find(|(r, _, _)| r.id == s.reservation.id).expect("named");
+            assert_eq!((s.payment.id, s.entry.id), (named.2.payment, named.2.entry), "its own ids");
+        }
+        let receipt = plan.receipt();
+        assert_eq!((receipt.total().get(), receipt.balance.get(), receipt.payments.len()), (600, 400, 2));
+        assert_eq!(
+            plan_order(&order, &wallet(599, 2), &alice(), t(10)),
+            Err(DomainError::InsufficientBalance {
+                balance: Points::new(599).expect("valid"),
+                required: Points::new(600).expect("valid"),
+            }),
+            "the sum must be covered"
+        );
+        let lapsed = Reservation { expires_at: t(5), ..second.clone() };
+        let order = [(&first, &first_seat, ids[0]), (&lapsed, &second_seat, ids[1])];
+        assert_eq!(plan_order(&order, &wallet(1_000, 2), &alice(), t(10)), Err(DomainError::HoldExpired));
+        assert!(matches!(
+            plan_order(&[], &wallet(1_000, 2), &alice(), t(10)),
+            Err(DomainError::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn an_order_names_each_hold_once_and_not_too_many() {
+        let one = ReservationId::random();
+        assert_eq!(validate_order(&[one]), Ok(()));
+        assert!(matches!(validate_order(&[]), Err(DomainError::InvalidInput { .. })));
+        assert!(matches!(validate_order(&[one, one]), Err(DomainError::InvalidInput { .. })));
+        let many: Vec<_> = (0..=RESERVATIONS_PER_PAYMENT_MAX).map(|_| ReservationId::random()).collect();
+        assert!(matches!(validate_order(&many), Err(DomainError::InvalidInput { .. })));
+        assert_eq!(validate_order(&many[1..]), Ok(()));
+    }
+
+    #[test]
+    fn a_receipt_stored_before_orders_still_reads() {
+        let (reservation, _) = held_seat();
+        let payment = Payment {
+            id: PaymentId::random(),
+            reservation_id: reservation.id,
+            seat_id: reservation.seat_id,
+            user_id: alice(),
+            amount: Points::new(300).expect("valid"),
+            at: t(1),
+        };
+        let old = serde_json::json!({"payment": payment, "balance": 700});
+        let read: PaymentReceipt = serde_json::from_value(old).expect("reads");
+        assert_eq!(read.payments, vec![payment.clone()]);
+        let now = serde_json::to_value(&read).expect("writes");
+        assert_eq!(serde_json::from_value::<PaymentReceipt>(now).expect("reads back"), read);
     }
 
     #[test]
@@ -499,19 +691,22 @@ mod tests {
         let second = Reservation { id: ReservationId::random(), seat_id: SeatId::random(), ..first.clone() };
         let token = token_of(&first, active_until(100));
         let paid_first = Reservation { status: ReservationStatus::Confirmed, ..first.clone() };
-        assert_eq!(token_after_payment(&token, first.id, &[paid_first.clone(), second.clone()], t(10)), None);
-        let expired =
-            token_after_payment(&token, first.id, std::slice::from_ref(&paid_first), t(10)).expect("expires");
+        assert_eq!(
+            token_after_payment(&token, &[first.id], &[paid_first.clone(), second.clone()], t(10)),
+            None
+        );
+        let expired = token_after_payment(&token, &[first.id], std::slice::from_ref(&paid_first), t(10))
+            .expect("expires");
         assert_eq!(expired.status_at(t(10)), TokenStatus::Expired);
         // A second hold that lapsed or was released leaves nothing to pay.
         let released = Reservation { status: ReservationStatus::Released, ..second.clone() };
-        assert!(token_after_payment(&token, first.id, &[paid_first.clone(), released], t(10)).is_some());
+        assert!(token_after_payment(&token, &[first.id], &[paid_first.clone(), released], t(10)).is_some());
         assert!(
-            token_after_payment(&token, first.id, &[paid_first.clone(), second.clone()], t(300)).is_none(),
+            token_after_payment(&token, &[first.id], &[paid_first.clone(), second.clone()], t(300)).is_none(),
             "the token's own time is over: nothing to write"
         );
         let lapsed_at = t(99);
         let short = Reservation { expires_at: lapsed_at, ..second };
-        assert!(token_after_payment(&token, first.id, &[paid_first, short], t(99)).is_some());
+        assert!(token_after_payment(&token, &[first.id], &[paid_first, short], t(99)).is_some());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
 
 use crate::catalog::{
     self, Concert, Merged, NewConcert, OccupiedSeat, Opening, PreQueue, SaleAction, SaleChange, Schedule,
@@ -1294,10 +1295,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let position = self.position_if_waiting(&record, now).await?;
         let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("hold:{seat_id}"), now };
         let reservation_id = ReservationId::random();
-        let limit = self.config.holds_per_token;
         let hold_ttl = self.hold_ttl();
         // Set at creation: the process's cached copy is the stored one.
-        let cap = self.concert(record.concert_id).await?.max_seats_per_buyer;
+        let concert = self.concert(record.concert_id).await?;
+        let (cap, limit) = (concert.max_seats_per_buyer, self.holds_per_token_of(&concert));
         let reservation = self
             .keyed(ctx, |ctx| {
                 let record = &record;
@@ -1310,7 +1311,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                             return Err(Stop::failed(DomainError::WrongConcert));
                         }
                         // A buyer at the cap holds nothing it could not pay for.
-                        payment::require_within_buyer_cap(inputs.bought, cap).map_err(Stop::Refused)?;
+                        payment::require_within_buyer_cap(inputs.bought, 1, cap).map_err(Stop::Refused)?;
                         let holder = Holder { user_id: record.user_id.clone(), token: record.token.clone() };
                         let plan = hold::plan_hold(&seat, holder, reservation_id, hold_ttl, limit, now)
                             .map_err(Stop::Refused)?;
@@ -1330,6 +1331,12 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(reservation)
     }
 
+    /// How many open holds one token of `concert` may have: the concert's own setting, else
+    /// the deployment's.
+    fn holds_per_token_of(&self, concert: &Concert) -> u32 {
+        concert.holds_per_token.unwrap_or(self.config.holds_per_token)
+    }
+
     /// One of the token's user's reservations, with its status now.
     ///
     /// # Errors
@@ -1346,6 +1353,31 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         let reservation = self.booking.reservation(id).await?.ok_or(DomainError::ReservationNotFound)?;
         hold::require_own(&reservation, &record.user_id, record.concert_id)?;
         Ok(reservation)
+    }
+
+    /// The token's user's own reservations, of every concert, newest first (at most
+    /// [`RESERVATIONS_PER_USER_READ`](crate::limits::RESERVATIONS_PER_USER_READ)), each with its
+    /// status now: holds, bookings, and what lapsed or was released. Read with a token that may
+    /// read a reservation ([`Ticketing::reservation`]'s rule).
+    ///
+    /// # Errors
+    /// Token errors; store errors.
+    pub async fn my_reservations(&self, token: &QueueToken) -> Result<Vec<Reservation>, Error> {
+        let now = self.now();
+        let record = self.owner_token(token, now).await?;
+        let reservations = self.booking.reservations_of_user(&record.user_id).await?;
+        Ok(reservations.into_iter().map(|r| with_status_at(r, now)).collect())
+    }
+
+    /// The token's user's balance and ledger (every charge and payment, oldest first), with the
+    /// same tokens as [`Ticketing::my_reservations`].
+    ///
+    /// # Errors
+    /// Token errors; store errors.
+    pub async fn my_account(&self, token: &QueueToken) -> Result<Account, Error> {
+        let now = self.now();
+        let record = self.owner_token(token, now).await?;
+        self.account(&record.user_id).await
     }
 
     /// Releases one of the token's user's holds; the seat is available again at once.
@@ -1373,30 +1405,50 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Err(Error::Contention)
     }
 
-    /// Pays for a held reservation from the balance: debit, reservation CONFIRMED, seat BOOKED,
-    /// payment recorded in one step; then the token expires, once nothing it holds is left to
-    /// pay ([`payment::token_after_payment`]).
-    ///
-    /// Who may pay is [`payment::require_payer`]: a token of the hold's concert that is active,
-    /// or the token that made the hold, until the hold's deadline. A replay with the same key
-    /// returns the first outcome even after the token expired by this payment. The
-    /// reservation's state is judged before the token's, so paying twice is
-    /// [`DomainError::AlreadyPaid`] and paying a lapsed hold [`DomainError::HoldExpired`].
+    /// Pays for one held reservation: [`Ticketing::pay_order`] of one.
     ///
     /// # Errors
-    /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
-    /// [`DomainError::WrongConcert`];
-    /// [`DomainError::InsufficientBalance`], [`DomainError::HoldExpired`],
-    /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`], [`DomainError::BuyerLimitReached`]
-    /// (the concert's `max_seats_per_buyer`) (remembered under the key);
-    /// [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
-    #[tracing::instrument(level = "debug", skip(self))]
+    /// Those of [`Ticketing::pay_order`].
     pub async fn pay(
         &self,
         token: &QueueToken,
         id: ReservationId,
         key: Option<IdempotencyKey>,
     ) -> Result<PaymentReceipt, Error> {
+        self.pay_order(token, &[id], key).await
+    }
+
+    /// Pays for several held reservations at once from the balance, all or none: one debit of
+    /// their sum, and for each its reservation CONFIRMED, its seat BOOKED, its payment and
+    /// PAYMENT ledger entry recorded, in one step; then the token expires, once nothing it holds
+    /// is left to pay ([`payment::token_after_payment`]). A refusal of any one (a hold lapsed,
+    /// released or paid, a seat's fence moved) writes nothing: the others stay held.
+    ///
+    /// Who may pay is [`payment::require_payer`], for each: a token of the holds' concert that
+    /// is active, or the token that made a hold, until the hold's deadline. A replay with the
+    /// same key returns the first outcome even after the token expired by this payment (the
+    /// key's fingerprint names the set of reservations, in any order). The reservations' states
+    /// are judged before the token's, so paying twice is [`DomainError::AlreadyPaid`] and
+    /// paying a lapsed hold [`DomainError::HoldExpired`].
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidInput`] (no reservation, more than
+    /// [`RESERVATIONS_PER_PAYMENT_MAX`](crate::limits::RESERVATIONS_PER_PAYMENT_MAX), one
+    /// named twice); token errors; [`DomainError::ReservationNotFound`],
+    /// [`DomainError::NotOwner`], [`DomainError::WrongConcert`];
+    /// [`DomainError::InsufficientBalance`] (for the sum), [`DomainError::HoldExpired`],
+    /// [`DomainError::AlreadyPaid`], [`DomainError::HoldReleased`],
+    /// [`DomainError::BuyerLimitReached`] (the concert's `max_seats_per_buyer`, counting every
+    /// seat of the payment) (remembered under the key); [`DomainError::IdempotencyKeyReused`];
+    /// [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn pay_order(
+        &self,
+        token: &QueueToken,
+        ids: &[ReservationId],
+        key: Option<IdempotencyKey>,
+    ) -> Result<PaymentReceipt, Error> {
+        payment::validate_order(ids)?;
         let now = self.now();
         // Any token of the user identifies it here: a replay must answer after the payment
         // expired the token, and an expired hold is reported as such (410) rather than hidden
@@ -1406,55 +1458,65 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         if record.revoked() {
             return Err(DomainError::TokenRevoked.into());
         }
-        let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: format!("pay:{id}"), now };
-        let ids = PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() };
+        let ctx = KeyCtx { user: record.user_id.clone(), key, fingerprint: payment_fingerprint(ids), now };
+        let new_ids: Vec<PaymentIds> = ids
+            .iter()
+            .map(|_| PaymentIds { payment: PaymentId::random(), entry: LedgerEntryId::random() })
+            .collect();
         let position = self.position_if_waiting(&record, now).await?;
         // Set at creation: the process's cached copy is the stored one.
         let cap = self.concert(record.concert_id).await?.max_seats_per_buyer;
+        let adding = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let receipt = self
             .keyed(ctx, |ctx| {
-                let record = &record;
+                let (record, new_ids) = (&record, &new_ids);
                 async move {
                     let decide = |inputs: PaymentInputs| {
                         ctx.check(inputs.key.as_ref())?;
-                        let reservation =
-                            inputs.reservation.ok_or(Stop::failed(DomainError::ReservationNotFound))?;
-                        hold::require_own(&reservation, &record.user_id, record.concert_id)
-                            .map_err(Stop::failed)?;
-                        let seat = inputs.seat.ok_or(Stop::failed(StoreError::Missing("seat")))?;
-                        // The reservation's own state answers first: paying twice is "already
-                        // paid", not "token expired" (the first payment expired the token).
-                        hold::require_live_hold(&reservation, &seat, &record.user_id, now)
-                            .map_err(Stop::Refused)?;
-                        // A hold its revoked token made in the instant of the revocation is
-                        // paid by none of its user's tokens.
-                        if inputs.hold_revoked {
-                            return Err(Stop::failed(DomainError::TokenRevoked));
+                        let mut holds = Vec::with_capacity(inputs.holds.len());
+                        for hold in &inputs.holds {
+                            let reservation = hold
+                                .reservation
+                                .as_ref()
+                                .ok_or(Stop::failed(DomainError::ReservationNotFound))?;
+                            hold::require_own(reservation, &record.user_id, record.concert_id)
+                                .map_err(Stop::failed)?;
+                            let seat = hold.seat.as_ref().ok_or(Stop::failed(StoreError::Missing("seat")))?;
+                            holds.push((reservation, seat, hold.hold_revoked));
                         }
-                        payment::require_payer(record, &reservation, now, || position)
-                            .map_err(Stop::failed)?;
-                        payment::require_within_buyer_cap(inputs.bought, cap).map_err(Stop::Refused)?;
-                        let plan = payment::plan_payment(
-                            &reservation,
-                            &seat,
-                            &inputs.wallet,
-                            &record.user_id,
-                            ids,
-                            now,
-                        )
-                        .map_err(Stop::Refused)?;
-                        let receipt =
-                            PaymentReceipt { payment: plan.payment.clone(), balance: plan.wallet.balance };
-                        let key = ctx.success(&receipt)?;
+                        // The reservations' own states answer first: paying twice is "already
+                        // paid", not "token expired" (the first payment expired the token).
+                        for (reservation, seat, _) in &holds {
+                            hold::require_live_hold(reservation, seat, &record.user_id, now)
+                                .map_err(Stop::Refused)?;
+                        }
+                        for (reservation, _, hold_revoked) in &holds {
+                            // A hold its revoked token made in the instant of the revocation
+                            // is paid by none of its user's tokens.
+                            if *hold_revoked {
+                                return Err(Stop::failed(DomainError::TokenRevoked));
+                            }
+                            payment::require_payer(record, reservation, now, || position)
+                                .map_err(Stop::failed)?;
+                        }
+                        payment::require_within_buyer_cap(inputs.bought, adding, cap)
+                            .map_err(Stop::Refused)?;
+                        let order: Vec<_> = holds
+                            .iter()
+                            .zip(new_ids)
+                            .map(|((reservation, seat, _), ids)| (*reservation, *seat, *ids))
+                            .collect();
+                        let plan = payment::plan_order(&order, &inputs.wallet, &record.user_id, now)
+                            .map_err(Stop::Refused)?;
+                        let key = ctx.success(&plan.receipt())?;
                         Ok((plan, key))
                     };
-                    let written = self.booking.pay(&ctx.user, id, ctx.key.as_ref(), decide).await?;
-                    Ok(written
-                        .map(|plan| PaymentReceipt { payment: plan.payment, balance: plan.wallet.balance }))
+                    let written = self.booking.pay(&ctx.user, ids, ctx.key.as_ref(), decide).await?;
+                    Ok(written.map(|plan| plan.receipt()))
                 }
             })
             .await?;
-        self.expire_paid_token(record, id).await;
+        self.expire_paid_token(record, ids).await;
         Ok(receipt)
     }
 
@@ -1464,7 +1526,7 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     /// reservations count against its hold limit. Two payments of one token's two holds that
     /// commit at the same moment may each see the other still held: then neither expires the
     /// token, which runs out its active time the same way.
-    async fn expire_paid_token(&self, read: TokenRecord, paid: ReservationId) {
+    async fn expire_paid_token(&self, read: TokenRecord, paid: &[ReservationId]) {
         let token = read.token.clone();
         let mut known = Some(read);
         for _ in 0..CAS_RETRIES {
@@ -1478,7 +1540,10 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 },
             };
             // With one hold per token the paid one was its only open hold: nothing to read.
-            let held = if self.config.holds_per_token > 1 {
+            // (The concert is cached; if it cannot be read, the token's holds are read anyway.)
+            let several =
+                self.concert(record.concert_id).await.map_or(true, |c| self.holds_per_token_of(&c) > 1);
+            let held = if several {
                 match self.booking.reservations_of_token(&record.user_id, &token).await {
                     Ok(held) => held,
                     Err(error) => {
@@ -1612,6 +1677,21 @@ pub struct Revoked {
 
 /// How long a line its queue store lost waits for its buyers to come back before it admits (or
 /// is drawn): the longest pause a waiting client is told to keep between polls, and a margin.
+/// The fingerprint of a payment under an idempotency key: the reservation for one (as it always
+/// was), and for several a digest of the set (in any order), which fits the stored column.
+fn payment_fingerprint(ids: &[ReservationId]) -> String {
+    match ids {
+        [one] => format!("pay:{one}"),
+        several => {
+            let mut sorted: Vec<String> = several.iter().map(ToString::to_string).collect();
+            sorted.sort_unstable();
+            let digest = Sha256::digest(sorted.join(",").as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("pay:{}:{hex}", several.len())
+        }
+    }
+}
+
 fn rebuild_pause(concert: &Concert) -> Duration {
     secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS)
 }

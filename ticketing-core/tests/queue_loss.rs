@@ -64,6 +64,7 @@ async fn sale_opening(max_active: u32, sales_open_at: Option<DateTime<chrono::Ut
                 active_ttl_secs: 600,
             },
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at,
             pre_queue: Default::default(),
         })
@@ -147,7 +148,7 @@ async fn buyers_keep_their_places_and_admissions_when_redis_loses_its_data() {
 
     // The admitted buyer with a hold pays for it with the same credential.
     let receipt = s.svc.pay(&admitted[1], held.id, None).await.unwrap();
-    assert_eq!(receipt.payment.reservation_id, held.id);
+    assert_eq!(receipt.payments[0].reservation_id, held.id);
     assert_eq!(
         s.svc.authenticate(&admitted[1]).await.unwrap().status_at(s.clock.now()),
         TokenStatus::Expired

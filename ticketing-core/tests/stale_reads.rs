@@ -120,6 +120,7 @@ fn open_concert(title: &str) -> NewConcert {
             active_ttl_secs: 600,
         },
         max_seats_per_buyer: None,
+        holds_per_token: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     }

@@ -26,8 +26,8 @@ use crate::auth::AuthMode;
 // catalog's own bounds (`ticketing_core::limits`), so a value clap accepts is one
 // `QueueSettings::validate` accepts too.
 
-/// The most open holds one queue token may be allowed.
-pub const HOLDS_PER_TOKEN_MAX: u32 = 100;
+/// The most open holds one queue token may be allowed (the catalog's bound).
+pub use ticketing_core::limits::HOLDS_PER_TOKEN_MAX;
 /// The largest SQL pool: beyond it a pool only queues on the database's own connection limit.
 pub const DB_POOL_MAX: u32 = 1_000;
 /// The slowest admission ticker: one minute, so no admission window opens later than that.
@@ -601,6 +601,7 @@ mod tests {
             paused: false,
             version: 0,
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
             opened: None,

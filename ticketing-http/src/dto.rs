@@ -169,6 +169,10 @@ pub struct ConcertBody {
     /// The most seats one buyer may buy of it; absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many seats one token may hold at once (and pay in one payment); absent: the
+    /// server's setting (`TICKETING_HOLDS_PER_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_per_token: Option<u32>,
     /// When its sale opens; absent: it is open. Buyers may join before and wait in a pre-queue.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -188,6 +192,7 @@ impl From<&Concert> for ConcertBody {
             concert_id: c.id.as_uuid(),
             title: c.title.clone(),
             max_seats_per_buyer: c.max_seats_per_buyer,
+            holds_per_token: c.holds_per_token,
             sales_open_at: c.sales_open_at,
             pre_queue: c.pre_queue.as_str().to_owned(),
             open: !c.before_opening(),
@@ -370,39 +375,74 @@ impl From<&Reservation> for ReservationBody {
     }
 }
 
-/// `POST /api/v1/payments`.
+/// `POST /api/v1/payments`: exactly one of `reservationId` (one hold) and `reservationIds`
+/// (several holds, paid together: all or none).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentRequest {
     /// The held reservation to pay for.
-    #[schema(value_type = Uuid)]
-    pub reservation_id: String,
+    #[schema(value_type = Option<Uuid>)]
+    #[serde(default)]
+    pub reservation_id: Option<String>,
+    /// The held reservations to pay for in one payment (1 to 100, none twice): one debit of
+    /// their sum; if any one cannot be paid, none is, and the others stay held.
+    #[schema(value_type = Option<Vec<Uuid>>, min_items = 1, max_items = 100)]
+    #[serde(default)]
+    pub reservation_ids: Option<Vec<String>>,
 }
 
 /// A completed payment.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentBody {
-    /// Its id.
+    /// The id of its first seat's payment (its only one's, for a payment of one hold).
     pub payment_id: Uuid,
-    /// The reservation it confirmed.
+    /// The reservation of its first seat.
     pub reservation_id: Uuid,
-    /// Points paid.
+    /// Points paid: the sum over its seats.
     pub amount: i64,
     /// The balance right after.
     pub balance: i64,
     /// Always `COMPLETED`.
     pub status: String,
+    /// Each seat's payment (each with its own PAYMENT ledger entry), in the order of their seat
+    /// ids.
+    pub payments: Vec<PaidSeatBody>,
+}
+
+/// One seat of a completed payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaidSeatBody {
+    /// The payment's id.
+    pub payment_id: Uuid,
+    /// The reservation it confirmed.
+    pub reservation_id: Uuid,
+    /// The seat it booked.
+    pub seat_id: Uuid,
+    /// Points paid for it.
+    pub amount: i64,
 }
 
 impl From<&PaymentReceipt> for PaymentBody {
     fn from(r: &PaymentReceipt) -> Self {
+        let payments: Vec<PaidSeatBody> = r
+            .payments
+            .iter()
+            .map(|p| PaidSeatBody {
+                payment_id: p.id.as_uuid(),
+                reservation_id: p.reservation_id.as_uuid(),
+                seat_id: p.seat_id.as_uuid(),
+                amount: p.amount.get(),
+            })
+            .collect();
         Self {
-            payment_id: r.payment.id.as_uuid(),
-            reservation_id: r.payment.reservation_id.as_uuid(),
-            amount: r.payment.amount.get(),
+            payment_id: payments.first().map_or_else(Uuid::nil, |p| p.payment_id),
+            reservation_id: payments.first().map_or_else(Uuid::nil, |p| p.reservation_id),
+            amount: r.total().get(),
             balance: r.balance.get(),
             status: "COMPLETED".to_owned(),
+            payments,
         }
     }
 }
@@ -451,6 +491,11 @@ pub struct NewConcertRequest {
     #[schema(minimum = 1, maximum = 10_000)]
     #[serde(default, deserialize_with = "integral_opt")]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many seats one token may hold at once, to pay them in one payment (1 to 100); left
+    /// out: the server's setting (`TICKETING_HOLDS_PER_TOKEN`, 1 by default).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "integral_opt")]
+    pub holds_per_token: Option<u32>,
     /// When the sale opens (RFC 3339, in the years 1900 to 8999); left out: at once. Buyers may
     /// join before: they wait in a pre-queue, and nobody is admitted until the opening.
     #[schema(pattern = "^(19|[2-8][0-9])[0-9]{2}-")]
@@ -565,6 +610,9 @@ pub struct CreatedConcertBody {
     /// The most seats one user may buy of it; absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many seats one token may hold at once; absent: the server's setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_per_token: Option<u32>,
     /// When its sale opens; absent: at once.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -605,6 +653,9 @@ pub struct SaleBody {
     /// The most seats one buyer may buy of it (set at creation); absent: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<u32>,
+    /// How many seats one token may hold at once (set at creation); absent: the server's setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_per_token: Option<u32>,
     /// When its sale opens (set at creation); absent: at once.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -668,6 +719,7 @@ impl From<&Concert> for SaleBody {
             version: concert.version,
             queue: QueueBody::from(concert.queue),
             max_seats_per_buyer: concert.max_seats_per_buyer,
+            holds_per_token: concert.holds_per_token,
             sales_open_at: concert.sales_open_at,
             pre_queue: concert.pre_queue.as_str().to_owned(),
             opened: concert.opened.map(OpeningBody::from),
@@ -833,6 +885,7 @@ impl From<&ConcertPlan> for CreatedConcertBody {
                 .collect(),
             queue: QueueBody::from(q),
             max_seats_per_buyer: plan.concert.max_seats_per_buyer,
+            holds_per_token: plan.concert.holds_per_token,
             sales_open_at: plan.concert.sales_open_at,
             pre_queue: plan.concert.pre_queue.as_str().to_owned(),
         }
@@ -917,7 +970,7 @@ impl From<&SeatSale> for SeatSaleBody {
     }
 }
 
-/// `GET /api/v1/admin/users/{userId}/account`: a balance with its ledger.
+/// `GET /api/v1/admin/users/{userId}/account` and `GET /api/v1/me/ledger`: a balance with its ledger.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountBody {

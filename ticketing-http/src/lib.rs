@@ -222,6 +222,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::leave, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
+        routes::my_reservations, routes::my_ledger,
         routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::revoke, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
@@ -354,6 +355,8 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         )
         .route("/api/v1/payments", post(routes::pay::<Q, B, C>))
         .route("/api/v1/balance", get(routes::balance::<Q, B, C>))
+        .route("/api/v1/me/reservations", get(routes::my_reservations::<Q, B, C>))
+        .route("/api/v1/me/ledger", get(routes::my_ledger::<Q, B, C>))
         .route("/api/v1/balance/charges", post(routes::charge::<Q, B, C>))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<Q, B, C>))
@@ -722,6 +725,7 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
             schedules,
             queue,
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

@@ -300,9 +300,10 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Pay for a held seat from your balance, with your ACTIVE token of the hold's concert or with the
-/// token that made the hold (until the hold's deadline, whenever that token's active time ended).
-/// The token expires once nothing it holds is left to pay. Racing payments of one hold: one
+/// Pay for a held seat, or for several at once (`reservationIds`: one debit of their sum, all or
+/// none; a refusal of one leaves the others held), from your balance, with your ACTIVE token of
+/// the holds' concert or with the token that made the hold (until the hold's deadline, whenever
+/// that token's active time ended). The token expires once nothing it holds is left to pay. Racing payments of one hold: one
 /// 201, the others 409 `already_paid`. Safe to retry with an `Idempotency-Key`, even after the
 /// token expired.
 #[utoipa::path(post, path = "/api/v1/payments", tag = "booking", security(("queueToken" = [])), request_body = PaymentRequest,
@@ -321,10 +322,46 @@ pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(
     IdemKey(key): IdemKey,
     ApiJson(request): ApiJson<PaymentRequest>,
 ) -> Result<(StatusCode, Json<PaymentBody>), ApiError> {
-    let id = body_id(&request.reservation_id, ReservationId::parse)?;
-    let receipt = state.service.pay(&token, id, key).await?;
-    metrics::counter!("ticketing_purchases_total").increment(1);
+    let ids = match (&request.reservation_id, &request.reservation_ids) {
+        (Some(one), None) => vec![body_id(one, ReservationId::parse)?],
+        (None, Some(several)) => {
+            several.iter().map(|id| body_id(id, ReservationId::parse)).collect::<Result<Vec<_>, _>>()?
+        }
+        _ => {
+            return Err(ApiError::InvalidInput(
+                "name the holds to pay with exactly one of reservationId and reservationIds".into(),
+            ));
+        }
+    };
+    let receipt = state.service.pay_order(&token, &ids, key).await?;
+    metrics::counter!("ticketing_purchases_total").increment(receipt.payments.len() as u64);
     Ok((StatusCode::CREATED, Json(PaymentBody::from(&receipt))))
+}
+
+/// Your own reservations, of every concert, newest first (at most 1,000): holds with their
+/// deadlines, bookings, and what lapsed or was released, each with its status now. Read with a
+/// token that is valid, expired by your payment, or admitted and ended less than
+/// `TICKETING_HOLD_TTL_SECS` ago.
+#[utoipa::path(get, path = "/api/v1/me/reservations", tag = "booking", security(("queueToken" = [])),
+    responses((status = 200, body = [ReservationBody]), (status = 401, body = Problem)))]
+pub async fn my_reservations<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+) -> Result<Json<Vec<ReservationBody>>, ApiError> {
+    let reservations = state.service.my_reservations(&token).await?;
+    Ok(Json(reservations.iter().map(ReservationBody::from).collect()))
+}
+
+/// Your balance and ledger: every charge and payment, oldest first, each with the balance after
+/// it. The same tokens as for your reservations.
+#[utoipa::path(get, path = "/api/v1/me/ledger", tag = "balance", security(("queueToken" = [])),
+    responses((status = 200, body = AccountBody), (status = 401, body = Problem)))]
+pub async fn my_ledger<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+) -> Result<Json<AccountBody>, ApiError> {
+    let account = state.service.my_account(&token).await?;
+    Ok(Json(AccountBody::from(&account)))
 }
 
 /// Your balance, with a token that is valid or was admitted and ended less than
@@ -377,6 +414,7 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
         schedules,
         queue: request.queue.with_defaults(ticketing_core::catalog::QueueSettings::default()),
         max_seats_per_buyer: request.max_seats_per_buyer,
+        holds_per_token: request.holds_per_token,
         sales_open_at: request.sales_open_at,
         pre_queue: request.pre_queue.unwrap_or_default(),
     };

@@ -366,9 +366,15 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         &self,
         user: &UserId,
         concert: ConcertId,
-        except: Option<ReservationId>,
     ) -> impl Future<Output = StoreResult<u32>> + Send {
-        self.count("seats_bought", self.inner.seats_bought(user, concert, except))
+        self.count("seats_bought", self.inner.seats_bought(user, concert))
+    }
+
+    fn reservations_of_user(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = StoreResult<Vec<Reservation>>> + Send {
+        self.count("reservations_of_user", self.inner.reservations_of_user(user))
     }
 
     fn reservations_of_token(
@@ -432,16 +438,16 @@ impl<S: BookingStore> BookingStore for Counting<S> {
     fn payment_inputs(
         &self,
         user: &UserId,
-        reservation: ReservationId,
+        reservations: &[ReservationId],
         key: Option<&IdempotencyKey>,
     ) -> impl Future<Output = StoreResult<PaymentInputs>> + Send {
-        self.count("payment_inputs", self.inner.payment_inputs(user, reservation, key))
+        self.count("payment_inputs", self.inner.payment_inputs(user, reservations, key))
     }
 
     fn pay<D, E>(
         &self,
         user: &UserId,
-        reservation: ReservationId,
+        reservations: &[ReservationId],
         key: Option<&IdempotencyKey>,
         decide: D,
     ) -> impl Future<Output = StoreResult<Result<PaymentPlan, E>>> + Send
@@ -449,7 +455,7 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         D: FnOnce(PaymentInputs) -> Decided<PaymentPlan, E> + Send,
         E: Send,
     {
-        self.count("pay", self.inner.pay(user, reservation, key, decide))
+        self.count("pay", self.inner.pay(user, reservations, key, decide))
     }
 
     fn sweep_holds(

@@ -39,7 +39,7 @@ use crate::catalog::{
     SeatTally,
 };
 use crate::error::StoreError;
-use crate::hold::{HoldPlan, ReleasePlan, Reservation};
+use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
 use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
@@ -525,16 +525,55 @@ pub struct HoldInputs {
 pub struct PaymentInputs {
     /// The paying user's wallet.
     pub wallet: Wallet,
+    /// Each reservation named, in the order named.
+    pub holds: Vec<HoldToPay>,
+    /// What is stored under the request's key (`None` without a key).
+    pub key: Option<IdempotencyRecord>,
+    /// How many seats of the first found reservation's concert its user has paid for, the
+    /// named reservations left out (0 when none exists), read no earlier than the wallet: the
+    /// payment's write names the wallet's version, which every payment of the user changes.
+    pub bought: u32,
+}
+
+impl PaymentInputs {
+    /// The inputs from their parts, `bought_all` counting every seat the first found
+    /// reservation's user paid for in its concert: the named reservations among those are left
+    /// out here, once for every backend.
+    #[must_use]
+    pub fn new(
+        wallet: Wallet,
+        holds: Vec<HoldToPay>,
+        key: Option<IdempotencyRecord>,
+        bought_all: u32,
+    ) -> Self {
+        let bought = match holds.iter().find_map(|h| h.reservation.as_ref()) {
+            Some(first) => {
+                let named = holds
+                    .iter()
+                    .filter_map(|h| h.reservation.as_ref())
+                    .filter(|r| {
+                        r.user_id == first.user_id
+                            && r.concert_id == first.concert_id
+                            && r.status == ReservationStatus::Confirmed
+                    })
+                    .count();
+                bought_all.saturating_sub(u32::try_from(named).unwrap_or(u32::MAX))
+            }
+            None => 0,
+        };
+        Self { wallet, holds, key, bought }
+    }
+}
+
+/// One reservation a payment names, as read for it ([`PaymentInputs::holds`]).
+#[derive(Debug, Clone)]
+pub struct HoldToPay {
+    /// The reservation named.
+    pub id: ReservationId,
     /// The reservation, if it exists.
     pub reservation: Option<Reservation>,
     /// The reservation's seat, when the reservation exists.
     pub seat: Option<SeatRecord>,
-    /// What is stored under the request's key (`None` without a key).
-    pub key: Option<IdempotencyRecord>,
-    /// How many seats of the reservation's concert the reservation's user has paid for, the
-    /// reservation itself left out (0 when it does not exist), read no earlier than the wallet:
-    /// the payment's write names the wallet's version, which every payment of the user changes.
-    pub bought: u32,
     /// Whether the token that made the reservation was revoked: its hold is paid by nobody (a
     /// hold written in the instant of its token's revocation, after the revocation listed the
     /// token's holds, lapses unpaid).
@@ -548,14 +587,11 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
 
-    /// How many seats of `concert` `user` has paid for (its confirmed reservations), leaving out
-    /// `except` (the reservation being paid: if a racing payment of it just committed, the
-    /// payment's write then fails on the wallet's version and is decided again, as already paid).
+    /// How many seats of `concert` `user` has paid for (its confirmed reservations).
     fn seats_bought(
         &self,
         user: &UserId,
         concert: ConcertId,
-        except: Option<ReservationId>,
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Every reservation `token` (a token of `user`) made, in any status, in no particular
@@ -565,6 +601,13 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         &self,
         user: &UserId,
         token: &QueueToken,
+    ) -> impl Future<Output = StoreResult<Vec<Reservation>>> + Send;
+
+    /// Every reservation of `user`, of every concert and in any status, newest first, at most
+    /// [`RESERVATIONS_PER_USER_READ`](crate::limits::RESERVATIONS_PER_USER_READ) of them.
+    fn reservations_of_user(
+        &self,
+        user: &UserId,
     ) -> impl Future<Output = StoreResult<Vec<Reservation>>> + Send;
 
     /// Writes a hold, if the seat's fence is still `plan.expected_fence` (otherwise
@@ -586,11 +629,12 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     /// AVAILABLE with the next fence, the reservation RELEASED.
     fn release_seat(&self, plan: &ReleasePlan) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Pays, if the seat's fence is still `plan.expected_fence`, the reservation is still HELD
-    /// and the wallet version is still `plan.expected_wallet_version` (otherwise
-    /// [`StoreError::Conflict`]): the wallet takes `plan.wallet`, the ledger entry and the
-    /// payment are inserted, the reservation becomes CONFIRMED, the seat takes `plan.seat_state`
-    /// and `plan.new_fence`, and `idempotency` is stored as in [`BookingStore::claim_seat`].
+    /// Pays, if every seat of the plan still has its `expected_fence`, every reservation is still
+    /// HELD and the wallet version is still `plan.expected_wallet_version` (otherwise
+    /// [`StoreError::Conflict`], and nothing is written): the wallet takes `plan.wallet`; for
+    /// each seat its ledger entry and payment are inserted, its reservation becomes CONFIRMED
+    /// and the seat takes its `seat_state` and `new_fence`; and `idempotency` is stored as in
+    /// [`BookingStore::claim_seat`]. Seats are locked in the plan's order (by seat id).
     fn commit_payment(
         &self,
         plan: &PaymentPlan,
@@ -615,7 +659,7 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         async move {
             let seat = self.seat(seat).await?;
             let bought = match &seat {
-                Some(seat) => self.seats_bought(user, seat.seat.concert_id, None).await?,
+                Some(seat) => self.seats_bought(user, seat.seat.concert_id).await?,
                 None => 0,
             };
             let key = match key {
@@ -651,39 +695,43 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         }
     }
 
-    /// What a payment of `reservation` by `user` is decided from, as one consistent view: the
-    /// wallet, the reservation, its seat and, when the request has a key, what is stored for
-    /// it. The default reads the wallet first, then the reservation and its seat: a payment
-    /// writes all three at once, so a wallet that already shows a racing payment of this hold is
-    /// followed by reads that show the hold paid; the count of seats the user bought comes after
-    /// the wallet too, so a payment it misses has changed the wallet's version and the write
-    /// fails. A backend may read them in one round trip (one statement sees one snapshot).
+    /// What a payment of `reservations` by `user` is decided from, as one consistent view: the
+    /// wallet, each reservation and its seat and, when the request has a key, what is stored
+    /// for it. The default reads the wallet first, then the reservations and their seats: a
+    /// payment writes all of them at once, so a wallet that already shows a racing payment of
+    /// these holds is followed by reads that show them paid; the count of seats the user bought
+    /// comes after the wallet too, so a payment it misses has changed the wallet's version and
+    /// the write fails. A backend may read them in one round trip (one statement sees one
+    /// snapshot).
     fn payment_inputs(
         &self,
         user: &UserId,
-        reservation: ReservationId,
+        reservations: &[ReservationId],
         key: Option<&IdempotencyKey>,
     ) -> impl Future<Output = StoreResult<PaymentInputs>> + Send {
         async move {
             let wallet = self.wallet(user).await?;
-            let reservation = self.reservation(reservation).await?;
-            let seat = match &reservation {
-                Some(reservation) => self.seat(reservation.seat_id).await?,
-                None => None,
-            };
-            let bought = match &reservation {
-                Some(r) => self.seats_bought(&r.user_id, r.concert_id, Some(r.id)).await?,
+            let mut holds = Vec::with_capacity(reservations.len());
+            for &id in reservations {
+                let reservation = self.reservation(id).await?;
+                let (seat, hold_revoked) = match &reservation {
+                    Some(r) => (
+                        self.seat(r.seat_id).await?,
+                        self.history(&r.user_id, &r.token).await?.revoked_at.is_some(),
+                    ),
+                    None => (None, false),
+                };
+                holds.push(HoldToPay { id, reservation, seat, hold_revoked });
+            }
+            let bought_all = match holds.iter().find_map(|h| h.reservation.as_ref()) {
+                Some(r) => self.seats_bought(&r.user_id, r.concert_id).await?,
                 None => 0,
-            };
-            let hold_revoked = match &reservation {
-                Some(r) => self.history(&r.user_id, &r.token).await?.revoked_at.is_some(),
-                None => false,
             };
             let key = match key {
                 Some(key) => self.idempotency(user, key).await?,
                 None => None,
             };
-            Ok(PaymentInputs { wallet, reservation, seat, key, bought, hold_revoked })
+            Ok(PaymentInputs::new(wallet, holds, key, bought_all))
         }
     }
 
@@ -694,7 +742,7 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     fn pay<D, E>(
         &self,
         user: &UserId,
-        reservation: ReservationId,
+        reservations: &[ReservationId],
         key: Option<&IdempotencyKey>,
         decide: D,
     ) -> impl Future<Output = StoreResult<Result<PaymentPlan, E>>> + Send
@@ -703,7 +751,7 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         E: Send,
     {
         async move {
-            let (plan, record) = match decide(self.payment_inputs(user, reservation, key).await?) {
+            let (plan, record) = match decide(self.payment_inputs(user, reservations, key).await?) {
                 Ok(decided) => decided,
                 Err(stop) => return Ok(Err(stop)),
             };

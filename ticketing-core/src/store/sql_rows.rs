@@ -78,6 +78,7 @@ pub(crate) struct ConcertRow {
     paused: bool,
     version: i64,
     max_seats_per_buyer: Option<i32>,
+    holds_per_token: Option<i32>,
     sales_open_at: Option<DateTime<Utc>>,
     pre_queue: String,
     opened_at: Option<DateTime<Utc>>,
@@ -104,6 +105,11 @@ impl TryFrom<ConcertRow> for Concert {
                 .map(u32::try_from)
                 .transpose()
                 .map_err(|_| StoreError::Corrupt("negative max_seats_per_buyer".into()))?,
+            holds_per_token: r
+                .holds_per_token
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("negative holds_per_token".into()))?,
             sales_open_at: r.sales_open_at,
             pre_queue: PreQueue::parse(&r.pre_queue)
                 .ok_or_else(|| StoreError::Corrupt(format!("pre-queue order {:?}", r.pre_queue)))?,
@@ -645,6 +651,42 @@ impl InputsRow {
         .try_into()
         .map(Some)
     }
+}
+
+/// A payment's inputs from its rows, one per id of `reservations` in that order (the wallet,
+/// the key and the count of seats bought repeat on each).
+pub(crate) fn payment_inputs(
+    user: &UserId,
+    reservations: &[crate::ids::ReservationId],
+    rows: Vec<InputsRow>,
+) -> StoreResult<crate::store::PaymentInputs> {
+    if rows.len() != reservations.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} rows of payment inputs for {} reservations",
+            rows.len(),
+            reservations.len()
+        )));
+    }
+    let mut rows = rows.into_iter();
+    let Some(mut first) = rows.next() else {
+        return Ok(crate::store::PaymentInputs::new(Wallet::empty(user.clone()), Vec::new(), None, 0));
+    };
+    let (wallet, key) = (first.wallet(user)?, first.key()?);
+    let mut bought = None;
+    let mut holds = Vec::with_capacity(reservations.len());
+    for (&id, mut row) in reservations.iter().zip(std::iter::once(first).chain(rows)) {
+        let reservation = row.reservation()?;
+        if reservation.is_some() && bought.is_none() {
+            bought = Some(row.bought()?);
+        }
+        holds.push(crate::store::HoldToPay {
+            id,
+            seat: row.seat()?,
+            hold_revoked: row.hold_revoked(),
+            reservation,
+        });
+    }
+    Ok(crate::store::PaymentInputs::new(wallet, holds, key, bought.unwrap_or(0)))
 }
 
 /// The seat's columns of an [`InputsRow`] (table alias `s`).

@@ -7,7 +7,7 @@
 //! | step | routine | arguments |
 //! |---|---|---:|
 //! | [`BookingStore::claim_seat`](crate::store::BookingStore::claim_seat) | `ticketing_claim_seat` | 22 |
-//! | [`BookingStore::commit_payment`](crate::store::BookingStore::commit_payment) | `ticketing_commit_payment` | 26 |
+//! | [`BookingStore::commit_payment`](crate::store::BookingStore::commit_payment) | `ticketing_pay` | 12 |
 //! | [`BookingStore::release_seat`](crate::store::BookingStore::release_seat) | `ticketing_release_seat` | 3 |
 //! | [`WalletStore::apply_charge`](crate::store::WalletStore::apply_charge) | `ticketing_apply_charge` | 16 |
 //! | [`WalletStore::save_outcome`](crate::store::WalletStore::save_outcome) | `ticketing_save_outcome` | 6 |
@@ -54,6 +54,20 @@ impl Dialect {
         format!("{verb} {routine}({})", placeholders.join(", "))
     }
 
+    /// A table `x` of the ids bound to one placeholder as their simple hex forms joined by
+    /// commas ([`id_list`]), with columns `n` (the place in the list, from 1) and `id`; and the
+    /// expression that compares `x.id` with a stored id.
+    fn id_table(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Postgres => ("unnest(string_to_array(?, ',')::uuid[]) WITH ORDINALITY AS x(id, n)", "x.id"),
+            Self::MySql => (
+                "JSON_TABLE(CONCAT('[\"', REPLACE(?, ',', '\",\"'), '\"]'), '$[*]'
+                    COLUMNS (n FOR ORDINALITY, id CHAR(32) CHARACTER SET ascii PATH '$')) x",
+                "UNHEX(x.id)",
+            ),
+        }
+    }
+
     /// `template`, written in MySQL's spelling (`?` placeholders, `` `key` `` quoted), in this
     /// dialect: PostgreSQL numbers the placeholders (`$1`, `$2`, …) and needs no quotes around
     /// `key`. Templates hold no string literal with a `?` or a backquote.
@@ -93,8 +107,12 @@ const HOLD_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// A payment's inputs: the wallet, the reservation, its seat, the key's record and how many
-/// seats of the concert the reservation's user has bought (the reservation left out).
+/// A payment's inputs, a row per reservation named in the order named: the wallet, the
+/// reservation, its seat, whether its token was revoked, the key's record and how many seats of
+/// the concert the reservation's user has bought (the named ones among them are left out by
+/// [`PaymentInputs::new`](crate::store::PaymentInputs::new)). `{ids}` is the dialect's table of
+/// the named ids ([`Dialect::id_table`]: columns `n`, the place in the list, and `id`, joined
+/// by `{id}`); it takes the first placeholder.
 const PAYMENT_INPUTS: &str = concat!(
     "SELECT ",
     wallet_input_columns!(),
@@ -105,14 +123,14 @@ const PAYMENT_INPUTS: &str = concat!(
     ", ",
     key_input_columns!(),
     ", (SELECT COUNT(*) FROM reservations b
-         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED'
-           AND b.id <> r.id) AS bought,
+         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED') AS bought,
        (SELECT COUNT(*) FROM ended_tokens v WHERE v.token = r.token AND v.reason = 'REVOKED') AS r_revoked",
-    " FROM (SELECT 1) one
+    " FROM {ids}
        LEFT JOIN wallets w ON w.user_id = ?
-       LEFT JOIN reservations r ON r.id = ?
+       LEFT JOIN reservations r ON r.id = {id}
        LEFT JOIN seats s ON s.id = r.seat_id
-       LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
+       LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?
+      ORDER BY x.n"
 );
 
 /// A charge's inputs: the wallet and the key's record.
@@ -179,6 +197,7 @@ pub(crate) struct Steps {
     pub idempotency: String,
     pub reservation: String,
     pub reservations_of_token: String,
+    pub reservations_of_user: String,
     pub seats_bought: String,
     pub payment_of: String,
     pub token_history: String,
@@ -194,12 +213,15 @@ impl Steps {
     pub(crate) fn new(dialect: Dialect) -> Self {
         Self {
             claim_seat: dialect.call("ticketing_claim_seat", 22),
-            commit_payment: dialect.call("ticketing_commit_payment", 26),
+            commit_payment: dialect.call("ticketing_pay", 12),
             release_seat: dialect.call("ticketing_release_seat", 3),
             apply_charge: dialect.call("ticketing_apply_charge", 16),
             save_outcome: dialect.call("ticketing_save_outcome", 6),
             hold_inputs: dialect.sql(HOLD_INPUTS),
-            payment_inputs: dialect.sql(PAYMENT_INPUTS),
+            payment_inputs: {
+                let (ids, id) = dialect.id_table();
+                dialect.sql(&PAYMENT_INPUTS.replace("{ids}", ids).replace("{id}", id))
+            },
             charge_inputs: dialect.sql(CHARGE_INPUTS),
             concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
             concert: dialect.sql("SELECT * FROM concerts WHERE id = ?"),
@@ -213,9 +235,12 @@ impl Steps {
             idempotency: dialect.sql("SELECT * FROM idempotency_keys WHERE user_id = ? AND `key` = ?"),
             reservation: dialect.sql("SELECT * FROM reservations WHERE id = ?"),
             reservations_of_token: dialect.sql("SELECT * FROM reservations WHERE token = ?"),
+            reservations_of_user: dialect.sql(&format!(
+                "SELECT * FROM reservations WHERE user_id = ? ORDER BY held_at DESC, id DESC LIMIT {}",
+                crate::limits::RESERVATIONS_PER_USER_READ
+            )),
             seats_bought: dialect.sql(
-                "SELECT COUNT(*) FROM reservations
-                  WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED' AND (? IS NULL OR id <> ?)",
+                "SELECT COUNT(*) FROM reservations WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED'",
             ),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
@@ -333,34 +358,55 @@ macro_rules! claim_seat_args {
     }};
 }
 
-/// `ticketing_commit_payment`'s 26 arguments: the seat, its expected fence, the reservation, the
-/// seat's new fence, the wallet and entry ([`bind_wallet!`]), the payment's columns and the key.
-/// Evaluates to a `StoreResult`.
+/// `ticketing_pay`'s 12 arguments: the wallet (user, expected version, balance, version), the
+/// instant, the seats as one JSON array ([`paid_seats_json`]) and the key. Evaluates to a
+/// `StoreResult`.
 macro_rules! commit_payment_args {
     ($query:expr, $plan:expr, $idempotency:expr) => {{
         let plan: &$crate::payment::PaymentPlan = $plan;
-        let (r, p) = (&plan.reservation, &plan.payment);
         (|| -> $crate::store::StoreResult<_> {
+            let at = plan.seats.first().map(|s| s.payment.at);
             let query = $query
-                .bind(r.seat_id.as_uuid())
-                .bind($crate::store::sql_rows::i64_of(plan.expected_fence.get())?)
-                .bind(r.id.as_uuid())
-                .bind($crate::store::sql_rows::i64_of(plan.new_fence.get())?);
-            let query = $crate::store::sql_steps::bind_wallet!(
-                query,
-                plan.expected_wallet_version,
-                &plan.wallet,
-                &plan.entry
-            )?
-            .bind(p.id.as_uuid())
-            .bind(p.reservation_id.as_uuid())
-            .bind(p.seat_id.as_uuid())
-            .bind(p.user_id.as_str())
-            .bind(p.amount.get())
-            .bind(p.at);
+                .bind(plan.wallet.user_id.as_str())
+                .bind($crate::store::sql_rows::i64_of(plan.expected_wallet_version)?)
+                .bind(plan.wallet.balance.get())
+                .bind($crate::store::sql_rows::i64_of(plan.wallet.version)?)
+                .bind(at)
+                .bind($crate::store::sql_steps::paid_seats_json(plan)?);
             Ok($crate::store::sql_steps::bind_key!(query, $idempotency))
         })()
     }};
+}
+
+/// A payment's seats as `ticketing_pay` reads them: a JSON array, in the plan's (seat id)
+/// order, of objects with the seat, its expected fence, the reservation, the seat's new fence,
+/// the ledger entry's id, the amount, the balance after the entry and the payment's id (ids in
+/// their simple hex form, which both dialects read).
+pub(crate) fn paid_seats_json(plan: &crate::payment::PaymentPlan) -> crate::store::StoreResult<String> {
+    use crate::store::sql_rows::i64_of;
+    let seats = plan
+        .seats
+        .iter()
+        .map(|s| {
+            Ok(serde_json::json!({
+                "seat": s.reservation.seat_id.as_uuid().simple().to_string(),
+                "fence": i64_of(s.expected_fence.get())?,
+                "reservation": s.reservation.id.as_uuid().simple().to_string(),
+                "newFence": i64_of(s.new_fence.get())?,
+                "entry": s.entry.id.as_uuid().simple().to_string(),
+                "amount": s.entry.amount.get(),
+                "balanceAfter": s.entry.balance_after.get(),
+                "payment": s.payment.id.as_uuid().simple().to_string(),
+            }))
+        })
+        .collect::<crate::store::StoreResult<Vec<_>>>()?;
+    Ok(serde_json::Value::Array(seats).to_string())
+}
+
+/// Reservation ids as one value for [`Dialect::id_table`]: their simple hex forms joined by
+/// commas.
+pub(crate) fn id_list(ids: &[crate::ids::ReservationId]) -> String {
+    ids.iter().map(|id| id.as_uuid().simple().to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// `ticketing_apply_charge`'s 16 arguments: the wallet and entry, then the key. Evaluates to a
@@ -752,18 +798,27 @@ macro_rules! booking_steps {
             &self,
             user: &$crate::ids::UserId,
             concert: $crate::ids::ConcertId,
-            except: Option<$crate::ids::ReservationId>,
         ) -> $crate::store::StoreResult<u32> {
-            let except = except.map(|id| id.as_uuid());
             let bought: i64 = sqlx::query_scalar(&STEPS.seats_bought)
                 .bind(user.as_str())
                 .bind(concert.as_uuid())
-                .bind(except)
-                .bind(except)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("seats bought"))?;
             $crate::store::sql_rows::count(bought)
+        }
+
+        async fn reservations_of_user(
+            &self,
+            user: &$crate::ids::UserId,
+        ) -> $crate::store::StoreResult<Vec<$crate::hold::Reservation>> {
+            let rows: Vec<$crate::store::sql_rows::ReservationRow> =
+                sqlx::query_as(&STEPS.reservations_of_user)
+                    .bind(user.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("reservations of user"))?;
+            rows.into_iter().map(TryInto::try_into).collect()
         }
 
         async fn reservations_of_token(
@@ -824,25 +879,18 @@ macro_rules! booking_steps {
         async fn payment_inputs(
             &self,
             user: &$crate::ids::UserId,
-            reservation: $crate::ids::ReservationId,
+            reservations: &[$crate::ids::ReservationId],
             key: Option<&$crate::ids::IdempotencyKey>,
         ) -> $crate::store::StoreResult<$crate::store::PaymentInputs> {
-            let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.payment_inputs)
+            let rows: Vec<$crate::store::sql_rows::InputsRow> = sqlx::query_as(&STEPS.payment_inputs)
+                .bind($crate::store::sql_steps::id_list(reservations))
                 .bind(user.as_str())
-                .bind(reservation.as_uuid())
                 .bind(user.as_str())
                 .bind(key.map($crate::ids::IdempotencyKey::as_str))
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(db("payment inputs"))?;
-            Ok($crate::store::PaymentInputs {
-                wallet: row.wallet(user)?,
-                reservation: row.reservation()?,
-                seat: row.seat()?,
-                key: row.key()?,
-                bought: row.bought()?,
-                hold_revoked: row.hold_revoked(),
-            })
+            $crate::store::sql_rows::payment_inputs(user, reservations, rows)
         }
 
         async fn payment_of(
@@ -873,7 +921,7 @@ mod tests {
     fn statements(steps: &Steps) -> Vec<(String, usize)> {
         let named: Vec<(&String, usize)> = vec![
             (&steps.claim_seat, 22),
-            (&steps.commit_payment, 26),
+            (&steps.commit_payment, 12),
             (&steps.release_seat, 3),
             (&steps.apply_charge, 16),
             (&steps.save_outcome, 6),
@@ -892,7 +940,8 @@ mod tests {
             (&steps.idempotency, 2),
             (&steps.reservation, 1),
             (&steps.reservations_of_token, 1),
-            (&steps.seats_bought, 4),
+            (&steps.reservations_of_user, 1),
+            (&steps.seats_bought, 2),
             (&steps.payment_of, 1),
             (&steps.token_history, 4),
             (&steps.record_leave, 4),

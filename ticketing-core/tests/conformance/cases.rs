@@ -83,6 +83,7 @@ async fn fixture_with<Q: QueueStore, B: BookingStore>(
             ],
             queue: settings,
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -136,6 +137,7 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
                 }],
                 queue: generous(),
                 max_seats_per_buyer: None,
+                holds_per_token: None,
                 sales_open_at: None,
                 pre_queue: Default::default(),
             })
@@ -163,6 +165,11 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
         let ledger = self.svc.booking_store().ledger(&user(name)).await.unwrap();
         let sum: i64 = ledger.iter().map(|e| e.signed_amount()).sum();
         assert_eq!(sum, self.balance(name).await, "ledger of {name} sums to its balance");
+    }
+
+    async fn seat_status_of(&self, seat: SeatId) -> SeatStatus {
+        let record = self.svc.booking_store().seat(seat).await.unwrap().unwrap();
+        record.status_at(self.clock.now())
     }
 
     async fn seat_status(&self, i: usize) -> SeatStatus {
@@ -1044,18 +1051,18 @@ pub async fn a_payment_books_debits_records_and_expires_the_token<Q: QueueStore,
     fx.svc.charge(&alice, 3 * PRICE, None).await.unwrap();
     let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
     let receipt = fx.svc.pay(&alice, held.id, None).await.unwrap();
-    assert_eq!((receipt.balance.get(), receipt.payment.amount.get()), (2 * PRICE, PRICE));
-    assert_eq!(receipt.payment.reservation_id, held.id);
+    assert_eq!((receipt.balance.get(), receipt.payments[0].amount.get()), (2 * PRICE, PRICE));
+    assert_eq!(receipt.payments[0].reservation_id, held.id);
     assert_eq!(fx.seat_status(0).await, SeatStatus::Booked);
     assert_eq!(fx.svc.reservation(&alice, held.id).await.unwrap().status, ReservationStatus::Confirmed);
     assert_eq!(fx.status(&alice).await, TokenStatus::Expired);
-    assert_eq!(fx.svc.booking_store().payment_of(held.id).await.unwrap(), Some(receipt.payment.clone()));
+    assert_eq!(fx.svc.booking_store().payment_of(held.id).await.unwrap(), Some(receipt.payments[0].clone()));
     let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
     assert_eq!(
         ledger.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![LedgerKind::Charge, LedgerKind::Payment]
     );
-    assert_eq!(ledger[1].payment_id, Some(receipt.payment.id));
+    assert_eq!(ledger[1].payment_id, Some(receipt.payments[0].id));
     fx.assert_ledger_balances("alice").await;
     assert_eq!(domain(fx.svc.pay(&alice, held.id, None).await), DomainError::AlreadyPaid);
     assert_eq!(domain(fx.svc.hold(&alice, fx.seat(1), None).await), DomainError::TokenExpired);
@@ -1418,6 +1425,7 @@ pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
         schedules: vec![],
         queue: generous(),
         max_seats_per_buyer: None,
+        holds_per_token: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     };
@@ -1509,7 +1517,7 @@ pub async fn the_admission_log_records_who_was_admitted_and_who_paid_with_it<
     fx.svc.charge(&alice, PRICE, None).await.unwrap();
     let held = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
     let receipt = fx.svc.pay(&alice, held.id, None).await.unwrap();
-    assert_eq!(log.history(&user("alice"), &alice).await.unwrap().paid_at, Some(receipt.payment.at));
+    assert_eq!(log.history(&user("alice"), &alice).await.unwrap().paid_at, Some(receipt.payments[0].at));
     let open = log.admissions(fx.concert_id(), fx.clock.now()).await.unwrap();
     assert_eq!(open.open.iter().map(|r| r.token.clone()).collect::<Vec<_>>(), vec![bob.clone()]);
     fx.svc.admission_tick(fx.concert_id()).await.unwrap();
@@ -1517,7 +1525,7 @@ pub async fn the_admission_log_records_who_was_admitted_and_who_paid_with_it<
     let held = fx.svc.hold(&carol, fx.seat(1), None).await.unwrap();
     let receipt = fx.svc.pay(&carol, held.id, None).await.unwrap();
     let history = log.history(&user("carol"), &carol).await.unwrap();
-    assert_eq!(history.paid_at, Some(receipt.payment.at));
+    assert_eq!(history.paid_at, Some(receipt.payments[0].at));
 
     // Past its deadline an admission is not open; the oldest generation stays.
     fx.clock.advance_secs(601);
@@ -1577,6 +1585,7 @@ pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: B
                 schedules: vec![NewSchedule { starts_at, seat_count: 1, price: Points::new(5).unwrap() }],
                 queue: generous(),
                 max_seats_per_buyer: None,
+                holds_per_token: None,
                 sales_open_at: None,
                 pre_queue: Default::default(),
             })
@@ -1684,6 +1693,7 @@ async fn capped_concert<Q: QueueStore, B: BookingStore>(fx: &Fx<Q, B>, seats: u3
             }],
             queue: generous(),
             max_seats_per_buyer: Some(cap),
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -1742,11 +1752,8 @@ pub async fn a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retrie
     fx.svc.charge(&bob, PRICE, None).await.unwrap();
     let bobs = fx.svc.hold(&bob, capped.seats[3].id, None).await.unwrap();
     fx.svc.pay(&bob, bobs.id, None).await.unwrap();
-    assert_eq!(
-        fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, None).await.unwrap(),
-        2
-    );
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id(), None).await.unwrap(), 0);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 2);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id()).await.unwrap(), 0);
 }
 
 pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: BookingStore>(
@@ -1778,10 +1785,7 @@ pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: 
         }
     }
     assert_eq!(paid, 1, "one payment of four within a cap of one");
-    assert_eq!(
-        fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, None).await.unwrap(),
-        1
-    );
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 1);
     assert_eq!(fx.svc.balance(&token).await.unwrap().balance.get(), PRICE * 3, "charged once");
 }
 
@@ -1844,6 +1848,7 @@ async fn scheduled<Q: QueueStore, B: BookingStore>(
             }],
             queue: generous(),
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: DateTime::from_timestamp(wall + opens_in_secs, 0),
             pre_queue,
         })
@@ -2079,4 +2084,324 @@ pub async fn an_operator_revokes_a_token_and_its_holds_are_released<Q: QueueStor
     let again = fx.admitted("dave").await;
     fx.svc.charge(&again, 10 * PRICE, None).await.unwrap();
     assert_eq!(domain(fx.svc.pay(&again, late.id, None).await), DomainError::TokenRevoked);
+}
+
+/// A concert of `seats` seats at [`PRICE`] whose tokens may hold `holds` seats each and whose
+/// buyers may buy at most `cap`.
+async fn family_concert<Q: QueueStore, B: BookingStore>(
+    fx: &Fx<Q, B>,
+    seats: u32,
+    holds: u32,
+    cap: Option<u32>,
+) -> ConcertPlan {
+    fx.svc
+        .create_concert(&NewConcert {
+            title: "Family".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: seats,
+                price: Points::new(PRICE).unwrap(),
+            }],
+            queue: generous(),
+            max_seats_per_buyer: cap,
+            holds_per_token: Some(holds),
+            sales_open_at: None,
+            pre_queue: Default::default(),
+        })
+        .await
+        .unwrap()
+}
+
+pub async fn several_holds_are_paid_in_one_payment_all_or_none<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    // The deployment allows one hold per token; the concert's own setting allows four.
+    let fx = fixture(s, generous(), 1).await;
+    let family = family_concert(&fx, 5, 4, None).await;
+    let stored = fx.svc.booking_store().concert(family.concert.id).await.unwrap().unwrap();
+    assert_eq!(stored.holds_per_token, Some(4), "the setting is stored");
+    let seat = |i: usize| family.seats[i].id;
+    let alice = admitted_to(&fx, "alice", &family).await;
+    fx.svc.charge(&alice, 2 * PRICE, None).await.unwrap();
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(fx.svc.hold(&alice, seat(i), None).await.expect("the concert allows four holds").id);
+    }
+    assert_eq!(
+        domain(fx.svc.hold(&alice, seat(4), None).await),
+        DomainError::HoldLimitReached { limit: 4 },
+        "a fifth is refused"
+    );
+    let status = |i: usize| {
+        let svc = Arc::clone(&fx.svc);
+        let (id, now) = (seat(i), fx.clock.now());
+        async move { svc.booking_store().seat(id).await.unwrap().unwrap().status_at(now) }
+    };
+    let held_still = |ids: &'static [usize]| {
+        let svc = Arc::clone(&fx.svc);
+        let ids: Vec<ReservationId> = ids.iter().map(|i| held[*i]).collect();
+        async move {
+            for id in ids {
+                let r = svc.booking_store().reservation(id).await.unwrap().unwrap();
+                assert_eq!(r.status, ReservationStatus::Held, "{id} is still held");
+            }
+        }
+    };
+
+    // Bad lists are refused before anything is read.
+    assert!(matches!(domain(fx.svc.pay_order(&alice, &[], None).await), DomainError::InvalidInput { .. }));
+    assert!(matches!(
+        domain(fx.svc.pay_order(&alice, &[held[0], held[0]], None).await),
+        DomainError::InvalidInput { .. }
+    ));
+    // The balance must cover the sum: nothing is paid, everything stays held.
+    assert_eq!(
+        domain(fx.svc.pay_order(&alice, &held[..3], None).await),
+        DomainError::InsufficientBalance {
+            balance: Points::new(2 * PRICE).unwrap(),
+            required: Points::new(3 * PRICE).unwrap()
+        }
+    );
+    held_still(&[0, 1, 2, 3]).await;
+    // One hold let go: the payment naming it pays none of the others.
+    fx.svc.release(&alice, held[3]).await.unwrap();
+    fx.svc.charge(&alice, 2 * PRICE, None).await.unwrap();
+    assert_eq!(
+        domain(fx.svc.pay_order(&alice, &[held[0], held[1], held[3]], None).await),
+        DomainError::HoldReleased
+    );
+    held_still(&[0, 1, 2]).await;
+    assert_eq!(fx.balance("alice").await, 4 * PRICE, "nothing debited");
+
+    // Three at once: one debit, a payment and a ledger entry per seat, every seat booked.
+    let version = fx.svc.booking_store().wallet(&user("alice")).await.unwrap().version;
+    let order = [held[2], held[0], held[1]];
+    let receipt = fx.svc.pay_order(&alice, &order, key("family")).await.unwrap();
+    assert_eq!(receipt.payments.len(), 3);
+    assert_eq!((receipt.balance.get(), receipt.total().get()), (PRICE, 3 * PRICE));
+    let seats_in_order: Vec<SeatId> = receipt.payments.iter().map(|p| p.seat_id).collect();
+    let mut sorted = seats_in_order.clone();
+    sorted.sort();
+    assert_eq!(seats_in_order, sorted, "in seat order");
+    let wallet = fx.svc.booking_store().wallet(&user("alice")).await.unwrap();
+    assert_eq!((wallet.balance.get(), wallet.version), (PRICE, version + 1), "debited once");
+    let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
+    let paid: Vec<_> = ledger.iter().filter(|e| e.kind == LedgerKind::Payment).collect();
+    assert_eq!(paid.len(), 3, "one entry per seat");
+    assert_eq!(
+        paid.iter().map(|e| e.balance_after.get()).collect::<Vec<_>>(),
+        vec![3 * PRICE, 2 * PRICE, PRICE],
+        "running balances in order"
+    );
+    for payment in &receipt.payments {
+        assert!(paid.iter().any(|e| e.payment_id == Some(payment.id) && e.amount == payment.amount));
+        assert_eq!(
+            fx.svc.booking_store().payment_of(payment.reservation_id).await.unwrap().as_ref(),
+            Some(payment)
+        );
+    }
+    fx.assert_ledger_balances("alice").await;
+    for i in 0..3 {
+        assert_eq!(status(i).await, SeatStatus::Booked);
+    }
+    assert_eq!(status(3).await, SeatStatus::Available, "the released seat stays free");
+    assert_eq!(fx.status(&alice).await, TokenStatus::Expired, "nothing left to pay");
+
+    // The key answers again for the same set in any order, and refuses another set.
+    let replay = fx.svc.pay_order(&alice, &[held[0], held[1], held[2]], key("family")).await.unwrap();
+    assert_eq!(replay, receipt);
+    assert_eq!(
+        domain(fx.svc.pay_order(&alice, &[held[0], held[1]], key("family")).await),
+        DomainError::IdempotencyKeyReused
+    );
+    assert_eq!(domain(fx.svc.pay_order(&alice, &held[..2], key("again")).await), DomainError::AlreadyPaid);
+}
+
+pub async fn a_payment_of_several_seats_counts_them_all_against_the_cap<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let family = family_concert(&fx, 4, 3, Some(2)).await;
+    let alice = admitted_to(&fx, "alice", &family).await;
+    fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let mut held = Vec::new();
+    for seat in family.seats.iter().take(3) {
+        held.push(fx.svc.hold(&alice, seat.id, None).await.unwrap().id);
+    }
+    assert_eq!(
+        domain(fx.svc.pay_order(&alice, &held, None).await),
+        DomainError::BuyerLimitReached { limit: 2 },
+        "three seats would pass the cap of two"
+    );
+    assert_eq!(fx.balance("alice").await, 10 * PRICE, "nothing debited");
+    let receipt = fx.svc.pay_order(&alice, &held[..2], None).await.expect("two are within the cap");
+    assert_eq!(receipt.payments.len(), 2);
+    assert_eq!(domain(fx.svc.pay(&alice, held[2], None).await), DomainError::BuyerLimitReached { limit: 2 });
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), family.concert.id).await.unwrap(), 2);
+    fx.assert_ledger_balances("alice").await;
+}
+
+pub async fn racing_payments_of_overlapping_holds_book_each_seat_once<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let family = family_concert(&fx, 3, 3, None).await;
+    let alice = admitted_to(&fx, "alice", &family).await;
+    fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let mut held = Vec::new();
+    for seat in &family.seats {
+        held.push(fx.svc.hold(&alice, seat.id, None).await.unwrap().id);
+    }
+    // Every two of these sets share a hold, so exactly one payment can win.
+    let (a, b, c) = (held[0], held[1], held[2]);
+    let sets = [vec![a, b], vec![b, c], vec![c, a], vec![a, b, c], vec![c, b, a], vec![b, a]];
+    let barrier = Arc::new(tokio::sync::Barrier::new(sets.len() * 2));
+    let attempts: Vec<_> = sets
+        .iter()
+        .chain(sets.iter())
+        .enumerate()
+        .map(|(i, set)| {
+            let (svc, token, barrier, set) =
+                (Arc::clone(&fx.svc), alice.clone(), Arc::clone(&barrier), set.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                svc.pay_order(&token, &set, key(&format!("race-{i}"))).await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(receipt) => won.push(receipt),
+            Err(Error::Domain(DomainError::AlreadyPaid)) => {}
+            Err(other) => panic!("a racing payment answered {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let paid = won[0].payments.len() as i64;
+    assert_eq!(fx.balance("alice").await, (10 - paid) * PRICE, "one debit of the winner's seats");
+    let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
+    assert_eq!(ledger.iter().filter(|e| e.kind == LedgerKind::Payment).count() as i64, paid);
+    fx.assert_ledger_balances("alice").await;
+    let now = fx.clock.now();
+    for (seat, id) in family.seats.iter().zip(&held) {
+        let status = fx.svc.booking_store().seat(seat.id).await.unwrap().unwrap().status_at(now);
+        let in_winner = won[0].payments.iter().any(|p| p.reservation_id == *id);
+        assert_eq!(status == SeatStatus::Booked, in_winner, "seat {}", seat.number);
+    }
+}
+
+/// A payment of several seats planned from one read, written after one of its seats moved on (its
+/// hold released and the seat held again): the store refuses it as a conflict and writes none of
+/// it (the other seat stays held, the wallet and ledger unchanged, no payment recorded). Then a
+/// plan whose every seat is unchanged but whose wallet moved is refused the same way.
+pub async fn a_payment_of_several_seats_writes_all_or_nothing_in_the_store<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let family = family_concert(&fx, 3, 3, None).await;
+    let alice = admitted_to(&fx, "alice", &family).await;
+    let bob = admitted_to(&fx, "bob", &family).await;
+    fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let mut held = Vec::new();
+    for seat in family.seats.iter().take(3) {
+        held.push(fx.svc.hold(&alice, seat.id, None).await.unwrap());
+    }
+    // In seat order, the order a store writes them in: the seat that moves on is written last,
+    // so a store that wrote seat by seat would have written the first already.
+    held.sort_by_key(|r| r.seat_id);
+    held.swap(1, 2);
+    let store = fx.svc.booking_store();
+    let now = fx.clock.now();
+    let plan = |holds: &[&hold::Reservation], seats: &[ticketing_core::catalog::SeatRecord], wallet| {
+        let ids: Vec<_> = holds
+            .iter()
+            .map(|_| ticketing_core::payment::PaymentIds {
+                payment: ticketing_core::ids::PaymentId::random(),
+                entry: LedgerEntryId::random(),
+            })
+            .collect();
+        let order: Vec<_> = holds.iter().zip(seats).zip(&ids).map(|((r, s), ids)| (*r, s, *ids)).collect();
+        ticketing_core::payment::plan_order(&order, wallet, &user("alice"), now).unwrap()
+    };
+    let mut seats = Vec::new();
+    for r in &held {
+        seats.push(store.seat(r.seat_id).await.unwrap().unwrap());
+    }
+    let wallet = store.wallet(&user("alice")).await.unwrap();
+    let stale = plan(&[&held[0], &held[1]], &seats[..2], &wallet);
+    // The second seat moves on: released, then held by bob.
+    fx.svc.release(&alice, held[1].id).await.unwrap();
+    fx.svc.hold(&bob, held[1].seat_id, None).await.unwrap();
+    assert!(matches!(store.commit_payment(&stale, None).await, Err(StoreError::Conflict(_))));
+    let first = store.reservation(held[0].id).await.unwrap().unwrap();
+    assert_eq!(first.status, ReservationStatus::Held, "the other seat stays held");
+    assert_eq!(store.seat(held[0].seat_id).await.unwrap().unwrap(), seats[0], "its seat untouched");
+    assert_eq!(store.payment_of(held[0].id).await.unwrap(), None, "no payment recorded");
+    assert_eq!(store.wallet(&user("alice")).await.unwrap(), wallet, "the wallet untouched");
+    assert!(store.ledger(&user("alice")).await.unwrap().iter().all(|e| e.kind == LedgerKind::Charge));
+
+    // A plan whose last seat names a fence the seat does not have (its reservation untouched):
+    // refused, and the first seat, which the store reaches first, is not written either.
+    let mut forged = plan(&[&held[0], &held[2]], &[seats[0].clone(), seats[2].clone()], &wallet);
+    let last = forged.seats.len() - 1;
+    forged.seats[last].expected_fence = forged.seats[last].expected_fence.next();
+    assert!(matches!(store.commit_payment(&forged, None).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.seat(held[0].seat_id).await.unwrap().unwrap(), seats[0], "the first seat untouched");
+    assert_eq!(store.reservation(held[0].id).await.unwrap().unwrap().status, ReservationStatus::Held);
+    assert_eq!(store.wallet(&user("alice")).await.unwrap(), wallet, "the wallet untouched");
+
+    // Every seat unchanged, the wallet moved: refused too, nothing written.
+    let stale = plan(&[&held[0], &held[2]], &[seats[0].clone(), seats[2].clone()], &wallet);
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    assert!(matches!(store.commit_payment(&stale, None).await, Err(StoreError::Conflict(_))));
+    for r in [&held[0], &held[2]] {
+        assert_eq!(store.reservation(r.id).await.unwrap().unwrap().status, ReservationStatus::Held);
+        assert_eq!(store.payment_of(r.id).await.unwrap(), None);
+    }
+    assert_eq!(fx.seat_status_of(held[2].seat_id).await, SeatStatus::Held);
+    fx.assert_ledger_balances("alice").await;
+}
+
+pub async fn a_buyer_reads_their_own_reservations_and_ledger<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let config = Config { holds_per_token: 2, ..Config::default() };
+    let fx = fixture_with(s, generous(), 4, config).await;
+    let alice = fx.admitted("alice").await;
+    let bob = fx.admitted("bob").await;
+    fx.svc.charge(&alice, 2 * PRICE, None).await.unwrap();
+    let released = fx.svc.hold(&alice, fx.seat(0), None).await.unwrap();
+    fx.svc.release(&alice, released.id).await.unwrap();
+    fx.clock.advance_secs(1);
+    let paid = fx.svc.hold(&alice, fx.seat(1), None).await.unwrap();
+    fx.clock.advance_secs(1);
+    let held = fx.svc.hold(&alice, fx.seat(2), None).await.unwrap();
+    fx.svc.hold(&bob, fx.seat(3), None).await.unwrap();
+    fx.svc.pay(&alice, paid.id, None).await.unwrap();
+    let mine = fx.svc.my_reservations(&alice).await.unwrap();
+    let seen: Vec<_> = mine.iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (held.id, ReservationStatus::Held),
+            (paid.id, ReservationStatus::Confirmed),
+            (released.id, ReservationStatus::Released)
+        ],
+        "newest first, bob's left out"
+    );
+    // Once the hold lapses it reads as expired, before any sweep.
+    fx.advance_to(held.expires_at);
+    let mine = fx.svc.my_reservations(&alice).await.unwrap();
+    assert_eq!(mine[0].status, ReservationStatus::Expired);
+    let account = fx.svc.my_account(&alice).await.unwrap();
+    assert_eq!(account.wallet.balance.get(), PRICE);
+    assert_eq!(
+        account.ledger.iter().map(|e| (e.kind, e.amount.get())).collect::<Vec<_>>(),
+        vec![(LedgerKind::Charge, 2 * PRICE), (LedgerKind::Payment, PRICE)],
+        "oldest first"
+    );
+    assert_eq!(fx.svc.my_reservations(&bob).await.unwrap().len(), 1, "bob sees only his own");
+    let stranger = QueueToken::generate(fx.concert_id());
+    assert!(fx.svc.my_reservations(&stranger).await.is_err(), "an unknown token reads nothing");
 }

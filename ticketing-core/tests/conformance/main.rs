@@ -53,6 +53,11 @@ macro_rules! conformance {
                 a_hold_lasts_its_whole_time_and_its_token_may_pay_it,
                 a_token_acts_only_for_its_own_concert,
                 every_hold_of_a_token_can_be_paid,
+                several_holds_are_paid_in_one_payment_all_or_none,
+                a_payment_of_several_seats_counts_them_all_against_the_cap,
+                racing_payments_of_overlapping_holds_book_each_seat_once,
+                a_payment_of_several_seats_writes_all_or_nothing_in_the_store,
+                a_buyer_reads_their_own_reservations_and_ledger,
                 racing_payments_of_one_hold_lose_as_already_paid,
                 the_eta_stays_bounded_while_admission_waits_on_capacity,
                 a_thousand_concurrent_holds_of_one_seat_have_one_winner,
@@ -208,6 +213,7 @@ async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
         }],
         queue: QueueSettings::default(),
         max_seats_per_buyer: None,
+        holds_per_token: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     })
@@ -368,6 +374,7 @@ async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_
             }],
             queue: ticketing_core::catalog::QueueSettings::default(),
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -477,6 +484,7 @@ async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
             }],
             queue: QueueSettings { max_active: 10, admit_batch: 10, ..QueueSettings::default() },
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

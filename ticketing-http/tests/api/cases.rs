@@ -872,6 +872,7 @@ pub async fn a_token_acts_only_for_its_own_concert<
             }],
             queue: open_queue(),
             max_seats_per_buyer: None,
+            holds_per_token: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -1550,6 +1551,108 @@ pub async fn a_concerts_seat_cap_per_buyer_refuses_the_hold_past_it<
     answers[1].1.assert_problem(409, "buyer_limit");
     let balance = server.get("/api/v1/balance", Some(&answers[1].0)).await;
     assert_eq!(balance.body["balance"], 10, "the refused hold took nothing: {balance:?}");
+}
+
+pub async fn a_buyer_holds_several_seats_and_pays_them_in_one_payment<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let create = |holds: serde_json::Value| {
+        let body = json!({
+            "title": "Family", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 4, "price": 10}],
+            "holdsPerToken": holds,
+        });
+        let server = &server;
+        async move { server.call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(body)).await }
+    };
+    for bad in [json!(0), json!(101), json!(-1), json!(1.5), json!("2")] {
+        create(bad.clone()).await.assert_problem(422, "invalid_input");
+    }
+    let created = create(json!(3)).await;
+    assert_eq!(
+        (created.status.as_u16(), created.body["holdsPerToken"].as_u64()),
+        (201, Some(3)),
+        "{created:?}"
+    );
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let listed = server.get("/api/v1/concerts", None).await;
+    let listed =
+        listed.body.as_array().unwrap().iter().find(|c| c["concertId"] == concert.as_str()).unwrap().clone();
+    assert_eq!(listed["holdsPerToken"], 3, "buyers can read it: {listed:?}");
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    let schedule = created.body["schedules"][0]["scheduleId"].as_str().unwrap().to_owned();
+    let token = server
+        .post("/api/v1/queue/tokens", None, json!({"userId": "alice", "concertId": concert.clone()}))
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.state.service.admission_tick(id).await.unwrap();
+    let list = server.get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&token)).await;
+    let seats: Vec<String> =
+        list.body.as_array().unwrap().iter().map(|s| s["seatId"].as_str().unwrap().to_owned()).collect();
+    let mut held = Vec::new();
+    for seat in &seats[..3] {
+        let answer = server.hold(&token, seat).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        held.push(answer.body["reservationId"].as_str().unwrap().to_owned());
+    }
+    server.hold(&token, &seats[3]).await.assert_problem(409, "hold_limit");
+    assert_eq!(server.charge(&token, 25).await.status, 200);
+    let pay = |body: serde_json::Value| server.post("/api/v1/payments", Some(&token), body);
+    for bad in [
+        json!({}),
+        json!({"reservationId": held[0], "reservationIds": [held[1]]}),
+        json!({"reservationIds": []}),
+        json!({"reservationIds": [held[0], held[0]]}),
+        json!({"reservationIds": [held[0], "not-a-uuid"]}),
+        json!({"reservationIds": held[0]}),
+    ] {
+        pay(bad.clone()).await.assert_problem(422, "invalid_input");
+    }
+    // 25 points do not cover 30: nothing is paid, and every seat stays held.
+    pay(json!({"reservationIds": held})).await.assert_problem(402, "insufficient_balance");
+    assert_eq!(server.charge(&token, 5).await.status, 200);
+    let paid = pay(json!({"reservationIds": held})).await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+    assert_eq!((paid.body["amount"].as_i64(), paid.body["balance"].as_i64()), (Some(30), Some(0)));
+    let payments = paid.body["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 3, "{paid:?}");
+    for reservation in &held {
+        assert!(payments.iter().any(|p| p["reservationId"] == reservation.as_str()), "{reservation} paid");
+        let read = server.get(&format!("/api/v1/reservations/{reservation}"), Some(&token)).await;
+        assert_eq!(read.body["status"], "CONFIRMED", "{read:?}");
+    }
+    assert_eq!(paid.body["paymentId"], payments[0]["paymentId"], "the first seat's, as for one");
+    let alice = ticketing_core::ids::UserId::parse("alice").unwrap();
+    let ledger = server.state.service.booking_store().ledger(&alice).await.unwrap();
+    assert_eq!(
+        ledger.iter().filter(|e| e.kind == ticketing_core::payment::LedgerKind::Payment).count(),
+        3,
+        "a ledger entry per seat"
+    );
+    // The buyer's own view, with the token the payment expired.
+    let mine = server.get("/api/v1/me/reservations", Some(&token)).await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    let mine = mine.body.as_array().unwrap();
+    assert_eq!(mine.len(), 3);
+    assert!(mine.iter().all(|r| r["status"] == "CONFIRMED"), "{mine:?}");
+    let ledger = server.get("/api/v1/me/ledger", Some(&token)).await;
+    assert_eq!(ledger.status, 200, "{ledger:?}");
+    assert_eq!(ledger.body["balance"], 0, "{ledger:?}");
+    assert_eq!(
+        ledger.body["ledger"].as_array().map(Vec::len),
+        Some(5),
+        "two charges, three payments: {ledger:?}"
+    );
+    assert_eq!(server.get("/api/v1/me/reservations", None).await.status, 401);
+    assert_eq!(server.get("/api/v1/me/ledger", Some("not-a-token")).await.status, 401);
 }
 
 pub async fn a_buyer_leaves_the_line<

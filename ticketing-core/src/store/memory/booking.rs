@@ -372,24 +372,27 @@ impl BookingStore for MemoryStore {
         Ok(shard.books.get(&owner).and_then(|b| b.reservations.get(&id)).cloned())
     }
 
-    async fn seats_bought(
-        &self,
-        user: &UserId,
-        concert: ConcertId,
-        except: Option<ReservationId>,
-    ) -> StoreResult<u32> {
+    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
         let shard = self.inner.users.lock(user);
         let bought = shard.books.get(user).map_or(0, |book| {
             book.reservations
                 .values()
-                .filter(|r| {
-                    r.concert_id == concert
-                        && r.status == ReservationStatus::Confirmed
-                        && Some(r.id) != except
-                })
+                .filter(|r| r.concert_id == concert && r.status == ReservationStatus::Confirmed)
                 .count()
         });
         Ok(u32::try_from(bought).unwrap_or(u32::MAX))
+    }
+
+    async fn reservations_of_user(&self, user: &UserId) -> StoreResult<Vec<Reservation>> {
+        let shard = self.inner.users.lock(user);
+        let mut all: Vec<Reservation> = shard
+            .books
+            .get(user)
+            .map(|book| book.reservations.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| b.held_at.cmp(&a.held_at).then(b.id.cmp(&a.id)));
+        all.truncate(crate::limits::RESERVATIONS_PER_USER_READ);
+        Ok(all)
     }
 
     async fn reservations_of_token(
@@ -467,26 +470,36 @@ impl BookingStore for MemoryStore {
             return Err(StoreError::Conflict("wallet"));
         }
         book.check_key_free(idempotency)?;
-        let reservation =
-            book.reservations.get(&plan.reservation.id).ok_or(StoreError::Missing("reservation"))?;
-        if reservation.status != ReservationStatus::Held {
-            return Err(StoreError::Conflict("reservation"));
+        for paid in &plan.seats {
+            let reservation =
+                book.reservations.get(&paid.reservation.id).ok_or(StoreError::Missing("reservation"))?;
+            if reservation.status != ReservationStatus::Held {
+                return Err(StoreError::Conflict("reservation"));
+            }
         }
         {
-            let mut seats = self.inner.seats.lock(&plan.reservation.seat_id);
-            let seat = seats.get_mut(&plan.reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
-            if seat.fence != plan.expected_fence {
-                return Err(StoreError::Conflict("seat"));
+            // Every seat's shard at once, in ascending shard order: all or none is written.
+            let mut seats = self.inner.seats.lock_all(plan.seats.iter().map(|p| &p.reservation.seat_id));
+            for paid in &plan.seats {
+                let seat = seats.get(&paid.reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
+                if seat.fence != paid.expected_fence {
+                    return Err(StoreError::Conflict("seat"));
+                }
             }
-            seat.state = plan.seat_state.clone();
-            seat.fence = plan.new_fence;
+            for paid in &plan.seats {
+                let seat = seats.get_mut(&paid.reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
+                seat.state = paid.seat_state.clone();
+                seat.fence = paid.new_fence;
+            }
         }
-        if let Some(reservation) = book.reservations.get_mut(&plan.reservation.id) {
-            reservation.status = ReservationStatus::Confirmed;
+        for paid in &plan.seats {
+            if let Some(reservation) = book.reservations.get_mut(&paid.reservation.id) {
+                reservation.status = ReservationStatus::Confirmed;
+            }
+            book.ledger.push(paid.entry.clone());
+            book.payments.insert(paid.reservation.id, paid.payment.clone());
         }
         book.wallet = plan.wallet.clone();
-        book.ledger.push(plan.entry.clone());
-        book.payments.insert(plan.reservation.id, plan.payment.clone());
         shard.store_key(idempotency);
         Ok(())
     }

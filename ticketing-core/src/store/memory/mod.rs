@@ -12,8 +12,9 @@
 //! - small insert-only indexes (token -> concert, reservation -> owner) are sharded too.
 //!
 //! A step that needs a user and a seat locks the user's shard first, then the seat's shard, and
-//! never holds two user shards or two seat shards at once, so there is no deadlock. Index shards
-//! are leaves: taken last and alone.
+//! never holds two user shards at once. Only a payment of several seats holds several seat shards,
+//! taken together in ascending shard order (`Sharded::lock_all`) while no other step holds
+//! more than one, so there is no deadlock. Index shards are leaves: taken last and alone.
 
 mod booking;
 mod fenwick;
@@ -99,13 +100,43 @@ impl<T: Default> Default for Sharded<T> {
 impl<T> Sharded<T> {
     /// Locks the shard `key` lives in.
     fn lock<K: Hash + ?Sized>(&self, key: &K) -> MutexGuard<'_, T> {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        lock(&self.shards[index])
+        lock(&self.shards[self.index(key)])
+    }
+
+    /// The shards the `keys` live in, locked together in ascending shard order (each once), so
+    /// two callers locking overlapping sets cannot deadlock; callers that lock one shard of this
+    /// map never wait for another of it.
+    fn lock_all<'k, K: Hash + ?Sized + 'k>(&self, keys: impl Iterator<Item = &'k K>) -> Locked<'_, T> {
+        let mut indexes: Vec<usize> = keys.map(|key| self.index(key)).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        Locked { guards: indexes.into_iter().map(|i| lock(&self.shards[i])).collect() }
+    }
+
+    fn index<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
     }
 
     /// Every shard, one at a time.
     fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
         self.shards.iter().map(lock)
+    }
+}
+
+/// Several shards of one map, locked together ([`Sharded::lock_all`]).
+struct Locked<'a, T> {
+    guards: Vec<MutexGuard<'a, T>>,
+}
+
+impl<K: Eq + Hash, V> Locked<'_, HashMap<K, V>> {
+    /// The entry of `key`, from whichever locked shard holds it.
+    fn get(&self, key: &K) -> Option<&V> {
+        self.guards.iter().find_map(|shard| shard.get(key))
+    }
+
+    /// The entry of `key`, to change.
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.guards.iter_mut().find_map(|shard| shard.get_mut(key))
     }
 }
 

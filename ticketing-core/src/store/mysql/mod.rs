@@ -155,8 +155,8 @@ impl CatalogStore for MyStore {
         let q = c.queue;
         sqlx::query(
             "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
-                                   max_seats_per_buyer, sales_open_at, pre_queue)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -169,6 +169,7 @@ impl CatalogStore for MyStore {
         // As a DATETIME, like a schedule's start (a TIMESTAMP ends in 2038).
         .bind(c.sales_open_at.map(|at| at.naive_utc()))
         .bind(c.pre_queue.as_str())
+        .bind(c.holds_per_token.map(rows::i32_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;

@@ -143,8 +143,8 @@ impl CatalogStore for PgStore {
         let q = c.queue;
         sqlx::query(
             "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
-                                   max_seats_per_buyer, sales_open_at, pre_queue)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -156,6 +156,7 @@ impl CatalogStore for PgStore {
         .bind(c.max_seats_per_buyer.map(rows::i32_of).transpose()?)
         .bind(c.sales_open_at)
         .bind(c.pre_queue.as_str())
+        .bind(c.holds_per_token.map(rows::i32_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;
