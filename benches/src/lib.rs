@@ -112,6 +112,7 @@ pub async fn fresh_seats<B: BookingStore + Clone>(store: &B, seats: u32, now: Da
             queue: QueueSettings { max_active: 1_000_000, admit_batch: 100_000, ..QueueSettings::default() },
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

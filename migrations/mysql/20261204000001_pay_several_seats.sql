@@ -1,12 +1,12 @@
 -- One payment pays several holds (issue 16): the wallet is debited once, and each seat gets its
 -- payment and its PAYMENT ledger entry (one per seat, so a refund can answer it), all or none.
 --
--- `ticketing_pay` replaces `ticketing_commit_payment`. The seats come as one JSON array (the
+-- `ticketing_pay` takes over from `ticketing_commit_payment`, which stays for the nodes of the
+-- previous release during a rolling upgrade (a later migration drops it). The seats come as one JSON array (the
 -- same argument on PostgreSQL), in seat-id order, so two payments of overlapping holds lock their
 -- seats in one order; every transaction still takes its row locks as seat, reservation, wallet.
 -- Each write names what it was planned from (the seat's fence, the reservation HELD, the wallet's
 -- version) and signals TKCNF naming what changed; the handler rolls the whole call back.
-DROP PROCEDURE IF EXISTS ticketing_commit_payment;
 DROP PROCEDURE IF EXISTS ticketing_pay;
 CREATE PROCEDURE ticketing_pay(
     IN p_user VARCHAR(64) CHARACTER SET utf8mb4, IN p_expected_version BIGINT, IN p_balance BIGINT,

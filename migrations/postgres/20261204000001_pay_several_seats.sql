@@ -1,17 +1,12 @@
 -- One payment pays several holds (issue 16): the wallet is debited once, and each seat gets its
 -- payment and its PAYMENT ledger entry (one per seat, so a refund can answer it), all or none.
 --
--- `ticketing_pay` replaces `ticketing_commit_payment`. The seats come as one JSON array (the
+-- `ticketing_pay` takes over from `ticketing_commit_payment`, which stays for the nodes of the
+-- previous release during a rolling upgrade (a later migration drops it). The seats come as one JSON array (the
 -- same argument on MySQL), in seat-id order, so two payments of overlapping holds lock their seats
 -- in one order; every transaction still takes its row locks as seat, reservation, wallet. Each
 -- write names what it was planned from (the seat's fence, the reservation HELD, the wallet's
 -- version) and raises TKCNF naming what changed; an exception undoes the whole call.
-DROP FUNCTION ticketing_commit_payment(
-    uuid, bigint, uuid, bigint, text, bigint, bigint, bigint, uuid, text, text, bigint, bigint,
-    timestamptz, uuid, uuid, uuid, text, bigint, timestamptz, text, text, text, text, timestamptz,
-    timestamptz
-);
-
 CREATE FUNCTION ticketing_pay(
     p_user text, p_expected_version bigint, p_balance bigint, p_version bigint, p_at timestamptz,
     p_seats text,

@@ -164,8 +164,13 @@ impl<B: BookingStore> BookingStore for Faulty<B> {
     async fn reservation(&self, id: ReservationId) -> StoreResult<Option<Reservation>> {
         self.inner.reservation(id).await
     }
-    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
-        self.inner.seats_bought(user, concert).await
+    async fn seats_bought(
+        &self,
+        user: &UserId,
+        concert: ConcertId,
+        except: &[ReservationId],
+    ) -> StoreResult<u32> {
+        self.inner.seats_bought(user, concert, except).await
     }
     async fn reservations_of_user(&self, user: &UserId) -> StoreResult<Vec<Reservation>> {
         self.inner.reservations_of_user(user).await
@@ -189,6 +194,13 @@ impl<B: BookingStore> BookingStore for Faulty<B> {
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         self.write(self.inner.commit_payment(plan, idempotency)).await
+    }
+    async fn cancel_booking(
+        &self,
+        plan: &ticketing_core::payment::RefundPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        self.write(self.inner.cancel_booking(plan, idempotency)).await
     }
     async fn payment_of(&self, reservation: ReservationId) -> StoreResult<Option<Payment>> {
         self.inner.payment_of(reservation).await

@@ -218,6 +218,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                     queue: queue_settings(),
                     max_seats_per_buyer: cap,
                     holds_per_token: Some(HOLDS[c]),
+                    cancel_until_secs_before_start: None,
                     sales_open_at: SCHEDULED[c].then(|| chrono::Utc::now() - Duration::seconds(1)),
                     pre_queue: Default::default(),
                 })

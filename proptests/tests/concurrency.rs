@@ -171,6 +171,7 @@ async fn race<Q: QueueStore, B: BookingStore>(
             queue: settings,
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

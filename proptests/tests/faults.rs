@@ -80,6 +80,7 @@ async fn purchase<B: BookingStore + Clone>(booking: B, plan: Vec<Fault>, crash: 
             queue: QueueSettings::default(),
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             queue,
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

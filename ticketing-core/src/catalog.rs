@@ -8,9 +8,10 @@ use crate::error::DomainError;
 use crate::ids::{ConcertId, Fence, Points, ReservationId, ScheduleId, SeatId, UserId};
 use crate::limits::{
     ACTIVE_TTL_SECS_DEFAULT, ADMIT_BATCH_DEFAULT, ADMIT_BATCH_LIMIT, ADMIT_INTERVAL_MS_DEFAULT,
-    ADMIT_INTERVAL_MS_MIN, DURATION_SECS_MAX, HOLDS_PER_TOKEN_MAX, MAX_ACTIVE_DEFAULT, MAX_ACTIVE_LIMIT,
-    MAX_SEATS_PER_BUYER_LIMIT, PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX, SEAT_STATES_WHOLE_READ_SECS,
-    SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN, TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
+    ADMIT_INTERVAL_MS_MIN, CANCEL_UNTIL_SECS_MAX, DURATION_SECS_MAX, HOLDS_PER_TOKEN_MAX, MAX_ACTIVE_DEFAULT,
+    MAX_ACTIVE_LIMIT, MAX_SEATS_PER_BUYER_LIMIT, PRICE_MAX_POINTS, SCHEDULES_PER_CONCERT_MAX,
+    SEAT_STATES_WHOLE_READ_SECS, SEATS_PER_SCHEDULE_MAX, STARTS_AT_YEAR_MAX, STARTS_AT_YEAR_MIN,
+    TITLE_MAX_LEN, WAITING_IDLE_SECS_DEFAULT,
 };
 
 /// How a concert's waiting room admits buyers. Both caps apply at once.
@@ -117,6 +118,10 @@ pub struct Concert {
     /// [`Config::holds_per_token`](crate::Config::holds_per_token)). Set at creation.
     #[serde(default)]
     pub holds_per_token: Option<u32>,
+    /// Until how long before a performance its buyers may cancel a booking of it and get their
+    /// points back (`None`: buyers may not cancel; an operator always may). Set at creation.
+    #[serde(default)]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When its sale opens (`None`: at once). Buyers may join before: they wait in a pre-queue
     /// and nobody is admitted until the opening is recorded ([`Concert::opened`]). Set at creation.
     #[serde(default)]
@@ -807,6 +812,10 @@ pub struct NewConcert {
     /// [`HOLDS_PER_TOKEN_MAX`].
     #[serde(default)]
     pub holds_per_token: Option<u32>,
+    /// Until how many seconds before a performance its buyers may cancel (`None`: they may
+    /// not), 0 to [`CANCEL_UNTIL_SECS_MAX`].
+    #[serde(default)]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When its sale opens (`None`: at once); buyers who join before wait in a pre-queue.
     #[serde(default)]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -845,7 +854,8 @@ pub struct ConcertPlan {
 /// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
 /// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, queue settings out of
 /// range, a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`, a
-/// `holds_per_token` of 0 or above `HOLDS_PER_TOKEN_MAX`, or a
+/// `holds_per_token` of 0 or above `HOLDS_PER_TOKEN_MAX` or above `max_seats_per_buyer`, a
+/// `cancel_until_secs_before_start` above `CANCEL_UNTIL_SECS_MAX`, or a
 /// `sales_open_at` outside the years allowed for a start.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     let invalid = |reason: String| Err(DomainError::InvalidInput { reason });
@@ -860,8 +870,17 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     if request.max_seats_per_buyer.is_some_and(|cap| !(1..=MAX_SEATS_PER_BUYER_LIMIT).contains(&cap)) {
         return invalid(format!("maxSeatsPerBuyer must be 1 to {MAX_SEATS_PER_BUYER_LIMIT}"));
     }
+    if request.cancel_until_secs_before_start.is_some_and(|secs| secs > CANCEL_UNTIL_SECS_MAX) {
+        return invalid(format!("cancelUntilSecsBeforeStart must be 0 to {CANCEL_UNTIL_SECS_MAX}"));
+    }
     if request.holds_per_token.is_some_and(|n| !(1..=HOLDS_PER_TOKEN_MAX).contains(&n)) {
         return invalid(format!("holdsPerToken must be 1 to {HOLDS_PER_TOKEN_MAX}"));
+    }
+    if let (Some(holds), Some(cap)) = (request.holds_per_token, request.max_seats_per_buyer) {
+        if holds > cap {
+            // A buyer would hold seats it may not pay for, keeping them from others.
+            return invalid(format!("holdsPerToken ({holds}) may not exceed maxSeatsPerBuyer ({cap})"));
+        }
     }
     if request.sales_open_at.is_some_and(|at| !(STARTS_AT_YEAR_MIN..=STARTS_AT_YEAR_MAX).contains(&at.year()))
     {
@@ -877,6 +896,7 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
         version: 0,
         max_seats_per_buyer: request.max_seats_per_buyer,
         holds_per_token: request.holds_per_token,
+        cancel_until_secs_before_start: request.cancel_until_secs_before_start,
         sales_open_at: request.sales_open_at,
         pre_queue: request.pre_queue,
         opened: None,
@@ -925,6 +945,7 @@ mod tests {
             queue: QueueSettings::default(),
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         }

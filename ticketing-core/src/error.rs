@@ -76,6 +76,16 @@ pub enum DomainError {
     /// The reservation was released by its owner.
     #[error("the reservation was released")]
     HoldReleased,
+    /// Only a paid booking can be cancelled: this reservation was never paid.
+    #[error("the reservation is not paid: only a booking can be cancelled")]
+    NotPaid,
+    /// The booking was cancelled (and refunded) already.
+    #[error("the booking was already cancelled")]
+    AlreadyCancelled,
+    /// The concert's buyers may no longer cancel this booking (or may not cancel at all; an
+    /// operator still may).
+    #[error("this booking can no longer be cancelled by its buyer")]
+    CancellationClosed,
     /// The balance does not cover the price.
     #[error("insufficient balance: {balance} points, {required} required")]
     InsufficientBalance {

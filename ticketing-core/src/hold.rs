@@ -28,6 +28,8 @@ pub enum ReservationStatus {
     Expired,
     /// The user let the seat go.
     Released,
+    /// Paid, then cancelled and refunded: the seat is sellable again.
+    Cancelled,
 }
 
 /// One hold of one seat by one user.
@@ -190,7 +192,9 @@ pub fn plan_release(
     }
     match reservation.status_at(now) {
         ReservationStatus::Confirmed => Err(DomainError::AlreadyPaid),
-        ReservationStatus::Released | ReservationStatus::Expired => Ok(Release::AlreadyOver),
+        ReservationStatus::Released | ReservationStatus::Expired | ReservationStatus::Cancelled => {
+            Ok(Release::AlreadyOver)
+        }
         ReservationStatus::Held if seat.fence != reservation.fence => Ok(Release::AlreadyOver),
         ReservationStatus::Held => Ok(Release::Write(ReleasePlan {
             reservation_id: reservation.id,
@@ -247,6 +251,7 @@ pub fn require_live_hold(
     match reservation.status_at(now) {
         ReservationStatus::Confirmed => Err(DomainError::AlreadyPaid),
         ReservationStatus::Released => Err(DomainError::HoldReleased),
+        ReservationStatus::Cancelled => Err(DomainError::AlreadyCancelled),
         ReservationStatus::Expired => Err(DomainError::HoldExpired),
         ReservationStatus::Held if seat.fence != reservation.fence => Err(DomainError::HoldExpired),
         ReservationStatus::Held => Ok(()),

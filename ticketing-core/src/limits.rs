@@ -11,6 +11,8 @@ pub const HOLDS_PER_TOKEN_DEFAULT: u32 = 1;
 pub const HOLDS_PER_TOKEN_MAX: u32 = 100;
 /// The most reservations a buyer's own view lists (newest first).
 pub const RESERVATIONS_PER_USER_READ: usize = 1_000;
+/// The longest a concert's buyers may be allowed to cancel before a performance: a year.
+pub const CANCEL_UNTIL_SECS_MAX: u64 = 366 * 86_400;
 /// The most reservations one payment may name.
 pub const RESERVATIONS_PER_PAYMENT_MAX: usize = HOLDS_PER_TOKEN_MAX as usize;
 /// How long a waiting token keeps its place without being polled.

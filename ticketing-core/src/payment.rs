@@ -42,6 +42,8 @@ pub enum LedgerKind {
     Charge,
     /// Points spent on a seat.
     Payment,
+    /// Points given back for a cancelled booking.
+    Refund,
 }
 
 /// One change of a balance.
@@ -60,7 +62,7 @@ pub struct LedgerEntry {
     pub balance_after: Points,
     /// When.
     pub at: DateTime<Utc>,
-    /// The payment, for a PAYMENT entry.
+    /// The payment, for a PAYMENT entry and for the REFUND that answers it.
     pub payment_id: Option<PaymentId>,
 }
 
@@ -69,7 +71,7 @@ impl LedgerEntry {
     #[must_use]
     pub fn signed_amount(&self) -> i64 {
         match self.kind {
-            LedgerKind::Charge => self.amount.get(),
+            LedgerKind::Charge | LedgerKind::Refund => self.amount.get(),
             LedgerKind::Payment => -self.amount.get(),
         }
     }
@@ -91,6 +93,9 @@ pub struct Payment {
     pub amount: Points,
     /// When.
     pub at: DateTime<Utc>,
+    /// When it was refunded (its booking cancelled), if it was: the seat may be sold again.
+    #[serde(default)]
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 /// A charge to write.
@@ -233,7 +238,7 @@ pub fn require_within_buyer_cap(bought: u32, adding: u32, cap: Option<u32>) -> R
 /// [`DomainError::InvalidInput`].
 pub fn validate_order(ids: &[ReservationId]) -> Result<(), DomainError> {
     if ids.is_empty() {
-        return Err(DomainError::InvalidInput { reason: "name at least one reservation to pay".into() });
+        return Err(nothing_to_pay());
     }
     if ids.len() > RESERVATIONS_PER_PAYMENT_MAX {
         return Err(DomainError::InvalidInput {
@@ -245,6 +250,10 @@ pub fn validate_order(ids: &[ReservationId]) -> Result<(), DomainError> {
         return Err(DomainError::InvalidInput { reason: format!("reservation {twice} is named twice") });
     }
     Ok(())
+}
+
+fn nothing_to_pay() -> DomainError {
+    DomainError::InvalidInput { reason: "name at least one reservation to pay".into() }
 }
 
 /// Decides a payment of one `reservation` by `payer` from `wallet`: [`plan_order`] of one seat.
@@ -278,7 +287,7 @@ pub fn plan_order(
     now: DateTime<Utc>,
 ) -> Result<PaymentPlan, DomainError> {
     if holds.is_empty() {
-        return Err(DomainError::InvalidInput { reason: "name at least one reservation to pay".into() });
+        return Err(nothing_to_pay());
     }
     let mut total = Points::ZERO;
     for (reservation, seat, _) in holds {
@@ -321,6 +330,7 @@ pub fn plan_order(
                     user_id: payer.clone(),
                     amount: price,
                     at: now,
+                    refunded_at: None,
                 },
             }
         })
@@ -377,6 +387,147 @@ pub fn token_after_payment(
     if more_to_pay { None } else { queue::expire_on_payment(record, now).ok() }
 }
 
+/// Who cancels a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canceller {
+    /// Its buyer, before `until` (the end of the concert's cancellation window for the booking's
+    /// performance; `None`: the concert's buyers may not cancel).
+    Buyer {
+        /// The buyer.
+        user: UserId,
+        /// Until when they may.
+        until: Option<DateTime<Utc>>,
+    },
+    /// An operator, at any time.
+    Operator,
+}
+
+/// A cancellation to write, in one atomic step: the seat AVAILABLE again with the next fence,
+/// the reservation CANCELLED, the payment marked refunded, the points back on the buyer's
+/// wallet with a REFUND ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundPlan {
+    /// The booking being cancelled, as read (CONFIRMED).
+    pub reservation: Reservation,
+    /// Its payment, as refunded (`refunded_at` set).
+    pub payment: Payment,
+    /// The seat's fence as booked by the reservation; the seat must still have it.
+    pub expected_fence: Fence,
+    /// The seat's fence once available again.
+    pub new_fence: Fence,
+    /// The buyer's wallet version it was computed from.
+    pub expected_wallet_version: u64,
+    /// The buyer's wallet after the refund.
+    pub wallet: Wallet,
+    /// The REFUND ledger entry.
+    pub entry: LedgerEntry,
+}
+
+/// What a completed cancellation returns (and every idempotent replay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundReceipt {
+    /// The cancelled booking.
+    pub reservation_id: ReservationId,
+    /// The refunded payment.
+    pub payment_id: PaymentId,
+    /// The seat, available again.
+    pub seat_id: SeatId,
+    /// Whose points came back.
+    pub user_id: UserId,
+    /// How many.
+    pub amount: Points,
+    /// The buyer's balance right after.
+    pub balance: Points,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl RefundPlan {
+    /// What the cancellation answers.
+    #[must_use]
+    pub fn receipt(&self) -> RefundReceipt {
+        RefundReceipt {
+            reservation_id: self.reservation.id,
+            payment_id: self.payment.id,
+            seat_id: self.reservation.seat_id,
+            user_id: self.reservation.user_id.clone(),
+            amount: self.entry.amount,
+            balance: self.wallet.balance,
+            at: self.entry.at,
+        }
+    }
+}
+
+/// Decides the cancellation of `reservation` (a booking) by `by` at `now`: `seat` and `payment`
+/// are the reservation's as read, `wallet` its buyer's. A buyer may cancel only their own
+/// booking and only within the concert's cancellation window ([`Canceller::Buyer`]); an operator
+/// may cancel any booking at any time. The whole price comes back.
+///
+/// # Errors
+/// [`DomainError::NotOwner`]; [`DomainError::AlreadyCancelled`]; [`DomainError::NotPaid`] for a
+/// hold that was never paid; [`DomainError::CancellationClosed`];
+/// [`DomainError::BalanceLimitExceeded`] when the refund would take the balance past
+/// `BALANCE_MAX_POINTS`; [`DomainError::InvalidInput`] when the records disagree (a booking
+/// without its payment or seat: nothing is written).
+pub fn plan_refund(
+    reservation: &Reservation,
+    seat: &SeatRecord,
+    payment: Option<&Payment>,
+    wallet: &Wallet,
+    by: &Canceller,
+    entry_id: LedgerEntryId,
+    now: DateTime<Utc>,
+) -> Result<RefundPlan, DomainError> {
+    if let Canceller::Buyer { user, .. } = by {
+        if &reservation.user_id != user {
+            return Err(DomainError::NotOwner);
+        }
+    }
+    match reservation.status {
+        ReservationStatus::Confirmed => {}
+        ReservationStatus::Cancelled => return Err(DomainError::AlreadyCancelled),
+        ReservationStatus::Held | ReservationStatus::Expired | ReservationStatus::Released => {
+            return Err(DomainError::NotPaid);
+        }
+    }
+    if let Canceller::Buyer { until, .. } = by {
+        if until.is_none_or(|until| now >= until) {
+            return Err(DomainError::CancellationClosed);
+        }
+    }
+    let inconsistent =
+        |what: &str| DomainError::InvalidInput { reason: format!("the booking has no {what}") };
+    let payment = payment.filter(|p| p.refunded_at.is_none()).ok_or_else(|| inconsistent("live payment"))?;
+    let booked = matches!(seat.state, SeatState::Booked { reservation: r } if r == reservation.id);
+    if !booked {
+        return Err(inconsistent("booked seat"));
+    }
+    let max = Points::new(BALANCE_MAX_POINTS)?;
+    let balance = wallet
+        .balance
+        .checked_add(payment.amount)
+        .filter(|b| *b <= max)
+        .ok_or(DomainError::BalanceLimitExceeded { max })?;
+    Ok(RefundPlan {
+        reservation: reservation.clone(),
+        payment: Payment { refunded_at: Some(now), ..payment.clone() },
+        expected_fence: seat.fence,
+        new_fence: seat.fence.next(),
+        expected_wallet_version: wallet.version,
+        wallet: Wallet { user_id: reservation.user_id.clone(), balance, version: wallet.version + 1 },
+        entry: LedgerEntry {
+            id: entry_id,
+            user_id: reservation.user_id.clone(),
+            kind: LedgerKind::Refund,
+            amount: payment.amount,
+            balance_after: balance,
+            at: now,
+            payment_id: Some(payment.id),
+        },
+    })
+}
+
 /// What a completed payment returns to its caller (and to every idempotent replay).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", from = "StoredReceipt")]
@@ -398,7 +549,7 @@ impl PaymentReceipt {
 /// A receipt as stored under an idempotency key: as now, or as written before a payment could
 /// hold several seats (one `payment`), so a replay across an upgrade still answers.
 #[derive(Deserialize)]
-#[serde(untagged, rename_all = "camelCase")]
+#[serde(untagged)]
 enum StoredReceipt {
     Order { payments: Vec<Payment>, balance: Points },
     Single { payment: Payment, balance: Points },
@@ -587,6 +738,7 @@ mod tests {
             user_id: alice(),
             amount: Points::new(300).expect("valid"),
             at: t(1),
+            refunded_at: None,
         };
         let old = serde_json::json!({"payment": payment, "balance": 700});
         let read: PaymentReceipt = serde_json::from_value(old).expect("reads");

@@ -31,13 +31,16 @@ use crate::limits::{
     LINE_REBUILD_MARGIN_SECS, OPENER, PRE_QUEUE_DRAW_MAX, SEAT_MAP_CACHE_SEATS_MAX, SWEEP_BATCH,
     TOKEN_RETENTION_SECS, UNLOGGED_ADMISSIONS_MAX,
 };
-use crate::payment::{self, LedgerEntry, Payment, PaymentIds, PaymentReceipt, Wallet};
+use crate::payment::{
+    self, Canceller, LedgerEntry, Payment, PaymentIds, PaymentReceipt, RefundReceipt, Wallet,
+};
 use crate::queue::{
     self, AdmissionPlan, AdmissionSnapshot, ExpiryReason, LineOpening, Polled, TokenRecord, TokenState,
     TokenStatus,
 };
 use crate::store::{
-    BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, Restored, Revocation,
+    BookingStore, ChargeInputs, HoldInputs, Lost, PaymentInputs, QueueStore, RefundInputs, Restored,
+    Revocation,
 };
 
 /// Deployment-wide settings of the service (per-concert queue settings live with the concert).
@@ -1520,6 +1523,108 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
         Ok(receipt)
     }
 
+    /// Cancels one of the token's user's bookings of the token's concert and gives the points
+    /// back, within the concert's cancellation window (until `cancel_until_secs_before_start`
+    /// before the performance): in one step the seat is available again (and may be sold again),
+    /// the reservation CANCELLED, the payment marked refunded, and the price back on the balance
+    /// with a REFUND ledger entry ([`payment::plan_refund`]). Safe to retry with a key. Read with
+    /// a token that may read the reservation ([`Ticketing::reservation`]'s rule).
+    ///
+    /// # Errors
+    /// Token errors; [`DomainError::ReservationNotFound`], [`DomainError::NotOwner`],
+    /// [`DomainError::WrongConcert`]; [`DomainError::NotPaid`], [`DomainError::AlreadyCancelled`],
+    /// [`DomainError::CancellationClosed`], [`DomainError::BalanceLimitExceeded`] (remembered
+    /// under the key); [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn cancel(
+        &self,
+        token: &QueueToken,
+        id: ReservationId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<RefundReceipt, Error> {
+        let now = self.now();
+        let record = self.owner_token(token, now).await?;
+        if record.revoked() {
+            return Err(DomainError::TokenRevoked.into());
+        }
+        let reservation = self.own_reservation(&record, id).await?;
+        let concert = self.concert(record.concert_id).await?;
+        let until = match concert.cancel_until_secs_before_start {
+            Some(secs) => {
+                let starts_at = self.schedule(reservation.schedule_id).await?.starts_at;
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                Some(starts_at - Duration::seconds(secs))
+            }
+            None => None,
+        };
+        let by = Canceller::Buyer { user: record.user_id.clone(), until };
+        self.refund(id, &reservation.user_id, &by, key, format!("cancel:{id}"), now).await
+    }
+
+    /// Cancels any booking, as an operator, at any time, and gives the points back to its
+    /// buyer: as [`Ticketing::cancel`], without the window. Safe to retry with a key (kept with
+    /// the buyer's keys).
+    ///
+    /// # Errors
+    /// [`DomainError::ReservationNotFound`]; [`DomainError::NotPaid`],
+    /// [`DomainError::AlreadyCancelled`], [`DomainError::BalanceLimitExceeded`] (remembered under
+    /// the key); [`DomainError::IdempotencyKeyReused`]; [`Error::Contention`]; store errors.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn cancel_by_operator(
+        &self,
+        id: ReservationId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<RefundReceipt, Error> {
+        let now = self.now();
+        let reservation = self.booking.reservation(id).await?.ok_or(DomainError::ReservationNotFound)?;
+        self.refund(
+            id,
+            &reservation.user_id,
+            &Canceller::Operator,
+            key,
+            format!("cancel-by-operator:{id}"),
+            now,
+        )
+        .await
+    }
+
+    /// The keyed cancellation step of `id`, owned by `owner`, by `by`.
+    async fn refund(
+        &self,
+        id: ReservationId,
+        owner: &UserId,
+        by: &Canceller,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+        now: DateTime<Utc>,
+    ) -> Result<RefundReceipt, Error> {
+        let ctx = KeyCtx { user: owner.clone(), key, fingerprint, now };
+        let entry_id = LedgerEntryId::random();
+        self.keyed(ctx, |ctx| async move {
+            let decide = |inputs: RefundInputs| {
+                ctx.check(inputs.key.as_ref())?;
+                let reservation = inputs.reservation.ok_or(Stop::failed(DomainError::ReservationNotFound))?;
+                let seat = inputs.seat.ok_or(Stop::failed(StoreError::Missing("seat")))?;
+                let wallet = inputs.wallet.ok_or(Stop::failed(StoreError::Missing("wallet")))?;
+                let plan = payment::plan_refund(
+                    &reservation,
+                    &seat,
+                    inputs.payment.as_ref(),
+                    &wallet,
+                    by,
+                    entry_id,
+                    now,
+                )
+                .map_err(Stop::Refused)?;
+                let key = ctx.success(&plan.receipt())?;
+                Ok((plan, key))
+            };
+            let written = self.booking.refund(id, ctx.key.as_ref(), decide).await?;
+            Ok(written.map(|plan| plan.receipt()))
+        })
+        .await
+    }
+
     /// Expires the token of a buyer who paid, once nothing it holds is left to pay. The payment
     /// has committed whatever happens here: if a store cannot be read or written the token
     /// simply runs out its active time, and it cannot buy again meanwhile because confirmed
@@ -1675,8 +1780,6 @@ pub struct Revoked {
     pub released: usize,
 }
 
-/// How long a line its queue store lost waits for its buyers to come back before it admits (or
-/// is drawn): the longest pause a waiting client is told to keep between polls, and a margin.
 /// The fingerprint of a payment under an idempotency key: the reservation for one (as it always
 /// was), and for several a digest of the set (in any order), which fits the stored column.
 fn payment_fingerprint(ids: &[ReservationId]) -> String {
@@ -1692,6 +1795,8 @@ fn payment_fingerprint(ids: &[ReservationId]) -> String {
     }
 }
 
+/// How long a line its queue store lost waits for its buyers to come back before it admits (or
+/// is drawn): the longest pause a waiting client is told to keep between polls, and a margin.
 fn rebuild_pause(concert: &Concert) -> Duration {
     secs(queue::poll_after_secs(None, &concert.queue) + LINE_REBUILD_MARGIN_SECS)
 }

@@ -65,6 +65,7 @@ async fn sale_opening(max_active: u32, sales_open_at: Option<DateTime<chrono::Ut
             },
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at,
             pre_queue: Default::default(),
         })

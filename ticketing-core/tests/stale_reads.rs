@@ -121,6 +121,7 @@ fn open_concert(title: &str) -> NewConcert {
         },
         max_seats_per_buyer: None,
         holds_per_token: None,
+        cancel_until_secs_before_start: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     }

@@ -602,6 +602,7 @@ mod tests {
             version: 0,
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
             opened: None,

@@ -10,7 +10,7 @@ use ticketing_core::catalog::{
 };
 use ticketing_core::hold::Reservation;
 use ticketing_core::ids::ScheduleId;
-use ticketing_core::payment::{LedgerEntry, PaymentReceipt, Wallet};
+use ticketing_core::payment::{LedgerEntry, PaymentReceipt, RefundReceipt, Wallet};
 use ticketing_core::{Account, SaleFigures, ScheduleSales, SeatSale, TokenView};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -173,6 +173,10 @@ pub struct ConcertBody {
     /// server's setting (`TICKETING_HOLDS_PER_TOKEN`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holds_per_token: Option<u32>,
+    /// Until how many seconds before a performance its buyers may cancel a booking; absent:
+    /// they may not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When its sale opens; absent: it is open. Buyers may join before and wait in a pre-queue.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -193,6 +197,7 @@ impl From<&Concert> for ConcertBody {
             title: c.title.clone(),
             max_seats_per_buyer: c.max_seats_per_buyer,
             holds_per_token: c.holds_per_token,
+            cancel_until_secs_before_start: c.cancel_until_secs_before_start,
             sales_open_at: c.sales_open_at,
             pre_queue: c.pre_queue.as_str().to_owned(),
             open: !c.before_opening(),
@@ -386,7 +391,7 @@ pub struct PaymentRequest {
     pub reservation_id: Option<String>,
     /// The held reservations to pay for in one payment (1 to 100, none twice): one debit of
     /// their sum; if any one cannot be paid, none is, and the others stay held.
-    #[schema(value_type = Option<Vec<Uuid>>, min_items = 1, max_items = 100)]
+    #[schema(value_type = Option<std::collections::BTreeSet<Uuid>>, min_items = 1, max_items = 100)]
     #[serde(default)]
     pub reservation_ids: Option<Vec<String>>,
 }
@@ -447,6 +452,44 @@ impl From<&PaymentReceipt> for PaymentBody {
     }
 }
 
+/// A cancelled booking (`POST /api/v1/reservations/{reservationId}/cancel`, or an operator's).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundBody {
+    /// The booking, now `CANCELLED`.
+    pub reservation_id: Uuid,
+    /// The payment refunded.
+    pub payment_id: Uuid,
+    /// The seat, available again.
+    pub seat_id: Uuid,
+    /// Whose points came back.
+    pub user_id: String,
+    /// How many.
+    pub amount: i64,
+    /// The buyer's balance right after.
+    pub balance: i64,
+    /// When (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub refunded_at: DateTime<Utc>,
+    /// Always `CANCELLED`.
+    pub status: String,
+}
+
+impl From<&RefundReceipt> for RefundBody {
+    fn from(r: &RefundReceipt) -> Self {
+        Self {
+            reservation_id: r.reservation_id.as_uuid(),
+            payment_id: r.payment_id.as_uuid(),
+            seat_id: r.seat_id.as_uuid(),
+            user_id: r.user_id.to_string(),
+            amount: r.amount.get(),
+            balance: r.balance.get(),
+            refunded_at: r.at,
+            status: "CANCELLED".to_owned(),
+        }
+    }
+}
+
 /// `POST /api/v1/balance/charges`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -496,6 +539,12 @@ pub struct NewConcertRequest {
     #[schema(minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "integral_opt")]
     pub holds_per_token: Option<u32>,
+    /// Until how many seconds before a performance its buyers may cancel a booking and get
+    /// their points back (0 to 31,622,400, a year); left out: buyers may not cancel (an operator
+    /// always may).
+    #[schema(minimum = 0, maximum = 31_622_400)]
+    #[serde(default, deserialize_with = "integral_opt")]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When the sale opens (RFC 3339, in the years 1900 to 8999); left out: at once. Buyers may
     /// join before: they wait in a pre-queue, and nobody is admitted until the opening.
     #[schema(pattern = "^(19|[2-8][0-9])[0-9]{2}-")]
@@ -613,6 +662,9 @@ pub struct CreatedConcertBody {
     /// How many seats one token may hold at once; absent: the server's setting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holds_per_token: Option<u32>,
+    /// Until how many seconds before a performance its buyers may cancel; absent: they may not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When its sale opens; absent: at once.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -656,6 +708,10 @@ pub struct SaleBody {
     /// How many seats one token may hold at once (set at creation); absent: the server's setting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holds_per_token: Option<u32>,
+    /// Until how many seconds before a performance its buyers may cancel (set at creation);
+    /// absent: they may not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_until_secs_before_start: Option<u64>,
     /// When its sale opens (set at creation); absent: at once.
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub sales_open_at: Option<DateTime<Utc>>,
@@ -720,6 +776,7 @@ impl From<&Concert> for SaleBody {
             queue: QueueBody::from(concert.queue),
             max_seats_per_buyer: concert.max_seats_per_buyer,
             holds_per_token: concert.holds_per_token,
+            cancel_until_secs_before_start: concert.cancel_until_secs_before_start,
             sales_open_at: concert.sales_open_at,
             pre_queue: concert.pre_queue.as_str().to_owned(),
             opened: concert.opened.map(OpeningBody::from),
@@ -886,6 +943,7 @@ impl From<&ConcertPlan> for CreatedConcertBody {
             queue: QueueBody::from(q),
             max_seats_per_buyer: plan.concert.max_seats_per_buyer,
             holds_per_token: plan.concert.holds_per_token,
+            cancel_until_secs_before_start: plan.concert.cancel_until_secs_before_start,
             sales_open_at: plan.concert.sales_open_at,
             pre_queue: plan.concert.pre_queue.as_str().to_owned(),
         }

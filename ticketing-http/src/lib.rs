@@ -222,7 +222,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     paths(
         routes::issue_token, routes::current_token, routes::leave, routes::concerts, routes::schedules, routes::seats,
         routes::hold, routes::reservation, routes::release, routes::pay, routes::balance, routes::charge,
-        routes::my_reservations, routes::my_ledger,
+        routes::my_reservations, routes::my_ledger, routes::cancel, routes::cancel_by_operator,
         routes::create_concert, routes::pause, routes::resume, routes::change_queue, routes::revoke, routes::sale_actions, routes::figures, routes::sales, routes::account, routes::healthz, routes::readyz, routes::metrics,
     ),
     components(schemas(error::Problem, error::StoreHealth, error::Health, routes::ReadyBody)),
@@ -356,6 +356,7 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
         .route("/api/v1/payments", post(routes::pay::<Q, B, C>))
         .route("/api/v1/balance", get(routes::balance::<Q, B, C>))
         .route("/api/v1/me/reservations", get(routes::my_reservations::<Q, B, C>))
+        .route("/api/v1/reservations/{reservation_id}/cancel", post(routes::cancel::<Q, B, C>))
         .route("/api/v1/me/ledger", get(routes::my_ledger::<Q, B, C>))
         .route("/api/v1/balance/charges", post(routes::charge::<Q, B, C>))
         .route("/healthz", get(routes::healthz))
@@ -379,6 +380,10 @@ pub fn router<Q: QueueStore, B: BookingStore, C: Clock>(state: Arc<AppState<Q, B
                 .route("/api/v1/admin/concerts/{concert_id}/figures", get(routes::figures::<Q, B, C>))
                 .route("/api/v1/admin/concerts/{concert_id}/sales", get(routes::sales::<Q, B, C>))
                 .route("/api/v1/admin/users/{user_id}/account", get(routes::account::<Q, B, C>))
+                .route(
+                    "/api/v1/admin/reservations/{reservation_id}/cancel",
+                    post(routes::cancel_by_operator::<Q, B, C>),
+                )
                 .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin::<Q, B, C>)),
         )
     } else {
@@ -726,6 +731,7 @@ pub async fn seed_demo<Q: QueueStore, B: BookingStore, C: Clock>(
             queue,
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

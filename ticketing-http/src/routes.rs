@@ -23,8 +23,8 @@ use ticketing_core::{Clock, DomainError, TokenView};
 use crate::AppState;
 use crate::dto::{
     AccountBody, BalanceBody, ChargeRequest, ConcertBody, CreatedConcertBody, FiguresBody, HoldRequest,
-    IssueTokenRequest, NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, ReservationBody,
-    RevokedBody, SaleActionBody, SaleBody, SalesBody, ScheduleBody, SeatBody, TokenBody,
+    IssueTokenRequest, NewConcertRequest, PaymentBody, PaymentRequest, QueueRequest, RefundBody,
+    ReservationBody, RevokedBody, SaleActionBody, SaleBody, SalesBody, ScheduleBody, SeatBody, TokenBody,
 };
 use crate::error::{ApiError, Health, Problem, StoreHealth};
 
@@ -300,6 +300,54 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Cancel one of your bookings and get its points back: the seat is available again (and may be
+/// sold again), the reservation reads `CANCELLED`, a `REFUND` entry joins your ledger. Only within
+/// the concert's cancellation window (`cancelUntilSecsBeforeStart` before the performance; a
+/// concert without one lets only operators cancel), with a token of its concert that may read the
+/// reservation. Safe to retry with an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/reservations/{reservationId}/cancel", tag = "booking", security(("queueToken" = [])),
+    params(("reservationId" = Uuid, Path, description = "the booking"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry: 1 to 128 visible ASCII characters",
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
+    responses((status = 200, body = RefundBody), (status = 401, body = Problem),
+        (status = 403, description = "wrong_concert: a token of another concert", body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "`not_paid` (a hold, not a booking), `already_cancelled`, or `cancellation_closed` (past the concert's window, or it has none)", body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn cancel<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    Bearer(token): Bearer,
+    IdemKey(key): IdemKey,
+    Path(id): Path<String>,
+) -> Result<Json<RefundBody>, ApiError> {
+    let id = path_id(&id, ReservationId::parse, DomainError::ReservationNotFound)?;
+    let refund = state.service.cancel(&token, id, key).await?;
+    metrics::counter!("ticketing_refunds_total").increment(1);
+    Ok(Json(RefundBody::from(&refund)))
+}
+
+/// Cancel any booking as an operator, at any time, and give its buyer the points back (as a
+/// buyer's cancellation, without the window). Safe to retry with an `Idempotency-Key`. Needs
+/// `X-Admin-Key`.
+#[utoipa::path(post, path = "/api/v1/admin/reservations/{reservationId}/cancel", tag = "admin",
+    params(("reservationId" = Uuid, Path, description = "the booking"),
+        ("X-Admin-Key" = String, Header, description = "the configured admin key"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes the request safe to retry: 1 to 128 visible ASCII characters",
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
+    responses((status = 200, body = RefundBody), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`not_paid` or `already_cancelled`", body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn cancel_by_operator<Q: QueueStore, B: BookingStore, C: Clock>(
+    State(state): St<Q, B, C>,
+    IdemKey(key): IdemKey,
+    Path(id): Path<String>,
+) -> Result<Json<RefundBody>, ApiError> {
+    let id = path_id(&id, ReservationId::parse, DomainError::ReservationNotFound)?;
+    let refund = state.service.cancel_by_operator(id, key).await?;
+    metrics::counter!("ticketing_refunds_total").increment(1);
+    Ok(Json(RefundBody::from(&refund)))
+}
+
 /// Pay for a held seat, or for several at once (`reservationIds`: one debit of their sum, all or
 /// none; a refusal of one leaves the others held), from your balance, with your ACTIVE token of
 /// the holds' concert or with the token that made the hold (until the hold's deadline, whenever
@@ -313,7 +361,7 @@ pub async fn release<Q: QueueStore, B: BookingStore, C: Clock>(
         (status = 201, body = PaymentBody),
         (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
         (status = 403, description = "wrong_concert: a token of another concert; not_admitted", body = Problem),
-        (status = 404, body = Problem), (status = 409, description = "`already_paid`, or `buyer_limit`: you already bought the concert's `maxSeatsPerBuyer` seats", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "`already_paid`, or `buyer_limit`: the seats you bought and these would pass the concert's `maxSeatsPerBuyer`", body = Problem),
         (status = 410, description = "hold_expired or hold_released", body = Problem), (status = 422, body = Problem),
     ))]
 pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(
@@ -415,6 +463,7 @@ pub async fn create_concert<Q: QueueStore, B: BookingStore, C: Clock>(
         queue: request.queue.with_defaults(ticketing_core::catalog::QueueSettings::default()),
         max_seats_per_buyer: request.max_seats_per_buyer,
         holds_per_token: request.holds_per_token,
+        cancel_until_secs_before_start: request.cancel_until_secs_before_start,
         sales_open_at: request.sales_open_at,
         pre_queue: request.pre_queue.unwrap_or_default(),
     };

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AdmissionLog, Admissions, BookingStore, CatalogStore, ChargeInputs, Decided, HoldInputs, Lost,
-    PaymentInputs, QueueStore, Restored, Revocation, StoreResult, TokenHistory, WalletStore,
+    PaymentInputs, QueueStore, RefundInputs, Restored, Revocation, StoreResult, TokenHistory, WalletStore,
 };
 use crate::catalog::{
     Concert, ConcertPlan, OccupiedSeat, SaleAction, Schedule, ScheduleAvailability, SeatChanges, SeatRecord,
@@ -36,7 +36,7 @@ use crate::catalog::{
 use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
-use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, RefundPlan, Wallet};
 use crate::queue::{AdmissionPlan, AdmissionSnapshot, Joined, LineOpening, NewToken, Polled, TokenRecord};
 
 /// How many calls a store saw, by method name.
@@ -366,8 +366,9 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         &self,
         user: &UserId,
         concert: ConcertId,
+        except: &[ReservationId],
     ) -> impl Future<Output = StoreResult<u32>> + Send {
-        self.count("seats_bought", self.inner.seats_bought(user, concert))
+        self.count("seats_bought", self.inner.seats_bought(user, concert, except))
     }
 
     fn reservations_of_user(
@@ -456,6 +457,35 @@ impl<S: BookingStore> BookingStore for Counting<S> {
         E: Send,
     {
         self.count("pay", self.inner.pay(user, reservations, key, decide))
+    }
+
+    fn cancel_booking(
+        &self,
+        plan: &RefundPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.count("cancel_booking", self.inner.cancel_booking(plan, idempotency))
+    }
+
+    fn refund_inputs(
+        &self,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<RefundInputs>> + Send {
+        self.count("refund_inputs", self.inner.refund_inputs(reservation, key))
+    }
+
+    fn refund<D, E>(
+        &self,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<RefundPlan, E>>> + Send
+    where
+        D: FnOnce(RefundInputs) -> Decided<RefundPlan, E> + Send,
+        E: Send,
+    {
+        self.count("refund", self.inner.refund(reservation, key, decide))
     }
 
     fn sweep_holds(

@@ -39,10 +39,10 @@ use crate::catalog::{
     SeatTally,
 };
 use crate::error::StoreError;
-use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
+use crate::hold::{HoldPlan, ReleasePlan, Reservation};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
-use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, RefundPlan, Wallet};
 use crate::queue::{
     self, AdmissionPlan, AdmissionSnapshot, InLine, IssueDecision, Joined, LineOpening, NewToken, Polled,
     TokenRecord,
@@ -532,37 +532,9 @@ pub struct PaymentInputs {
     /// How many seats of the first found reservation's concert its user has paid for, the
     /// named reservations left out (0 when none exists), read no earlier than the wallet: the
     /// payment's write names the wallet's version, which every payment of the user changes.
+    /// Left out by id, not by status: a named hold that a racing payment just confirmed is
+    /// decided on its own state (already paid), never counted against the cap.
     pub bought: u32,
-}
-
-impl PaymentInputs {
-    /// The inputs from their parts, `bought_all` counting every seat the first found
-    /// reservation's user paid for in its concert: the named reservations among those are left
-    /// out here, once for every backend.
-    #[must_use]
-    pub fn new(
-        wallet: Wallet,
-        holds: Vec<HoldToPay>,
-        key: Option<IdempotencyRecord>,
-        bought_all: u32,
-    ) -> Self {
-        let bought = match holds.iter().find_map(|h| h.reservation.as_ref()) {
-            Some(first) => {
-                let named = holds
-                    .iter()
-                    .filter_map(|h| h.reservation.as_ref())
-                    .filter(|r| {
-                        r.user_id == first.user_id
-                            && r.concert_id == first.concert_id
-                            && r.status == ReservationStatus::Confirmed
-                    })
-                    .count();
-                bought_all.saturating_sub(u32::try_from(named).unwrap_or(u32::MAX))
-            }
-            None => 0,
-        };
-        Self { wallet, holds, key, bought }
-    }
 }
 
 /// One reservation a payment names, as read for it ([`PaymentInputs::holds`]).
@@ -580,6 +552,22 @@ pub struct HoldToPay {
     pub hold_revoked: bool,
 }
 
+/// What a cancellation is decided from ([`BookingStore::refund_inputs`]).
+#[derive(Debug, Clone)]
+pub struct RefundInputs {
+    /// The reservation, if it exists.
+    pub reservation: Option<Reservation>,
+    /// Its seat, when it exists.
+    pub seat: Option<SeatRecord>,
+    /// Its payment, if it was paid.
+    pub payment: Option<Payment>,
+    /// Its buyer's wallet, when it exists.
+    pub wallet: Option<Wallet>,
+    /// What is stored under the request's key for the reservation's buyer (`None` without a
+    /// key or a reservation).
+    pub key: Option<IdempotencyRecord>,
+}
+
 /// Holds and payments. Over the same backend as the wallet, because a payment debits the wallet
 /// in the same atomic step.
 pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
@@ -587,11 +575,14 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
     fn reservation(&self, id: ReservationId)
     -> impl Future<Output = StoreResult<Option<Reservation>>> + Send;
 
-    /// How many seats of `concert` `user` has paid for (its confirmed reservations).
+    /// How many seats of `concert` `user` has paid for (its confirmed reservations), leaving out
+    /// `except` (the reservations being paid: if a racing payment of one just committed, the
+    /// payment's write then fails on the wallet's version and is decided again, as already paid).
     fn seats_bought(
         &self,
         user: &UserId,
         concert: ConcertId,
+        except: &[ReservationId],
     ) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Every reservation `token` (a token of `user`) made, in any status, in no particular
@@ -641,6 +632,73 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         idempotency: Option<&IdempotencyRecord>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Cancels a booking, if the seat still has `plan.expected_fence` and is booked by the
+    /// reservation, the reservation is still CONFIRMED, its payment not refunded yet, and the
+    /// buyer's wallet version is still `plan.expected_wallet_version` (otherwise
+    /// [`StoreError::Conflict`], and nothing is written): the seat becomes AVAILABLE with
+    /// `plan.new_fence`, the reservation CANCELLED, the payment takes `refunded_at`, the wallet
+    /// takes `plan.wallet` with the REFUND entry, and `idempotency` is stored as in
+    /// [`BookingStore::claim_seat`]. A seat may then be sold again; it is never paid by two live
+    /// payments at once.
+    fn cancel_booking(
+        &self,
+        plan: &RefundPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// What a cancellation of `reservation` is decided from: the reservation, its seat, its
+    /// payment, its buyer's wallet and what is stored under `key` for that buyer. The default
+    /// reads them one after the other; a backend may read them in one round trip.
+    fn refund_inputs(
+        &self,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = StoreResult<RefundInputs>> + Send {
+        async move {
+            let Some(found) = self.reservation(reservation).await? else {
+                return Ok(RefundInputs {
+                    reservation: None,
+                    seat: None,
+                    payment: None,
+                    wallet: None,
+                    key: None,
+                });
+            };
+            // Whatever moves between these reads, the write names what it was decided from.
+            let wallet = self.wallet(&found.user_id).await?;
+            let seat = self.seat(found.seat_id).await?;
+            let payment = self.payment_of(reservation).await?;
+            let key = match key {
+                Some(key) => self.idempotency(&found.user_id, key).await?,
+                None => None,
+            };
+            Ok(RefundInputs { reservation: Some(found), seat, payment, wallet: Some(wallet), key })
+        }
+    }
+
+    /// One cancellation as one store call: reads [`BookingStore::refund_inputs`], lets `decide`
+    /// plan it, and writes the plan with [`BookingStore::cancel_booking`]; as
+    /// [`BookingStore::pay`].
+    fn refund<D, E>(
+        &self,
+        reservation: ReservationId,
+        key: Option<&IdempotencyKey>,
+        decide: D,
+    ) -> impl Future<Output = StoreResult<Result<RefundPlan, E>>> + Send
+    where
+        D: FnOnce(RefundInputs) -> Decided<RefundPlan, E> + Send,
+        E: Send,
+    {
+        async move {
+            let (plan, record) = match decide(self.refund_inputs(reservation, key).await?) {
+                Ok(decided) => decided,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            self.cancel_booking(&plan, record.as_ref()).await?;
+            Ok(Ok(plan))
+        }
+    }
+
     /// The payment of a reservation, if it was paid.
     fn payment_of(
         &self,
@@ -659,7 +717,7 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
         async move {
             let seat = self.seat(seat).await?;
             let bought = match &seat {
-                Some(seat) => self.seats_bought(user, seat.seat.concert_id).await?,
+                Some(seat) => self.seats_bought(user, seat.seat.concert_id, &[]).await?,
                 None => 0,
             };
             let key = match key {
@@ -723,15 +781,15 @@ pub trait BookingStore: CatalogStore + WalletStore + AdmissionLog {
                 };
                 holds.push(HoldToPay { id, reservation, seat, hold_revoked });
             }
-            let bought_all = match holds.iter().find_map(|h| h.reservation.as_ref()) {
-                Some(r) => self.seats_bought(&r.user_id, r.concert_id).await?,
+            let bought = match holds.iter().find_map(|h| h.reservation.as_ref()) {
+                Some(r) => self.seats_bought(&r.user_id, r.concert_id, reservations).await?,
                 None => 0,
             };
             let key = match key {
                 Some(key) => self.idempotency(user, key).await?,
                 None => None,
             };
-            Ok(PaymentInputs::new(wallet, holds, key, bought_all))
+            Ok(PaymentInputs { wallet, holds, key, bought })
         }
     }
 

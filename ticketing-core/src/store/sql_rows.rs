@@ -79,6 +79,7 @@ pub(crate) struct ConcertRow {
     version: i64,
     max_seats_per_buyer: Option<i32>,
     holds_per_token: Option<i32>,
+    cancel_until_secs_before_start: Option<i64>,
     sales_open_at: Option<DateTime<Utc>>,
     pre_queue: String,
     opened_at: Option<DateTime<Utc>>,
@@ -110,6 +111,7 @@ impl TryFrom<ConcertRow> for Concert {
                 .map(u32::try_from)
                 .transpose()
                 .map_err(|_| StoreError::Corrupt("negative holds_per_token".into()))?,
+            cancel_until_secs_before_start: r.cancel_until_secs_before_start.map(u64_of).transpose()?,
             sales_open_at: r.sales_open_at,
             pre_queue: PreQueue::parse(&r.pre_queue)
                 .ok_or_else(|| StoreError::Corrupt(format!("pre-queue order {:?}", r.pre_queue)))?,
@@ -350,6 +352,7 @@ pub(crate) struct PaymentRow {
     user_id: String,
     amount: i64,
     at: DateTime<Utc>,
+    refunded_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<PaymentRow> for Payment {
@@ -362,6 +365,7 @@ impl TryFrom<PaymentRow> for Payment {
             user_id: user(&r.user_id)?,
             amount: points(r.amount)?,
             at: r.at,
+            refunded_at: r.refunded_at,
         })
     }
 }
@@ -564,6 +568,13 @@ pub(crate) struct InputsRow {
     /// A payment's inputs have it: whether the reservation's token was revoked.
     #[sqlx(default)]
     r_revoked: Option<i64>,
+    p_id: Option<Uuid>,
+    p_reservation_id: Option<Uuid>,
+    p_seat_id: Option<Uuid>,
+    p_user_id: Option<String>,
+    p_amount: Option<i64>,
+    p_at: Option<DateTime<Utc>>,
+    p_refunded_at: Option<DateTime<Utc>>,
 }
 
 /// A stored count.
@@ -626,6 +637,22 @@ impl InputsRow {
         .map(Some)
     }
 
+    /// The payment, if the join found it (a cancellation's inputs have it).
+    pub(crate) fn payment(&mut self) -> StoreResult<Option<Payment>> {
+        let Some(id) = self.p_id else { return Ok(None) };
+        PaymentRow {
+            id,
+            reservation_id: present(self.p_reservation_id, "payment's reservation")?,
+            seat_id: present(self.p_seat_id, "payment's seat")?,
+            user_id: present(self.p_user_id.take(), "payment's user")?,
+            amount: present(self.p_amount, "payment's amount")?,
+            at: present(self.p_at, "payment's time")?,
+            refunded_at: self.p_refunded_at,
+        }
+        .try_into()
+        .map(Some)
+    }
+
     /// The wallet of `user` ([`Wallet::empty`] when it has no row).
     pub(crate) fn wallet(&mut self, user: &UserId) -> StoreResult<Wallet> {
         let Some(user_id) = self.w_user_id.take() else { return Ok(Wallet::empty(user.clone())) };
@@ -653,8 +680,8 @@ impl InputsRow {
     }
 }
 
-/// A payment's inputs from its rows, one per id of `reservations` in that order (the wallet,
-/// the key and the count of seats bought repeat on each).
+/// A payment's inputs from its rows, one per id of `reservations` in that order (the wallet and
+/// the key repeat on each; the count of seats bought is the first found reservation's).
 pub(crate) fn payment_inputs(
     user: &UserId,
     reservations: &[crate::ids::ReservationId],
@@ -669,7 +696,12 @@ pub(crate) fn payment_inputs(
     }
     let mut rows = rows.into_iter();
     let Some(mut first) = rows.next() else {
-        return Ok(crate::store::PaymentInputs::new(Wallet::empty(user.clone()), Vec::new(), None, 0));
+        return Ok(crate::store::PaymentInputs {
+            wallet: Wallet::empty(user.clone()),
+            holds: Vec::new(),
+            key: None,
+            bought: 0,
+        });
     };
     let (wallet, key) = (first.wallet(user)?, first.key()?);
     let mut bought = None;
@@ -686,7 +718,7 @@ pub(crate) fn payment_inputs(
             reservation,
         });
     }
-    Ok(crate::store::PaymentInputs::new(wallet, holds, key, bought.unwrap_or(0)))
+    Ok(crate::store::PaymentInputs { wallet, holds, key, bought: bought.unwrap_or(0) })
 }
 
 /// The seat's columns of an [`InputsRow`] (table alias `s`).
@@ -707,6 +739,14 @@ macro_rules! reservation_input_columns {
     };
 }
 
+/// The payment's columns of an [`InputsRow`] (table alias `p`).
+macro_rules! payment_input_columns {
+    () => {
+        "p.id AS p_id, p.reservation_id AS p_reservation_id, p.seat_id AS p_seat_id, p.user_id AS p_user_id,
+         p.amount AS p_amount, p.at AS p_at, p.refunded_at AS p_refunded_at"
+    };
+}
+
 /// The wallet's columns of an [`InputsRow`] (table alias `w`).
 macro_rules! wallet_input_columns {
     () => {
@@ -723,7 +763,10 @@ macro_rules! key_input_columns {
     };
 }
 
-pub(crate) use {key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns};
+pub(crate) use {
+    key_input_columns, payment_input_columns, reservation_input_columns, seat_input_columns,
+    wallet_input_columns,
+};
 
 /// A row of the admission log.
 #[derive(Debug, sqlx::FromRow)]

@@ -8,6 +8,7 @@
 //! |---|---|---:|
 //! | [`BookingStore::claim_seat`](crate::store::BookingStore::claim_seat) | `ticketing_claim_seat` | 22 |
 //! | [`BookingStore::commit_payment`](crate::store::BookingStore::commit_payment) | `ticketing_pay` | 12 |
+//! | [`BookingStore::cancel_booking`](crate::store::BookingStore::cancel_booking) | `ticketing_cancel_booking` | 19 |
 //! | [`BookingStore::release_seat`](crate::store::BookingStore::release_seat) | `ticketing_release_seat` | 3 |
 //! | [`WalletStore::apply_charge`](crate::store::WalletStore::apply_charge) | `ticketing_apply_charge` | 16 |
 //! | [`WalletStore::save_outcome`](crate::store::WalletStore::save_outcome) | `ticketing_save_outcome` | 6 |
@@ -28,7 +29,8 @@
 
 use crate::error::StoreError;
 use crate::store::sql_rows::{
-    key_input_columns, reservation_input_columns, seat_input_columns, wallet_input_columns,
+    key_input_columns, payment_input_columns, reservation_input_columns, seat_input_columns,
+    wallet_input_columns,
 };
 
 /// How a SQL dialect calls a step's routine.
@@ -65,6 +67,18 @@ impl Dialect {
                     COLUMNS (n FOR ORDINALITY, id CHAR(32) CHARACTER SET ascii PATH '$')) x",
                 "UNHEX(x.id)",
             ),
+        }
+    }
+
+    /// A condition that `b.id` is none of the ids bound to one placeholder as [`id_list`] joins
+    /// them (an empty list: always true).
+    fn not_among(self) -> &'static str {
+        match self {
+            Self::Postgres => "b.id <> ALL (string_to_array(?, ',')::uuid[])",
+            Self::MySql => {
+                "b.id NOT IN (SELECT UNHEX(y.id) FROM JSON_TABLE(CONCAT('[\"', REPLACE(?, ',', '\",\"'), '\"]'), '$[*]'
+                    COLUMNS (id CHAR(32) CHARACTER SET ascii PATH '$')) y)"
+            }
         }
     }
 
@@ -109,10 +123,10 @@ const HOLD_INPUTS: &str = concat!(
 
 /// A payment's inputs, a row per reservation named in the order named: the wallet, the
 /// reservation, its seat, whether its token was revoked, the key's record and how many seats of
-/// the concert the reservation's user has bought (the named ones among them are left out by
-/// [`PaymentInputs::new`](crate::store::PaymentInputs::new)). `{ids}` is the dialect's table of
-/// the named ids ([`Dialect::id_table`]: columns `n`, the place in the list, and `id`, joined
-/// by `{id}`); it takes the first placeholder.
+/// the concert the reservation's user has bought, the named ones left out (`{not_named}`,
+/// [`Dialect::not_among`], the first placeholder). `{ids}` is the dialect's table of the named
+/// ids ([`Dialect::id_table`]: columns `n`, the place in the list, and `id`, joined by `{id}`);
+/// it takes the second. Both are bound to [`id_list`].
 const PAYMENT_INPUTS: &str = concat!(
     "SELECT ",
     wallet_input_columns!(),
@@ -123,7 +137,8 @@ const PAYMENT_INPUTS: &str = concat!(
     ", ",
     key_input_columns!(),
     ", (SELECT COUNT(*) FROM reservations b
-         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED') AS bought,
+         WHERE b.user_id = r.user_id AND b.concert_id = r.concert_id AND b.status = 'CONFIRMED'
+           AND {not_named}) AS bought,
        (SELECT COUNT(*) FROM ended_tokens v WHERE v.token = r.token AND v.reason = 'REVOKED') AS r_revoked",
     " FROM {ids}
        LEFT JOIN wallets w ON w.user_id = ?
@@ -131,6 +146,27 @@ const PAYMENT_INPUTS: &str = concat!(
        LEFT JOIN seats s ON s.id = r.seat_id
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?
       ORDER BY x.n"
+);
+
+/// A cancellation's inputs: the reservation, its seat, its payment, its buyer's wallet and what
+/// is stored under the key for that buyer.
+const REFUND_INPUTS: &str = concat!(
+    "SELECT ",
+    wallet_input_columns!(),
+    ", ",
+    reservation_input_columns!(),
+    ", ",
+    seat_input_columns!(),
+    ", ",
+    payment_input_columns!(),
+    ", ",
+    key_input_columns!(),
+    " FROM (SELECT 1) one
+       LEFT JOIN reservations r ON r.id = ?
+       LEFT JOIN wallets w ON w.user_id = r.user_id
+       LEFT JOIN seats s ON s.id = r.seat_id
+       LEFT JOIN payments p ON p.reservation_id = r.id
+       LEFT JOIN idempotency_keys k ON k.user_id = r.user_id AND k.`key` = ?"
 );
 
 /// A charge's inputs: the wallet and the key's record.
@@ -184,6 +220,8 @@ pub(crate) struct Steps {
     pub save_outcome: String,
     pub hold_inputs: String,
     pub payment_inputs: String,
+    pub cancel_booking: String,
+    pub refund_inputs: String,
     pub charge_inputs: String,
     pub concerts: String,
     pub concert: String,
@@ -218,9 +256,12 @@ impl Steps {
             apply_charge: dialect.call("ticketing_apply_charge", 16),
             save_outcome: dialect.call("ticketing_save_outcome", 6),
             hold_inputs: dialect.sql(HOLD_INPUTS),
+            cancel_booking: dialect.call("ticketing_cancel_booking", 19),
+            refund_inputs: dialect.sql(REFUND_INPUTS),
             payment_inputs: {
                 let (ids, id) = dialect.id_table();
-                dialect.sql(&PAYMENT_INPUTS.replace("{ids}", ids).replace("{id}", id))
+                let template = PAYMENT_INPUTS.replace("{not_named}", dialect.not_among());
+                dialect.sql(&template.replace("{ids}", ids).replace("{id}", id))
             },
             charge_inputs: dialect.sql(CHARGE_INPUTS),
             concerts: dialect.sql("SELECT * FROM concerts ORDER BY created"),
@@ -239,9 +280,11 @@ impl Steps {
                 "SELECT * FROM reservations WHERE user_id = ? ORDER BY held_at DESC, id DESC LIMIT {}",
                 crate::limits::RESERVATIONS_PER_USER_READ
             )),
-            seats_bought: dialect.sql(
-                "SELECT COUNT(*) FROM reservations WHERE user_id = ? AND concert_id = ? AND status = 'CONFIRMED'",
-            ),
+            seats_bought: dialect.sql(&format!(
+                "SELECT COUNT(*) FROM reservations b
+                  WHERE b.user_id = ? AND b.concert_id = ? AND b.status = 'CONFIRMED' AND {}",
+                dialect.not_among()
+            )),
             payment_of: dialect.sql("SELECT * FROM payments WHERE reservation_id = ?"),
             token_history: dialect.sql(TOKEN_HISTORY),
             waiting_line: dialect.sql(
@@ -282,7 +325,7 @@ impl Steps {
 pub(crate) fn routine_error(code: Option<&str>, message: &str) -> Option<StoreError> {
     match code? {
         "TKCNF" => Some(StoreError::Conflict(
-            ["seat", "reservation", "wallet", "idempotency key", "concert"]
+            ["seat", "reservation", "wallet", "payment", "idempotency key", "concert"]
                 .into_iter()
                 .find(|what| *what == message)
                 .unwrap_or("store step"),
@@ -407,6 +450,32 @@ pub(crate) fn paid_seats_json(plan: &crate::payment::PaymentPlan) -> crate::stor
 /// commas.
 pub(crate) fn id_list(ids: &[crate::ids::ReservationId]) -> String {
     ids.iter().map(|id| id.as_uuid().simple().to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// `ticketing_cancel_booking`'s 19 arguments: the seat, its expected and new fences, the
+/// reservation, the payment, the wallet (user, expected version, balance, version), the REFUND
+/// entry (id, amount, balance after), the instant and the key. Evaluates to a `StoreResult`.
+macro_rules! cancel_booking_args {
+    ($query:expr, $plan:expr, $idempotency:expr) => {{
+        let plan: &$crate::payment::RefundPlan = $plan;
+        (|| -> $crate::store::StoreResult<_> {
+            let query = $query
+                .bind(plan.reservation.seat_id.as_uuid())
+                .bind($crate::store::sql_rows::i64_of(plan.expected_fence.get())?)
+                .bind($crate::store::sql_rows::i64_of(plan.new_fence.get())?)
+                .bind(plan.reservation.id.as_uuid())
+                .bind(plan.payment.id.as_uuid())
+                .bind(plan.wallet.user_id.as_str())
+                .bind($crate::store::sql_rows::i64_of(plan.expected_wallet_version)?)
+                .bind(plan.wallet.balance.get())
+                .bind($crate::store::sql_rows::i64_of(plan.wallet.version)?)
+                .bind(plan.entry.id.as_uuid())
+                .bind(plan.entry.amount.get())
+                .bind(plan.entry.balance_after.get())
+                .bind(plan.entry.at);
+            Ok($crate::store::sql_steps::bind_key!(query, $idempotency))
+        })()
+    }};
 }
 
 /// `ticketing_apply_charge`'s 16 arguments: the wallet and entry, then the key. Evaluates to a
@@ -798,10 +867,12 @@ macro_rules! booking_steps {
             &self,
             user: &$crate::ids::UserId,
             concert: $crate::ids::ConcertId,
+            except: &[$crate::ids::ReservationId],
         ) -> $crate::store::StoreResult<u32> {
             let bought: i64 = sqlx::query_scalar(&STEPS.seats_bought)
                 .bind(user.as_str())
                 .bind(concert.as_uuid())
+                .bind($crate::store::sql_steps::id_list(except))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("seats bought"))?;
@@ -882,8 +953,10 @@ macro_rules! booking_steps {
             reservations: &[$crate::ids::ReservationId],
             key: Option<&$crate::ids::IdempotencyKey>,
         ) -> $crate::store::StoreResult<$crate::store::PaymentInputs> {
+            let named = $crate::store::sql_steps::id_list(reservations);
             let rows: Vec<$crate::store::sql_rows::InputsRow> = sqlx::query_as(&STEPS.payment_inputs)
-                .bind($crate::store::sql_steps::id_list(reservations))
+                .bind(&named)
+                .bind(&named)
                 .bind(user.as_str())
                 .bind(user.as_str())
                 .bind(key.map($crate::ids::IdempotencyKey::as_str))
@@ -891,6 +964,47 @@ macro_rules! booking_steps {
                 .await
                 .map_err(db("payment inputs"))?;
             $crate::store::sql_rows::payment_inputs(user, reservations, rows)
+        }
+
+        async fn cancel_booking(
+            &self,
+            plan: &$crate::payment::RefundPlan,
+            idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+        ) -> $crate::store::StoreResult<()> {
+            $crate::store::sql_steps::cancel_booking_args!(
+                sqlx::query(&STEPS.cancel_booking),
+                plan,
+                idempotency
+            )?
+            .execute(&self.pool)
+            .await
+            .map_err(db("cancellation"))?;
+            Ok(())
+        }
+
+        async fn refund_inputs(
+            &self,
+            reservation: $crate::ids::ReservationId,
+            key: Option<&$crate::ids::IdempotencyKey>,
+        ) -> $crate::store::StoreResult<$crate::store::RefundInputs> {
+            let mut row: $crate::store::sql_rows::InputsRow = sqlx::query_as(&STEPS.refund_inputs)
+                .bind(reservation.as_uuid())
+                .bind(key.map($crate::ids::IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("cancellation inputs"))?;
+            let found = row.reservation()?;
+            let wallet = match &found {
+                Some(r) => Some(row.wallet(&r.user_id)?),
+                None => None,
+            };
+            Ok($crate::store::RefundInputs {
+                seat: row.seat()?,
+                payment: row.payment()?,
+                key: row.key()?,
+                reservation: found,
+                wallet,
+            })
         }
 
         async fn payment_of(
@@ -910,7 +1024,8 @@ macro_rules! booking_steps {
 pub(crate) use {admission_log, booking_steps, catalog_reads, queue_line_reads, wallet_steps};
 
 pub(crate) use {
-    apply_charge_args, bind_key, bind_wallet, claim_seat_args, commit_payment_args, release_seat_args,
+    apply_charge_args, bind_key, bind_wallet, cancel_booking_args, claim_seat_args, commit_payment_args,
+    release_seat_args,
 };
 
 #[cfg(test)]
@@ -926,7 +1041,9 @@ mod tests {
             (&steps.apply_charge, 16),
             (&steps.save_outcome, 6),
             (&steps.hold_inputs, 4),
-            (&steps.payment_inputs, 4),
+            (&steps.payment_inputs, 5),
+            (&steps.cancel_booking, 19),
+            (&steps.refund_inputs, 2),
             (&steps.charge_inputs, 3),
             (&steps.concerts, 0),
             (&steps.concert, 1),
@@ -941,7 +1058,7 @@ mod tests {
             (&steps.reservation, 1),
             (&steps.reservations_of_token, 1),
             (&steps.reservations_of_user, 1),
-            (&steps.seats_bought, 2),
+            (&steps.seats_bought, 3),
             (&steps.payment_of, 1),
             (&steps.token_history, 4),
             (&steps.record_leave, 4),

@@ -84,6 +84,7 @@ async fn fixture_with<Q: QueueStore, B: BookingStore>(
             queue: settings,
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -138,6 +139,7 @@ impl<Q: QueueStore, B: BookingStore> Fx<Q, B> {
                 queue: generous(),
                 max_seats_per_buyer: None,
                 holds_per_token: None,
+                cancel_until_secs_before_start: None,
                 sales_open_at: None,
                 pre_queue: Default::default(),
             })
@@ -1426,6 +1428,7 @@ pub async fn concerts_are_validated_and_listed<Q: QueueStore, B: BookingStore>(
         queue: generous(),
         max_seats_per_buyer: None,
         holds_per_token: None,
+        cancel_until_secs_before_start: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     };
@@ -1586,6 +1589,7 @@ pub async fn a_concert_may_start_in_any_year_the_rules_allow<Q: QueueStore, B: B
                 queue: generous(),
                 max_seats_per_buyer: None,
                 holds_per_token: None,
+                cancel_until_secs_before_start: None,
                 sales_open_at: None,
                 pre_queue: Default::default(),
             })
@@ -1694,6 +1698,7 @@ async fn capped_concert<Q: QueueStore, B: BookingStore>(fx: &Fx<Q, B>, seats: u3
             queue: generous(),
             max_seats_per_buyer: Some(cap),
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -1752,8 +1757,8 @@ pub async fn a_buyer_buys_no_more_than_the_concerts_cap_across_tokens_and_retrie
     fx.svc.charge(&bob, PRICE, None).await.unwrap();
     let bobs = fx.svc.hold(&bob, capped.seats[3].id, None).await.unwrap();
     fx.svc.pay(&bob, bobs.id, None).await.unwrap();
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 2);
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id()).await.unwrap(), 0);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, &[]).await.unwrap(), 2);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), fx.concert_id(), &[]).await.unwrap(), 0);
 }
 
 pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: BookingStore>(
@@ -1785,7 +1790,7 @@ pub async fn racing_payments_of_one_buyer_stay_within_the_cap<Q: QueueStore, B: 
         }
     }
     assert_eq!(paid, 1, "one payment of four within a cap of one");
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id).await.unwrap(), 1);
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), capped.concert.id, &[]).await.unwrap(), 1);
     assert_eq!(fx.svc.balance(&token).await.unwrap().balance.get(), PRICE * 3, "charged once");
 }
 
@@ -1849,6 +1854,7 @@ async fn scheduled<Q: QueueStore, B: BookingStore>(
             queue: generous(),
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: DateTime::from_timestamp(wall + opens_in_secs, 0),
             pre_queue,
         })
@@ -2105,6 +2111,7 @@ async fn family_concert<Q: QueueStore, B: BookingStore>(
             queue: generous(),
             max_seats_per_buyer: cap,
             holds_per_token: Some(holds),
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -2221,24 +2228,82 @@ pub async fn a_payment_of_several_seats_counts_them_all_against_the_cap<Q: Queue
     s: impl Future<Output = Stores<Q, B>>,
 ) {
     let fx = fixture(s, generous(), 1).await;
-    let family = family_concert(&fx, 4, 3, Some(2)).await;
+    // A token may not hold more than the buyer may buy.
+    let too_many = NewConcert {
+        title: "Too many".into(),
+        schedules: vec![NewSchedule {
+            starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+            seat_count: 4,
+            price: Points::new(PRICE).unwrap(),
+        }],
+        queue: generous(),
+        max_seats_per_buyer: Some(2),
+        holds_per_token: Some(3),
+        cancel_until_secs_before_start: None,
+        sales_open_at: None,
+        pre_queue: Default::default(),
+    };
+    assert!(matches!(domain(fx.svc.create_concert(&too_many).await), DomainError::InvalidInput { .. }));
+    let family = family_concert(&fx, 4, 2, Some(2)).await;
     let alice = admitted_to(&fx, "alice", &family).await;
     fx.svc.charge(&alice, 10 * PRICE, None).await.unwrap();
+    let first = fx.svc.hold(&alice, family.seats[0].id, None).await.unwrap();
+    fx.svc.pay(&alice, first.id, None).await.unwrap();
+    // One bought; back in line for two more, together.
+    let alice = admitted_to(&fx, "alice", &family).await;
     let mut held = Vec::new();
-    for seat in family.seats.iter().take(3) {
+    for seat in &family.seats[1..3] {
         held.push(fx.svc.hold(&alice, seat.id, None).await.unwrap().id);
     }
     assert_eq!(
         domain(fx.svc.pay_order(&alice, &held, None).await),
         DomainError::BuyerLimitReached { limit: 2 },
-        "three seats would pass the cap of two"
+        "one bought and two more would pass the cap of two"
     );
-    assert_eq!(fx.balance("alice").await, 10 * PRICE, "nothing debited");
-    let receipt = fx.svc.pay_order(&alice, &held[..2], None).await.expect("two are within the cap");
-    assert_eq!(receipt.payments.len(), 2);
-    assert_eq!(domain(fx.svc.pay(&alice, held[2], None).await), DomainError::BuyerLimitReached { limit: 2 });
-    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), family.concert.id).await.unwrap(), 2);
+    assert_eq!(fx.balance("alice").await, 9 * PRICE, "nothing debited");
+    let receipt = fx.svc.pay_order(&alice, &held[..1], None).await.expect("one more is within the cap");
+    assert_eq!(receipt.payments.len(), 1);
+    assert_eq!(domain(fx.svc.pay(&alice, held[1], None).await), DomainError::BuyerLimitReached { limit: 2 });
+    assert_eq!(fx.svc.booking_store().seats_bought(&user("alice"), family.concert.id, &[]).await.unwrap(), 2);
+    assert_eq!(
+        fx.svc.booking_store().seats_bought(&user("alice"), family.concert.id, &[first.id]).await.unwrap(),
+        1,
+        "a named reservation is left out"
+    );
     fx.assert_ledger_balances("alice").await;
+}
+
+/// Racing payments of one hold on a concert that sells one seat per buyer: one pays, every other
+/// is told the hold is already paid (never that the buyer is at the cap: the hold being paid is
+/// left out of the count by its id, whatever a racing payment did to it meanwhile).
+pub async fn racing_payments_of_one_capped_hold_lose_as_already_paid<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let capped = capped_concert(&fx, 2, 1).await;
+    let alice = admitted_to(&fx, "alice", &capped).await;
+    fx.svc.charge(&alice, 5 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, capped.seats[0].id, None).await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let attempts: Vec<_> = (0..20)
+        .map(|i| {
+            let (svc, token, barrier) = (Arc::clone(&fx.svc), alice.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                svc.pay(&token, held.id, key(&format!("race-{i}"))).await
+            })
+        })
+        .collect();
+    let mut paid = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => paid += 1,
+            Err(Error::Domain(DomainError::AlreadyPaid)) => {}
+            Err(other) => panic!("a racing payment answered {other:?}"),
+        }
+    }
+    assert_eq!(paid, 1);
+    assert_eq!(fx.balance("alice").await, 4 * PRICE, "one debit");
 }
 
 pub async fn racing_payments_of_overlapping_holds_book_each_seat_once<Q: QueueStore, B: BookingStore>(
@@ -2404,4 +2469,184 @@ pub async fn a_buyer_reads_their_own_reservations_and_ledger<Q: QueueStore, B: B
     assert_eq!(fx.svc.my_reservations(&bob).await.unwrap().len(), 1, "bob sees only his own");
     let stranger = QueueToken::generate(fx.concert_id());
     assert!(fx.svc.my_reservations(&stranger).await.is_err(), "an unknown token reads nothing");
+}
+
+/// A concert of `seats` seats at [`PRICE`], whose performance starts at 1,960,000,000 s and
+/// whose buyers may cancel until `window` seconds before it.
+async fn refundable_concert<Q: QueueStore, B: BookingStore>(
+    fx: &Fx<Q, B>,
+    seats: u32,
+    window: Option<u64>,
+) -> ConcertPlan {
+    fx.svc
+        .create_concert(&NewConcert {
+            title: "Refundable".into(),
+            schedules: vec![NewSchedule {
+                starts_at: DateTime::from_timestamp(1_960_000_000, 0).unwrap(),
+                seat_count: seats,
+                price: Points::new(PRICE).unwrap(),
+            }],
+            queue: generous(),
+            max_seats_per_buyer: None,
+            holds_per_token: None,
+            cancel_until_secs_before_start: window,
+            sales_open_at: None,
+            pre_queue: Default::default(),
+        })
+        .await
+        .unwrap()
+}
+
+pub async fn a_booking_is_cancelled_refunded_and_sold_again<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let day = 86_400;
+    let concert = refundable_concert(&fx, 2, Some(day)).await;
+    let stored = fx.svc.booking_store().concert(concert.concert.id).await.unwrap().unwrap();
+    assert_eq!(stored.cancel_until_secs_before_start, Some(day), "the window is stored");
+    let seat = concert.seats[0].id;
+    let alice = admitted_to(&fx, "alice", &concert).await;
+    fx.svc.charge(&alice, 3 * PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, seat, None).await.unwrap();
+    assert_eq!(
+        domain(fx.svc.cancel(&alice, held.id, None).await),
+        DomainError::NotPaid,
+        "a hold is released, not cancelled"
+    );
+    let paid = fx.svc.pay(&alice, held.id, None).await.unwrap();
+    let version = fx.svc.booking_store().wallet(&user("alice")).await.unwrap().version;
+
+    // Someone else's booking is not theirs to cancel.
+    let carol = admitted_to(&fx, "carol", &concert).await;
+    assert_eq!(domain(fx.svc.cancel(&carol, held.id, None).await), DomainError::NotOwner);
+
+    let refund = fx.svc.cancel(&alice, held.id, key("cancel-1")).await.unwrap();
+    assert_eq!((refund.amount.get(), refund.balance.get()), (PRICE, 3 * PRICE), "the points come back");
+    assert_eq!(
+        (refund.reservation_id, refund.payment_id, refund.seat_id),
+        (held.id, paid.payments[0].id, seat)
+    );
+    let store = fx.svc.booking_store();
+    let wallet = store.wallet(&user("alice")).await.unwrap();
+    assert_eq!((wallet.balance.get(), wallet.version), (3 * PRICE, version + 1));
+    let ledger = store.ledger(&user("alice")).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|e| (e.kind, e.amount.get())).collect::<Vec<_>>(),
+        vec![(LedgerKind::Charge, 3 * PRICE), (LedgerKind::Payment, PRICE), (LedgerKind::Refund, PRICE)]
+    );
+    assert_eq!(ledger[2].payment_id, Some(paid.payments[0].id), "the refund names its payment");
+    fx.assert_ledger_balances("alice").await;
+    assert_eq!(store.reservation(held.id).await.unwrap().unwrap().status, ReservationStatus::Cancelled);
+    let payment = store.payment_of(held.id).await.unwrap().unwrap();
+    assert_eq!(payment.refunded_at, Some(refund.at), "the payment keeps its history, refunded");
+    assert_eq!(fx.seat_status_of(seat).await, SeatStatus::Available);
+    assert_eq!(store.seats_bought(&user("alice"), concert.concert.id, &[]).await.unwrap(), 0);
+    // Again: the key answers the same; without it, already cancelled; nothing moves twice.
+    assert_eq!(fx.svc.cancel(&alice, held.id, key("cancel-1")).await.unwrap(), refund);
+    assert_eq!(domain(fx.svc.cancel(&alice, held.id, None).await), DomainError::AlreadyCancelled);
+    assert_eq!(domain(fx.svc.cancel_by_operator(held.id, None).await), DomainError::AlreadyCancelled);
+    assert_eq!(fx.balance("alice").await, 3 * PRICE, "refunded once");
+    assert_eq!(domain(fx.svc.pay(&alice, held.id, None).await), DomainError::AlreadyCancelled);
+
+    // The seat is sold again, to bob, and paid by one live payment.
+    let bob = admitted_to(&fx, "bob", &concert).await;
+    fx.svc.charge(&bob, PRICE, None).await.unwrap();
+    let again = fx.svc.hold(&bob, seat, None).await.unwrap();
+    let resold = fx.svc.pay(&bob, again.id, None).await.unwrap();
+    assert_eq!(fx.seat_status_of(seat).await, SeatStatus::Booked);
+    assert_eq!(store.payment_of(again.id).await.unwrap().as_ref(), Some(&resold.payments[0]));
+    // Past the window bob may not cancel; an operator still may.
+    fx.advance_to(DateTime::from_timestamp(1_960_000_000 - 86_400, 0).unwrap());
+    assert_eq!(domain(fx.svc.cancel(&bob, again.id, None).await), DomainError::CancellationClosed);
+    let by_operator = fx.svc.cancel_by_operator(again.id, key("op-1")).await.unwrap();
+    assert_eq!((by_operator.user_id.as_str(), by_operator.balance.get()), ("bob", PRICE));
+    assert_eq!(fx.svc.cancel_by_operator(again.id, key("op-1")).await.unwrap(), by_operator, "replayed");
+    assert_eq!(fx.seat_status_of(seat).await, SeatStatus::Available);
+    fx.assert_ledger_balances("bob").await;
+
+    // A concert without a window: its buyers may not cancel at all.
+    let strict = refundable_concert(&fx, 1, None).await;
+    let dave = admitted_to(&fx, "dave", &strict).await;
+    fx.svc.charge(&dave, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&dave, strict.seats[0].id, None).await.unwrap();
+    fx.svc.pay(&dave, held.id, None).await.unwrap();
+    assert_eq!(domain(fx.svc.cancel(&dave, held.id, None).await), DomainError::CancellationClosed);
+    assert_eq!(
+        domain(fx.svc.cancel_by_operator(ReservationId::random(), None).await),
+        DomainError::ReservationNotFound
+    );
+}
+
+pub async fn racing_cancellations_of_one_booking_refund_it_once<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let concert = refundable_concert(&fx, 1, Some(60)).await;
+    let alice = admitted_to(&fx, "alice", &concert).await;
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, concert.seats[0].id, None).await.unwrap();
+    fx.svc.pay(&alice, held.id, None).await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let attempts: Vec<_> = (0..16)
+        .map(|i| {
+            let (svc, token, barrier) = (Arc::clone(&fx.svc), alice.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                if i % 2 == 0 {
+                    svc.cancel(&token, held.id, key(&format!("race-{i}"))).await
+                } else {
+                    svc.cancel_by_operator(held.id, key(&format!("race-{i}"))).await
+                }
+            })
+        })
+        .collect();
+    let mut refunded = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => refunded += 1,
+            Err(Error::Domain(DomainError::AlreadyCancelled)) => {}
+            Err(other) => panic!("a racing cancellation answered {other:?}"),
+        }
+    }
+    assert_eq!(refunded, 1);
+    assert_eq!(fx.balance("alice").await, PRICE, "refunded once");
+    let ledger = fx.svc.booking_store().ledger(&user("alice")).await.unwrap();
+    assert_eq!(ledger.iter().filter(|e| e.kind == LedgerKind::Refund).count(), 1);
+    fx.assert_ledger_balances("alice").await;
+}
+
+/// A cancellation planned from one read, written after the buyer's wallet moved on: refused as
+/// a conflict, nothing written (the seat still booked, the reservation CONFIRMED, the payment
+/// not refunded).
+pub async fn a_stale_cancellation_writes_nothing<Q: QueueStore, B: BookingStore>(
+    s: impl Future<Output = Stores<Q, B>>,
+) {
+    let fx = fixture(s, generous(), 1).await;
+    let concert = refundable_concert(&fx, 1, Some(60)).await;
+    let alice = admitted_to(&fx, "alice", &concert).await;
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    let held = fx.svc.hold(&alice, concert.seats[0].id, None).await.unwrap();
+    fx.svc.pay(&alice, held.id, None).await.unwrap();
+    let store = fx.svc.booking_store();
+    let inputs = store.refund_inputs(held.id, None).await.unwrap();
+    let reservation = inputs.reservation.unwrap();
+    let seat = inputs.seat.unwrap();
+    let plan = ticketing_core::payment::plan_refund(
+        &reservation,
+        &seat,
+        inputs.payment.as_ref(),
+        &inputs.wallet.unwrap(),
+        &ticketing_core::payment::Canceller::Operator,
+        LedgerEntryId::random(),
+        fx.clock.now(),
+    )
+    .unwrap();
+    fx.svc.charge(&alice, PRICE, None).await.unwrap();
+    assert!(matches!(store.cancel_booking(&plan, None).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.reservation(held.id).await.unwrap().unwrap().status, ReservationStatus::Confirmed);
+    assert_eq!(store.seat(seat.seat.id).await.unwrap().unwrap(), seat, "the seat still booked");
+    assert_eq!(store.payment_of(held.id).await.unwrap().unwrap().refunded_at, None);
+    assert_eq!(fx.balance("alice").await, PRICE);
+    fx.assert_ledger_balances("alice").await;
 }

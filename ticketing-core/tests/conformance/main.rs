@@ -55,9 +55,13 @@ macro_rules! conformance {
                 every_hold_of_a_token_can_be_paid,
                 several_holds_are_paid_in_one_payment_all_or_none,
                 a_payment_of_several_seats_counts_them_all_against_the_cap,
+                racing_payments_of_one_capped_hold_lose_as_already_paid,
                 racing_payments_of_overlapping_holds_book_each_seat_once,
                 a_payment_of_several_seats_writes_all_or_nothing_in_the_store,
                 a_buyer_reads_their_own_reservations_and_ledger,
+                a_booking_is_cancelled_refunded_and_sold_again,
+                racing_cancellations_of_one_booking_refund_it_once,
+                a_stale_cancellation_writes_nothing,
                 racing_payments_of_one_hold_lose_as_already_paid,
                 the_eta_stays_bounded_while_admission_waits_on_capacity,
                 a_thousand_concurrent_holds_of_one_seat_have_one_winner,
@@ -214,6 +218,7 @@ async fn a_lapsed_redis_lock_holder_never_writes_after_a_newer_one() {
         queue: QueueSettings::default(),
         max_seats_per_buyer: None,
         holds_per_token: None,
+        cancel_until_secs_before_start: None,
         sales_open_at: None,
         pre_queue: Default::default(),
     })
@@ -375,6 +380,7 @@ async fn repeatable_read_permits_lost_updates_and_the_mysql_store_is_safe_under_
             queue: ticketing_core::catalog::QueueSettings::default(),
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -485,6 +491,7 @@ async fn a_hold_waits_on_no_other_buyers_uncommitted_hold() {
             queue: QueueSettings { max_active: 10, admit_batch: 10, ..QueueSettings::default() },
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })

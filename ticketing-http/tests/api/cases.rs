@@ -873,6 +873,7 @@ pub async fn a_token_acts_only_for_its_own_concert<
             queue: open_queue(),
             max_seats_per_buyer: None,
             holds_per_token: None,
+            cancel_until_secs_before_start: None,
             sales_open_at: None,
             pre_queue: Default::default(),
         })
@@ -1653,6 +1654,99 @@ pub async fn a_buyer_holds_several_seats_and_pays_them_in_one_payment<
     );
     assert_eq!(server.get("/api/v1/me/reservations", None).await.status, 401);
     assert_eq!(server.get("/api/v1/me/ledger", Some("not-a-token")).await.status, 401);
+}
+
+pub async fn a_booking_is_cancelled_by_its_buyer_or_an_operator_and_sold_again<
+    Q: QueueStore,
+    B: BookingStore,
+    Fut: Future<Output = (Q, B, crate::harness::Guard)>,
+>(
+    fresh: impl Fn() -> Fut,
+) {
+    let server = spawn(fresh().await, none(), open_queue()).await;
+    let admin = [("X-Admin-Key", ADMIN_KEY)];
+    let create = |window: serde_json::Value| {
+        let body = json!({
+            "title": "Refundable", "schedules": [{"startsAt": "2031-01-01T19:00:00Z", "seatCount": 2, "price": 10}],
+            "cancelUntilSecsBeforeStart": window,
+        });
+        let server = &server;
+        async move { server.call(Method::POST, "/api/v1/admin/concerts", None, &admin, Some(body)).await }
+    };
+    for bad in [json!(-1), json!(31_622_401), json!(1.5), json!("2")] {
+        create(bad.clone()).await.assert_problem(422, "invalid_input");
+    }
+    let created = create(json!(86_400)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["cancelUntilSecsBeforeStart"], 86_400);
+    let concert = created.body["concertId"].as_str().unwrap().to_owned();
+    let id = ticketing_core::ids::ConcertId::parse(&concert).unwrap();
+    let schedule = created.body["schedules"][0]["scheduleId"].as_str().unwrap().to_owned();
+    let join = |user: &'static str| {
+        let (server, concert) = (&server, concert.clone());
+        async move {
+            let token = server
+                .post("/api/v1/queue/tokens", None, json!({"userId": user, "concertId": concert}))
+                .await
+                .body["token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            server.state.service.admission_tick(id).await.unwrap();
+            token
+        }
+    };
+    let alice = join("alice").await;
+    let list = server.get(&format!("/api/v1/schedules/{schedule}/seats"), Some(&alice)).await;
+    let seat = list.body[0]["seatId"].as_str().unwrap().to_owned();
+    let held = server.hold(&alice, &seat).await;
+    let reservation = held.body["reservationId"].as_str().unwrap().to_owned();
+    let cancel = format!("/api/v1/reservations/{reservation}/cancel");
+    server.post(&cancel, Some(&alice), json!({})).await.assert_problem(409, "not_paid");
+    assert_eq!(server.charge(&alice, 10).await.status, 200);
+    assert_eq!(server.pay(&alice, &reservation).await.status, 201);
+    let refunded = server.post_keyed(&cancel, &alice, "cancel-1", json!({})).await;
+    assert_eq!(refunded.status, 200, "{refunded:?}");
+    assert_eq!((refunded.body["amount"].as_i64(), refunded.body["balance"].as_i64()), (Some(10), Some(10)));
+    assert_eq!(refunded.body["status"], "CANCELLED");
+    let replay = server.post_keyed(&cancel, &alice, "cancel-1", json!({})).await;
+    assert_eq!((replay.status.as_u16(), &replay.body), (200, &refunded.body), "replayed");
+    server.post(&cancel, Some(&alice), json!({})).await.assert_problem(409, "already_cancelled");
+    let read = server.get(&format!("/api/v1/reservations/{reservation}"), Some(&alice)).await;
+    assert_eq!(read.body["status"], "CANCELLED", "{read:?}");
+    let ledger = server.get("/api/v1/me/ledger", Some(&alice)).await;
+    let kinds: Vec<_> = ledger.body["ledger"].as_array().unwrap().iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds, vec![json!("CHARGE"), json!("PAYMENT"), json!("REFUND")], "{ledger:?}");
+    assert_eq!(
+        server.post("/api/v1/reservations/not-a-uuid/cancel", Some(&alice), json!({})).await.status,
+        404
+    );
+
+    // Sold again to bob; an operator cancels his booking.
+    let bob = join("bob").await;
+    let again = server.hold(&bob, &seat).await;
+    assert_eq!(again.status, 201, "the seat is sellable again: {again:?}");
+    let again = again.body["reservationId"].as_str().unwrap().to_owned();
+    assert_eq!(server.charge(&bob, 10).await.status, 200);
+    assert_eq!(server.pay(&bob, &again).await.status, 201);
+    server
+        .post(&format!("/api/v1/reservations/{again}/cancel"), Some(&alice), json!({}))
+        .await
+        .assert_problem(404, "reservation_not_found");
+    let by_operator = format!("/api/v1/admin/reservations/{again}/cancel");
+    assert_eq!(
+        server.call(Method::POST, &by_operator, None, &[], None).await.status,
+        401,
+        "needs the admin key"
+    );
+    let cancelled = server.call(Method::POST, &by_operator, None, &admin, None).await;
+    assert_eq!(
+        (cancelled.status.as_u16(), cancelled.body["userId"].as_str()),
+        (200, Some("bob")),
+        "{cancelled:?}"
+    );
+    let balance = server.get("/api/v1/balance", Some(&bob)).await;
+    assert_eq!(balance.body["balance"], 10, "{balance:?}");
 }
 
 pub async fn a_buyer_leaves_the_line<

@@ -43,6 +43,7 @@ macro_rules! api_suite {
                 token_requests_past_a_budget_are_refused_429_with_retry_after,
                 a_concerts_seat_cap_per_buyer_refuses_the_hold_past_it,
                 a_buyer_holds_several_seats_and_pays_them_in_one_payment,
+                a_booking_is_cancelled_by_its_buyer_or_an_operator_and_sold_again,
                 a_buyer_leaves_the_line,
                 a_scheduled_sale_keeps_a_pre_queue_until_it_opens,
                 an_operator_revokes_a_token_on_every_node,

@@ -13,7 +13,7 @@ use crate::error::StoreError;
 use crate::hold::{HoldPlan, ReleasePlan, Reservation, ReservationStatus};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{ConcertId, IdempotencyKey, QueueToken, ReservationId, ScheduleId, SeatId, UserId};
-use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, Wallet};
+use crate::payment::{ChargePlan, LedgerEntry, Payment, PaymentPlan, RefundPlan, Wallet};
 use crate::queue::TokenRecord;
 use crate::store::{
     AdmissionLog, Admissions, BookingStore, CatalogStore, Revocation, StoreResult, TokenHistory, WalletStore,
@@ -372,12 +372,21 @@ impl BookingStore for MemoryStore {
         Ok(shard.books.get(&owner).and_then(|b| b.reservations.get(&id)).cloned())
     }
 
-    async fn seats_bought(&self, user: &UserId, concert: ConcertId) -> StoreResult<u32> {
+    async fn seats_bought(
+        &self,
+        user: &UserId,
+        concert: ConcertId,
+        except: &[ReservationId],
+    ) -> StoreResult<u32> {
         let shard = self.inner.users.lock(user);
         let bought = shard.books.get(user).map_or(0, |book| {
             book.reservations
                 .values()
-                .filter(|r| r.concert_id == concert && r.status == ReservationStatus::Confirmed)
+                .filter(|r| {
+                    r.concert_id == concert
+                        && r.status == ReservationStatus::Confirmed
+                        && !except.contains(&r.id)
+                })
                 .count()
         });
         Ok(u32::try_from(bought).unwrap_or(u32::MAX))
@@ -500,6 +509,46 @@ impl BookingStore for MemoryStore {
             book.payments.insert(paid.reservation.id, paid.payment.clone());
         }
         book.wallet = plan.wallet.clone();
+        shard.store_key(idempotency);
+        Ok(())
+    }
+
+    async fn cancel_booking(
+        &self,
+        plan: &RefundPlan,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let user = &plan.wallet.user_id;
+        let id = plan.reservation.id;
+        let mut shard = self.inner.users.lock(user);
+        let book = shard.book(user);
+        if book.wallet.version != plan.expected_wallet_version {
+            return Err(StoreError::Conflict("wallet"));
+        }
+        book.check_key_free(idempotency)?;
+        let reservation = book.reservations.get(&id).ok_or(StoreError::Missing("reservation"))?;
+        if reservation.status != ReservationStatus::Confirmed {
+            return Err(StoreError::Conflict("reservation"));
+        }
+        if book.payments.get(&id).is_none_or(|p| p.id != plan.payment.id || p.refunded_at.is_some()) {
+            return Err(StoreError::Conflict("payment"));
+        }
+        {
+            let mut seats = self.inner.seats.lock(&plan.reservation.seat_id);
+            let seat = seats.get_mut(&plan.reservation.seat_id).ok_or(StoreError::Missing("seat"))?;
+            let booked = matches!(seat.state, SeatState::Booked { reservation } if reservation == id);
+            if seat.fence != plan.expected_fence || !booked {
+                return Err(StoreError::Conflict("seat"));
+            }
+            seat.state = SeatState::Available;
+            seat.fence = plan.new_fence;
+        }
+        if let Some(reservation) = book.reservations.get_mut(&id) {
+            reservation.status = ReservationStatus::Cancelled;
+        }
+        book.payments.insert(id, plan.payment.clone());
+        book.wallet = plan.wallet.clone();
+        book.ledger.push(plan.entry.clone());
         shard.store_key(idempotency);
         Ok(())
     }

@@ -155,8 +155,8 @@ impl CatalogStore for MyStore {
         let q = c.queue;
         sqlx::query(
             "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
-                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token, cancel_until_secs_before_start)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -170,6 +170,7 @@ impl CatalogStore for MyStore {
         .bind(c.sales_open_at.map(|at| at.naive_utc()))
         .bind(c.pre_queue.as_str())
         .bind(c.holds_per_token.map(rows::i32_of).transpose()?)
+        .bind(c.cancel_until_secs_before_start.map(i64_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;

@@ -143,8 +143,8 @@ impl CatalogStore for PgStore {
         let q = c.queue;
         sqlx::query(
             "INSERT INTO concerts (id, title, max_active, admit_batch, admit_interval_ms, waiting_idle_secs, active_ttl_secs,
-                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                   max_seats_per_buyer, sales_open_at, pre_queue, holds_per_token, cancel_until_secs_before_start)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(c.id.as_uuid())
         .bind(&c.title)
@@ -157,6 +157,7 @@ impl CatalogStore for PgStore {
         .bind(c.sales_open_at)
         .bind(c.pre_queue.as_str())
         .bind(c.holds_per_token.map(rows::i32_of).transpose()?)
+        .bind(c.cancel_until_secs_before_start.map(i64_of).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(db("concert id"))?;
