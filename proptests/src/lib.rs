@@ -39,6 +39,10 @@ pub const CAPS: [Option<u32>; CONCERTS] = [Some(1), None, None];
 /// Each concert's holds per token: concert 1's buyers may hold both its seats and pay them in one
 /// payment.
 pub const HOLDS: [u32; CONCERTS] = [1, 2, 1];
+/// Each concert's cancellation window (until how long before the performance its buyers may
+/// cancel): concert 1's buyers may, for the whole case (its performance is 30 days on); the
+/// others' may not.
+pub const CANCEL_WINDOWS: [Option<u64>; CONCERTS] = [None, Some(86_400), None];
 /// Concerts whose sale has a scheduled opening with a pre-queue drawn at random: concert 2's
 /// opened a second before the case began by the wall clock (a SQL store's, which decides it; the
 /// service's clock, which the memory store decides by, is years on), so its first tick opens it.
@@ -70,6 +74,8 @@ pub enum Cmd {
     Pay { user: usize, concert: usize, reservation: usize, key: Option<u8> },
     /// Pay several reservations in one payment (the same one twice must be refused).
     PayOrder { user: usize, concert: usize, reservations: Vec<usize>, key: Option<u8> },
+    /// Cancel a booking (anyone's: a stranger's must be refused) and get its points back.
+    Cancel { user: usize, concert: usize, reservation: usize, key: Option<u8> },
     /// An operator revokes the user's token for the concert.
     Revoke { user: usize, concert: usize },
     /// Move the clock.
@@ -109,6 +115,8 @@ pub fn commands(max_len: usize) -> impl Strategy<Value = Vec<Cmd>> {
         3 => (user.clone(), concert.clone(), amount, key.clone())
             .prop_map(|(user, concert, amount, key)| Cmd::Charge { user, concert, amount, key }),
         1 => (user.clone(), concert.clone()).prop_map(|(user, concert)| Cmd::Revoke { user, concert }),
+        2 => (user.clone(), concert.clone(), 0_usize..8, key.clone())
+            .prop_map(|(user, concert, reservation, key)| Cmd::Cancel { user, concert, reservation, key }),
         1 => (user.clone(), concert.clone(), proptest::collection::vec(0_usize..8, 2..=3), key.clone())
             .prop_map(|(user, concert, reservations, key)| Cmd::PayOrder { user, concert, reservations, key }),
         3 => (user, concert, 0_usize..8, key).prop_map(|(user, concert, reservation, key)| Cmd::Pay {
@@ -218,7 +226,7 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                     queue: queue_settings(),
                     max_seats_per_buyer: cap,
                     holds_per_token: Some(HOLDS[c]),
-                    cancel_until_secs_before_start: None,
+                    cancel_until_secs_before_start: CANCEL_WINDOWS[c],
                     sales_open_at: SCHEDULED[c].then(|| chrono::Utc::now() - Duration::seconds(1)),
                     pre_queue: Default::default(),
                 })
@@ -429,6 +437,22 @@ impl<Q: QueueStore, B: BookingStore> World<Q, B> {
                 let actual = self.svc.pay(&self.tokens[t], self.reservations[r], Self::key(key)).await;
                 self.paid(&expected, actual, "pay")?;
             }
+            Cmd::Cancel { user, concert, reservation, key } => {
+                let Some(t) = current(self, user, concert) else { return Ok(()) };
+                if self.reservations.is_empty() {
+                    return Ok(());
+                }
+                let r = reservation % self.reservations.len();
+                let expected = self.model.cancel(t, r, key);
+                self.saw("cancel", &expected);
+                let actual = self.svc.cancel(&self.tokens[t], self.reservations[r], Self::key(key)).await;
+                match (&expected, actual) {
+                    (Expect::Refunded(balance), Ok(refund))
+                        if refund.balance.get() == *balance
+                            && refund.reservation_id == self.reservations[r] => {}
+                    (expected, actual) => refusal(expected, &actual.map(|_| ()), "cancel")?,
+                }
+            }
             Cmd::PayOrder { user, concert, ref reservations, key } => {
                 let Some(t) = current(self, user, concert) else { return Ok(()) };
                 if self.reservations.is_empty() {
@@ -517,9 +541,11 @@ fn refusal(expected: &Expect, actual: &Result<(), Error>, what: &str) -> Result<
 }
 
 /// The invariants, on what the stores hold:
-/// 1. no seat is booked by two reservations or held by two live holds;
+/// 1. no seat is booked by two reservations or held by two live holds, and no seat has two live
+///    (unrefunded) payments;
 /// 2. every balance equals the sum of its ledger (and is never negative);
-/// 3. money is conserved: charges − payments = balances, and payments = prices of booked seats;
+/// 3. money is conserved: charges − payments + refunds = balances, live payments = prices of
+///    booked seats, and every refund answers a refunded payment of a cancelled booking;
 /// 4. at most `max_active` tokens are active per concert;
 /// 6. no payment was made after its hold's deadline, and a token that paid is expired.
 ///
@@ -534,23 +560,33 @@ pub async fn check_invariants<Q: QueueStore, B: BookingStore>(w: &World<Q, B>) -
     // 1. Seats.
     let mut paid_seats = HashMap::new();
     let mut live_holds: HashMap<SeatId, usize> = HashMap::new();
-    let mut payments_total = 0;
+    let (mut payments_total, mut paid_total, mut refunded_total) = (0, 0, 0);
     for id in &w.reservations {
         let reservation = store.reservation(*id).await.map_err(fail)?.ok_or("a reservation vanished")?;
         if reservation.status_at(now) == ReservationStatus::Held {
             *live_holds.entry(reservation.seat_id).or_default() += 1;
         }
         if let Some(payment) = store.payment_of(*id).await.map_err(fail)? {
-            if reservation.status != ReservationStatus::Confirmed {
-                return Err("a payment for an unconfirmed reservation".into());
-            }
             if payment.at >= reservation.expires_at {
                 return Err("a hold was paid after its deadline".into());
             }
+            paid_total += payment.amount.get();
+            if payment.refunded_at.is_some() {
+                if reservation.status != ReservationStatus::Cancelled {
+                    return Err("a refunded payment of a booking not cancelled".into());
+                }
+                refunded_total += payment.amount.get();
+                continue;
+            }
+            if reservation.status != ReservationStatus::Confirmed {
+                return Err("a live payment for an unconfirmed reservation".into());
+            }
             if paid_seats.insert(payment.seat_id, *id).is_some() {
-                return Err(format!("seat {} was paid twice", payment.seat_id));
+                return Err(format!("seat {} has two live payments", payment.seat_id));
             }
             payments_total += payment.amount.get();
+        } else if reservation.status == ReservationStatus::Cancelled {
+            return Err("a cancelled booking without its payment".into());
         }
     }
     if let Some((seat, n)) = live_holds.iter().find(|(_, n)| **n > 1) {
@@ -576,7 +612,7 @@ pub async fn check_invariants<Q: QueueStore, B: BookingStore>(w: &World<Q, B>) -
         return Err(format!("payments {payments_total} != prices of booked seats {booked_prices}"));
     }
     // 2 and 3. Money.
-    let (mut charged, mut spent, mut balances) = (0, 0, 0);
+    let (mut charged, mut spent, mut refunds, mut balances) = (0, 0, 0, 0);
     for (u, user) in w.users.iter().enumerate() {
         let wallet = store.wallet(user).await.map_err(fail)?;
         let ledger = store.ledger(user).await.map_err(fail)?;
@@ -591,11 +627,14 @@ pub async fn check_invariants<Q: QueueStore, B: BookingStore>(w: &World<Q, B>) -
         charged +=
             ledger.iter().filter(|e| e.kind == LedgerKind::Charge).map(|e| e.amount.get()).sum::<i64>();
         spent += ledger.iter().filter(|e| e.kind == LedgerKind::Payment).map(|e| e.amount.get()).sum::<i64>();
+        refunds +=
+            ledger.iter().filter(|e| e.kind == LedgerKind::Refund).map(|e| e.amount.get()).sum::<i64>();
         balances += wallet.balance.get();
     }
-    if charged - spent != balances || spent != payments_total {
+    if charged - spent + refunds != balances || spent != paid_total || refunds != refunded_total {
         return Err(format!(
-            "money: charged {charged} − spent {spent} ≠ balances {balances}, or ≠ payments {payments_total}"
+            "money: charged {charged} − spent {spent} + refunded {refunds} ≠ balances {balances}, or spent ≠ \
+             payments {paid_total}, or refunded ≠ refunded payments {refunded_total}"
         ));
     }
     // 4. Capacity.

@@ -42,6 +42,8 @@ pub enum Expect {
     Paid { reservations: Vec<usize>, balance: i64 },
     /// A charge leaving this balance.
     Balance(i64),
+    /// A cancellation giving the points back, leaving this balance.
+    Refunded(i64),
     /// A refusal, by its `code` (the serde tag of `DomainError`).
     Refused(&'static str),
     /// Seat statuses of a concert (AVAILABLE / HELD / BOOKED), by seat handle.
@@ -102,6 +104,8 @@ pub struct Reservation {
     pub confirmed: bool,
     /// Let go.
     pub released: bool,
+    /// Paid, then cancelled and refunded.
+    pub cancelled: bool,
 }
 
 /// The model's state.
@@ -185,7 +189,11 @@ impl Model {
     /// seat's holder.
     fn live(&self, r: usize) -> bool {
         let res = &self.reservations[r];
-        !res.confirmed && !res.released && res.until > self.now && self.seats[res.seat].holder == Some(r)
+        !res.confirmed
+            && !res.released
+            && !res.cancelled
+            && res.until > self.now
+            && self.seats[res.seat].holder == Some(r)
     }
 
     fn seat_free(&self, s: usize) -> bool {
@@ -407,6 +415,7 @@ impl Model {
                 until: self.now + HOLD_TTL_MS,
                 confirmed: false,
                 released: false,
+                cancelled: false,
             });
             self.seats[s].holder = Some(self.reservations.len() - 1);
             Expect::Held(self.reservations.len() - 1)
@@ -436,6 +445,50 @@ impl Model {
             self.seats[seat].holder = None;
         }
         Expect::Ok
+    }
+
+    /// Cancels booking `r` with token `t` (its buyer's), refunding it: only a concert with a
+    /// window lets its buyers cancel ([`crate::CANCEL_WINDOWS`]; the window is open for the
+    /// whole case).
+    pub fn cancel(&mut self, t: usize, r: usize, key: Option<u8>) -> Expect {
+        if self.tokens[t].revoked {
+            return Expect::Refused("token_revoked");
+        }
+        if !self.account_access(t) && !self.tokens[t].paid {
+            return Expect::Refused(self.gone(t));
+        }
+        let user = self.tokens[t].user;
+        if self.reservations[r].user != user {
+            return Expect::Refused("not_owner");
+        }
+        let concert = self.concert_of_reservation(r);
+        if concert != self.tokens[t].concert {
+            return Expect::Refused("wrong_concert");
+        }
+        let asked = format!("cancel:{r}");
+        if let Some(replayed) = self.replay(user, key, &asked) {
+            return replayed;
+        }
+        let res = self.reservations[r].clone();
+        let balance = self.balances.get(&user).copied().unwrap_or(0);
+        let outcome = if res.cancelled {
+            Expect::Refused("already_cancelled")
+        } else if !res.confirmed {
+            Expect::Refused("not_paid")
+        } else if crate::CANCEL_WINDOWS[concert].is_none() {
+            Expect::Refused("cancellation_closed")
+        } else if balance + res.price > BALANCE_MAX {
+            Expect::Refused("balance_limit_exceeded")
+        } else {
+            self.balances.insert(user, balance + res.price);
+            self.reservations[r].confirmed = false;
+            self.reservations[r].cancelled = true;
+            self.seats[res.seat].booked = false;
+            self.seats[res.seat].holder = None;
+            Expect::Refunded(balance + res.price)
+        };
+        self.remember(user, key, asked, &outcome);
+        outcome
     }
 
     /// Pays reservation `r` with token `t`.
@@ -474,6 +527,8 @@ impl Model {
             let res = &self.reservations[r];
             if res.confirmed {
                 Some("already_paid")
+            } else if res.cancelled {
+                Some("already_cancelled")
             } else if res.released {
                 Some("hold_released")
             } else if !self.live(r) {
