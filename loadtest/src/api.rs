@@ -187,6 +187,24 @@ pub struct Payment {
     pub payments: Vec<PaidSeat>,
 }
 
+/// A cancelled booking.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refund {
+    /// The booking.
+    pub reservation_id: Uuid,
+    /// The refunded payment.
+    pub payment_id: Uuid,
+    /// The seat, available again.
+    pub seat_id: Uuid,
+    /// Points back.
+    pub amount: i64,
+    /// The balance right after.
+    pub balance: i64,
+    /// `CANCELLED`.
+    pub status: String,
+}
+
 /// One seat of a [`Payment`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -243,6 +261,9 @@ pub struct NewConcert {
     /// How many seats one token may hold at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holds_per_token: Option<u32>,
+    /// Until how long before a performance its buyers may cancel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_until_secs_before_start: Option<u64>,
 }
 
 /// One date of a [`NewConcert`].
@@ -361,6 +382,8 @@ pub enum LedgerKind {
     Charge,
     /// Points out.
     Payment,
+    /// Points back, for a cancelled booking.
+    Refund,
 }
 
 /// One ledger entry.

@@ -32,8 +32,12 @@ pub struct Audit {
     pub seats: usize,
     /// Seats the server lists as BOOKED.
     pub booked_seats: usize,
-    /// Payments clients saw answered 201 (distinct payment ids).
+    /// Payments clients saw answered 201 and not refunded (distinct payment ids).
     pub payments_seen: usize,
+    /// Cancellations clients saw answered 200 (their payments refunded).
+    pub refunds_seen: usize,
+    /// Refunded payments whose seat the server still lists as BOOKED by them.
+    pub refunded_but_booked: usize,
     /// Payments whose answer a client never got (they are settled from the server's side).
     pub payments_unanswered: usize,
     /// Users whose balance was checked.
@@ -174,10 +178,13 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
     };
     let seats: HashMap<Uuid, &SeatSale> = all_seats(sales).map(|s| (s.seat_id, s)).collect();
 
-    // 1. No seat paid twice, across all clients.
+    // 1. No seat paid twice while both payments live, across all clients: a seat is sold again
+    // only after its payment was refunded (at most once more per refund).
+    let refunded: HashSet<Uuid> =
+        clients.iter().flat_map(|c| c.refunds.iter().map(|r| r.payment_id)).collect();
     let mut payments_by_seat: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
     let mut seen_payment_ids: HashSet<Uuid> = HashSet::new();
-    for payment in clients.iter().flat_map(|c| &c.payments) {
+    for payment in clients.iter().flat_map(|c| &c.payments).filter(|p| !refunded.contains(&p.payment_id)) {
         payments_by_seat.entry(payment.seat_id).or_default().insert(payment.payment_id);
         seen_payment_ids.insert(payment.payment_id);
     }
@@ -189,9 +196,24 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         }
     }
 
-    // 2. Every 201 payment matches a seat BOOKED by that payment.
+    // 2. Every 201 payment matches a seat BOOKED by that payment, unless it was refunded: then
+    // the seat is not booked by it.
     let mut payments_without_booked_seat = 0;
+    let mut refunded_but_booked = 0;
     for (client, payment) in clients.iter().flat_map(|c| c.payments.iter().map(move |p| (c, p))) {
+        if refunded.contains(&payment.payment_id) {
+            if seats.get(&payment.seat_id).is_some_and(|seat| seat.payment_id == Some(payment.payment_id)) {
+                refunded_but_booked += 1;
+                note(
+                    "refundedButBooked",
+                    format!(
+                        "{} refunded {} but its seat is booked by it",
+                        client.user_id, payment.payment_id
+                    ),
+                );
+            }
+            continue;
+        }
         let booked_by_it = seats.get(&payment.seat_id).is_some_and(|seat| {
             seat.status == SeatStatus::Booked
                 && seat.payment_id == Some(payment.payment_id)
@@ -270,16 +292,17 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
             note("balanceMismatches", format!("{user}: payments {missing:?} missing from the ledger"));
             continue;
         }
-        let expected = client.charged - client.paid();
+        let expected = client.charged - client.paid() + client.refunded();
         if client.is_determinate() && account.balance != expected {
             balance_mismatches += 1;
             note(
                 "balanceMismatches",
                 format!(
-                    "{user}: server balance {} but charged {} - paid {} = {expected}",
+                    "{user}: server balance {} but charged {} - paid {} + refunded {} = {expected}",
                     account.balance,
                     client.charged,
-                    client.paid()
+                    client.paid(),
+                    client.refunded()
                 ),
             );
         }
@@ -390,6 +413,7 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
 
     let failed = seats_paid_twice
         + payments_without_booked_seat
+        + refunded_but_booked
         + booked_seats_without_one_payment
         + sales_no_client_made
         + balance_mismatches
@@ -404,6 +428,8 @@ pub fn audit(evidence: Evidence<'_>) -> Audit {
         seats: seats.len(),
         booked_seats,
         payments_seen: seen_payment_ids.len(),
+        refunds_seen: refunded.len(),
+        refunded_but_booked,
         payments_unanswered: unanswered.len(),
         accounts_checked: users.len(),
         admissions_observed: admissions.len(),
@@ -429,7 +455,7 @@ fn ledger_adds_up(account: &Account) -> Result<(), String> {
             return Err(format!("ledger entry with amount {}", entry.amount));
         }
         running += match entry.kind {
-            LedgerKind::Charge => entry.amount,
+            LedgerKind::Charge | LedgerKind::Refund => entry.amount,
             LedgerKind::Payment => -entry.amount,
         };
         if entry.balance_after != running {
@@ -458,17 +484,19 @@ impl Audit {
             Verdict::Fail => "FAIL",
         };
         let mut out = format!(
-            "audit: {verdict}\n  seats {} | booked {} | payments seen {} | unanswered {} | accounts checked {} | admissions observed {}\n  \
-             seats paid twice {} | payments without booked seat {} | booked seats without one payment {} | sales no client made {} | \
+            "audit: {verdict}\n  seats {} | booked {} | payments seen {} | refunds seen {} | unanswered {} | accounts checked {} | admissions observed {}\n  \
+             seats paid twice {} | payments without booked seat {} | refunded but booked {} | booked seats without one payment {} | sales no client made {} | \
              balance mismatches {} | FIFO inversions {} | paid after revocation {} | over the cap {} | contract violations {}\n",
             self.seats,
             self.booked_seats,
             self.payments_seen,
+            self.refunds_seen,
             self.payments_unanswered,
             self.accounts_checked,
             self.admissions_observed,
             self.seats_paid_twice,
             self.payments_without_booked_seat,
+            self.refunded_but_booked,
             self.booked_seats_without_one_payment,
             self.sales_no_client_made,
             self.balance_mismatches,
@@ -504,7 +532,7 @@ mod tests {
 
     use super::*;
     use crate::api::{LedgerEntry, ScheduleSales};
-    use crate::record::{Outcome, Role, SeenPayment};
+    use crate::record::{Outcome, Role, SeenPayment, SeenRefund};
 
     const PRICE: i64 = 100;
 
@@ -592,6 +620,67 @@ mod tests {
             (audit.seats, audit.booked_seats, audit.payments_seen, audit.accounts_checked),
             (3, 2, 2, 2)
         );
+    }
+
+    /// `a` bought seat 1 and cancelled it (refunded); `b` then bought the seat again.
+    fn resold() -> (Vec<UserRecord>, HashMap<String, Account>) {
+        let mut a = buyer("a", 1, 150);
+        a.refunds.push(SeenRefund {
+            payment_id: id(1001),
+            reservation_id: id(2001),
+            seat_id: id(1),
+            amount: PRICE,
+        });
+        a.outcome = Outcome::Cancelled;
+        let mut b = client("b");
+        b.charged = 100;
+        b.payments.push(SeenPayment {
+            payment_id: id(3001),
+            reservation_id: id(4001),
+            seat_id: id(1),
+            amount: PRICE,
+        });
+        let (_, mut a_account) = account("a", 150, &[1]);
+        a_account.balance += PRICE;
+        a_account.ledger.push(LedgerEntry {
+            kind: LedgerKind::Refund,
+            amount: PRICE,
+            balance_after: a_account.balance,
+            payment_id: Some(id(1001)),
+        });
+        let (_, mut b_account) = account("b", 100, &[]);
+        b_account.balance -= PRICE;
+        b_account.ledger.push(LedgerEntry {
+            kind: LedgerKind::Payment,
+            amount: PRICE,
+            balance_after: b_account.balance,
+            payment_id: Some(id(3001)),
+        });
+        (vec![a, b], HashMap::from([("a".to_owned(), a_account), ("b".to_owned(), b_account)]))
+    }
+
+    #[test]
+    fn a_refunded_seat_sold_again_passes_and_money_counts_the_refund() {
+        let (clients, accounts) = resold();
+        let mut booked = seat(1, Some("b"));
+        (booked.reservation_id, booked.payment_id) = (Some(id(4001)), Some(id(3001)));
+        let audit = run(&clients, &sales(vec![booked.clone()]), &accounts);
+        assert_eq!(audit.verdict, Verdict::Pass, "{}", audit.render());
+        assert_eq!((audit.payments_seen, audit.refunds_seen, audit.seats_paid_twice), (1, 1, 0));
+        // Without the refund, the seat has two live payments and a's balance is off.
+        let mut unrefunded = clients.clone();
+        unrefunded[0].refunds.clear();
+        let audit = run(&unrefunded, &sales(vec![booked]), &accounts);
+        assert_eq!((audit.verdict, audit.seats_paid_twice), (Verdict::Fail, 1), "{}", audit.render());
+        assert!(audit.balance_mismatches > 0);
+    }
+
+    #[test]
+    fn a_refunded_payment_whose_seat_is_still_booked_by_it_fails() {
+        let (clients, accounts) = resold();
+        let clients = &clients[..1];
+        let audit = run(clients, &sales(vec![seat(1, Some("a"))]), &accounts);
+        assert_eq!((audit.verdict, audit.refunded_but_booked), (Verdict::Fail, 1), "{}", audit.render());
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub struct SaleArgs {
     /// seat pays the one it holds.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub pair_share: f64,
+    /// The share of buyers who cancel their booking after reading it back (the run's concert
+    /// then lets buyers cancel until its performance); the audit counts their refunds in the
+    /// money and checks the seat is not booked by the refunded payment.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub cancel_share: f64,
     /// Every this many milliseconds, an operator revokes the token of one buyer still at work
     /// (picked at random); the audit checks that nobody paid after their revocation. Left out:
     /// nobody is revoked.

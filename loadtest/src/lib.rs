@@ -108,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
             pre_queue: sale.opens_in_secs.map(|_| sale.pre_queue.clone()),
             max_seats_per_buyer: sale.max_seats_per_buyer,
             holds_per_token: (sale.pair_share > 0.0).then_some(2),
+            cancel_until_secs_before_start: (sale.cancel_share > 0.0).then_some(0),
         })
         .await?;
     println!(
@@ -129,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<Summary, RunError> {
     run.seats_per_buyer = sale.seats_per_buyer;
     run.leave_share = sale.leave_share;
     run.pair_share = sale.pair_share;
+    run.cancel_share = sale.cancel_share;
     let run = Arc::new(run);
 
     let mut attack = GooseAttack::initialize_with_config(goose.clone())?.set_client_builder_without_cookies(

@@ -48,6 +48,8 @@ pub enum Outcome {
     Left,
     /// An operator revoked the person's token (`401 token_revoked`).
     Revoked,
+    /// Bought, then cancelled the booking and got the points back (`--cancel-share`).
+    Cancelled,
     /// Bought as many seats as the concert lets one buyer (`409 buyer_limit`), having bought at
     /// least one.
     AtCap,
@@ -55,6 +57,20 @@ pub enum Outcome {
     RunEnded,
     /// A response was wrong or the server failed; see the errors.
     Failed,
+}
+
+/// A cancellation a client saw answered `200`: the payment refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenRefund {
+    /// The refunded payment.
+    pub payment_id: Uuid,
+    /// The cancelled booking.
+    pub reservation_id: Uuid,
+    /// Its seat.
+    pub seat_id: Uuid,
+    /// Points back.
+    pub amount: i64,
 }
 
 /// A payment a client saw answered `201`.
@@ -107,6 +123,10 @@ pub struct UserRecord {
     pub payments: Vec<SeenPayment>,
     /// Reservations whose payment was sent but never answered.
     pub payments_unknown: Vec<Uuid>,
+    /// Cancellations answered `200`.
+    pub refunds: Vec<SeenRefund>,
+    /// Bookings whose cancellation was sent but never answered.
+    pub refunds_unknown: Vec<Uuid>,
     /// Payments answered `201` that paid several seats at once (`--pair-share`).
     pub paid_together: u32,
     /// Holds tried.
@@ -139,6 +159,8 @@ impl UserRecord {
             payments: Vec::new(),
             payments_unknown: Vec::new(),
             paid_together: 0,
+            refunds: Vec::new(),
+            refunds_unknown: Vec::new(),
             hold_attempts: 0,
             hold_conflicts: 0,
             outcome: Outcome::InProgress,
@@ -148,7 +170,13 @@ impl UserRecord {
     /// Whether every money-moving request of this person got an answer.
     #[must_use]
     pub fn is_determinate(&self) -> bool {
-        self.charges_unknown == 0 && self.payments_unknown.is_empty()
+        self.charges_unknown == 0 && self.payments_unknown.is_empty() && self.refunds_unknown.is_empty()
+    }
+
+    /// Points the client knows came back.
+    #[must_use]
+    pub fn refunded(&self) -> i64 {
+        self.refunds.iter().map(|r| r.amount).sum()
     }
 
     /// Points the client knows it paid.

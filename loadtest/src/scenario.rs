@@ -23,11 +23,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::{
-    Balance, CreatedConcert, Payment, Problem, Reservation, ReservationStatus, Schedule, Seat, SeatStatus,
-    Token, TokenStatus,
+    Balance, CreatedConcert, Payment, Problem, Refund, Reservation, ReservationStatus, Schedule, Seat,
+    SeatStatus, Token, TokenStatus,
 };
 use crate::auth::ClientAuth;
-use crate::record::{Observations, Outcome, Role, SeenPayment};
+use crate::record::{Observations, Outcome, Role, SeenPayment, SeenRefund};
 
 /// Attempts of a money-moving request whose answer did not come (same key each time).
 const KEYED_ATTEMPTS: u32 = 4;
@@ -59,6 +59,8 @@ pub struct Run {
     pub leave_share: f64,
     /// The share of buyers who hold two seats and pay them in one payment (`--pair-share`).
     pub pair_share: f64,
+    /// The share of buyers who cancel their booking after reading it back (`--cancel-share`).
+    pub cancel_share: f64,
     /// Distinguishes this run's user ids from any other run's.
     pub tag: String,
     next_person: AtomicU64,
@@ -88,6 +90,7 @@ impl Run {
             seats_per_buyer: 1,
             leave_share: 0.5,
             pair_share: 0.0,
+            cancel_share: 0.0,
             tag,
             next_person: AtomicU64::new(0),
             sold_out_ms: AtomicU64::new(u64::MAX),
@@ -799,6 +802,33 @@ impl Person<'_> {
         }
     }
 
+    /// Cancels a booking (with a key) and records the refund.
+    async fn cancel(&self, user: &mut GooseUser, token: &str, held: &Reservation) -> Flow<()> {
+        let path = format!("/api/v1/reservations/{}/cancel", held.reservation_id);
+        let Some(mut reply) = self.keyed_post(user, "cancel", &path, token, &json!({})).await? else {
+            self.record(|r| r.refunds_unknown.push(held.reservation_id));
+            return Err(Stop::End(Outcome::Failed));
+        };
+        match reply.status {
+            200 => {
+                let refund: Refund = self.parse(user, &mut reply)?;
+                let seen = SeenRefund {
+                    payment_id: refund.payment_id,
+                    reservation_id: refund.reservation_id,
+                    seat_id: refund.seat_id,
+                    amount: refund.amount,
+                };
+                self.record(|r| r.refunds.push(seen));
+                let ok = refund.reservation_id == held.reservation_id
+                    && refund.seat_id == held.seat_id
+                    && refund.amount == self.run.price
+                    && refund.status == "CANCELLED";
+                self.expect(user, &mut reply, ok, "the refund does not match the booking")
+            }
+            _ => self.violation(user, &mut reply, "expected 200"),
+        }
+    }
+
     async fn read_back(&self, user: &mut GooseUser, token: &str, held: &Reservation) -> Flow<()> {
         let path = format!("/api/v1/reservations/{}", held.reservation_id);
         let sent = self.send(user, "reservation", GooseMethod::Get, &path, |b| b.bearer_auth(token)).await?;
@@ -883,6 +913,12 @@ fn buyer(
                     person.pay(user, &token, &held, balance).await?;
                     for one in &held {
                         person.read_back(user, &token, one).await?;
+                    }
+                    if run.cancel_share > 0.0 && rand::rng().random_bool(run.cancel_share) {
+                        for one in &held {
+                            person.cancel(user, &token, one).await?;
+                        }
+                        return Err(Stop::End(Outcome::Cancelled));
                     }
                     Ok(())
                 }

@@ -174,9 +174,12 @@ async fn a_smoke_run_against_postgres_and_redis_passes_the_audit() {
         ticketing_core::testing::fresh_redis_prefix(),
     );
     let server = start(queue, booking, Some(Box::new(database))).await;
-    // Half the buyers hold a second seat and pay both in one payment.
-    let (passed, summary) = loadtest_with(&server, "pg-redis", &[("--pair-share", "0.5")]).await;
+    // Half the buyers hold a second seat and pay both in one payment; a fifth cancel their
+    // booking and get their points back (the seat is sold again).
+    let overrides = [("--pair-share", "0.5"), ("--cancel-share", "0.2")];
+    let (passed, summary) = loadtest_with(&server, "pg-redis", &overrides).await;
     assert!(summary["paidTogether"].as_u64().unwrap_or(0) > 0, "{summary:#}");
+    assert!(summary["audit"]["refundsSeen"].as_u64().unwrap_or(0) > 0, "{summary:#}");
     assert_sound_sale((passed, summary));
 }
 

@@ -2,10 +2,10 @@
 -- points given back with a REFUND ledger entry; the reservation keeps its history as CANCELLED
 -- and its payment is marked refunded.
 --
--- The widened CHECKs are added NOT VALID (no scan under the exclusive lock) and validated, and
--- the seat's old UNIQUE on payments dropped, two migrations later, once the index that keeps a
--- seat from two live payments (`payments_live_seat`, built concurrently by the next migration)
--- exists.
+-- The widened CHECKs are added NOT VALID (no scan under the exclusive lock) and validated two
+-- migrations later; the seat's old UNIQUE on payments is dropped three later, once the index that
+-- keeps a seat from two live payments (`payments_live_seat`, built concurrently by the next
+-- migration) exists and is valid.
 ALTER TABLE payments ADD COLUMN refunded_at timestamptz;
 ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
 ALTER TABLE reservations ADD CONSTRAINT reservations_status_check

@@ -1,5 +1,5 @@
--- The seat's UNIQUE on payments gives way to `payments_live_seat` (previous migration), and the
--- CHECKs widened for refunds two migrations before are validated (a scan that blocks no writes).
-ALTER TABLE payments DROP CONSTRAINT payments_seat_id_key;
+-- The CHECKs widened for refunds two migrations before are validated: a scan that takes no lock
+-- blocking reads or writes (SHARE UPDATE EXCLUSIVE). The seat's old UNIQUE on payments goes in
+-- the next migration, on its own, so its brief exclusive lock is not held through these scans.
 ALTER TABLE reservations VALIDATE CONSTRAINT reservations_status_check;
 ALTER TABLE ledger VALIDATE CONSTRAINT ledger_kind_check;

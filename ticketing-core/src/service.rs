@@ -20,7 +20,7 @@ use crate::claim::{Claim, TokenKey, TokenSigner};
 use crate::clock::{Clock, truncate_to_millis};
 use crate::door::{Door, DoorBudget};
 use crate::error::{DomainError, Error, StoreError};
-use crate::hold::{self, Holder, Release, Reservation};
+use crate::hold::{self, Holder, Release, Reservation, ReservationStatus};
 use crate::idempotency::{self, CheckError, IdempotencyRecord, KeyCheck};
 use crate::ids::{
     ConcertId, IdempotencyKey, LedgerEntryId, PaymentId, QueueToken, ReservationId, ScheduleId, SeatId,
@@ -1558,7 +1558,9 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
             None => None,
         };
         let by = Canceller::Buyer { user: record.user_id.clone(), until };
-        self.refund(id, &reservation.user_id, &by, key, format!("cancel:{id}"), now).await
+        let refund = self.refund(id, &reservation.user_id, &by, key, format!("cancel:{id}"), now).await?;
+        self.seat_freed(reservation.concert_id);
+        Ok(refund)
     }
 
     /// Cancels any booking, as an operator, at any time, and gives the points back to its
@@ -1577,15 +1579,24 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     ) -> Result<RefundReceipt, Error> {
         let now = self.now();
         let reservation = self.booking.reservation(id).await?.ok_or(DomainError::ReservationNotFound)?;
-        self.refund(
-            id,
-            &reservation.user_id,
-            &Canceller::Operator,
-            key,
-            format!("cancel-by-operator:{id}"),
-            now,
-        )
-        .await
+        let refund = self
+            .refund(
+                id,
+                &reservation.user_id,
+                &Canceller::Operator,
+                key,
+                format!("cancel-by-operator:{id}"),
+                now,
+            )
+            .await?;
+        self.seat_freed(reservation.concert_id);
+        Ok(refund)
+    }
+
+    /// A seat of `concert` is available again: this process no longer takes it for sold out
+    /// (others learn it from their next seat tally).
+    fn seat_freed(&self, concert: ConcertId) {
+        self.catalog.sold_out.write().unwrap_or_else(PoisonError::into_inner).remove(&concert);
     }
 
     /// The keyed cancellation step of `id`, owned by `owner`, by `by`.
@@ -1606,6 +1617,19 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 let reservation = inputs.reservation.ok_or(Stop::failed(DomainError::ReservationNotFound))?;
                 let seat = inputs.seat.ok_or(Stop::failed(StoreError::Missing("seat")))?;
                 let wallet = inputs.wallet.ok_or(Stop::failed(StoreError::Missing("wallet")))?;
+                // A booking whose payment or seat disagrees with it is the store's fault, not the
+                // request's: answered as such and not remembered under the key.
+                if reservation.status == ReservationStatus::Confirmed {
+                    let paid = inputs.payment.as_ref().is_some_and(|p| p.refunded_at.is_none());
+                    let booked =
+                        matches!(seat.state, SeatState::Booked { reservation: r } if r == reservation.id);
+                    if !paid || !booked {
+                        return Err(Stop::failed(StoreError::Corrupt(format!(
+                            "booking {} without its live payment or booked seat",
+                            reservation.id
+                        ))));
+                    }
+                }
                 let plan = payment::plan_refund(
                     &reservation,
                     &seat,

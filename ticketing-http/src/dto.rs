@@ -358,7 +358,8 @@ pub struct ReservationBody {
     pub seat_id: Uuid,
     /// The seat's schedule.
     pub schedule_id: Uuid,
-    /// `HELD`, `CONFIRMED`, `EXPIRED` or `RELEASED`.
+    /// `HELD`, `CONFIRMED`, `EXPIRED`, `RELEASED` or `CANCELLED` (paid, then cancelled and
+    /// refunded).
     pub status: String,
     /// The price in points.
     pub price: i64,
@@ -1044,13 +1045,13 @@ pub struct AccountBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntryBody {
-    /// `CHARGE` or `PAYMENT`.
+    /// `CHARGE`, `PAYMENT` or `REFUND`.
     pub kind: String,
     /// Points (always positive; `kind` gives the sign).
     pub amount: i64,
     /// The balance after it.
     pub balance_after: i64,
-    /// The payment, for a `PAYMENT` entry.
+    /// The payment, for a `PAYMENT` entry and for the `REFUND` that answers it.
     pub payment_id: Option<Uuid>,
     /// When.
     #[serde(serialize_with = "rfc3339")]

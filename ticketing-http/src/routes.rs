@@ -361,7 +361,7 @@ pub async fn cancel_by_operator<Q: QueueStore, B: BookingStore, C: Clock>(
         (status = 201, body = PaymentBody),
         (status = 401, body = Problem), (status = 402, description = "insufficient_balance", body = Problem),
         (status = 403, description = "wrong_concert: a token of another concert; not_admitted", body = Problem),
-        (status = 404, body = Problem), (status = 409, description = "`already_paid`, or `buyer_limit`: the seats you bought and these would pass the concert's `maxSeatsPerBuyer`", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "`already_paid`, `already_cancelled`, or `buyer_limit`: the seats you bought and these would pass the concert's `maxSeatsPerBuyer`", body = Problem),
         (status = 410, description = "hold_expired or hold_released", body = Problem), (status = 422, body = Problem),
     ))]
 pub async fn pay<Q: QueueStore, B: BookingStore, C: Clock>(

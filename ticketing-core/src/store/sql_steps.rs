@@ -180,13 +180,14 @@ const CHARGE_INPUTS: &str = concat!(
        LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.`key` = ?"
 );
 
-/// A token's admission-log row (nulls when it has none), when a payment was made with it, and
-/// when it was revoked or left the line.
+/// A token's admission-log row (nulls when it has none), when a payment was made with it (a
+/// booking cancelled since was paid all the same: its token stays expired), and when it was
+/// revoked or left the line.
 const TOKEN_HISTORY: &str =
     "SELECT a.token, a.user_id, a.concert_id, a.issued_at, a.admitted_at, a.expires_at,
        a.version,
        (SELECT MIN(p.at) FROM reservations r JOIN payments p ON p.reservation_id = r.id
-         WHERE r.token = ? AND r.status = 'CONFIRMED') AS paid_at,
+         WHERE r.token = ? AND r.status IN ('CONFIRMED', 'CANCELLED')) AS paid_at,
        (SELECT v.at FROM ended_tokens v WHERE v.token = ? AND v.reason = 'REVOKED') AS revoked_at,
        (SELECT v.at FROM ended_tokens v WHERE v.token = ? AND v.reason = 'LEFT') AS left_at
   FROM (SELECT 1) one LEFT JOIN queue_admissions a ON a.token = ?";
@@ -198,7 +199,8 @@ const OPEN_ADMISSIONS: &str =
        a.version
   FROM queue_admissions a
  WHERE a.concert_id = ? AND a.expires_at > ?
-   AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.token = a.token AND r.status = 'CONFIRMED')
+   AND NOT EXISTS (SELECT 1 FROM reservations r
+                    WHERE r.token = a.token AND r.status IN ('CONFIRMED', 'CANCELLED'))
    AND NOT EXISTS (SELECT 1 FROM ended_tokens v WHERE v.token = a.token AND v.reason = 'REVOKED')";
 
 /// A concert's seats counted by price (a handful of rows): how many, how many held by a hold

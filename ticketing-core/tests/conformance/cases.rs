@@ -2542,6 +2542,10 @@ pub async fn a_booking_is_cancelled_refunded_and_sold_again<Q: QueueStore, B: Bo
     assert_eq!(payment.refunded_at, Some(refund.at), "the payment keeps its history, refunded");
     assert_eq!(fx.seat_status_of(seat).await, SeatStatus::Available);
     assert_eq!(store.seats_bought(&user("alice"), concert.concert.id, &[]).await.unwrap(), 0);
+    // The token paid all the same: a queue store that lost it gives it back expired, not active.
+    assert!(store.history(&user("alice"), &alice).await.unwrap().paid_at.is_some(), "still paid with");
+    let open = store.admissions(concert.concert.id, fx.clock.now()).await.unwrap().open;
+    assert!(open.iter().all(|r| r.token != alice), "not an open admission again");
     // Again: the key answers the same; without it, already cancelled; nothing moves twice.
     assert_eq!(fx.svc.cancel(&alice, held.id, key("cancel-1")).await.unwrap(), refund);
     assert_eq!(domain(fx.svc.cancel(&alice, held.id, None).await), DomainError::AlreadyCancelled);

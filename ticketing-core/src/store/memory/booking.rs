@@ -288,13 +288,16 @@ impl WalletStore for MemoryStore {
 
 impl MemoryStore {
     /// When a payment was made with `token` of `user`: the payment of a confirmed reservation
-    /// it made.
+    /// it made (or of one cancelled since: the token paid all the same).
     fn paid_with(&self, user: &UserId, token: &QueueToken) -> Option<DateTime<Utc>> {
         let shard = self.inner.users.lock(user);
         let book = shard.books.get(user)?;
         book.reservations
             .values()
-            .filter(|r| &r.token == token && r.status == ReservationStatus::Confirmed)
+            .filter(|r| {
+                &r.token == token
+                    && matches!(r.status, ReservationStatus::Confirmed | ReservationStatus::Cancelled)
+            })
             .filter_map(|r| book.payments.get(&r.id).map(|p| p.at))
             .min()
     }
