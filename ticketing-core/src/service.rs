@@ -1335,9 +1335,11 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
     }
 
     /// How many open holds one token of `concert` may have: the concert's own setting, else
-    /// the deployment's.
+    /// the deployment's, and never more than the concert's seats per buyer (a buyer would hold
+    /// seats it may not pay for, keeping them from others).
     fn holds_per_token_of(&self, concert: &Concert) -> u32 {
-        concert.holds_per_token.unwrap_or(self.config.holds_per_token)
+        let holds = concert.holds_per_token.unwrap_or(self.config.holds_per_token);
+        concert.max_seats_per_buyer.map_or(holds, |cap| holds.min(cap))
     }
 
     /// One of the token's user's reservations, with its status now.

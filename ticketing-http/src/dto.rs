@@ -535,8 +535,9 @@ pub struct NewConcertRequest {
     #[schema(minimum = 1, maximum = 10_000)]
     #[serde(default, deserialize_with = "integral_opt")]
     pub max_seats_per_buyer: Option<u32>,
-    /// How many seats one token may hold at once, to pay them in one payment (1 to 100); left
-    /// out: the server's setting (`TICKETING_HOLDS_PER_TOKEN`, 1 by default).
+    /// How many seats one token may hold at once, to pay them in one payment (1 to 100; never
+    /// more than `maxSeatsPerBuyer`); left out: the server's setting (`TICKETING_HOLDS_PER_TOKEN`,
+    /// 1 by default).
     #[schema(minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "integral_opt")]
     pub holds_per_token: Option<u32>,
