@@ -78,11 +78,13 @@ fuzz() {
   token=$(curl -sf -X POST "$base/api/v1/queue/tokens" -H 'content-type: application/json' \
     -d "{\"userId\":\"fuzz\",\"concertId\":\"$concert\"}" | python3 -c 'import sys, json; print(json.load(sys.stdin)["token"])')
   echo "fuzz: $name"
-  # The client waits as long as the server may take: a generated concert of 100,000 seats takes
-  # more than the fuzzer's default 10 s to write on MariaDB (seen), which it reports as an error.
+  # The client waits as long as the server may take, and a slow answer is not a failure: a
+  # generated concert of 100,000 seats takes about 11 s to write on MariaDB here (seen), past the
+  # fuzzer's default 10 s timeout and response-time check (creating a concert is an operator's
+  # one-off step, not a request of the sale).
   if ! "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful --max-examples "$examples" --seed 1 \
-    --request-timeout 300 \
+    --request-timeout 300 --max-response-time 300 \
     -H "Authorization: Bearer $token" -H "X-Admin-Key: $admin_key" --no-color >"$out/$name.log" 2>&1; then
     cat "$out/$name.log"
     echo "fuzz: $name FAILED (server log: $(tail -5 "$out/$name-server.log"))" >&2
