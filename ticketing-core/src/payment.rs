@@ -496,13 +496,9 @@ pub fn plan_refund(
             return Err(DomainError::CancellationClosed);
         }
     }
-    let inconsistent =
-        |what: &str| DomainError::InvalidInput { reason: format!("the booking has no {what}") };
-    let payment = payment.filter(|p| p.refunded_at.is_none()).ok_or_else(|| inconsistent("live payment"))?;
-    let booked = matches!(seat.state, SeatState::Booked { reservation: r } if r == reservation.id);
-    if !booked {
-        return Err(inconsistent("booked seat"));
-    }
+    let payment = live_booking(reservation, seat, payment).ok_or_else(|| DomainError::InvalidInput {
+        reason: "the booking has no live payment or booked seat".into(),
+    })?;
     let max = Points::new(BALANCE_MAX_POINTS)?;
     let balance = wallet
         .balance
@@ -526,6 +522,18 @@ pub fn plan_refund(
             payment_id: Some(payment.id),
         },
     })
+}
+
+/// The payment of a CONFIRMED `reservation` as its records should agree: `payment` not
+/// refunded, `seat` booked by the reservation. `None` when they disagree (the store's fault).
+#[must_use]
+pub fn live_booking<'p>(
+    reservation: &Reservation,
+    seat: &SeatRecord,
+    payment: Option<&'p Payment>,
+) -> Option<&'p Payment> {
+    let booked = matches!(seat.state, SeatState::Booked { reservation: r } if r == reservation.id);
+    payment.filter(|p| p.refunded_at.is_none() && booked)
 }
 
 /// What a completed payment returns to its caller (and to every idempotent replay).

@@ -1621,16 +1621,13 @@ impl<Q: QueueStore, B: BookingStore, C: Clock> Ticketing<Q, B, C> {
                 let wallet = inputs.wallet.ok_or(Stop::failed(StoreError::Missing("wallet")))?;
                 // A booking whose payment or seat disagrees with it is the store's fault, not the
                 // request's: answered as such and not remembered under the key.
-                if reservation.status == ReservationStatus::Confirmed {
-                    let paid = inputs.payment.as_ref().is_some_and(|p| p.refunded_at.is_none());
-                    let booked =
-                        matches!(seat.state, SeatState::Booked { reservation: r } if r == reservation.id);
-                    if !paid || !booked {
-                        return Err(Stop::failed(StoreError::Corrupt(format!(
-                            "booking {} without its live payment or booked seat",
-                            reservation.id
-                        ))));
-                    }
+                if reservation.status == ReservationStatus::Confirmed
+                    && payment::live_booking(&reservation, &seat, inputs.payment.as_ref()).is_none()
+                {
+                    return Err(Stop::failed(StoreError::Corrupt(format!(
+                        "booking {} without its live payment or booked seat",
+                        reservation.id
+                    ))));
                 }
                 let plan = payment::plan_refund(
                     &reservation,
